@@ -1,0 +1,223 @@
+"""A fast fake OpenAI-compatible upstream on 127.0.0.1 that can inject faults, for tests and benchmarks.
+
+The requested ``model`` picks the behaviour, so one server stands in for several upstreams:
+
+* ``*ok*`` (anything not below): answers at once (``echo: <first words of the last message>``);
+* ``fail500``: HTTP 500 with an OpenAI-style error body;
+* ``timeout``: sleeps ``--timeout-sleep`` seconds (default 30) before answering;
+* ``cut``: sends the headers and part of the body, then drops the connection (stream or not);
+* ``cutlate``: streams two chunks, then drops the connection;
+* ``flaky``: fails with 503 on every other call (1st, 3rd, ...), answers on the others.
+
+Connection refused needs no server: point a model at a port nothing listens on (:func:`free_port`).
+Run standalone: ``python bench/fake_upstream.py --port 9100``; in-process: :class:`FakeUpstream`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import uvicorn
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Cut(Exception):
+    """Raised inside a response body to make uvicorn drop the connection."""
+
+
+class FakeApp:
+    """The ASGI app. ``calls`` counts requests per model name."""
+
+    def __init__(self, timeout_sleep: float = 30.0, words: int = 8) -> None:
+        self.timeout_sleep = timeout_sleep
+        self.words = words
+        self.calls: Counter[str] = Counter()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if scope["path"].endswith("/models"):
+            await _send(send, 200, {"object": "list", "data": [{"id": "fake-ok", "object": "model"}]})
+            return
+        try:
+            request = json.loads(body)
+        except ValueError:
+            await _send(send, 400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
+            return
+        model = str(request.get("model", "ok"))
+        self.calls[model] += 1
+        if "fail500" in model:
+            await _send(send, 500, {"error": {"message": "injected failure", "type": "server_error"}})
+            return
+        if "flaky" in model and self.calls[model] % 2 == 1:
+            await _send(send, 503, {"error": {"message": "injected flake", "type": "server_error"}})
+            return
+        if "timeout" in model:
+            await asyncio.sleep(self.timeout_sleep)
+        messages = request.get("messages") or [{}]
+        last = messages[-1].get("content") if isinstance(messages[-1], dict) else ""
+        words = ["echo:", *str(last).split()[: self.words]]
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
+        if request.get("stream"):
+            await self._stream(send, model, words, prompt_tokens)
+            return
+        if "cut" in model:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"500")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b'{"id": "x", "choices": [', "more_body": True})
+            raise _Cut("injected cut")
+        await _send(send, 200, _completion(model, " ".join(words), prompt_tokens, len(words)))
+
+    async def _stream(self, send: Any, model: str, words: list[str], prompt_tokens: int) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        if "cut" in model and "cutlate" not in model:
+            await send({"type": "http.response.body", "body": b'data: {"id": ', "more_body": True})
+            raise _Cut("injected cut")
+        for i, word in enumerate(words):
+            if "cutlate" in model and i == 2:
+                raise _Cut("injected late cut")
+            delta = {"role": "assistant", "content": word} if i == 0 else {"content": " " + word}
+            chunk = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+            }
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"data: " + json.dumps(chunk).encode() + b"\n\n",
+                    "more_body": True,
+                }
+            )
+        final = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(words),
+                "total_tokens": prompt_tokens + len(words),
+            },
+        }
+        await send(
+            {
+                "type": "http.response.body",
+                "body": b"data: " + json.dumps(final).encode() + b"\n\n" + b"data: [DONE]\n\n",
+            }
+        )
+
+
+def _completion(model: str, text: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+async def _send(send: Any, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class FakeUpstream:
+    """The fake server in a background thread: ``with FakeUpstream() as up: up.base_url``."""
+
+    def __init__(self, port: int | None = None, timeout_sleep: float = 30.0) -> None:
+        self.port = port or free_port()
+        self.app = FakeApp(timeout_sleep=timeout_sleep)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="on", timeout_graceful_shutdown=1
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL (ends in /v1)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def calls(self) -> Counter[str]:
+        """Requests received, per model name."""
+        return self.app.calls
+
+    def __enter__(self) -> FakeUpstream:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("fake upstream did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.server.force_exit = True
+        self.thread.join(timeout=5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--timeout-sleep", type=float, default=30.0)
+    args = parser.parse_args()
+    uvicorn.run(
+        FakeApp(timeout_sleep=args.timeout_sleep),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

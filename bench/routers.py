@@ -1,0 +1,346 @@
+"""Benchmark of the learned routers (issue #4). Writes docs/results/routers.json and its docs/results.md section.
+
+Parts (``--parts`` picks some): ``routellm`` (GPT-4 vs Mixtral on MMLU, GSM8K, MT-Bench, 5-fold CV),
+``transfer`` (train on MMLU-Pro pairs, test on RouteLLM MMLU and GSM8K), ``mmlupro`` (9 models,
+N-model routing, 5-fold CV), ``speed`` (one decision incl. embedding a 200-token prompt; batches).
+
+Metric definitions (RouteLLM / RouterBench), computed on pooled out-of-fold scores:
+PGR(share) = (quality(share) - q_weak) / (q_strong - q_weak) with the top ``share`` of prompts by
+score sent to the strong model; APGR = mean PGR over shares 0..1 (trapezoid on every prompt count);
+CPT(x) = smallest share with PGR >= x. AIQ = area under the non-decreasing convex hull of the
+(cost, quality) points, divided by the cost range of the single models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._results import ROOT, update_section, write_json
+from bench._routers_render import MMLU_PRO_PAIRS, render
+from sizewise.evaluation.loaders import load_dataset
+from sizewise.evaluation.table import OutcomeTable
+
+LEARNED = ["sw-ranking", "knn", "embed-logreg", "embed-mlp", "mf", "gbdt"]
+N_MODEL = ["sw-ranking", "knn", "embed-logreg", "embed-mlp", "mf"]
+JSON_PATH = ROOT / "docs" / "results" / "routers.json"
+
+
+# -- metrics (the harness's definitions: sizewise.evaluation.metrics) ------------------------------------
+def pair_metrics(scores: np.ndarray, q_weak: np.ndarray, q_strong: np.ndarray) -> dict[str, float]:
+    """APGR, CPT(50%), CPT(80%) of one score vector (ties averaged, CPT interpolated)."""
+    from sizewise.evaluation import metrics
+
+    curve = metrics.routing_curve(scores, q_weak, q_strong)
+    return {"apgr": metrics.apgr(curve), "cpt50": metrics.cpt(curve, 0.5), "cpt80": metrics.cpt(curve, 0.8)}
+
+
+def n_model_summary(
+    points: list[tuple[float, float]], best_quality: float, best_cost: float
+) -> dict[str, float | None]:
+    """AIQ and the two MMLU-Pro goals from (quality, cost per 1k) operating points."""
+    from sizewise.evaluation import metrics
+
+    qs, cs = np.array([q for q, _ in points]), np.array([c for _, c in points])
+    share = metrics.cost_at_quality(cs, qs, best_quality, best_cost)
+    within = qs[cs <= best_cost * (1 + 1e-9)]
+    return {
+        "aiq": metrics.aiq(cs, qs),
+        "cost_share_for_best_single_accuracy": None if np.isnan(share) else float(share),
+        "best_accuracy_within_best_single_cost": float(within.max()) if within.size else None,
+    }
+
+
+# -- cross-validation ---------------------------------------------------------------------------
+def folds_for(table: OutcomeTable, k: int = 5, seed: int = 0) -> list[np.ndarray]:
+    """K folds fixed by seed; the turns of one MT-Bench question stay in one fold."""
+    rng = np.random.default_rng(seed)
+    groups = (
+        table.prompts["question_id"].astype(str).to_numpy()
+        if "question_id" in table.prompts
+        else np.arange(len(table)).astype(str)
+    )
+    unique = rng.permutation(np.unique(groups))
+    fold_of = {g: i % k for i, g in enumerate(unique)}
+    labels = np.array([fold_of[g] for g in groups])
+    return [np.flatnonzero(labels == i) for i in range(k)]
+
+
+def make(name: str) -> Any:
+    """A new router by registry name (``name:key=value,...`` sets parameters, values as JSON)."""
+    import importlib
+
+    from sizewise.routers import base as registry
+
+    base, _, spec = name.partition(":")
+    params = {k: json.loads(v) for k, v in (item.split("=", 1) for item in spec.split(",") if item)}
+    try:
+        cls = registry.router_class(base)
+    except ModuleNotFoundError:  # a router module listed in the registry is not in this checkout yet
+        for module in ("knn", "embed_models", "mf", "gbdt"):
+            importlib.import_module(f"sizewise.routers.{module}")
+        cls = registry._REGISTRY[base]
+    return cls(**params)
+
+
+def oof_scores(
+    name: str, table: OutcomeTable, folds: list[np.ndarray], extra: OutcomeTable | None = None
+) -> np.ndarray:
+    """Out-of-fold scores; ``extra`` rows (another table with the same pair) are added to every training fold."""
+    scores = np.zeros(len(table))
+    for test in folds:
+        train = table.subset(np.setdiff1d(np.arange(len(table)), test))
+        if extra is not None:
+            train = concat([train, extra])
+        router = make(name).fit(train)
+        scores[test] = router.score_table(table.subset(test))
+    return scores
+
+
+def concat(tables: list[OutcomeTable], name: str = "pooled") -> OutcomeTable:
+    """Stack tables with the same model columns (prompts renamed apart)."""
+    import pandas as pd
+
+    frames = []
+    for i, t in enumerate(tables):
+        frame = t.prompts[["prompt_id", "text"]].copy()
+        frame["prompt_id"] = f"{i}:" + frame["prompt_id"].astype(str)
+        frames.append(frame)
+    cost = None if any(t.cost is None for t in tables) else np.vstack([t.cost for t in tables])  # type: ignore[misc]
+    return OutcomeTable(
+        name=name,
+        prompts=pd.concat(frames, ignore_index=True),
+        models=list(tables[0].models),
+        quality=np.vstack([t.quality for t in tables]),
+        cost=cost,
+        pair=tables[0].pair,
+    )
+
+
+def as_pair(table: OutcomeTable, weak: str, strong: str, names: tuple[str, str]) -> OutcomeTable:
+    """Two columns of ``table`` renamed to a common (weak, strong) pair of names."""
+    sub = table.select_models([weak, strong])
+    return OutcomeTable(table.name, sub.prompts, list(names), sub.quality, cost=sub.cost, pair=names)
+
+
+# -- parts --------------------------------------------------------------------------------------------
+def part_routellm(routers: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dataset in ("routellm-mmlu", "routellm-gsm8k", "routellm-mtbench"):
+        table = load_dataset(dataset)
+        weak, strong = table.weak_strong()
+        q_weak, q_strong = table.column(weak), table.column(strong)
+        folds = folds_for(table)
+        rows: dict[str, Any] = {}
+        rng = np.random.default_rng(0)
+        randoms = [pair_metrics(rng.random(len(table)), q_weak, q_strong) for _ in range(20)]
+        rows["random"] = {k: float(np.mean([r[k] for r in randoms])) for k in randoms[0]}
+        rows["oracle"] = pair_metrics(q_strong - q_weak + 1e-9 * rng.random(len(table)), q_weak, q_strong)
+        for name in routers:
+            start = time.perf_counter()
+            rows[name] = pair_metrics(oof_scores(name, table, folds), q_weak, q_strong)
+            rows[name]["seconds"] = time.perf_counter() - start
+            print(dataset, name, {k: round(v, 3) for k, v in rows[name].items()}, flush=True)
+        if dataset == "routellm-mtbench":
+            # 115 training prompts per fold is little: also train with the other two benchmarks added.
+            extra = concat([load_dataset("routellm-mmlu"), load_dataset("routellm-gsm8k")])
+            for name in routers:
+                key = f"{name} +mmlu+gsm8k"
+                rows[key] = pair_metrics(oof_scores(name, table, folds, extra=extra), q_weak, q_strong)
+                print(dataset, key, {k: round(v, 3) for k, v in rows[key].items()}, flush=True)
+        out[dataset] = {"n": len(table), "weak": weak, "strong": strong, "routers": rows}
+    return out
+
+
+def mmlu_pro_pairs() -> OutcomeTable:
+    """MMLU-Pro outcomes of several (weak, strong) pairs stacked as one two-column table."""
+    pro = load_dataset("mmlu-pro")
+    return concat([as_pair(pro, w, s, ("weak", "strong")) for w, s in MMLU_PRO_PAIRS], name="mmlu-pro-pairs")
+
+
+def part_transfer(routers: list[str]) -> dict[str, Any]:
+    train = mmlu_pro_pairs()
+    out: dict[str, Any] = {"train": f"MMLU-Pro pairs {MMLU_PRO_PAIRS}", "n_train": len(train)}
+    tests = {d: load_dataset(d) for d in ("routellm-mmlu", "routellm-gsm8k")}
+    for name in routers:
+        router = make(name).fit(train)
+        for dataset, table in tests.items():
+            weak, strong = table.weak_strong()
+            metrics = pair_metrics(router.score(table.texts), table.column(weak), table.column(strong))
+            out.setdefault(dataset, {})[name] = metrics
+            print("transfer", dataset, name, {k: round(v, 3) for k, v in metrics.items()}, flush=True)
+    return out
+
+
+def part_mmlupro(routers: list[str]) -> dict[str, Any]:
+    table = load_dataset("mmlu-pro")
+    assert table.cost is not None
+    models = list(table.models)
+    folds = folds_for(table)
+    model_cost = np.nanmean(table.cost, axis=0) * 1000
+    model_quality = np.nanmean(table.quality, axis=0)
+    best = int(np.argmax(model_quality))
+    from sizewise.evaluation import metrics
+    from sizewise.routers.multi import lambda_grid, max_utility, realised
+
+    # Oracle: per prompt the cheapest correct model (the best one when none is correct), over lambda.
+    quality = np.nan_to_num(table.quality)
+    oracle_points = [
+        realised(max_utility(quality, model_cost, lam), table.quality, table.cost)
+        for lam in lambda_grid(model_cost, 80)
+    ]
+    out: dict[str, Any] = {
+        "models": {
+            m: {"accuracy": float(model_quality[i]), "cost_per_1k": float(model_cost[i])} for i, m in enumerate(models)
+        },
+        "best_single": {
+            "model": models[best],
+            "accuracy": float(model_quality[best]),
+            "cost_per_1k": float(model_cost[best]),
+        },
+        "single_models_hull": {"aiq": metrics.aiq(model_cost, model_quality)},
+        "oracle": {
+            **n_model_summary(oracle_points, model_quality[best], model_cost[best]),
+            "best_quality": max(q for q, _ in oracle_points),
+            "curve": [{"cost_per_1k": float(c), "quality": float(q)} for q, c in oracle_points],
+        },
+        "routers": {},
+    }
+    for name in routers:
+        start = time.perf_counter()
+        pred = np.zeros(table.quality.shape)
+        for test in folds:
+            router = make(name).fit(table.subset(np.setdiff1d(np.arange(len(table)), test)))
+            pred[test] = router.predict_quality(table.subset(test).texts)
+        points = [
+            realised(max_utility(pred, model_cost, lam), table.quality, table.cost)
+            for lam in lambda_grid(model_cost, 120)
+        ]
+        out["routers"][name] = {
+            **n_model_summary(points, model_quality[best], model_cost[best]),
+            "seconds": time.perf_counter() - start,
+            "curve": [{"cost_per_1k": float(c), "quality": float(q)} for q, c in points],
+        }
+        r = out["routers"][name]
+        print("mmlu-pro", name, {k: v for k, v in r.items() if k != "curve"}, flush=True)
+    return out
+
+
+def part_speed(router_file: Path | None) -> dict[str, Any]:
+    import sizewise.embedding as emb
+    from sizewise.routers.base import load_router
+
+    path = router_file or ROOT / "src" / "sizewise" / "routers" / "pretrained" / "default.zip"
+    start = time.perf_counter()
+    router = load_router(path)
+    load_s = time.perf_counter() - start
+    model = emb.get_model()
+    base = " ".join(load_dataset("routellm-mtbench").texts)
+    words = base.split()
+    rng = np.random.default_rng(0)
+
+    nonce = os.urandom(4).hex()  # new texts on every run, so "new prompt" never hits an earlier run's cache
+
+    def prompt() -> str:
+        i = int(rng.integers(0, len(words) - 400))
+        text = f"{nonce}{i} " + " ".join(words[i : i + 150])
+        while len(model.token_ids([text])[0]) > 200:
+            text = text.rsplit(" ", 1)[0]
+        return text
+
+    prompts = [prompt() for _ in range(1200)]
+    tokens = [len(ids) for ids in model.token_ids(prompts)]
+    router.score(["warm up"])
+
+    def timed(fn: Any, items: list[Any]) -> np.ndarray:
+        times = []
+        for item in items:
+            t = time.perf_counter()
+            fn(item)
+            times.append(time.perf_counter() - t)
+        return np.array(times) * 1000
+
+    # Uncached: new prompts (embedding runs; the disk-cache write is part of the decision).
+    uncached = timed(lambda p: router.score([p]), prompts[:60])
+    cached = timed(lambda p: router.score([p]), prompts[:60])  # the same prompts again: memo hits
+    emb.clear_memo()
+    disk = timed(lambda p: router.score([p]), prompts[:60])  # disk-cache hits
+    batch = prompts[200:400]  # new prompts: embedding dominates, 200 are enough to time it
+    t = time.perf_counter()
+    router.score(batch)
+    batch_uncached = len(batch) / (time.perf_counter() - t)
+    t = time.perf_counter()
+    router.score(batch)
+    batch_cached = len(batch) / (time.perf_counter() - t)
+    cached_batch = prompts[:60] * 17  # 1,020 cached prompts
+    t = time.perf_counter()
+    router.score(cached_batch)
+    batch_cached = len(cached_batch) / (time.perf_counter() - t)
+    result = {
+        "router": router.name,
+        "load_average_1min": os.getloadavg()[0],
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+        "router_file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+        "load_seconds": load_s,
+        "prompt_tokens_mean": float(np.mean(tokens)),
+        "uncached_ms": {"p50": float(np.percentile(uncached, 50)), "p99": float(np.percentile(uncached, 99))},
+        "memo_hit_ms": {"p50": float(np.percentile(cached, 50)), "p99": float(np.percentile(cached, 99))},
+        "disk_hit_ms": {"p50": float(np.percentile(disk, 50)), "p99": float(np.percentile(disk, 99))},
+        "batch_decisions_per_s_uncached": batch_uncached,
+        "batch_decisions_per_s_cached": batch_cached,
+    }
+    print("speed", result, flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", default="routellm,transfer,mmlupro,speed")
+    parser.add_argument("--routers", default=",".join(LEARNED), help="comma-separated registry names")
+    parser.add_argument("--router-file", type=Path, default=None, help="router for the speed part")
+    args = parser.parse_args()
+    routers = [r for r in args.routers.split(",") if r]
+    if args.routers == ",".join(LEARNED):
+        try:  # the TF-IDF baseline from the harness, when it is registered
+            make("tfidf-logreg")
+            routers.insert(0, "tfidf-logreg")
+        except Exception:
+            print("tfidf-logreg not available; skipped", flush=True)
+    results: dict[str, Any] = json.loads(JSON_PATH.read_text()) if JSON_PATH.exists() else {}
+    parts = args.parts.split(",")
+    if "routellm" in parts:
+        fresh = part_routellm(routers)
+        for dataset, data in fresh.items():  # merge, so one router can be (re)run alone
+            old = results.get("routellm", {}).get(dataset, {}).get("routers", {})
+            data["routers"] = {**old, **data["routers"]}
+        results["routellm"] = fresh
+    if "transfer" in parts:
+        results["transfer"] = part_transfer(routers)
+    if "mmlupro" in parts:
+        results["mmlupro"] = part_mmlupro([r for r in routers if r in N_MODEL])
+    if "rescore" in parts and "mmlupro" in results:  # recompute summaries from stored curves, no refitting
+        fresh = part_mmlupro([])
+        for name, r in results["mmlupro"]["routers"].items():
+            points = [(p["quality"], p["cost_per_1k"]) for p in r["curve"]]
+            best = fresh["best_single"]
+            fresh["routers"][name] = {**r, **n_model_summary(points, best["accuracy"], best["cost_per_1k"])}
+        results["mmlupro"] = fresh
+    if "speed" in parts:
+        results["speed"] = part_speed(args.router_file)
+    write_json(JSON_PATH, results)
+    body = render(results)
+    print(body)
+    update_section("routers", "Learned routers (issue #4)", "python bench/routers.py", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""``sizewise collect``: run models on a labelled dataset and record an outcome table, resumably.
+
+Rows go to an append-only JSONL file, one line per (question, model) answer, flushed and fsynced as
+soon as the answer is graded: a crash or Ctrl-C loses at most the answer in flight, and a restart
+skips every (prompt_id, model) already in the file, so nothing is duplicated. A line cut short by a
+crash is dropped on the next open. :func:`load_collected` turns the file into an :class:`OutcomeTable`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import numpy as np
+
+from sizewise.cascade.graders import get_grader
+from sizewise.errors import DataError
+
+if TYPE_CHECKING:
+    from sizewise.backends.base import Backend
+    from sizewise.evaluation.table import OutcomeTable
+
+GSM8K_INSTRUCTION = (
+    "Solve it with a few short steps (no code), then give the final number on the last line as '#### <number>'."
+)
+CHOICE_INSTRUCTION = "Think step by step, then finish with 'The answer is (X)' where X is the letter of your choice."
+LETTERS = "ABCDEFGHIJ"
+
+
+@dataclass
+class Item:
+    """One labelled question."""
+
+    prompt_id: str
+    prompt: str
+    gold: str
+
+
+def load_items(path: str | Path, limit: int | None = None, offset: int = 0) -> tuple[list[Item], str]:
+    """Questions from a JSONL file, and the grader they need.
+
+    GSM8K (``question`` + ``answer`` ending in ``#### n``) -> numeric; multiple choice (``question`` +
+    ``options`` list + ``answer`` letter) -> choice; otherwise (``prompt``/``question`` + ``answer``) exact.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such dataset file")
+    items: list[Item] = []
+    kind = "exact"
+    with path.open() as handle:
+        for number, line in enumerate(handle):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise DataError(f"{path}:{number + 1}: not valid JSON") from None
+            question = record.get("question") or record.get("prompt")
+            answer = record.get("answer", record.get("gold"))
+            if question is None or answer is None:
+                raise DataError(f"{path}:{number + 1}: needs 'question' (or 'prompt') and 'answer'")
+            prompt_id = str(record.get("id", record.get("prompt_id", number)))
+            if record.get("options"):
+                kind = "choice"
+                options = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(record["options"]))
+                question = f"{question}\n\n{options}\n\n{CHOICE_INSTRUCTION}"
+            elif "####" in str(answer):
+                kind = "numeric"
+                question = f"{question}\n\n{GSM8K_INSTRUCTION}"
+            items.append(Item(prompt_id, str(question), str(answer)))
+    return items[offset : None if limit is None else offset + limit], kind
+
+
+class RowStore:
+    """Append-only JSONL of answer rows; knows which (prompt_id, model) pairs are done."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows = self._read_and_repair()
+        self.done = {(r["prompt_id"], r["model"]) for r in self.rows}
+        self._handle: TextIO | None = None
+
+    def _read_and_repair(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        cut = data.rfind(b"\n") + 1
+        if cut < len(data):  # a row half-written when the process died: drop it so the next append starts clean
+            with self.path.open("r+b") as handle:
+                handle.truncate(cut)
+            data = data[:cut]
+        rows = []
+        for line in data.decode().splitlines():
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return rows
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Write one row and make it durable before returning."""
+        if self._handle is None:
+            self._handle = self.path.open("a")
+        self._handle.write(json.dumps(row) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.rows.append(row)
+        self.done.add((row["prompt_id"], row["model"]))
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class Progress:
+    """A one-line progress bar with rate and ETA on stderr."""
+
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+        self.total = max(total, 1)
+        self.count = 0
+        self.start = time.monotonic()
+        self.stream = stream or sys.stderr
+
+    def update(self, note: str = "") -> None:
+        """Count one finished answer and redraw."""
+        self.count += 1
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / self.count * (self.total - self.count)
+        filled = int(30 * self.count / self.total)
+        self.stream.write(
+            f"\rcollect [{'#' * filled}{'.' * (30 - filled)}] {self.count}/{self.total} "
+            f"{elapsed:.0f}s elapsed, eta {eta:.0f}s {note[:30]:30}"
+        )
+        self.stream.flush()
+        if self.count >= self.total:
+            self.stream.write("\n")
+
+
+async def collect(
+    items: Sequence[Item],
+    backends: dict[str, Backend],
+    store: RowStore,
+    grader: str = "numeric",
+    max_tokens: int = 256,
+    progress: bool = True,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> int:
+    """Answer every (item, model) pair not yet in ``store``; returns how many rows were added.
+
+    Question-major order, so an interrupted run still has every model's answer on its first questions.
+    """
+    from sizewise.backends.base import BackendError, ChatRequest
+
+    grade = get_grader(grader)
+    todo = [(item, model) for item in items for model in backends if (item.prompt_id, model) not in store.done]
+    bar = Progress(len(todo)) if progress and todo else None
+    added = 0
+    for item, model in todo:
+        request = ChatRequest(
+            messages=[{"role": "user", "content": item.prompt}], max_tokens=max_tokens, temperature=0.0, logprobs=True
+        )
+        start, cpu_start = time.perf_counter(), time.process_time()
+        row: dict[str, Any] = {"prompt_id": item.prompt_id, "model": model, "text": item.prompt, "gold": item.gold}
+        try:
+            result = await backends[model].complete(request)
+        except BackendError as error:
+            row |= {"response": None, "correct": None, "error": str(error), "latency": time.perf_counter() - start}
+        else:
+            row |= {
+                "response": result.text,
+                "correct": bool(grade(result.text, item.gold)),
+                "tokens_in": result.prompt_tokens,
+                "tokens_out": result.completion_tokens,
+                "latency": result.latency_s or time.perf_counter() - start,
+                # CPU seconds of this process (all llama.cpp threads): fair on a machine shared with other jobs.
+                "cpu_s": time.process_time() - cpu_start,
+                "finish_reason": result.finish_reason,
+                "logprobs": [round(v, 4) for v in result.logprobs] if result.logprobs else None,
+            }
+        store.append(row)
+        added += 1
+        if on_row is not None:
+            on_row(row)
+        if bar is not None:
+            bar.update(f"{model}")
+    return added
+
+
+def load_collected(path: str | Path, models: Sequence[str] | None = None, complete: bool = True) -> OutcomeTable:
+    """The rows of a collect file as an OutcomeTable (cost = CPU seconds of each call, since local models
+    are free and time is what they cost; wall seconds for rows without ``cpu_s``). ``complete`` keeps only
+    questions every model answered.
+    ``meta["logprobs"][model]`` holds each answer's token logprobs."""
+    import pandas as pd
+
+    from sizewise.evaluation.table import OutcomeTable
+
+    rows = RowStore(path).rows
+    if not rows:
+        raise DataError(f"{path}: no collected rows")
+    frame = pd.DataFrame(rows).drop_duplicates(["prompt_id", "model"], keep="last")
+    names = list(models) if models else list(dict.fromkeys(frame["model"]))
+    order = list(dict.fromkeys(frame["prompt_id"]))
+    counts = frame[frame["model"].isin(names) & frame["response"].notna()].groupby("prompt_id")["model"].nunique()
+    if complete:
+        order = [p for p in order if counts.get(p, 0) == len(names)]
+    if not order:
+        raise DataError(f"{path}: no question has answers from all of {', '.join(names)}")
+    index = {p: i for i, p in enumerate(order)}
+    shape = (len(order), len(names))
+    cells = {key: np.full(shape, np.nan) for key in ("quality", "cost", "tokens_in", "tokens_out", "latency", "cpu")}
+    responses = np.full(shape, None, dtype=object)
+    logprobs: dict[str, list[list[float] | None]] = {m: [None] * len(order) for m in names}
+    texts: dict[str, str] = {}
+    for row in frame.itertuples(index=False):
+        data = row._asdict()
+        if data["prompt_id"] not in index or data["model"] not in names or data.get("response") is None:
+            continue
+        i, j = index[data["prompt_id"]], names.index(data["model"])
+        cells["quality"][i, j] = float(bool(data["correct"]))
+        for key in ("tokens_in", "tokens_out", "latency"):
+            value = data.get(key)
+            cells[key][i, j] = np.nan if value is None or pd.isna(value) else float(value)
+        cpu = data.get("cpu_s")
+        cells["cpu"][i, j] = np.nan if cpu is None or pd.isna(cpu) else float(cpu)
+        cells["cost"][i, j] = cells["cpu"][i, j] if np.isfinite(cells["cpu"][i, j]) else cells["latency"][i, j]
+        responses[i, j] = data["response"]
+        lp = data.get("logprobs")
+        logprobs[data["model"]][i] = list(lp) if isinstance(lp, list) else None
+        texts[data["prompt_id"]] = data["text"]
+    prompts = pd.DataFrame({"prompt_id": order, "text": [texts.get(p, "") for p in order]})
+    return OutcomeTable(
+        name=Path(path).stem,
+        prompts=prompts,
+        models=names,
+        responses=responses,
+        quality=cells["quality"],
+        cost=cells["cost"],
+        tokens_in=cells["tokens_in"],
+        tokens_out=cells["tokens_out"],
+        latency=cells["latency"],
+        meta={
+            "logprobs": logprobs,
+            "cost_unit": "cpu seconds (wall seconds where not recorded)",
+            "cpu_s": cells["cpu"].tolist(),
+        },
+    )

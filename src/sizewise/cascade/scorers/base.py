@@ -1,0 +1,200 @@
+"""The scorer contract: how confident are we that a model's answer is good? A value in [0, 1].
+
+A scorer sees the prompt *and* the answer (a router sees only the prompt). Scorers follow the
+routers' scikit-learn contract: parameters in ``__init__``, ``fit(answers, correct)`` returns self,
+learned state ends in ``_``, ``save``/``load`` through :mod:`sizewise.routers.persist` (kind
+``"scorer"``). Scorers that need extra model calls (more samples, a verifier) do them in
+``enrich`` so offline evaluation can replay recorded calls and the gateway can make live ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+import numpy as np
+
+from sizewise.errors import NotFittedError, RouterFileError, UnknownNameError
+from sizewise.routers.persist import load_bundle, save_bundle
+
+if TYPE_CHECKING:
+    from sizewise.backends.base import Backend, ChatRequest
+
+_REGISTRY: dict[str, type[Scorer]] = {}
+SCORER_MODULES = [
+    "sizewise.cascade.scorers.logprob",
+    "sizewise.cascade.scorers.consistency",
+    "sizewise.cascade.scorers.verifier",
+    "sizewise.cascade.scorers.answer_classifier",
+]
+
+
+@dataclass
+class Answer:
+    """One model answer as a scorer sees it; optional fields are filled by ``enrich`` or a recorded table."""
+
+    prompt: str
+    text: str
+    model: str = ""
+    logprobs: list[float] | None = None
+    #: Extra samples of the same prompt (consistency scorer).
+    samples: list[str] | None = None
+    #: P("yes") from a verifier model, normalised against "no" (verifier scorer).
+    verdict: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_(self, **changes: Any) -> Answer:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+
+def register(cls: type[Scorer]) -> type[Scorer]:
+    """Class decorator: make a scorer available by its ``name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_modules() -> None:
+    for module in SCORER_MODULES:
+        importlib.import_module(module)
+
+
+def scorer_names() -> list[str]:
+    """Every registered scorer name."""
+    _load_modules()
+    return sorted(_REGISTRY)
+
+
+def scorer_class(name: str) -> type[Scorer]:
+    """The scorer class registered as ``name``."""
+    _load_modules()
+    if name not in _REGISTRY:
+        raise UnknownNameError(f"unknown scorer {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def make_scorer(name: str, **params: Any) -> Scorer:
+    """A new scorer by registry name."""
+    return scorer_class(name)(**params)
+
+
+def load_scorer(path: str | Path) -> Scorer:
+    """Load any saved scorer; the file says which class it is."""
+    name, _, _ = load_bundle(path, "scorer")
+    return scorer_class(name).load(path)
+
+
+class Scorer(ABC):
+    """Base class. Subclasses set ``name`` and implement ``score`` (and ``fit`` when they learn)."""
+
+    name: ClassVar[str]
+    #: False for scorers that work without training (consistency, verifier).
+    needs_fit: ClassVar[bool] = True
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters, read back from attributes of the same name."""
+        signature = inspect.signature(type(self).__init__)
+        return {p: getattr(self, p) for p in signature.parameters if p != "self"}
+
+    def clone(self) -> Self:
+        """A new unfitted scorer with the same parameters."""
+        return type(self)(**self.get_params())
+
+    def fit(self, answers: Sequence[Answer], correct: Sequence[float] | np.ndarray) -> Self:
+        """Learn from answers labelled right (1) or wrong (0). Default: nothing to learn."""
+        self.fitted_ = True
+        return self
+
+    @abstractmethod
+    def score(self, answers: Sequence[Answer]) -> np.ndarray:
+        """Confidence in [0, 1] that each answer is good. Shape ``(len(answers),)``."""
+
+    async def enrich(self, answer: Answer, request: ChatRequest, own: Backend, next_up: Backend | None) -> Answer:
+        """Make the extra model calls this scorer needs (live use). Default: none."""
+        return answer
+
+    def check_fitted(self) -> None:
+        """Raise :class:`NotFittedError` unless ``fit`` ran (or the scorer needs none)."""
+        if self.needs_fit and not getattr(self, "fitted_", False):
+            raise NotFittedError(f"scorer {self.name!r} is not fitted: call fit() or load() first")
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {}, {}
+
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 - optional hook
+        """Restore what ``_state`` returned."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write the scorer to ``path`` (zip of JSON + npz, no pickle)."""
+        self.check_fitted()
+        meta, arrays = self._state()
+        return save_bundle(path, "scorer", self.name, {"params": self.get_params(), "state": meta}, arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Read a scorer written by ``save``."""
+        _, meta, arrays = load_bundle(path, "scorer", cls.name)
+        try:
+            scorer = cls(**meta.get("params", {}))
+            scorer._set_state(meta.get("state", {}), arrays)
+        except (KeyError, TypeError, ValueError) as error:
+            raise RouterFileError(f"{path}: {cls.name} file does not match this version ({error})") from None
+        scorer.fitted_ = True
+        return scorer
+
+
+def sigmoid(values: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-x), overflow-safe."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(values, dtype=float)))
+
+
+class LinearHead:
+    """Standardise features, logistic regression; stored as arrays so a saved scorer needs no pickle."""
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float) -> None:
+        self.mean, self.scale, self.coef, self.intercept = mean, scale, coef, intercept
+
+    @classmethod
+    def fit(cls, features: np.ndarray, labels: np.ndarray, c: float = 1.0) -> LinearHead:
+        """Fit on ``features`` (n, d) and 0/1 ``labels``; a constant label gives a constant head."""
+        from sklearn.linear_model import LogisticRegression
+
+        features = np.asarray(features, dtype=float)
+        labels = (np.asarray(labels, dtype=float) >= 0.5).astype(int)
+        mean = features.mean(axis=0)
+        scale = features.std(axis=0)
+        scale[scale < 1e-9] = 1.0
+        if labels.min() == labels.max():
+            rate = float(np.clip(labels.mean(), 1e-3, 1 - 1e-3))
+            return cls(mean, scale, np.zeros(features.shape[1]), float(np.log(rate / (1 - rate))))
+        model = LogisticRegression(C=c, max_iter=2000)
+        model.fit((features - mean) / scale, labels)
+        return cls(mean, scale, model.coef_[0].astype(float), float(model.intercept_[0]))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """P(correct) for each row."""
+        return sigmoid(((np.asarray(features, dtype=float) - self.mean) / self.scale) @ self.coef + self.intercept)
+
+    def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """The head as arrays for ``save_bundle``."""
+        return {
+            f"{prefix}mean": self.mean,
+            f"{prefix}scale": self.scale,
+            f"{prefix}coef": self.coef,
+            f"{prefix}intercept": np.array([self.intercept]),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str = "") -> LinearHead:
+        """Inverse of :meth:`arrays`."""
+        return cls(
+            arrays[f"{prefix}mean"],
+            arrays[f"{prefix}scale"],
+            arrays[f"{prefix}coef"],
+            float(arrays[f"{prefix}intercept"][0]),
+        )

@@ -1,0 +1,84 @@
+"""``verifier``: ask a model (by default the next one up the ladder) whether the answer is right.
+
+The score is P("yes") / (P("yes") + P("no")) for the next token after a yes/no question, read with
+:meth:`Backend.choice_logprobs`. Reading a prompt is much cheaper than generating on CPU (one
+forward pass over the prompt, no decoding loop), so verifying costs a fraction of an answer.
+An optional fit calibrates the raw probability (Platt scaling).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Self
+
+import numpy as np
+
+from sizewise.cascade.scorers.base import Answer, LinearHead, Scorer, register
+
+if TYPE_CHECKING:
+    from sizewise.backends.base import Backend, ChatRequest
+
+TEMPLATE = (
+    "Here is a question and a proposed answer.\n\nQuestion:\n{prompt}\n\nProposed answer:\n{answer}\n\n"
+    "Is the proposed answer correct? Reply with one word: Yes or No."
+)
+YES = ("Yes", "yes", " Yes", " yes")
+NO = ("No", "no", " No", " no")
+
+
+def verifier_messages(prompt: str, answer: str, max_answer_chars: int = 3000) -> list[dict[str, Any]]:
+    """The chat messages sent to the verifier model."""
+    return [{"role": "user", "content": TEMPLATE.format(prompt=prompt, answer=answer[-max_answer_chars:])}]
+
+
+def p_yes(logprobs: dict[str, float]) -> float:
+    """Normalised probability of yes against no from the choices' logprobs."""
+    yes = sum(math.exp(logprobs[t]) for t in YES if t in logprobs and math.isfinite(logprobs[t]))
+    no = sum(math.exp(logprobs[t]) for t in NO if t in logprobs and math.isfinite(logprobs[t]))
+    return yes / (yes + no) if yes + no > 0 else 0.5
+
+
+@register
+class VerifierScorer(Scorer):
+    """P(yes) from a verifier model; Platt-calibrated when fitted."""
+
+    name = "verifier"
+    needs_fit = False
+
+    def __init__(self, c: float = 1.0) -> None:
+        self.c = c
+
+    @staticmethod
+    def _logit(answers: Sequence[Answer]) -> np.ndarray:
+        p = np.clip(np.array([0.5 if a.verdict is None else a.verdict for a in answers], dtype=float), 1e-6, 1 - 1e-6)
+        return np.log(p / (1 - p)).reshape(-1, 1)
+
+    def fit(self, answers: Sequence[Answer], correct: Sequence[float] | np.ndarray) -> Self:
+        """Calibrate the verifier's probability on labelled answers."""
+        self.head_: LinearHead | None = LinearHead.fit(self._logit(answers), np.asarray(correct), self.c)
+        self.fitted_ = True
+        return self
+
+    def score(self, answers: Sequence[Answer]) -> np.ndarray:
+        """The (calibrated) verdict of each answer; 0.5 where none is known."""
+        head: LinearHead | None = getattr(self, "head_", None)
+        if head is None:
+            return np.array([0.5 if a.verdict is None else a.verdict for a in answers], dtype=float)
+        return head.predict(self._logit(answers))
+
+    async def enrich(self, answer: Answer, request: ChatRequest, own: Backend, next_up: Backend | None) -> Answer:
+        """One prompt-only pass of the verifier model (``next_up``, else the answering model)."""
+        from sizewise.backends.base import ChatRequest
+
+        verifier = next_up or own
+        ask = ChatRequest(messages=verifier_messages(answer.prompt, answer.text), max_tokens=1, temperature=0.0)
+        logprobs = await verifier.choice_logprobs(ask, list(YES + NO))
+        return answer.with_(verdict=p_yes(logprobs))
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        head = getattr(self, "head_", None)
+        return {"fitted_head": head is not None}, ({} if head is None else head.arrays())
+
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.head_ = LinearHead.from_arrays(arrays) if meta.get("fitted_head") else None

@@ -1,0 +1,149 @@
+"""The catalog schema: models, domain routes and gateway settings, as in ``sizewise.yaml``.
+
+Validated with pydantic so a bad file fails at start-up with a message that names
+the entry and the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Modality = Literal["text", "image", "audio"]
+ModelKind = Literal["llm", "multimodal", "vision", "classifier", "embedding", "domain"]
+BackendName = Literal["llamacpp", "openai", "replay"]
+
+
+def _text_only() -> list[Modality]:
+    return ["text"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class ModelSpec(_Strict):
+    """One model the gateway may call."""
+
+    name: str = Field(min_length=1)
+    kind: ModelKind = "llm"
+    modalities: list[Modality] = Field(default_factory=lambda: _text_only())
+    context_window: int = Field(gt=0)
+    params_b: float | None = Field(default=None, gt=0, description="size in billions of parameters")
+    price_in: float = Field(default=0.0, ge=0, description="USD per 1M input tokens")
+    price_out: float = Field(default=0.0, ge=0, description="USD per 1M output tokens")
+    location: Literal["local", "remote"] = "local"
+    backend: BackendName
+    #: Backend settings: llamacpp {embedded: tiny|small|big} or {path: file.gguf};
+    #: openai {base_url, model, api_key_env, timeout_s}; replay {table, model}.
+    settings: dict[str, Any] = Field(default_factory=dict)
+    domains: list[str] = Field(default_factory=list)
+    #: Measured p95 latency in ms (filled from the request log when known).
+    p95_latency_ms: float | None = Field(default=None, gt=0)
+
+    def cost_usd(self, tokens_in: float, tokens_out: float) -> float:
+        """Price of one call with these token counts."""
+        return (tokens_in * self.price_in + tokens_out * self.price_out) / 1e6
+
+
+class RouteSpec(_Strict):
+    """A domain route: prompts like ``examples`` go to ``models`` before the size decision."""
+
+    name: str = Field(min_length=1)
+    examples: list[str] = Field(min_length=1)
+    description: str | None = None
+    models: list[str] = Field(min_length=1)
+    threshold: float | None = Field(default=None, ge=-1, le=1)
+
+
+class ApiKey(_Strict):
+    """A client key, stored as its sha256 hex digest, with optional spend limits."""
+
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    daily_budget_usd: float | None = Field(default=None, ge=0)
+    monthly_budget_usd: float | None = Field(default=None, ge=0)
+    max_latency_ms: float | None = Field(default=None, gt=0)
+
+
+class GatewaySettings(_Strict):
+    """How the gateway decides and what it records."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    #: Policy used when a request names model "sizewise".
+    default_policy: str = "sizewise"
+    #: Router file or registry name used by the default policy, and its threshold.
+    router: str | None = None
+    threshold: float | None = None
+    #: Models a cascade climbs, cheapest first (defaults to the catalog's local LLMs by size).
+    ladder: list[str] = Field(default_factory=list)
+    privacy: Literal["off", "local-only"] = "off"
+    daily_budget_usd: float | None = Field(default=None, ge=0)
+    monthly_budget_usd: float | None = Field(default=None, ge=0)
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    #: SQLAlchemy URL of the request log; default a SQLite file in the working directory.
+    log_url: str = "sqlite:///sizewise-log.sqlite"
+    log_text: bool = False
+    sticky_sessions: bool = False
+    request_timeout_s: float = Field(default=120.0, gt=0)
+
+
+class CatalogSpec(_Strict):
+    """The whole ``sizewise.yaml``."""
+
+    models: list[ModelSpec] = Field(min_length=1)
+    routes: list[RouteSpec] = Field(default_factory=list)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+
+
+# Backend settings, one model per backend: the loader validates ``ModelSpec.settings`` against these
+# so an unknown or mistyped key fails at start-up instead of at the first request.
+
+
+class LlamaCppSettings(_Strict):
+    """``backend: llamacpp``: exactly one of ``embedded`` (tiny|small|big) or ``path`` (a GGUF file)."""
+
+    embedded: Literal["tiny", "small", "big"] | None = None
+    path: str | None = None
+    #: Context length to allocate (KV cache); default min(context_window, 4096).
+    n_ctx: int | None = Field(default=None, gt=0)
+    #: CPU threads; default os.cpu_count() (llama.cpp's own default uses half the cores and halves speed).
+    n_threads: int | None = Field(default=None, gt=0)
+    n_gpu_layers: int = 0
+    #: Override the chat template stored in the GGUF file (a llama-cpp-python chat_format name).
+    chat_format: str | None = None
+    seed: int | None = None
+
+    def model_post_init(self, __context: Any) -> None:
+        if (self.embedded is None) == (self.path is None):
+            raise ValueError("give exactly one of 'embedded' (tiny, small, big) or 'path' (a .gguf file)")
+
+
+class OpenAISettings(_Strict):
+    """``backend: openai``: an OpenAI-compatible HTTP upstream (vLLM, Ollama, llama-server, a cloud API)."""
+
+    base_url: str = Field(pattern=r"^https?://")
+    #: Model name sent upstream; default the catalog name.
+    model: str | None = None
+    #: Name of the environment variable holding the API key (never the key itself).
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class ReplaySettings(_Strict):
+    """``backend: replay``: answers recorded in an outcome table, matched by prompt text."""
+
+    table: str
+    #: Column of the table to replay; default the catalog name.
+    model: str | None = None
+
+
+BACKEND_SETTINGS: dict[str, type[_Strict]] = {
+    "llamacpp": LlamaCppSettings,
+    "openai": OpenAISettings,
+    "replay": ReplaySettings,
+}

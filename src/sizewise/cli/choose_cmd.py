@@ -1,0 +1,127 @@
+"""``sizewise choose`` (which model or policy meets a quality target most cheaply) and
+``sizewise routes test "prompt"`` (which domain route a prompt hits, and why)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sizewise.errors import ConfigError
+
+routes_app = typer.Typer(help="Domain routes of the catalog.", no_args_is_help=True)
+
+
+def _catalog(config: Path | None) -> Any:
+    """The catalog at ``config``, or the built-in one."""
+    from sizewise.catalog import load_catalog
+
+    return load_catalog(config)
+
+
+def _is_collect_file(data: str) -> bool:
+    """Whether ``data`` is a JSONL file written by ``sizewise collect`` (one row per question and model)."""
+    path = Path(data)
+    if path.suffix.lower() != ".jsonl" or not path.is_file():
+        return False
+    import json
+
+    with path.open() as handle:
+        first = handle.readline()
+    try:
+        row = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(row, dict) and {"prompt_id", "model", "correct"} <= set(row)
+
+
+def choose(
+    data: Annotated[str, typer.Option("--data", "-d", help="Dataset name (e.g. mmlu-pro) or outcome table file.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Quality target: 0.7 (absolute) or 95% (of best).")],
+    models: Annotated[str | None, typer.Option("--models", help="Comma-separated models to consider.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Catalog giving location, size and p95 of the models (default: built-in)."),
+    ] = None,
+    max_latency_ms: Annotated[float | None, typer.Option("--max-latency-ms", help="Max p95 latency.")] = None,
+    budget_per_1k: Annotated[float | None, typer.Option("--budget-per-1k", help="Max USD per 1,000 requests.")] = None,
+    memory_gb: Annotated[float | None, typer.Option("--memory-gb", help="Memory available for local models.")] = None,
+    local_only: Annotated[bool, typer.Option("--local-only", help="Data must stay on local models.")] = False,
+    router: Annotated[
+        str | None, typer.Option("--router", help="Also try a two-model router from the registry (e.g. knn).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write report.md + frontier.png here.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the fit / held-out split for policies.")] = 0,
+    route_sample: Annotated[
+        int, typer.Option("--route-sample", help="Measure domain routes with real embedding matching on N prompts.")
+    ] = 0,
+) -> None:
+    """Measure every model on a labelled task and recommend the cheapest model or policy meeting the target."""
+    from sizewise.evaluation.loaders import load_dataset
+    from sizewise.policy.choose import Constraints, plot_frontier, render_markdown
+    from sizewise.policy.choose import choose as run_choose
+    from sizewise.policy.constraints import catalog_parts
+
+    kwargs: dict[str, Any] = {}
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    if names and data == "mmlu-pro":
+        kwargs["models"] = names
+    if _is_collect_file(data):
+        from sizewise.cascade.collect import load_collected
+
+        table = load_collected(data, names)
+    else:
+        table = load_dataset(data, **kwargs)
+        if names and data != "mmlu-pro":
+            table = table.select_models(names)
+    # Catalog entries (location, size, p95) of the table's models: the given catalog, else the built-in one.
+    specs = catalog_parts(_catalog(config))[0]
+    limits = Constraints(max_latency_ms, budget_per_1k, memory_gb, local_only)
+    report = run_choose(table, target, limits, specs, router=router, seed=seed, route_sample=route_sample)
+    plot = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        plot_frontier(report, str(out / "frontier.png"))
+        plot = "frontier.png"
+    text = render_markdown(report, plot)
+    if out is not None:
+        (out / "report.md").write_text(text)
+        if report.policy is not None:
+            import yaml
+
+            (out / "policy.yaml").write_text(yaml.safe_dump(report.policy.config, sort_keys=False, width=120))
+        typer.echo(f"wrote {out / 'report.md'} and {out / 'frontier.png'}")
+    typer.echo(text)
+
+
+@routes_app.command("test")
+def routes_test(
+    prompt: Annotated[str, typer.Argument(help="The prompt to route.")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Catalog file (sizewise.yaml).")] = None,
+) -> None:
+    """Show which domain route PROMPT hits, its similarity to every route and the nearest examples."""
+    from sizewise.policy.constraints import catalog_parts, validate_catalog
+    from sizewise.policy.domains import DomainRouter
+
+    models, routes, settings = catalog_parts(_catalog(config))
+    validate_catalog(models, routes, settings)
+    if not routes:
+        raise ConfigError("the catalog defines no routes: add a 'routes:' section (name, examples, models)")
+    match = DomainRouter(routes).match_one(prompt)
+    typer.echo(match.reason())
+    by_name = {route.name: route for route in routes}
+    if match.route is not None:
+        typer.echo(f"models: {', '.join(by_name[match.route].models)}")
+    typer.echo("similarity per route:")
+    for name, score in sorted(match.scores.items(), key=lambda item: -item[1]):
+        typer.echo(f"  {name:<24} {score:.3f}")
+    typer.echo("nearest examples of the best route:")
+    for text, score in match.nearest:
+        typer.echo(f"  {score:.3f}  {text[:100]}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``choose`` and ``routes`` to the CLI."""
+    app.command("choose")(choose)
+    app.add_typer(routes_app, name="routes")

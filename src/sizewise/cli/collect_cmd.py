@@ -1,0 +1,63 @@
+"""``sizewise collect``: run catalog models on a labelled dataset, resumably, into a JSONL outcome file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sizewise.errors import ConfigError
+
+GSM8K_TEST = "routellm/gsm8k/test.jsonl"
+
+
+def collect(
+    out: Annotated[Path, typer.Option("--out", help="JSONL file to append rows to (re-run to resume).")],
+    dataset: Annotated[
+        str, typer.Option("--dataset", help="'gsm8k' (GSM8K test questions) or a JSONL file of labelled questions.")
+    ] = "gsm8k",
+    models: Annotated[
+        str | None, typer.Option("--models", help="Comma-separated catalog models (default: the local ladder).")
+    ] = None,
+    catalog: Annotated[Path | None, typer.Option("--catalog", help="Catalog YAML (default: the built-in one).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N questions.")] = None,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip the first N questions.")] = 0,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Answer length cap.")] = 256,
+    grader: Annotated[
+        str | None, typer.Option("--grader", help="numeric | choice | exact (default: from the dataset).")
+    ] = None,
+) -> None:
+    """Answer each question with each model; store answer, correctness, tokens, latency and logprobs."""
+    import asyncio
+
+    from sizewise.backends.factory import make_backend
+    from sizewise.cascade.collect import RowStore, load_items
+    from sizewise.cascade.collect import collect as run_collect
+    from sizewise.cascade.graders import GRADERS
+    from sizewise.catalog import load_catalog
+    from sizewise.paths import data_dir
+
+    path = data_dir() / GSM8K_TEST if dataset == "gsm8k" else Path(dataset)
+    items, kind = load_items(path, limit=limit, offset=offset)
+    grader = grader or kind
+    if grader not in GRADERS:
+        raise ConfigError(f"unknown grader {grader!r}; known: {', '.join(GRADERS)}")
+    cat = load_catalog(catalog)
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else [m.name for m in cat.ladder()]
+    backends = {name: make_backend(cat.get(name), cat) for name in names}
+    store = RowStore(out)
+    before = len(store.rows)
+    try:
+        added = asyncio.run(run_collect(items, backends, store, grader=grader, max_tokens=max_tokens))
+    except KeyboardInterrupt:
+        typer.echo(f"\nstopped; {len(store.rows)} rows saved in {out} (run again to resume)", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        store.close()
+    typer.echo(f"{added} new rows ({before} already there), {len(store.rows)} in {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``collect`` to the CLI."""
+    app.command("collect")(collect)

@@ -1,0 +1,92 @@
+"""``sizewise eval``: measure routers on a dataset (K-fold CV or transfer), print a table, write JSON/report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sizewise.errors import ConfigError
+
+DEFAULT_ROUTERS = ["random", "tfidf-logreg", "oracle"]
+
+
+def eval_command(
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Named dataset (routellm-mmlu, routellm-gsm8k, ...) or a file.")
+    ] = None,
+    table: Annotated[Path | None, typer.Option("--table", help="Your own outcome table (CSV/JSONL/Parquet).")] = None,
+    router: Annotated[
+        list[str] | None,
+        typer.Option("--router", help="Router name (repeatable); default random, tfidf-logreg, oracle."),
+    ] = None,
+    router_file: Annotated[
+        list[Path] | None, typer.Option("--router-file", help="A saved router to score as is (repeatable).")
+    ] = None,
+    cv: Annotated[int, typer.Option("--cv", help="Number of cross-validation folds (at least 2).")] = 5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the folds and of seeded routers.")] = 0,
+    train_on: Annotated[
+        str | None, typer.Option("--train-on", help="Fit on this dataset (name or file) instead of CV: transfer.")
+    ] = None,
+    weak: Annotated[str | None, typer.Option("--weak", help="Weak (cheap) model; default from the table.")] = None,
+    strong: Annotated[str | None, typer.Option("--strong", help="Strong model; default from the table.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write PNG plots and index.html here.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Evaluate routers on one dataset: APGR, CPT(20/50/80%), AUC, AIQ and cost at the strong model's quality."""
+    from sizewise.evaluation.harness import evaluate
+    from sizewise.evaluation.loaders import load_dataset
+    from sizewise.routers.base import load_router, router_class
+
+    if (dataset is None) == (table is None):
+        raise ConfigError("give exactly one of --dataset NAME or --table PATH")
+    if cv < 2:
+        raise ConfigError(f"--cv must be at least 2, got {cv}")
+    names = list(router or ([] if router_file else DEFAULT_ROUTERS))
+    for name in names:
+        router_class(name)  # unknown names fail before any data is loaded
+    for path in router_file or []:
+        if not path.is_file():
+            raise ConfigError(f"--router-file {path}: no such file")
+    loaded = [load_router(path) for path in router_file or []]
+    data = load_dataset(str(table) if table is not None else str(dataset))
+    train_table = load_dataset(train_on) if train_on is not None else None
+    result = evaluate(
+        data, [*names, *loaded], cv=cv, seed=seed, train_table=train_table, weak=weak, strong=strong, progress=progress
+    )
+    _print_table(result)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result.to_json(), indent=2))
+        typer.echo(f"wrote {json_path}")
+    if report is not None:
+        from sizewise.evaluation.report import write_report
+
+        typer.echo(f"wrote {write_report(result, report)}")
+
+
+def _print_table(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from sizewise.evaluation.report import COLUMNS, format_value
+
+    title = (
+        f"{result.dataset}: {result.n_prompts} prompts, {result.mode}; weak {result.weak} "
+        f"{result.random.q_weak:.3f}, strong {result.strong} {result.random.q_strong:.3f}"
+    )
+    grid = Table(title=title)
+    grid.add_column("router")
+    for column in COLUMNS:
+        grid.add_column(column, justify="right")
+    for item in result.results:
+        grid.add_row(item.name, *(format_value(c, item.metrics.get(c)) for c in COLUMNS))
+    Console(width=160).print(grid)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``sizewise eval`` to the app."""
+    app.command("eval")(eval_command)

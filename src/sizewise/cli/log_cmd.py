@@ -1,0 +1,76 @@
+"""``sizewise log``: totals from the gateway's request log (share per model, cost vs always-big, latency)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals of logged requests: counts, share per model, cost vs always-big, latency percentiles."""
+    import numpy as np
+
+    ok = [r for r in rows if r["status"] is not None and r["status"] < 400]
+    models = Counter(r["model"] for r in ok)
+    latency = np.array([r["latency_ms"] for r in ok], dtype=float)
+    cost = float(sum(r["cost"] or 0.0 for r in ok))
+    big_cost = float(sum(r["big_cost"] or 0.0 for r in ok))
+    return {
+        "requests": len(rows),
+        "ok": len(ok),
+        "errors": dict(Counter(str(r["status"]) for r in rows if r["status"] is None or r["status"] >= 400)),
+        "share": {model: count / len(ok) for model, count in models.most_common()} if ok else {},
+        "escalated": sum(bool(r["escalated"]) for r in ok),
+        "fallbacks": sum(r["fallback_from"] is not None for r in ok),
+        "cost_usd": cost,
+        "always_big_cost_usd": big_cost,
+        "cost_ratio": cost / big_cost if big_cost > 0 else None,
+        "p50_ms": float(np.percentile(latency, 50)) if len(latency) else None,
+        "p95_ms": float(np.percentile(latency, 95)) if len(latency) else None,
+    }
+
+
+def log(
+    db: Annotated[str | None, typer.Option("--db", help="Request log SQLAlchemy URL or SQLite file path.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Catalog to take gateway.log_url from.")] = None,
+    hours: Annotated[float | None, typer.Option("--hours", help="Only the last N hours.")] = None,
+) -> None:
+    """Print totals of the gateway's request log."""
+    from sizewise.errors import ConfigError
+    from sizewise.gateway.log import read_rows
+
+    if db is None:
+        if config is not None:
+            from sizewise.catalog import load_catalog
+            from sizewise.gateway.app import _unpack
+
+            db = _unpack(load_catalog(config))[1].log_url
+        else:
+            from sizewise.catalog.schema import GatewaySettings
+
+            db = GatewaySettings().log_url
+    elif "://" not in db:
+        if not Path(db).is_file():
+            raise ConfigError(f"no request log at {db}")
+        db = f"sqlite:///{db}"
+    if db.startswith("sqlite:///") and not Path(db.removeprefix("sqlite:///")).is_file():
+        raise ConfigError(f"no request log at {db.removeprefix('sqlite:///')} (start `sizewise serve` first)")
+    rows = read_rows(db, since=time.time() - hours * 3600 if hours else None)
+    s = summarize(rows)
+    typer.echo(f"requests: {s['requests']} ({s['ok']} answered; errors by status: {s['errors'] or 'none'})")
+    for model, share in s["share"].items():
+        typer.echo(f"  {model:<28} {share:7.1%}")
+    typer.echo(f"escalated: {s['escalated']}  fallbacks after faults: {s['fallbacks']}")
+    ratio = f" ({s['cost_ratio']:.1%} of always-big)" if s["cost_ratio"] is not None else ""
+    typer.echo(f"cost: ${s['cost_usd']:.6f} vs always-big ${s['always_big_cost_usd']:.6f}{ratio}")
+    if s["p50_ms"] is not None:
+        typer.echo(f"latency: p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``log`` to the CLI."""
+    app.command("log")(log)

@@ -1,0 +1,65 @@
+"""``sizewise models``: list the catalog, install (assemble + verify) and re-verify the embedded models."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+models_app = typer.Typer(help="The model catalog and the embedded default models.", no_args_is_help=True)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Catalog file (sizewise.yaml); default: built-in catalog.")
+]
+KeysArgument = Annotated[list[str] | None, typer.Argument(help="Embedded models (tiny, small, big); default all.")]
+
+
+@models_app.command("list")
+def list_models(config: ConfigOption = None) -> None:
+    """Print the catalog's models, smallest first, with where they run and what they cost."""
+    from sizewise.catalog import embedded, load_catalog
+
+    catalog = load_catalog(config)
+    ladder = [m.name for m in catalog.ladder()]
+    order = ladder + [name for name in catalog.names() if name not in ladder]
+    typer.echo(f"{'name':<24} {'kind':<10} {'params_b':>8} {'$/1M in':>8} {'$/1M out':>8} {'where':<7} backend  state")
+    for name in order:
+        model = catalog.get(name)
+        state = ""
+        if "embedded" in model.settings:
+            info = embedded.status(str(model.settings["embedded"]))
+            state = "verified" if info["verified"] else ("installed" if info["installed"] else "NOT INSTALLED")
+            state = f"embedded {model.settings['embedded']}: {state}"
+        size = "?" if model.params_b is None else f"{model.params_b:g}"
+        typer.echo(
+            f"{name:<24} {model.kind:<10} {size:>8} {model.price_in:>8.4g} {model.price_out:>8.4g} "
+            f"{model.location:<7} {model.backend:<8} {state}"
+        )
+
+
+@models_app.command("install")
+def install(keys: KeysArgument = None) -> None:
+    """Assemble the embedded models into the cache and check their sha256 (no network)."""
+    from sizewise.catalog import embedded
+
+    for key in keys or list(embedded.EMBEDDED):
+        start = time.perf_counter()
+        path = embedded.model_path(key)
+        typer.echo(f"{key:<6} {embedded.get_embedded(key).name:<20} ok  {path}  ({time.perf_counter() - start:.1f}s)")
+
+
+@models_app.command("verify")
+def verify(keys: KeysArgument = None) -> None:
+    """Re-hash the embedded model files, ignoring the cached "verified" markers."""
+    from sizewise.catalog import embedded
+
+    for key in keys or list(embedded.EMBEDDED):
+        path = embedded.verify(key)
+        typer.echo(f"{key:<6} sha256 ok  {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``sizewise models`` to the CLI."""
+    app.add_typer(models_app, name="models")

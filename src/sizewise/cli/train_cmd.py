@@ -1,0 +1,121 @@
+"""``sizewise train`` (fit a router on an outcome table, write it) and ``sizewise calibrate``
+(pick its threshold for a target share / quality / budget, with held-out estimates)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sizewise.errors import ConfigError
+
+
+def _table(dataset: str | None, table: Path | None) -> Any:
+    from sizewise.evaluation.loaders import load_dataset
+
+    if (dataset is None) == (table is None):
+        raise ConfigError("give exactly one of --dataset NAME or --table PATH")
+    return load_dataset(str(table) if table is not None else str(dataset))
+
+
+def _params(items: list[str] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param wants KEY=VALUE, got {item!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def train(
+    router: Annotated[str, typer.Option("--router", help="Router name (see `sizewise eval --help`).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the router file (.zip).")],
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Named dataset, e.g. routellm-mmlu.")] = None,
+    table: Annotated[Path | None, typer.Option("--table", help="Outcome table file (CSV/JSONL/Parquet).")] = None,
+    weak: Annotated[str | None, typer.Option("--weak", help="Weak (cheap) model; default from the table.")] = None,
+    strong: Annotated[str | None, typer.Option("--strong", help="Strong model; default from the table.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Router parameter KEY=VALUE (repeatable).")] = None,
+) -> None:
+    """Fit a router on an outcome table and save it."""
+    import time
+
+    from sizewise.routers.base import make_router
+
+    estimator = make_router(router, **_params(param))
+    data = _table(dataset, table)
+    start = time.perf_counter()
+    try:
+        estimator.fit(data, weak=weak, strong=strong)
+    except TypeError as error:  # a --param of the wrong type
+        raise ConfigError(f"router {router!r}: bad parameter ({error})") from None
+    path = estimator.save(out)
+    typer.echo(
+        f"trained {router} on {len(data)} prompts of {data.name} "
+        f"(weak {getattr(estimator, 'weak_', weak)}, strong {getattr(estimator, 'strong_', strong)}) "
+        f"in {time.perf_counter() - start:.1f}s -> {path}"
+    )
+
+
+def calibrate(
+    router_file: Annotated[Path, typer.Option("--router-file", help="A router file written by `sizewise train`.")],
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Named dataset with outcomes.")] = None,
+    table: Annotated[Path | None, typer.Option("--table", help="Outcome table file (your own logs).")] = None,
+    target_share: Annotated[float | None, typer.Option("--target-share", help="Share of strong calls, 0-1.")] = None,
+    target_quality: Annotated[
+        float | None, typer.Option("--target-quality", help="Fraction of the strong model's quality, e.g. 0.95.")
+    ] = None,
+    budget_per_1k: Annotated[float | None, typer.Option("--budget-per-1k", help="USD per 1,000 requests.")] = None,
+    weak: Annotated[str | None, typer.Option("--weak")] = None,
+    strong: Annotated[str | None, typer.Option("--strong")] = None,
+    holdout: Annotated[float, typer.Option("--holdout", help="Part of the table kept for the estimates.")] = 0.5,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Pick a router's threshold for a target and report expected quality and cost (bootstrap 95% CI)."""
+    from sizewise.routers.base import load_router
+    from sizewise.routers.calibration import calibrate as run
+
+    estimator = load_router(router_file)
+    result = run(
+        estimator,
+        _table(dataset, table),
+        weak=weak,
+        strong=strong,
+        target_share=target_share,
+        target_quality=target_quality,
+        budget_per_1k=budget_per_1k,
+        holdout=holdout,
+        seed=seed,
+    )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+
+    def ci(pair: tuple[float, float] | None, fmt: str) -> str:
+        return "" if pair is None else f" (95% CI {pair[0]:{fmt}} - {pair[1]:{fmt}})"
+
+    typer.echo(f"target:      {result.target}")
+    typer.echo(f"threshold:   {result.threshold:.6g}   (route to {result.strong} when score >= threshold)")
+    typer.echo(f"strong share {result.share:.3f}{ci(result.share_ci, '.3f')}")
+    typer.echo(
+        f"quality      {result.quality:.4f}{ci(result.quality_ci, '.4f')}  "
+        f"[weak {result.weak_quality:.4f}, strong {result.strong_quality:.4f}]"
+    )
+    if result.cost_per_1k is not None:
+        typer.echo(
+            f"cost/1k req  ${result.cost_per_1k:.4f}{ci(result.cost_ci, '.4f')}  "
+            f"[weak ${result.weak_cost_per_1k:.4f}, strong ${result.strong_cost_per_1k:.4f}]"
+        )
+    typer.echo(f"from {result.n_calibration} calibration and {result.n_heldout} held-out prompts")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` and ``calibrate`` to the CLI."""
+    app.command("train")(train)
+    app.command("calibrate")(calibrate)

@@ -1,0 +1,144 @@
+"""Local prompt embeddings: all-MiniLM-L6-v2 (384-d, unit length), batched and cached on disk.
+
+``embed(texts)`` is all most callers need. The model loads on first use; vectors are kept in
+an on-disk SQLite cache keyed by the text's sha256 and in a small in-process memo, so a
+14,000-prompt table is embedded once and a repeated prompt costs microseconds.
+No network, no API key, no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from sizewise.embedding.cache import EmbeddingCache, text_key
+from sizewise.embedding.model import DIM, MAX_TOKENS, MODEL_ID, get_model
+
+__all__ = ["DIM", "MAX_TOKENS", "MODEL_ID", "clear_memo", "embed", "get_cache"]
+
+_MEMO: OrderedDict[bytes, np.ndarray] = OrderedDict()
+_MEMO_SIZE = 50_000
+_CACHE: EmbeddingCache | None = None
+_WRITE_EVERY = 512  # texts encoded between cache writes, so an interrupted job keeps its progress
+
+
+def get_cache() -> EmbeddingCache | None:
+    """The process-wide disk cache (None when ``SIZEWISE_EMBED_CACHE=0``)."""
+    global _CACHE
+    if os.environ.get("SIZEWISE_EMBED_CACHE", "1") == "0":
+        return None
+    if _CACHE is None:
+        _CACHE = EmbeddingCache()
+    return _CACHE
+
+
+def clear_memo() -> None:
+    """Forget the in-process memo (the disk cache stays); used by benchmarks to time cold paths."""
+    _MEMO.clear()
+
+
+class _Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.start = total, 0, time.monotonic()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        elapsed = time.monotonic() - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else 0.0
+        filled = int(30 * self.done / max(self.total, 1))
+        sys.stderr.write(
+            f"\rembedding [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} {rate:.0f}/s eta {eta:.0f}s "
+        )
+        if self.done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def embed(
+    texts: Sequence[str],
+    batch_size: int = 32,
+    *,
+    cache: bool = True,
+    progress: bool | None = None,
+) -> np.ndarray:
+    """Unit-length all-MiniLM-L6-v2 embeddings, shape ``(len(texts), 384)``, float32.
+
+    Texts longer than 256 tokens are truncated (as sentence-transformers does). ``cache=False``
+    skips both caches. ``progress`` shows a bar on stderr; by default only for 1,000+ new texts.
+    """
+    texts = [str(t) for t in texts]
+    out = np.zeros((len(texts), DIM), dtype=np.float32)
+    if not texts:
+        return out
+    keys = [text_key(MODEL_ID, t) for t in texts] if cache else []
+    missing: list[int] = []
+    if cache:
+        disk = get_cache()
+        need_disk = []
+        for i, key in enumerate(keys):
+            hit = _MEMO.get(key)
+            if hit is None:
+                need_disk.append(i)
+            else:
+                out[i] = hit
+        found = disk.get_many([keys[i] for i in need_disk]) if disk is not None and need_disk else {}
+        for i in need_disk:
+            vector = found.get(keys[i])
+            if vector is None:
+                missing.append(i)
+            else:
+                out[i] = vector
+                _remember(keys[i], vector)
+    else:
+        missing = list(range(len(texts)))
+    if missing:
+        _encode_missing(texts, keys, missing, out, batch_size, cache, progress)
+    return out
+
+
+def _encode_missing(
+    texts: list[str],
+    keys: list[bytes],
+    missing: list[int],
+    out: np.ndarray,
+    batch_size: int,
+    cache: bool,
+    progress: bool | None,
+) -> None:
+    model = get_model()
+    unique: dict[str, list[int]] = {}
+    for i in missing:
+        unique.setdefault(texts[i], []).append(i)
+    todo = list(unique)
+    show = progress if progress is not None else len(todo) >= 1000
+    bar: Callable[[int], None] | None = _Progress(len(todo)) if show else None
+    # Sort by length once so each write-chunk is itself of similar lengths (little padding).
+    todo.sort(key=len)
+    disk = get_cache() if cache else None
+    for start in range(0, len(todo), _WRITE_EVERY):
+        chunk = todo[start : start + _WRITE_EVERY]
+        vectors = model.encode(chunk, batch_size=batch_size, progress=bar)
+        items = []
+        for text, vector in zip(chunk, vectors, strict=True):
+            for i in unique[text]:
+                out[i] = vector
+            if cache:
+                key = keys[unique[text][0]]
+                items.append((key, vector))
+                _remember(key, vector)
+        if disk is not None and items:
+            disk.put_many(items)
+
+
+def _remember(key: bytes, vector: np.ndarray) -> None:
+    _MEMO[key] = vector
+    if len(_MEMO) > _MEMO_SIZE:
+        _MEMO.popitem(last=False)

@@ -1,0 +1,414 @@
+"""``sizewise choose``: which model (or policy) should I use, measured on a labelled task.
+
+Input: an :class:`~sizewise.evaluation.table.OutcomeTable` (a named dataset, a collected table or a
+user's file), optional catalog entries for the table's models (location, size, p95 latency), the
+constraints (max p95 latency, budget per 1,000 requests, memory for local models, must-stay-local)
+and a quality target (absolute, e.g. ``0.7``, or relative to the best eligible model, ``95%``).
+
+Output (:class:`ChooseReport`): one row per model with measured quality, cost per 1,000 requests,
+latency and memory and why it is ineligible if it is; the cost-quality frontier; and a
+recommendation: the cheapest (then smallest) single model that meets the target, or a routing
+policy that meets it more cheaply, with the YAML to use it, or a clear "nothing meets the target".
+
+Policies are measured on a held-out half of the prompts (fitted on the other half), never on the
+prompts they were fitted on. Two are tried: *domain routes* (when the table has a ``category``
+column: each category goes to the cheapest model meeting the target on that category, the catalog's
+``routes:``) and a *two-model router* (``router=<registry name>``, swept over thresholds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sizewise.catalog.schema import ModelSpec
+from sizewise.errors import ConfigError, DataError
+from sizewise.evaluation.frontier import pareto, plot_frontier, render_markdown
+from sizewise.evaluation.table import OutcomeTable
+
+
+@dataclass
+class Constraints:
+    """What the deployment allows; None means no limit."""
+
+    max_latency_ms: float | None = None
+    budget_per_1k: float | None = None
+    memory_gb: float | None = None
+    local_only: bool = False
+
+
+@dataclass
+class ModelRow:
+    """Measured numbers of one model on the task."""
+
+    model: str
+    quality: float
+    cost_per_1k: float
+    latency_p95_ms: float | None
+    memory_gb: float | None
+    location: str
+    params_b: float | None
+    eligible: bool = True
+    why_not: str = ""
+    meets_target: bool = False
+
+
+@dataclass
+class PolicyResult:
+    """A routing policy measured on the held-out prompts."""
+
+    kind: str
+    description: str
+    quality: float
+    cost_per_1k: float
+    config: dict[str, Any]
+    curve: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass
+class ChooseReport:
+    """Everything ``sizewise choose`` found; :meth:`markdown` renders it."""
+
+    task: str
+    prompts: int
+    target: float
+    target_text: str
+    constraints: Constraints
+    rows: list[ModelRow]
+    frontier: list[str]
+    single: ModelRow | None
+    policy: PolicyResult | None
+    policies: list[PolicyResult]
+    recommendation: str
+    snippet: str
+
+
+def parse_params(name: str) -> float | None:
+    """Billions of parameters from a model name (``8x7B`` -> 56, ``Llama-3.1-70B`` -> 70), else None."""
+    moe = re.search(r"(\d+)x(\d+(?:\.\d+)?)[bB]\b", name)
+    if moe:
+        return float(moe.group(1)) * float(moe.group(2))
+    plain = re.findall(r"(?<![\w.])(\d+(?:\.\d+)?)[bB](?![a-zA-Z])", name.replace("_", "-"))
+    return float(plain[-1]) if plain else None
+
+
+def memory_gb(spec: ModelSpec | None, name: str) -> float | None:
+    """Memory a local model needs: ``settings.memory_gb`` when given, else ~4.5 bits/weight (Q4_K_M) + 0.5 GB."""
+    if spec is not None and isinstance(spec.settings.get("memory_gb"), int | float):
+        return float(spec.settings["memory_gb"])
+    params = spec.params_b if spec is not None and spec.params_b else parse_params(name)
+    return None if params is None else round(params * 4.5 / 8 + 0.5, 2)
+
+
+def parse_target(text: str | float) -> tuple[float, bool]:
+    """``0.7`` -> (0.7, absolute); ``95%`` -> (0.95, relative to the best eligible model)."""
+    raw = str(text).strip()
+    relative = raw.endswith("%")
+    try:
+        value = float(raw.rstrip("%")) / (100 if relative else 1)
+    except ValueError:
+        raise ConfigError(f"quality target {raw!r}: expected a number like 0.7 or a share like 95%") from None
+    if not 0 < value <= 1:
+        raise ConfigError(f"quality target {raw!r} must be in (0, 1] (or (0%, 100%])")
+    return value, relative
+
+
+def measure_models(table: OutcomeTable, specs: dict[str, ModelSpec], constraints: Constraints) -> list[ModelRow]:
+    """One :class:`ModelRow` per table model, with eligibility under ``constraints``."""
+    rows = []
+    for j, name in enumerate(table.models):
+        spec = specs.get(name)
+        quality = float(np.nanmean(table.quality[:, j]))
+        cost = float(np.nanmean(table.cost[:, j])) * 1000 if table.cost is not None else math.nan
+        latency = None
+        if table.latency is not None and np.isfinite(table.latency[:, j]).any():
+            latency = float(np.nanpercentile(table.latency[:, j], 95)) * 1000
+        elif spec is not None and spec.p95_latency_ms is not None:
+            latency = spec.p95_latency_ms
+        location = spec.location if spec is not None else ("local" if not cost else "remote")
+        row = ModelRow(
+            name,
+            quality,
+            0.0 if math.isnan(cost) else cost,
+            latency,
+            memory_gb(spec, name) if location == "local" else None,
+            location,
+            spec.params_b if spec is not None and spec.params_b else parse_params(name),
+        )
+        reasons = []
+        if constraints.local_only and location != "local":
+            reasons.append("not local")
+        if constraints.max_latency_ms is not None and latency is not None and latency > constraints.max_latency_ms:
+            reasons.append(f"p95 {latency:.0f} ms > {constraints.max_latency_ms:.0f} ms")
+        if constraints.budget_per_1k is not None and row.cost_per_1k > constraints.budget_per_1k:
+            reasons.append(f"${row.cost_per_1k:.4f}/1k > ${constraints.budget_per_1k:g}/1k")
+        mem = row.memory_gb
+        if (
+            constraints.memory_gb is not None
+            and location == "local"
+            and mem is not None
+            and mem > constraints.memory_gb
+        ):
+            reasons.append(f"needs ~{mem:.1f} GB > {constraints.memory_gb:g} GB")
+        row.eligible, row.why_not = not reasons, "; ".join(reasons)
+        rows.append(row)
+    return rows
+
+
+def _split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
+
+
+def _cost(table: OutcomeTable) -> np.ndarray:
+    return np.nan_to_num(table.cost, nan=0.0) if table.cost is not None else np.zeros_like(table.quality)
+
+
+def domain_policy(
+    table: OutcomeTable,
+    rows: list[ModelRow],
+    target: float,
+    seed: int = 0,
+    *,
+    route_sample: int = 0,
+    route_examples: int = 30,
+) -> PolicyResult | None:
+    """Per category, the cheapest eligible model meeting ``target`` on the fitting half (else the best).
+
+    With ``route_sample`` > 0 the policy is measured as the gateway would run it: ``route_examples``
+    fitting prompts per category become route examples, and a sample of held-out prompts is matched by
+    :class:`~sizewise.policy.domains.DomainRouter` (unmatched prompts go to the best eligible model).
+    Otherwise each prompt's true category is used: an upper bound.
+    """
+    if "category" not in table.prompts.columns:
+        return None
+    eligible = [j for j, row in enumerate(rows) if row.eligible]
+    if len(eligible) < 2:
+        return None
+    fit, held = _split(len(table.prompts), seed)
+    categories = table.prompts["category"].astype(str).to_numpy()
+    texts = table.prompts["text"].astype(str).to_numpy()
+    quality, cost = np.nan_to_num(table.quality, nan=0.0), _cost(table)
+    chosen: dict[str, int] = {}
+    for category in sorted(set(categories)):
+        rows_fit = fit[categories[fit] == category]
+        if len(rows_fit) == 0:
+            continue
+        q, c = quality[rows_fit].mean(axis=0), cost[rows_fit].mean(axis=0)
+        good = [j for j in eligible if q[j] >= target]
+        chosen[category] = min(good, key=lambda j: (c[j], -q[j])) if good else max(eligible, key=lambda j: q[j])
+    fallback = max(eligible, key=lambda j: rows[j].quality)
+    rng = np.random.default_rng(seed)
+    examples = {
+        category: texts[rng.permutation(fit[categories[fit] == category])[:route_examples]].tolist()
+        for category in chosen
+    }
+    routes = [{"name": c, "models": [table.models[j]], "examples": examples[c]} for c, j in chosen.items()]
+    summary = ", ".join(f"{c} -> {table.models[j]}" for c, j in chosen.items())
+    if route_sample > 0:
+        from sizewise.catalog.schema import RouteSpec
+        from sizewise.policy.domains import DomainRouter
+
+        sample = np.sort(rng.choice(held, size=min(route_sample, len(held)), replace=False))
+        router = DomainRouter([RouteSpec.model_validate(route) for route in routes])
+        matched = [m.route for m in router.match(texts[sample].tolist())]
+        picks = np.array([chosen[m] if m is not None else fallback for m in matched])
+        oracle = np.array([chosen.get(c, fallback) for c in categories[sample]])
+        q_held = float(quality[sample, picks].mean())
+        c_held = float(cost[sample, picks].mean()) * 1000
+        hit = float(np.mean([m == c for m, c in zip(matched, categories[sample], strict=True)]))
+        description = (
+            f"per-category routes: {summary}. Measured as the gateway runs it on {len(sample)} held-out prompts: "
+            f"embedding routes ({route_examples} examples each) recognised the category of {hit:.0%}; with the true "
+            f"category the same routes would reach quality {float(quality[sample, oracle].mean()):.3f}"
+        )
+    else:
+        picks = np.array([chosen.get(category, fallback) for category in categories[held]])
+        q_held = float(quality[held, picks].mean())
+        c_held = float(cost[held, picks].mean()) * 1000
+        description = (
+            f"per-category routes: {summary}. Measured with each prompt's true category: an upper bound, since the "
+            "gateway recognises domains by embedding similarity (use --route-sample to measure that)"
+        )
+    return PolicyResult("domain routes", description, q_held, c_held, {"routes": routes})
+
+
+def router_policy(
+    table: OutcomeTable, rows: list[ModelRow], target: float, router: str, seed: int = 0
+) -> PolicyResult | None:
+    """A two-model router between the cheapest eligible model and the best, thresholds swept.
+
+    ``router``: ``heuristic`` (the gateway's untrained default scorer) or a registry name, fitted on the
+    fitting half (the gateway then needs that router saved as a file: ``sizewise train``).
+    """
+    eligible = sorted((r for r in rows if r.eligible), key=lambda r: (r.cost_per_1k, -r.quality))
+    if len(eligible) < 2:
+        return None
+    weak, strong = eligible[0].model, max(eligible, key=lambda r: r.quality).model
+    if weak == strong:
+        return None
+    fit, held = _split(len(table.prompts), seed)
+    if router == "heuristic":  # the gateway's built-in, untrained scorer
+        from sizewise.policy.routing import HeuristicScorer
+
+        model: Any = HeuristicScorer()
+    else:
+        from sizewise.routers.base import make_router
+
+        model = make_router(router).fit(table.subset(fit), weak, strong)
+    texts = table.prompts["text"].astype(str).to_numpy()
+    w, s = table.models.index(weak), table.models.index(strong)
+    quality, cost = np.nan_to_num(table.quality, nan=0.0), _cost(table)
+
+    def outcome(rows: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
+        strong_rows = scores >= threshold
+        q = float(np.where(strong_rows, quality[rows, s], quality[rows, w]).mean())
+        return float(np.where(strong_rows, cost[rows, s], cost[rows, w]).mean()) * 1000, q
+
+    # The threshold is chosen on the fitting half, then measured on the held-out half.
+    fit_scores = np.asarray(model.score(texts[fit].tolist()), dtype=float)
+    held_scores = np.asarray(model.score(texts[held].tolist()), dtype=float)
+    grid = np.unique(np.quantile(np.concatenate([fit_scores, held_scores]), np.linspace(0, 1, 41)))
+    chosen_threshold = None
+    for threshold in grid:  # ascending: strong share falls, so the last that meets the target is cheapest
+        if outcome(fit, fit_scores, float(threshold))[1] >= target:
+            chosen_threshold = float(threshold)
+    if chosen_threshold is None:
+        chosen_threshold = float(grid[0])
+    curve = [outcome(held, held_scores, float(t)) for t in grid]
+    c_held, q_held = outcome(held, held_scores, chosen_threshold)
+    best = (c_held, q_held, chosen_threshold)
+    config = {"gateway": {"ladder": [weak, strong], "router": router, "threshold": round(best[2], 6)}}
+    description = f"router {router!r}: {weak} / {strong}, threshold {best[2]:.4g}"
+    return PolicyResult("router", description, best[1], best[0], config, sorted(curve))
+
+
+def priced(table: OutcomeTable, specs: dict[str, ModelSpec]) -> OutcomeTable:
+    """``table`` with USD costs from the catalog's prices where its cost is not in USD.
+
+    ``sizewise collect`` records seconds of latency as the cost of local models
+    (``meta["cost_unit"]`` mentions seconds); with token counts and a catalog entry, the entry's
+    ``price_in``/``price_out`` give a cost comparable across models (latency stays in its own column).
+    """
+    unit = str(table.meta.get("cost_unit", "usd"))
+    if "second" not in unit or table.tokens_in is None or table.tokens_out is None:
+        return table
+    cost = np.full(table.quality.shape, np.nan)
+    for j, name in enumerate(table.models):
+        spec = specs.get(name)
+        if spec is None:
+            raise DataError(
+                f"table {table.name!r} records cost in seconds and model {name!r} is not in the catalog: "
+                "pass --config with its entry (prices) to compare costs"
+            )
+        cost[:, j] = [spec.cost_usd(a, b) for a, b in zip(table.tokens_in[:, j], table.tokens_out[:, j], strict=True)]
+    return dataclasses.replace(table, cost=cost, meta={**table.meta, "cost_unit": "usd"})
+
+
+def choose(
+    table: OutcomeTable,
+    target: str | float,
+    constraints: Constraints | None = None,
+    specs: Sequence[ModelSpec] = (),
+    *,
+    router: str | None = None,
+    seed: int = 0,
+    route_sample: int = 0,
+) -> ChooseReport:
+    """Measure every model of ``table``, find the frontier and recommend a model or policy."""
+    constraints = constraints or Constraints()
+    if len(table.prompts) < 2 or not table.models:
+        raise DataError(f"table {table.name!r} needs at least two prompts and one model to choose from")
+    value, relative = parse_target(target)
+    by_name = {spec.name: spec for spec in specs}
+    table = priced(table, by_name)
+    rows = measure_models(table, by_name, constraints)
+    eligible = [row for row in rows if row.eligible]
+    best_quality = max((row.quality for row in eligible), default=math.nan)
+    goal = value * best_quality if relative else value
+    target_text = (
+        f"{value:.0%} of the best eligible model ({best_quality:.3f}) = {goal:.3f}" if relative else f"{goal:.3f}"
+    )
+    for row in rows:
+        row.meets_target = row.eligible and row.quality >= goal - 1e-12
+    meeting = [row for row in rows if row.meets_target]
+    single = min(meeting, key=lambda r: (r.cost_per_1k, r.params_b or math.inf, -r.quality)) if meeting else None
+    policies = [p for p in (domain_policy(table, rows, goal, seed, route_sample=route_sample),) if p is not None]
+    if router:
+        try:
+            result = router_policy(table, rows, goal, router, seed)
+        except Exception as error:  # a router that cannot be built here is reported, not fatal
+            policies.append(PolicyResult("router", f"router {router!r} failed: {error}", math.nan, math.nan, {}))
+        else:
+            if result is not None:
+                policies.append(result)
+    good = [p for p in policies if p.quality >= goal - 1e-12 and math.isfinite(p.cost_per_1k)]
+    cheaper = [p for p in good if single is None or p.cost_per_1k < single.cost_per_1k * 0.98]
+    policy = min(cheaper, key=lambda p: p.cost_per_1k) if cheaper else None
+    recommendation, snippet = _recommend(single, policy, rows, goal, constraints)
+    return ChooseReport(
+        table.name,
+        len(table.prompts),
+        goal,
+        target_text,
+        constraints,
+        rows,
+        pareto(rows),
+        single,
+        policy,
+        policies,
+        recommendation,
+        snippet,
+    )
+
+
+def _recommend(
+    single: ModelRow | None, policy: PolicyResult | None, rows: list[ModelRow], goal: float, c: Constraints
+) -> tuple[str, str]:
+    import yaml
+
+    if single is None and policy is None:
+        eligible = [r for r in rows if r.eligible]
+        if not eligible:
+            return "No model satisfies the constraints (see 'why not' in the table); relax them.", ""
+        best = max(eligible, key=lambda r: r.quality)
+        return (
+            f"Nothing meets the target {goal:.3f}: the best eligible model, {best.model}, reaches {best.quality:.3f}. "
+            "Lower the target, relax the constraints, or add a stronger model.",
+            "",
+        )
+    if policy is not None:
+        versus = f" vs ${single.cost_per_1k:.4f} for {single.model}" if single else ""
+        text = (
+            f"Use a {policy.kind} policy: quality {policy.quality:.3f} >= {goal:.3f} at "
+            f"${policy.cost_per_1k:.4f} per 1,000 requests{versus} (measured on held-out prompts). "
+            f"{policy.description}."
+        )
+        config = dict(policy.config)
+        if config.get("routes"):
+            # The full example lists are in the policy file written next to the report; show three here.
+            config = {
+                "routes": [{**r, "examples": [str(e)[:160] for e in r["examples"][:3]]} for r in config["routes"]]
+            }
+        return text, yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=120)
+    assert single is not None
+    text = (
+        f"Use {single.model}: the cheapest eligible model meeting the target "
+        f"(quality {single.quality:.3f} >= {goal:.3f}, ${single.cost_per_1k:.4f} per 1,000 requests)."
+    )
+    snippet = (
+        f"# A single model needs no routing: send requests with model: {single.model}\n"
+        "# (or make it the only chat model of the catalog)\n"
+        + yaml.safe_dump({"models": [{"name": single.model}]}, sort_keys=False)
+        + "# ... plus its backend settings\n"
+    )
+    return text, snippet
+
+
+__all__ = ["ChooseReport", "Constraints", "choose", "pareto", "plot_frontier", "render_markdown"]

@@ -1,0 +1,115 @@
+"""The latency filter: a per-request (``x-sizewise-max-latency-ms``) or per-key (``max_latency_ms``)
+target excludes models whose p95 latency is above it (an edge model vs a cloud one).
+
+Where the p95 comes from, in order: measured from the request log (successful answers of that model
+in the last :data:`WINDOW` rows, once it has at least :data:`MIN_SAMPLES` of them; refreshed every
+``refresh_s`` seconds), else the catalog's ``p95_latency_ms``. A model with neither is kept (there
+is no evidence against it) and the report says its latency is unknown. When both a header and a key
+limit exist, the stricter applies. When no model meets the target the request gets a 400.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from sizewise.catalog.schema import GatewaySettings, ModelSpec
+from sizewise.policy.types import FilterReport, RequestContext, RequestRejected
+
+WINDOW = 500
+MIN_SAMPLES = 20
+
+
+def measured_p95(url: str, window: int = WINDOW, min_samples: int = MIN_SAMPLES) -> dict[str, float]:
+    """p95 latency (ms) per model from the request log's last ``window`` successful rows per model."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sizewise.gateway.log import make_engine, metadata, requests_table
+
+    try:
+        engine = make_engine(url)
+    except Exception:  # no log, no measurements
+        return {}
+    out: dict[str, float] = {}
+    try:
+        metadata.create_all(engine)
+        t = requests_table.c
+        query = select(t.model, t.latency_ms).where(t.status == 200).order_by(t.id.desc()).limit(window * 50)
+        with engine.connect() as connection:
+            rows = connection.execute(query).all()
+    except SQLAlchemyError:
+        return {}
+    finally:
+        engine.dispose()
+    by_model: dict[str, list[float]] = {}
+    for model, latency in rows:
+        if model and latency is not None and len(by_model.setdefault(model, [])) < window:
+            by_model[model].append(float(latency))
+    for model, values in by_model.items():
+        if len(values) >= min_samples:
+            out[model] = float(np.percentile(values, 95))
+    return out
+
+
+class LatencyFilter:
+    """Drop models whose p95 latency is above the request's or the key's target."""
+
+    name = "latency"
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        measure: Callable[[], dict[str, float]] | None = None,
+        refresh_s: float = 30.0,
+    ) -> None:
+        self._keys = {key.name: key.max_latency_ms for key in settings.api_keys if key.max_latency_ms is not None}
+        self._measure = measure
+        self.refresh_s = refresh_s
+        self._measured: dict[str, float] = {}
+        self._measured_at = -float("inf")
+        self._lock = threading.Lock()
+
+    def p95(self, spec: ModelSpec) -> tuple[float | None, str]:
+        """(p95 in ms or None, where it came from)."""
+        if self._measure is not None and time.monotonic() - self._measured_at > self.refresh_s:
+            with self._lock:
+                self._measured = self._measure()
+                self._measured_at = time.monotonic()
+        if spec.name in self._measured:
+            return self._measured[spec.name], "measured"
+        return spec.p95_latency_ms, "catalog"
+
+    def target(self, ctx: RequestContext) -> float | None:
+        """The stricter of the header's and the key's latency targets (ms)."""
+        targets = [t for t in (ctx.max_latency_ms, self._keys.get(ctx.api_key or "")) if t is not None]
+        return min(targets) if targets else None
+
+    def apply(self, ctx: RequestContext, candidates: list[ModelSpec]) -> tuple[list[ModelSpec], FilterReport]:
+        report = FilterReport(self.name)
+        target = self.target(ctx)
+        if target is None:
+            return candidates, report
+        kept, unknown = [], []
+        for spec in candidates:
+            p95, source = self.p95(spec)
+            if p95 is None:
+                unknown.append(spec.name)
+                kept.append(spec)
+            elif p95 > target:
+                report.removed[spec.name] = f"{source} p95 {p95:.0f} ms > target {target:.0f} ms"
+            else:
+                kept.append(spec)
+        if unknown:
+            report.note = f"latency unknown, kept: {', '.join(unknown)}"
+        if not kept:
+            raise RequestRejected(
+                400,
+                f"no model meets the latency target of {target:.0f} ms (p95); the fastest measured is "
+                f"{min(self.p95(s)[0] or 0.0 for s in candidates):.0f} ms",
+                "latency_target_unmet",
+            )
+        return kept, report

@@ -1,0 +1,233 @@
+"""Routing policies: a router scores the prompt and picks the small or the big model before generating.
+
+Model-field names served here:
+
+* ``router-<name>-<threshold>`` (as RouteLLM): ``<name>`` is a router file ``<router_dir>/<name>.zip``
+  (``gateway.router_dir`` or the ``router_dir`` given to the app) or, failing that, a registered router
+  name that needs no training. Score >= threshold sends the prompt to the big model.
+* ``sizewise``: the default policy. It uses, in order, the first that exists:
+
+  1. ``gateway.router`` (a file path or a router name in ``router_dir``) with ``gateway.threshold``;
+  2. a router file ``default.zip`` in ``router_dir``;
+  3. the pretrained router shipped in the package (``sizewise/routers/pretrained/default.zip``, a
+     ``gbdt`` router on MiniLM embeddings + text features, see its README) with the threshold
+     calibrated for 50% big-model calls on held-out data (``thresholds.json``, key ``share_0.5``);
+  4. the built-in :class:`HeuristicScorer` (prompt length, step/math/code markers, turns) with
+     threshold 0.5, only when no router file can be loaded.
+
+  ``gateway.threshold`` overrides the threshold in every case.
+  When ``gateway.default_policy`` names another policy (e.g. a ``cascade-...``), the engine uses that
+  one for ``sizewise`` instead.
+
+The pair: with ``gateway.ladder`` set, its last two entries are (small, big); otherwise the two largest
+LLMs of the catalog by parameter count (then price). On the default catalog that is
+qwen2.5-coder-0.5b (small) and qwen2.5-coder-1.5b (big); the tiny model is a fault fallback only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from sizewise.catalog.schema import ModelSpec
+from sizewise.errors import ConfigError, NotFittedError, SizewiseError, UnknownNameError
+from sizewise.policy.types import Plan, PolicyEnv, RequestContext, RequestRejected, RoutingPolicy, register_policy
+
+logger = logging.getLogger(__name__)
+
+_STEP = re.compile(
+    r"\b(prove|derive|step[- ]by[- ]step|explain why|calculate|compute|solve|optimi[sz]e|algorithm|implement|debug|"
+    r"refactor|complexity|theorem|integral|equation|how many|analy[sz]e|compare)\b",
+    re.I,
+)
+_CODE = re.compile(r"```|\bdef |\bclass |#include|\bfunction\b|=>|\bSELECT\b", re.I)
+_DIGIT = re.compile(r"\d")
+
+
+class HeuristicScorer:
+    """Stop-gap default scorer in [0, 1]: longer, multi-step, math or code prompts need the big model.
+
+    Not learned: used only when no trained router is configured or shipped (see the module docstring).
+    """
+
+    name = "heuristic"
+
+    def score(self, prompts: Sequence[str]) -> list[float]:
+        """One score per prompt; >= 0.5 means the big model."""
+        out = []
+        for text in prompts:
+            length = min(math.log1p(len(text)) / math.log1p(2000), 1.0)
+            steps = min(len(_STEP.findall(text)) / 2, 1.0)
+            code = 1.0 if _CODE.search(text) else 0.0
+            digits = min(len(_DIGIT.findall(text)) / 12, 1.0)
+            turns = min(text.count("\nassistant:") / 3, 1.0)
+            out.append(round(0.35 * length + 0.3 * steps + 0.15 * code + 0.12 * digits + 0.08 * turns, 4))
+        return out
+
+
+def model_pair(env: PolicyEnv) -> tuple[ModelSpec, ModelSpec]:
+    """(small, big) for two-model routing: the last two of ``gateway.ladder``, else the two largest LLMs."""
+    if len(env.settings.ladder) >= 2:
+        return env.get(env.settings.ladder[-2]), env.get(env.settings.ladder[-1])
+    llms = env.llms()
+    if len(llms) < 2:
+        raise ConfigError("routing needs at least two LLMs in the catalog (or gateway.ladder)")
+    return llms[-2], llms[-1]
+
+
+def _find_router_file(name: str, env: PolicyEnv) -> Path | None:
+    candidates = [Path(name)] if name.endswith(".zip") else []
+    if env.router_dir is not None:
+        candidates += [env.router_dir / name, env.router_dir / f"{name}.zip"]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def load_scorer(name: str, env: PolicyEnv) -> tuple[Any, float | None]:
+    """A fitted router by file or registry name, and its saved threshold; loaded once per env."""
+    key = f"router:{name}"
+    if key not in env.cache:
+        env.cache[key] = _load_scorer(name, env)
+    return env.cache[key]
+
+
+def _load_scorer(name: str, env: PolicyEnv) -> tuple[Any, float | None]:
+    from sizewise.routers.base import load_router, make_router
+
+    if name == HeuristicScorer.name:
+        return HeuristicScorer(), 0.5
+    path = _find_router_file(name, env)
+    router = load_router(path) if path is not None else make_router(name)
+    if path is None:
+        try:
+            router.score(["probe"])
+        except NotFittedError:
+            raise UnknownNameError(
+                f"router {name!r} needs training: save a trained one as {name}.zip in the router directory"
+            ) from None
+    return router, getattr(router, "threshold_", None)
+
+
+class RouterPolicy(RoutingPolicy):
+    """Score the whole conversation with a router; score >= threshold picks the big model."""
+
+    def __init__(self, name: str, scorer: Any, threshold: float, small: ModelSpec, big: ModelSpec) -> None:
+        super().__init__(name)
+        self.scorer = scorer
+        self.threshold = threshold
+        self.small = small
+        self.big = big
+        # Learned routers may embed text (milliseconds of CPU): score them off the event loop.
+        self._inline = isinstance(scorer, HeuristicScorer)
+
+    async def plan(self, ctx: RequestContext, candidates: list[ModelSpec]) -> Plan:
+        score = await self._score(ctx.text)
+        names = {spec.name for spec in candidates}
+        want_big = score >= self.threshold
+        first, second = (self.big, self.small) if want_big else (self.small, self.big)
+        order = [spec for spec in (first, second) if spec.name in names]
+        # Remaining candidates serve as fault fallbacks, largest first.
+        order += sorted(
+            (spec for spec in candidates if spec.name not in (first.name, second.name)),
+            key=lambda m: -(m.params_b or 0.0),
+        )
+        reason = f"score {score:.3f} {'>=' if want_big else '<'} threshold {self.threshold:g}"
+        if order and order[0].name != first.name:
+            reason += f"; {first.name} filtered out"
+        return Plan(order, score=score, threshold=self.threshold, reason=reason, escalated=order[0] is self.big)
+
+    async def _score(self, text: str) -> float:
+        if self._inline:
+            return float(self.scorer.score([text])[0])
+        import anyio
+
+        scores = await anyio.to_thread.run_sync(self.scorer.score, [text])
+        return float(scores[0])
+
+
+class BypassPolicy(RoutingPolicy):
+    """The client named a catalog model: use it; on a fault fall back to the others, largest first."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec.name)
+        self.spec = spec
+
+    async def plan(self, ctx: RequestContext, candidates: list[ModelSpec]) -> Plan:
+        if not any(spec.name == self.spec.name for spec in candidates):
+            raise RequestRejected(400, f"model {self.spec.name!r} cannot serve this request", "model_not_suitable")
+        others = sorted((s for s in candidates if s.name != self.spec.name), key=lambda m: -(m.params_b or 0.0))
+        return Plan([self.spec, *others], reason="model named in the request")
+
+
+def parse_router_field(model_field: str) -> tuple[str, float]:
+    """``router-<name>-<threshold>`` -> (name, threshold); names may contain dashes."""
+    body = model_field.removeprefix("router-")
+    name, sep, threshold = body.rpartition("-")
+    try:
+        value = float(threshold)
+    except ValueError:
+        value = math.nan
+    if not sep or not name or not math.isfinite(value):
+        raise UnknownNameError(f"model {model_field!r}: expected router-<name>-<threshold>, e.g. router-mf-0.5")
+    return name, value
+
+
+def router_policy(model_field: str, env: PolicyEnv) -> RouterPolicy:
+    """Factory for ``router-<name>-<threshold>``."""
+    name, threshold = parse_router_field(model_field)
+    scorer, _ = load_scorer(name, env)
+    small, big = model_pair(env)
+    return RouterPolicy(model_field, scorer, threshold, small, big)
+
+
+#: The router shipped in the package and the calibration in its thresholds.json used by default.
+PRETRAINED_PACKAGE = "sizewise.routers"
+PRETRAINED_FILE = "pretrained/default.zip"
+PRETRAINED_CALIBRATION = "share_0.5"
+
+
+def shipped_router() -> tuple[Path, float | None]:
+    """(path of the pretrained default router, its calibrated default threshold or None)."""
+    base = files(PRETRAINED_PACKAGE).joinpath("pretrained")
+    threshold = None
+    try:
+        calibration = json.loads(base.joinpath("thresholds.json").read_text())["calibration"]
+        threshold = float(calibration[PRETRAINED_CALIBRATION]["threshold"])
+    except (OSError, KeyError, TypeError, ValueError):
+        pass
+    return Path(str(files(PRETRAINED_PACKAGE).joinpath(PRETRAINED_FILE))), threshold
+
+
+def default_policy(model_field: str, env: PolicyEnv) -> RouterPolicy:
+    """Factory for ``sizewise``: the configured router, else a default router file, else the heuristic."""
+    small, big = model_pair(env)
+    settings = env.settings
+    if settings.router:
+        scorer, saved = load_scorer(settings.router, env)
+    else:
+        local = env.router_dir / "default.zip" if env.router_dir is not None else None
+        path, saved = (local, None) if local is not None and local.is_file() else shipped_router()
+        scorer = HeuristicScorer()
+        if path.is_file():
+            from sizewise.routers.base import load_router
+
+            try:
+                scorer = load_router(path)
+            except (SizewiseError, ImportError) as error:  # a broken file must not stop the gateway
+                logger.warning("default router %s unusable (%s); using the heuristic scorer", path, error)
+                saved = None
+            else:
+                saved = saved if saved is not None else getattr(scorer, "threshold_", None)
+        if isinstance(scorer, HeuristicScorer):
+            saved = 0.5
+    threshold = settings.threshold if settings.threshold is not None else (saved if saved is not None else 0.5)
+    return RouterPolicy(model_field, scorer, float(threshold), small, big)
+
+
+register_policy("router-", router_policy)
+register_policy("sizewise", default_policy)

@@ -1,0 +1,78 @@
+"""Shared plumbing of the learned routers: input checks, embeddings, targets from a table.
+
+Every learned router predicts, per prompt, the expected gain of the strong model over the weak
+one, E[q_strong - q_weak | prompt]. Sending the top-k% of prompts by that score to the strong
+model maximises the quality at every strong-call share, so it is the right score for APGR/CPT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from sizewise.errors import DataError, RouterFileError
+from sizewise.evaluation.table import OutcomeTable
+
+
+def check_prompts(prompts: Sequence[str]) -> list[str]:
+    """The prompts as a list of strings; a :class:`DataError` for a bare string or a non-string item."""
+    if isinstance(prompts, str | bytes):
+        raise DataError("prompts must be a list of strings, not a single string")
+    try:
+        items = list(prompts)
+    except TypeError:
+        raise DataError(f"prompts must be a list of strings, got {type(prompts).__name__}") from None
+    for item in items:
+        if not isinstance(item, str):
+            raise DataError(f"prompts must be strings, got {type(item).__name__}")
+    return items
+
+
+def embed_prompts(prompts: Sequence[str]) -> np.ndarray:
+    """Embeddings of checked prompts (an empty list gives shape (0, 384))."""
+    from sizewise.embedding import embed
+
+    return embed(check_prompts(prompts))
+
+
+def pair_outcomes(
+    table: OutcomeTable, weak: str | None, strong: str | None
+) -> tuple[str, str, list[str], np.ndarray, np.ndarray]:
+    """``(weak, strong, texts, q_weak, q_strong)`` over prompts where both qualities are known."""
+    table.require_nonempty()
+    weak, strong = table.weak_strong(weak, strong)
+    q_weak, q_strong = table.column(weak), table.column(strong)
+    known = ~(np.isnan(q_weak) | np.isnan(q_strong))
+    if known.sum() < 2:
+        raise DataError(f"table {table.name!r}: fewer than 2 prompts with known quality for {weak} and {strong}")
+    texts = [t for t, k in zip(table.texts, known, strict=True) if k]
+    return weak, strong, texts, q_weak[known], q_strong[known]
+
+
+def array(arrays: dict[str, np.ndarray], key: str, shape: tuple[int | None, ...] | None = None) -> np.ndarray:
+    """A saved array, checked for presence and shape (``None`` = any size on that axis)."""
+    if key not in arrays:
+        raise RouterFileError(f"router file lacks array {key!r}")
+    value = np.asarray(arrays[key])
+    if shape is not None and (
+        value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape, strict=True))
+    ):
+        raise RouterFileError(f"router file array {key!r} has shape {value.shape}, expected {shape}")
+    return value
+
+
+def pair_meta(router: Any) -> dict[str, Any]:
+    """The JSON part every learned two-model router saves."""
+    return {"weak": router.weak_, "strong": router.strong_}
+
+
+def set_pair_meta(router: Any, meta: dict[str, Any]) -> None:
+    """Restore :func:`pair_meta`."""
+    router.weak_, router.strong_ = str(meta["weak"]), str(meta["strong"])
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically safe logistic function."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))

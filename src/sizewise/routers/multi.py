@@ -1,0 +1,136 @@
+"""N-model decision: given a predicted quality and a price for every model, pick one per prompt.
+
+Two rules: the cheapest model whose predicted quality meets a target (falling back to the best
+predicted model), or the model maximising ``quality - lam * cost_per_1k`` (cost in USD per 1,000
+requests). ``calibrate_lambda`` picks ``lam`` on held-out outcomes for a quality target or a budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sizewise.errors import ConfigError, DataError
+from sizewise.evaluation.table import OutcomeTable
+
+
+def model_costs(table: OutcomeTable, models: Sequence[str]) -> np.ndarray:
+    """Mean cost per request of each model in USD per 1,000 requests (from the table's cost cells)."""
+    if table.cost is None:
+        raise DataError(f"table {table.name!r} has no costs")
+    costs = np.array([np.nanmean(table.column(m, "cost")) for m in models]) * 1000
+    if np.isnan(costs).any():
+        raise DataError(f"table {table.name!r}: no known cost for some of {list(models)}")
+    return costs
+
+
+def _check(pred: np.ndarray, costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred, dtype=float)
+    costs = np.asarray(costs, dtype=float)
+    if pred.ndim != 2 or costs.shape not in {(pred.shape[1],), pred.shape}:
+        raise DataError(f"predicted quality {pred.shape} and costs {costs.shape} do not match")
+    return pred, np.broadcast_to(costs, pred.shape)
+
+
+def cheapest_meeting(pred: np.ndarray, costs: np.ndarray, target: float) -> np.ndarray:
+    """Per prompt, the index of the cheapest model with predicted quality >= ``target``, else the best predicted."""
+    pred, costs = _check(pred, costs)
+    ok = pred >= target
+    masked = np.where(ok, costs, np.inf)
+    return np.where(ok.any(axis=1), masked.argmin(axis=1), pred.argmax(axis=1))
+
+
+def max_utility(pred: np.ndarray, costs: np.ndarray, lam: float) -> np.ndarray:
+    """Per prompt, the index of the model maximising ``pred - lam * cost`` (ties go to the cheaper model)."""
+    pred, costs = _check(pred, costs)
+    utility = pred - lam * costs - 1e-12 * costs
+    return utility.argmax(axis=1)
+
+
+def realised(choice: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> tuple[float, float]:
+    """Mean true quality and cost per 1k requests of the chosen cells (NaN cells are skipped)."""
+    rows = np.arange(len(choice))
+    q, c = quality[rows, choice], cost[rows, choice] * 1000
+    return float(np.nanmean(q)), float(np.nanmean(c))
+
+
+def lambda_grid(costs: np.ndarray, n: int = 60) -> np.ndarray:
+    """Trade-off weights spanning "always the best predicted" (0) to "always the cheapest"."""
+    positive = np.asarray(costs, dtype=float)
+    spread = max(float(positive.max() - positive.min()), 1e-9)
+    return np.r_[0.0, np.geomspace(1e-4 / spread, 10.0 / spread, n - 1)]
+
+
+@dataclass
+class TradeoffPoint:
+    """One operating point of an N-model policy."""
+
+    lam: float
+    quality: float
+    cost_per_1k: float
+
+
+def tradeoff_curve(pred: np.ndarray, costs: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> list[TradeoffPoint]:
+    """Realised quality and cost of ``max_utility`` over :func:`lambda_grid`."""
+    return [
+        TradeoffPoint(float(lam), *realised(max_utility(pred, costs, lam), quality, cost)) for lam in lambda_grid(costs)
+    ]
+
+
+def calibrate_lambda(
+    pred: np.ndarray,
+    costs: np.ndarray,
+    quality: np.ndarray,
+    cost: np.ndarray,
+    *,
+    target_quality: float | None = None,
+    budget_per_1k: float | None = None,
+) -> TradeoffPoint:
+    """The largest ``lam`` (cheapest point) whose realised quality meets ``target_quality`` (absolute),
+    or the best-quality point within ``budget_per_1k``."""
+    if (target_quality is None) == (budget_per_1k is None):
+        raise ConfigError("give exactly one of target quality or budget per 1k requests")
+    curve = tradeoff_curve(pred, costs, quality, cost)
+    if target_quality is not None:
+        meeting = [p for p in curve if p.quality >= target_quality]
+        return min(meeting, key=lambda p: p.cost_per_1k) if meeting else max(curve, key=lambda p: p.quality)
+    within = [p for p in curve if p.cost_per_1k <= budget_per_1k + 1e-12]  # type: ignore[operator]
+    if not within:
+        raise ConfigError(f"budget {budget_per_1k} USD per 1k requests is below the cheapest model's cost")
+    return max(within, key=lambda p: p.quality)
+
+
+class MultiModelPolicy:
+    """Route among N models with a router that has ``predict_quality`` and ``models_``.
+
+    ``costs`` maps model name to USD per 1,000 requests (e.g. from :func:`model_costs` or a price sheet).
+    Give ``lam`` for the utility rule, or ``target`` for the cheapest-meeting-target rule.
+    """
+
+    def __init__(
+        self, router: Any, costs: dict[str, float], lam: float | None = None, target: float | None = None
+    ) -> None:
+        if (lam is None) == (target is None):
+            raise ConfigError("give exactly one of lam or target")
+        if not hasattr(router, "predict_quality"):
+            raise ConfigError(f"router {getattr(router, 'name', router)!r} cannot predict per-model quality")
+        missing = [m for m in router.models_ if m not in costs]
+        if missing:
+            raise ConfigError(f"no cost for models {missing}")
+        self.router, self.lam, self.target = router, lam, target
+        self.models = list(router.models_)
+        self.costs = np.array([costs[m] for m in self.models], dtype=float)
+
+    def choose_index(self, prompts: Sequence[str]) -> np.ndarray:
+        """Index into ``models`` of the chosen model per prompt."""
+        pred = self.router.predict_quality(prompts)
+        if self.lam is not None:
+            return max_utility(pred, self.costs, self.lam)
+        return cheapest_meeting(pred, self.costs, float(self.target))  # type: ignore[arg-type]
+
+    def choose(self, prompts: Sequence[str]) -> list[str]:
+        """The chosen model name per prompt."""
+        return [self.models[i] for i in self.choose_index(prompts)]

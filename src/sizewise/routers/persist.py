@@ -1,0 +1,58 @@
+"""Safe on-disk format for anything learned: one zip with ``meta.json`` and ``arrays.npz``.
+
+No pickle: arrays are loaded with ``allow_pickle=False`` and everything else is JSON,
+so opening a router file from elsewhere cannot run code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sizewise.errors import RouterFileError
+
+FORMAT = "sizewise-estimator"
+FORMAT_VERSION = 1
+
+
+def save_bundle(path: str | Path, kind: str, name: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
+    """Write an estimator of ``kind`` (``router``/``scorer``) registered as ``name``."""
+    path = Path(path)
+    header = {"format": FORMAT, "version": FORMAT_VERSION, "kind": kind, "name": name, "meta": meta}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{key: np.asarray(value) for key, value in arrays.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("meta.json", json.dumps(header))
+        archive.writestr("arrays.npz", buffer.getvalue())
+    return path
+
+
+def load_bundle(
+    path: str | Path, kind: str, name: str | None = None
+) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """Read a bundle; returns ``(name, meta, arrays)``. Raises :class:`RouterFileError` naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise RouterFileError(f"{path}: no such {kind} file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            header = json.loads(archive.read("meta.json"))
+            with np.load(io.BytesIO(archive.read("arrays.npz")), allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as error:
+        raise RouterFileError(f"{path}: not a valid sizewise {kind} file ({error})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise RouterFileError(f"{path}: not a sizewise {kind} file")
+    if header.get("version") != FORMAT_VERSION:
+        raise RouterFileError(f"{path}: file format version {header.get('version')}, expected {FORMAT_VERSION}")
+    if header.get("kind") != kind:
+        raise RouterFileError(f"{path}: holds a {header.get('kind')}, expected a {kind}")
+    if name is not None and header.get("name") != name:
+        raise RouterFileError(f"{path}: holds {kind} {header.get('name')!r}, expected {name!r}")
+    return str(header["name"]), dict(header.get("meta") or {}), arrays

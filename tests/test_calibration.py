@@ -1,0 +1,118 @@
+"""Threshold calibration: targets met on held-out data, intervals that cover, bad targets refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sizewise.errors import ConfigError
+from sizewise.evaluation.table import OutcomeTable
+from sizewise.routers.calibration import calibrate, threshold_for_budget, threshold_for_quality, threshold_for_share
+
+
+class NoisyScorer:
+    """Stands in for a fitted router: a noisy view of the weak model's failure (continuous scores)."""
+
+    weak_, strong_ = "small", "large"
+
+    def __init__(self, table: OutcomeTable, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.by_id = dict(
+            zip(table.prompts["prompt_id"], (1 - table.column("small")) + rng.normal(0, 0.8, len(table)), strict=True)
+        )
+
+    def score_table(self, table: OutcomeTable) -> np.ndarray:
+        return np.array([self.by_id[p] for p in table.prompts["prompt_id"]])
+
+
+@pytest.fixture(scope="module")
+def table() -> OutcomeTable:
+    rng = np.random.default_rng(7)
+    n = 8000
+    weak = (rng.random(n) < 0.6).astype(float)
+    strong = (rng.random(n) < 0.85).astype(float)
+    frame = pd.DataFrame({"prompt_id": [f"q{i}" for i in range(n)], "text": [f"prompt {i}" for i in range(n)]})
+    cost = np.c_[rng.uniform(0.0001, 0.0003, n), rng.uniform(0.003, 0.006, n)]
+    return OutcomeTable("calib", frame, ["small", "large"], np.c_[weak, strong], cost=cost, pair=("small", "large"))
+
+
+@pytest.mark.parametrize("share", [0.1, 0.3, 0.5, 0.8])
+def test_target_share_is_hit_on_held_out_data(table, share):
+    result = calibrate(NoisyScorer(table), table, target_share=share, n_boot=200)
+    assert result.n_heldout == 4000
+    assert abs(result.share - share) <= 0.02
+    assert result.share_ci[0] <= result.share <= result.share_ci[1]
+    assert result.quality > result.weak_quality  # a mix can even beat the strong model: it fails some prompts
+
+
+def test_target_quality_is_reached_at_lower_cost_than_always_strong(table):
+    result = calibrate(NoisyScorer(table), table, target_quality=0.95, n_boot=200)
+    # Chosen on one half, measured on the other: within sampling noise of the target.
+    assert result.quality >= 0.95 * result.strong_quality - 0.02
+    assert result.share < 0.95
+    assert result.cost_per_1k is not None and result.cost_per_1k < result.strong_cost_per_1k
+
+
+def test_budget_is_respected(table):
+    result = calibrate(NoisyScorer(table), table, budget_per_1k=2.0, n_boot=200)
+    assert result.cost_per_1k is not None and abs(result.cost_per_1k - 2.0) < 0.15
+    assert result.cost_ci is not None and result.cost_ci[0] < 2.0 < result.cost_ci[1] + 0.1
+
+
+def test_threshold_helpers_on_known_scores():
+    scores = np.array([0.9, 0.1, 0.5, 0.7, 0.3])
+    assert (scores >= threshold_for_share(scores, 0.4)).sum() == 2
+    assert (scores >= threshold_for_share(scores, 0.0)).sum() == 0
+    assert (scores >= threshold_for_share(scores, 1.0)).sum() == 5
+    q_weak, q_strong = np.array([0, 1, 1, 0, 1.0]), np.ones(5)
+    # The two weak failures have the top scores: routing those two reaches quality 1.0.
+    assert (scores >= threshold_for_quality(scores, q_weak, q_strong, 1.0)).sum() == 2
+    cost_weak, cost_strong = np.zeros(5), np.full(5, 0.005)
+    assert (scores >= threshold_for_budget(scores, cost_weak, cost_strong, 3.0)).sum() == 3
+
+
+def test_bad_targets_are_refused(table):
+    scorer = NoisyScorer(table)
+    with pytest.raises(ConfigError):
+        calibrate(scorer, table)
+    with pytest.raises(ConfigError):
+        calibrate(scorer, table, target_share=0.3, target_quality=0.9)
+    with pytest.raises(ConfigError):
+        calibrate(scorer, table, target_share=1.5)
+    with pytest.raises(ConfigError):
+        calibrate(scorer, table, budget_per_1k=0.01)
+
+
+@pytest.mark.slow
+def test_train_and_calibrate_commands(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from learned_helpers import planted_pair
+    from sizewise.cli.main import app
+
+    monkeypatch.setenv("SIZEWISE_CACHE", str(tmp_path / "cache"))
+    import sizewise.embedding as module
+
+    monkeypatch.setattr(module, "_CACHE", None)
+    table_path = planted_pair(300, seed=4).save(tmp_path / "logs.parquet")
+    router_path = tmp_path / "r.zip"
+    runner = CliRunner()
+    trained = runner.invoke(
+        app, ["train", "--router", "embed-logreg", "--table", str(table_path), "--out", str(router_path)]
+    )
+    assert trained.exit_code == 0, trained.output
+    assert router_path.is_file()
+    done = runner.invoke(
+        app,
+        ["calibrate", "--router-file", str(router_path), "--table", str(table_path), "--target-share", "0.4", "--json"],
+    )
+    assert done.exit_code == 0, done.output
+    import json
+
+    result = json.loads(done.output)
+    # Scores of this table cluster by topic, so the held-out share can jump a cluster; precision is tested above.
+    assert 0 < result["share"] < 1 and result["n_heldout"] == 150 and result["n_calibration"] == 150
+    assert result["weak"] == "small" and result["strong"] == "large" and result["quality_ci"][0] <= result["quality"]
+    bad = runner.invoke(app, ["calibrate", "--router-file", str(tmp_path / "missing.zip"), "--table", str(table_path)])
+    assert bad.exit_code != 0

@@ -1,0 +1,126 @@
+"""Domain routing with the real local embedding model: matching, threshold, calibration, the filter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from constraint_helpers import ctx, model
+from sizewise.catalog.schema import RouteSpec
+from sizewise.policy.domains import DomainFilter, DomainRouter, calibrate_threshold, last_user_text
+
+ROUTES = [
+    RouteSpec(
+        name="code",
+        examples=[
+            "Write a Python function that reverses a linked list.",
+            "Why does my JavaScript fetch call return a pending promise?",
+            "Fix this SQL query: SELECT name FROM users WHERE id = ",
+            "How do I sort a dictionary by value in Python?",
+        ],
+        models=["coder"],
+    ),
+    RouteSpec(
+        name="medical",
+        examples=[
+            "What are the symptoms of type 2 diabetes?",
+            "What is the recommended dose of amoxicillin for a child with otitis media?",
+            "A 54-year-old man presents with chest pain radiating to the left arm. What is the diagnosis?",
+            "What are the side effects of metformin?",
+        ],
+        description="clinical and medical questions: diseases, drugs, symptoms, diagnosis",
+        models=["med"],
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def router() -> DomainRouter:
+    return DomainRouter(ROUTES, threshold=0.3, k=1)
+
+
+def test_prompts_hit_their_route(router: DomainRouter) -> None:
+    matches = router.match(
+        [
+            "Write a Python function that sorts a list of dictionaries by a key.",
+            "My patient has a fever and a stiff neck; which antibiotic should I start?",
+        ]
+    )
+    assert [m.route for m in matches] == ["code", "medical"]
+    assert matches[0].scores["code"] > matches[0].scores["medical"]
+    assert "similarity" in matches[0].reason() and matches[0].nearest
+
+
+def test_off_domain_prompt_hits_no_route(router: DomainRouter) -> None:
+    match = router.match_one("Write a short poem about autumn leaves falling in the park.")
+    assert match.route is None and "no route" in match.reason()
+
+
+def test_route_threshold_overrides_default() -> None:
+    strict = [r.model_copy(update={"threshold": 0.99}) for r in ROUTES]
+    match = DomainRouter(strict, k=1).match_one("Write a Python function that reverses a string.")
+    assert match.route is None and match.threshold == 0.99
+
+
+def test_calibrate_threshold_separates_in_and_off_domain() -> None:
+    sims = np.array([[0.8, 0.1], [0.2, 0.7], [0.3, 0.25], [0.5, 0.45]])
+    threshold, acc = calibrate_threshold(sims, [0, 1, None, 0])
+    assert acc == 1.0 and 0.3 < threshold <= 0.5
+    threshold, acc = calibrate_threshold(sims, [1, 1, None, None])
+    assert acc == 0.75
+
+
+def test_domain_filter_narrows_to_route_models(router: DomainRouter) -> None:
+    specs = [model("general"), model("coder"), model("med")]
+    flt = DomainFilter(router, specs)
+    c = ctx("How do I sort a list of tuples by the second value in Python?")
+    kept, report = flt.apply(c, specs)
+    assert [s.name for s in kept] == ["coder"]
+    assert report.removed["general"] == "not a model of route 'code'" and c.extras["domain"]["route"] == "code"
+    # The route's model was filtered out earlier: the route is ignored, not the request refused.
+    kept, report = flt.apply(ctx("How do I sort a list of tuples by the second value in Python?"), [specs[0], specs[2]])
+    assert [s.name for s in kept] == ["general", "med"] and "route ignored" in (report.note or "")
+    # A model named in the request is never re-routed.
+    kept, _ = flt.apply(ctx("How do I sort a list of tuples in Python?", model_field="general"), specs)
+    assert len(kept) == 3
+
+
+def test_last_user_text() -> None:
+    messages = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": [{"type": "text", "text": "second"}, {"type": "image_url", "image_url": {}}]},
+    ]
+    assert last_user_text(messages) == "second" and last_user_text([]) == ""
+
+
+def test_cli_routes_test_shows_route_and_why(tmp_path) -> None:
+    import typer
+    import yaml
+    from typer.testing import CliRunner
+
+    from sizewise.cli import choose_cmd
+
+    catalog = {
+        "models": [
+            {
+                "name": n,
+                "backend": "openai",
+                "context_window": 4096,
+                "settings": {"base_url": "http://x/v1", "model": n},
+            }
+            for n in ("coder", "med")
+        ],
+        "routes": [r.model_dump(exclude_none=True) for r in ROUTES],
+    }
+    path = tmp_path / "sizewise.yaml"
+    path.write_text(yaml.safe_dump(catalog))
+    app = typer.Typer()
+    choose_cmd.register(app)
+    result = CliRunner().invoke(app, ["routes", "test", "What are the side effects of ibuprofen?", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "route 'medical'" in result.output and "models: med" in result.output and "nearest examples" in result.output
+    catalog["routes"][0]["models"] = ["nope"]
+    path.write_text(yaml.safe_dump(catalog))
+    bad = CliRunner().invoke(app, ["routes", "test", "hi", "-c", str(path)])
+    assert bad.exit_code != 0 and "unknown model" in str(bad.exception)

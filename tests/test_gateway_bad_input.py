@@ -1,0 +1,138 @@
+"""Bad input gets an OpenAI-style JSON error with the right 4xx, never a 500 or a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from fakes import FakeUpstream, GatewayServer, fake_model
+from sizewise.gateway.auth import hash_key
+
+OK = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    with FakeUpstream() as up:
+        models = [fake_model("small", "ok-s", 1.0, up.base_url), fake_model("big", "ok-b", 2.0, up.base_url)]
+        log = Path(tmp_path_factory.mktemp("log")) / "log.sqlite"
+        settings = {"log_url": f"sqlite:///{log}", "router": "heuristic"}
+        with GatewayServer({"models": models, "gateway": settings}) as gw:
+            yield gw
+
+
+def _post(gateway: GatewayServer, content: bytes | None = None, **kwargs: object) -> httpx.Response:
+    return httpx.post(f"{gateway.url}/chat/completions", content=content, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def _check(response: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    if code is not None:
+        assert error["code"] == code
+    if param is not None:
+        assert error["param"] == param
+    return error
+
+
+def test_malformed_json(gateway: GatewayServer) -> None:
+    _check(_post(gateway, b'{"model": "sizewise", "messages": ['), 400, "invalid_json")
+
+
+def test_body_not_an_object(gateway: GatewayServer) -> None:
+    _check(_post(gateway, b"[1, 2]"), 400, "invalid_request")
+
+
+def test_missing_messages(gateway: GatewayServer) -> None:
+    _check(_post(gateway, json={"model": "sizewise"}), 400, "missing_field", "messages")
+
+
+def test_empty_messages(gateway: GatewayServer) -> None:
+    _check(_post(gateway, json={"model": "sizewise", "messages": []}), 400, "invalid_value", "messages")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "param"),
+    [
+        ("messages", "hello", "messages"),
+        ("max_tokens", "ten", "max_tokens"),
+        ("max_tokens", 0, "max_tokens"),
+        ("temperature", 7, "temperature"),
+        ("stream", "yes please", "stream"),
+        ("model", 42, "model"),
+    ],
+)
+def test_wrong_types(gateway: GatewayServer, field: str, value: object, param: str) -> None:
+    body = {"model": "sizewise", "messages": OK, field: value}
+    _check(_post(gateway, json=body), 400, "invalid_value", param)
+
+
+def test_bad_message_role(gateway: GatewayServer) -> None:
+    error = _check(_post(gateway, json={"messages": [{"role": "robot", "content": "x"}]}), 400, "invalid_value")
+    assert error["param"].startswith("messages.0")
+
+
+def test_unknown_model_with_the_openai_client(gateway: GatewayServer) -> None:
+    client = openai.OpenAI(base_url=gateway.url, api_key="x", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="no-such-model", messages=OK)
+    assert caught.value.body["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize("model", ["router-nosuchrouter-0.5", "router-abc", "router--x"])
+def test_unknown_or_malformed_router(gateway: GatewayServer, model: str) -> None:
+    _check(_post(gateway, json={"model": model, "messages": OK}), 404, "model_not_found")
+
+
+def test_prompt_longer_than_every_context(gateway: GatewayServer) -> None:
+    huge = [{"role": "user", "content": "word " * 20_000}]  # ~25k tokens > 4096
+    error = _check(_post(gateway, json={"model": "sizewise", "messages": huge}), 400, "context_length_exceeded")
+    assert "4096" in error["message"]
+
+
+def test_n_greater_than_one(gateway: GatewayServer) -> None:
+    client = openai.OpenAI(base_url=gateway.url, api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="sizewise", messages=OK, n=2)
+    assert caught.value.body["param"] == "n"
+
+
+def test_bad_latency_header(gateway: GatewayServer) -> None:
+    _check(_post(gateway, json={"messages": OK}, headers={"x-sizewise-max-latency-ms": "soon"}), 400, "invalid_header")
+
+
+def test_unknown_route_is_json_404(gateway: GatewayServer) -> None:
+    _check(httpx.get(f"{gateway.url}/nothing-here"), 404, "not_found")
+
+
+def test_errors_are_logged_without_crashing(gateway: GatewayServer) -> None:
+    _post(gateway, b"{")
+    assert gateway.rows()[-1]["status"] == 400
+
+
+def test_api_keys(tmp_path: Path) -> None:
+    with FakeUpstream() as up:
+        models = [fake_model("small", "ok-s", 1.0, up.base_url), fake_model("big", "ok-b", 2.0, up.base_url)]
+        settings = {
+            "log_url": f"sqlite:///{tmp_path / 'l.sqlite'}",
+            "api_keys": [{"name": "team-a", "sha256": hash_key("s3cret")}],
+        }
+        with GatewayServer({"models": models, "gateway": settings}) as gw:
+            _check(_post(gw, json={"messages": OK}), 401, "missing_api_key")
+            _check(_post(gw, json={"messages": OK}, headers={"authorization": "Bearer wrong"}), 401, "invalid_api_key")
+            client = openai.OpenAI(base_url=gw.url, api_key="s3cret", max_retries=0)
+            answer = client.chat.completions.create(model="small", messages=OK)
+            assert answer.choices[0].message.content.startswith("echo:")
+            with pytest.raises(openai.AuthenticationError):
+                openai.OpenAI(base_url=gw.url, api_key="nope", max_retries=0).chat.completions.create(
+                    model="small", messages=OK
+                )
+            rows = gw.rows()
+    assert [r["api_key"] for r in rows if r["status"] == 200] == ["team-a"]
+    assert [r["status"] for r in rows].count(401) == 3

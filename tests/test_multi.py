@@ -1,0 +1,105 @@
+"""N-model routing: mf learns which model is good at what, adds a model from few outcomes, and the
+decision rules pick cheap models when they suffice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from learned_helpers import prompts, table_from
+from sizewise.errors import ConfigError
+from sizewise.routers.mf import MFRouter
+from sizewise.routers.multi import (
+    MultiModelPolicy,
+    calibrate_lambda,
+    cheapest_meeting,
+    max_utility,
+    realised,
+    tradeoff_curve,
+)
+
+# Fits real routers on real embeddings of a few hundred prompts: some seconds per module.
+pytestmark = pytest.mark.slow
+
+# P(correct) per topic (math, code, chat) for each model.
+SKILL = {
+    "chat-small": (0.1, 0.1, 0.95),
+    "math-mid": (0.9, 0.2, 0.9),
+    "code-mid": (0.2, 0.9, 0.9),
+    "big": (0.9, 0.9, 0.95),
+}
+PRICE = {"chat-small": 0.05, "math-mid": 0.5, "code-mid": 0.5, "big": 5.0}  # USD per 1k requests
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    import sizewise.embedding as module
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SIZEWISE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    patch.setattr(module, "_CACHE", None)
+    yield
+    patch.undo()
+    module._CACHE = None
+
+
+def outcomes(n: int, seed: int, skill: dict[str, tuple[float, float, float]] = SKILL):
+    texts, topics = prompts(n, seed)
+    rng = np.random.default_rng(seed + 100)
+    quality = np.c_[[rng.random(n) < np.array(p)[topics] for p in skill.values()]].T.astype(float)
+    cost = np.tile([PRICE.get(m, 0.5) / 1000 for m in skill], (n, 1))
+    return table_from(texts, quality, list(skill), cost), topics
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    train, _ = outcomes(600, seed=1)
+    return MFRouter(rank=8, steps=300).fit(train)
+
+
+def test_mf_learns_each_models_strengths(fitted):
+    test, topics = outcomes(300, seed=2)
+    pred = fitted.predict_quality(test.texts)
+    assert pred.shape == (300, 4)
+    assert fitted.models_ == list(SKILL)
+    col = {m: pred[:, i] for i, m in enumerate(fitted.models_)}
+    math, code, chat = topics == 0, topics == 1, topics == 2
+    assert col["math-mid"][math].mean() > col["code-mid"][math].mean() + 0.4
+    assert col["code-mid"][code].mean() > col["math-mid"][code].mean() + 0.4
+    assert col["chat-small"][chat].mean() > 0.8 > 0.3 > col["chat-small"][math].mean()
+
+
+def test_new_model_from_a_few_hundred_outcomes(fitted):
+    router = MFRouter(rank=8, steps=300).fit(outcomes(600, seed=1)[0])
+    extra, _ = outcomes(300, seed=5, skill={"new-coder": (0.1, 0.95, 0.5)})
+    router.add_model("new-coder", extra.texts, extra.column("new-coder"))
+    test, topics = outcomes(300, seed=6)
+    pred = router.predict_quality(test.texts)[:, router.models_.index("new-coder")]
+    assert router.models_[-1] == "new-coder"
+    assert pred[topics == 1].mean() > pred[topics == 0].mean() + 0.5
+    # The old models' predictions are untouched.
+    assert np.allclose(router.predict_quality(test.texts)[:, :4], fitted.predict_quality(test.texts))
+
+
+def test_decision_rules_on_known_predictions():
+    pred = np.array([[0.95, 0.2, 0.99], [0.3, 0.9, 0.99], [0.1, 0.2, 0.6]])
+    costs = np.array([0.1, 1.0, 10.0])
+    assert cheapest_meeting(pred, costs, 0.85).tolist() == [0, 1, 2]
+    assert max_utility(pred, costs, 0.0).tolist() == [2, 2, 2]
+    assert max_utility(pred, costs, 1.0).tolist() == [0, 0, 0]
+
+
+def test_policy_saves_cost_at_near_best_quality(fitted):
+    test, _ = outcomes(600, seed=3)
+    pred = fitted.predict_quality(test.texts)
+    costs = np.array([PRICE[m] for m in fitted.models_])
+    best_q, best_c = realised(np.full(len(test), 3), test.quality, test.cost)  # always "big"
+    point = calibrate_lambda(pred, costs, test.quality, test.cost, target_quality=best_q - 0.03)
+    assert point.quality >= best_q - 0.03
+    assert point.cost_per_1k < 0.4 * best_c
+    curve = tradeoff_curve(pred, costs, test.quality, test.cost)
+    assert curve[0].cost_per_1k >= curve[-1].cost_per_1k
+    policy = MultiModelPolicy(fitted, PRICE, lam=point.lam)
+    assert set(policy.choose(test.texts[:50])) <= set(SKILL)
+    with pytest.raises(ConfigError):
+        MultiModelPolicy(fitted, {"big": 1.0}, lam=0.1)

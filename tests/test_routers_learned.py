@@ -1,0 +1,126 @@
+"""What is specific to the learned routers (the shared conformance suite covers fit/save/load/bad input)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from learned_helpers import apgr, planted_pair
+from sizewise.embedding import embed
+from sizewise.errors import RouterFileError
+from sizewise.routers.embed_models import EmbedLogRegRouter, EmbedMLPRouter
+from sizewise.routers.features import FEATURE_NAMES, text_features
+from sizewise.routers.gbdt import GBDTRouter
+from sizewise.routers.knn import KNNRouter, SWRankingRouter
+from sizewise.routers.mf import MFRouter
+
+# Fits real routers on real embeddings of a few hundred prompts: some seconds per module.
+pytestmark = pytest.mark.slow
+
+FACTORIES = {
+    "sw-ranking": SWRankingRouter,
+    "knn": lambda: KNNRouter(k=20),
+    "embed-logreg": EmbedLogRegRouter,
+    "embed-mlp": EmbedMLPRouter,
+    "mf": lambda: MFRouter(steps=200),
+    "gbdt": lambda: GBDTRouter(n_estimators=100),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    """Embeddings of the synthetic prompts go to a throwaway cache, shared by this module's tests."""
+    import sizewise.embedding as module
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SIZEWISE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    patch.setattr(module, "_CACHE", None)
+    yield
+    patch.undo()
+    module._CACHE = None
+
+
+@pytest.fixture(scope="module")
+def planted():
+    table = planted_pair(600, seed=0)
+    return table.subset(np.arange(400)), table.subset(np.arange(400, 600))
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_planted_signal_beats_random(name, planted):
+    train, test = planted
+    router = FACTORIES[name]().fit(train)
+    # On this split random is 0.5, the per-prompt oracle 0.85 and a router that knows each prompt's
+    # topic (the most any prompt-only router can know) 0.73.
+    assert apgr(router.score(test.texts), test) > 0.64
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_shuffled_labels_are_near_random(name):
+    table = planted_pair(600, seed=3, shuffle=True)
+    train, test = table.subset(np.arange(400)), table.subset(np.arange(400, 600))
+    router = FACTORIES[name]().fit(train)
+    assert abs(apgr(router.score(test.texts), test) - 0.5) < 0.12
+
+
+def test_multi_turn_conversation_is_seen_whole(planted):
+    train, _ = planted
+    router = EmbedLogRegRouter().fit(train)
+    chat = "user: Say hello to my friend number 7 in a cheerful way."
+    follow_up = chat + "\nassistant: Hello!\nuser: Now prove that the sum of the first 9 odd numbers equals 81."
+    low, high = router.score([chat, follow_up])
+    assert high > low + 0.2
+
+
+def test_text_features_see_length_digits_code_and_turns():
+    rows = text_features(
+        ["hi", "```python\ndef f(x):\n    return 42\n```", "user: a\nassistant: b\nuser: c", "日本語のテキスト"]
+    )
+    f = dict(zip(FEATURE_NAMES, rows.T, strict=True))
+    assert f["log_chars"][1] > f["log_chars"][0]
+    assert f["code_markers"][1] >= 2 and f["code_markers"][0] == 0
+    assert f["digit_share"][1] > 0 and f["digit_share"][0] == 0
+    assert f["turns"][2] == 3 and f["turns"][0] == 1
+    assert f["non_ascii_share"][3] == 1.0
+
+
+def test_gbdt_file_with_damaged_model_string_is_refused(planted, tmp_path):
+    import io
+    import json
+    import zipfile
+
+    path = GBDTRouter(n_estimators=20).fit(planted[0]).save(tmp_path / "gbdt.zip")
+    with zipfile.ZipFile(path) as archive:
+        header = json.loads(archive.read("meta.json"))
+        arrays = archive.read("arrays.npz")
+    header["meta"]["state"]["booster"] = "tree\nmax_feature_idx=395\nTree=0\nnum_leaves=3\n"
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("meta.json", json.dumps(header))
+        archive.writestr("arrays.npz", io.BytesIO(arrays).getvalue())
+    with pytest.raises(RouterFileError):
+        GBDTRouter.load(bad)
+
+
+def test_knn_file_with_wrong_shapes_is_refused(planted, tmp_path):
+    from sizewise.routers.persist import load_bundle, save_bundle
+
+    path = KNNRouter(k=5).fit(planted[0]).save(tmp_path / "knn.zip")
+    name, meta, arrays = load_bundle(path, "router")
+    arrays["quality"] = arrays["quality"][:, :1]
+    save_bundle(tmp_path / "bad.zip", "router", name, meta, arrays)
+    with pytest.raises(RouterFileError):
+        KNNRouter.load(tmp_path / "bad.zip")
+
+
+def test_numpy_forest_matches_lightgbm(planted):
+    import lightgbm as lgb
+
+    from sizewise.routers._forest import Forest
+
+    router = GBDTRouter(n_estimators=60).fit(planted[0])
+    x = np.hstack([embed(planted[1].texts), text_features(planted[1].texts)])
+    x[:5, -1] = 0.0  # exact zeros take LightGBM's missing-value path when a split has one
+    want = lgb.Booster(model_str=router.model_string_).predict(x)
+    assert np.allclose(Forest(router.model_string_).predict(x), want, atol=1e-9)
+    assert np.allclose(Forest(router.model_string_).predict(x[:3]), want[:3], atol=1e-9)

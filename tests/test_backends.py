@@ -268,7 +268,7 @@ def test_tiny_complete_stream_and_logprobs(tiny: Any) -> None:
 @pytest.mark.slow
 def test_tiny_serialises_concurrent_requests_and_rejects_overlong_prompts(tiny: Any) -> None:
     short = ChatRequest(messages=[{"role": "user", "content": "Say hi."}], max_tokens=4, temperature=0)
-    huge = ChatRequest(messages=[{"role": "user", "content": "word " * 6000}], max_tokens=4)
+    huge = ChatRequest(messages=[{"role": "user", "content": "word " * 10_000}], max_tokens=4)
 
     async def run() -> list[Any]:
         return await asyncio.gather(tiny.complete(short), tiny.complete(short), tiny.complete(short))

@@ -292,3 +292,26 @@ def test_serve_and_log_commands(upstream: FakeUpstream, tmp_path: Path) -> None:
     assert "requests: 3" in result.stdout
     assert "small" in result.stdout and "66.7%" in result.stdout and "33.3%" in result.stdout
     assert "of always-big" in result.stdout and "p50" in result.stdout
+
+
+def test_router_dir_setting_serves_a_trained_router_file(upstream: FakeUpstream, tmp_path: Path) -> None:
+    from learned_helpers import planted_pair
+    from sizewise.routers.base import make_router
+
+    router_dir = tmp_path / "routers"
+    router_dir.mkdir()
+    table = planted_pair(300)
+    router = make_router("tfidf-logreg").fit(table)
+    router.save(router_dir / "mine.zip")
+    models = [fake_model("small", "ok-s", 0.5, upstream.base_url), fake_model("big", "ok-b", 1.5, upstream.base_url)]
+    gateway = {"log_url": "none", "router_dir": str(router_dir)}
+    with GatewayServer({"models": models, "gateway": gateway}) as gw:
+        client = openai.OpenAI(base_url=gw.url, api_key="x", max_retries=0, timeout=60)
+        hard = [{"role": "user", "content": table.prompts.text[0]}]
+        raw = client.chat.completions.with_raw_response.create(model="router-mine-0.5", messages=hard)
+        expected = float(router.score([conversation_text(hard)])[0])
+        assert float(raw.headers["x-sizewise-score"]) == pytest.approx(expected, abs=1e-4)
+        assert raw.headers["x-sizewise-model"] == ("big" if expected >= 0.5 else "small")
+        missing = client.chat.completions.with_raw_response
+        with pytest.raises(openai.NotFoundError):
+            missing.create(model="router-notthere-0.5", messages=hard)

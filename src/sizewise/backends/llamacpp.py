@@ -46,7 +46,7 @@ def load_llama(path: Path, settings: LlamaCppSettings, context_window: int) -> A
             try:
                 _MODELS[key] = Llama(
                     model_path=key,
-                    n_ctx=settings.n_ctx or min(context_window, 4096),
+                    n_ctx=settings.n_ctx or context_window,
                     n_threads=settings.n_threads or os.cpu_count() or 1,
                     n_threads_batch=settings.n_threads or os.cpu_count() or 1,
                     n_gpu_layers=settings.n_gpu_layers,

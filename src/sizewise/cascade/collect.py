@@ -203,7 +203,7 @@ def load_collected(path: str | Path, models: Sequence[str] | None = None, comple
     ``meta["logprobs"][model]`` holds each answer's token logprobs."""
     import pandas as pd
 
-    from sizewise.evaluation.table import OutcomeTable
+    from sizewise.evaluation.table import OutcomeTable, frame_rows
 
     rows = RowStore(path).rows
     if not rows:
@@ -222,7 +222,7 @@ def load_collected(path: str | Path, models: Sequence[str] | None = None, comple
     responses = np.full(shape, None, dtype=object)
     logprobs: dict[str, list[list[float] | None]] = {m: [None] * len(order) for m in names}
     texts: dict[str, str] = {}
-    for row in frame.itertuples(index=False):
+    for row in frame_rows(frame):
         data = row._asdict()
         if data["prompt_id"] not in index or data["model"] not in names or data.get("response") is None:
             continue

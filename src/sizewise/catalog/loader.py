@@ -110,6 +110,13 @@ def _check_references(catalog: Catalog, where: Any, entry: Any) -> None:
             if not file.is_file():
                 at = (*loc, "path")
                 raise ConfigError(f"{where(at)}: {entry(at)}: GGUF file {file} does not exist")
+        n_ctx = model.settings.get("n_ctx")
+        if model.backend == "llamacpp" and n_ctx is not None and n_ctx < model.context_window:
+            # The gateway admits prompts up to context_window; a smaller KV cache would fail them mid-call.
+            at = (*loc, "n_ctx")
+            raise ConfigError(
+                f"{where(at)}: {entry(at)}: n_ctx {n_ctx} is smaller than context_window {model.context_window}"
+            )
         if model.backend == "replay":
             file = catalog.resolve(str(model.settings["table"]))
             if not file.exists():

@@ -77,6 +77,8 @@ class GatewaySettings(_Strict):
     #: Router file or registry name used by the default policy, and its threshold.
     router: str | None = None
     threshold: float | None = None
+    #: Folder of router files that ``router-<name>-<threshold>`` looks in (relative to the catalog file).
+    router_dir: str | None = None
     #: Models a cascade climbs, cheapest first (defaults to the catalog's local LLMs by size).
     ladder: list[str] = Field(default_factory=list)
     privacy: Literal["off", "local-only"] = "off"
@@ -107,7 +109,7 @@ class LlamaCppSettings(_Strict):
 
     embedded: Literal["tiny", "small", "big"] | None = None
     path: str | None = None
-    #: Context length to allocate (KV cache); default min(context_window, 4096).
+    #: Context length to allocate (KV cache); default the model's context_window, never less.
     n_ctx: int | None = Field(default=None, gt=0)
     #: CPU threads; default os.cpu_count() (llama.cpp's own default uses half the cores and halves speed).
     n_threads: int | None = Field(default=None, gt=0)

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "sizewise.cli.choose_cmd",
     "sizewise.cli.models_cmd",
     "sizewise.cli.collect_cmd",
+    "sizewise.cli.data_cmd",
 ]
 
 app = typer.Typer(

@@ -10,9 +10,10 @@ when there is one, and tag columns (``dataset``, ``category``, ``domain``...).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,11 @@ import pandas as pd
 from sizewise.errors import DataError, UnknownModelError
 
 CELL_FIELDS = ("quality", "cost", "tokens_in", "tokens_out", "latency")
+
+
+def frame_rows(frame: pd.DataFrame) -> Iterator[Any]:
+    """A frame's rows as named tuples, typed ``Any`` (pandas-stubs types every field as any scalar)."""
+    return frame.itertuples(index=False)
 
 
 def conversation_text(messages: Sequence[dict[str, object]]) -> str:
@@ -135,30 +141,33 @@ class OutcomeTable:
         rows = np.asarray(rows)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
-        return OutcomeTable(
-            name=self.name,
+        return replace(
+            self,
             prompts=self.prompts.iloc[rows].reset_index(drop=True),
             models=list(self.models),
-            pair=self.pair,
             meta=dict(self.meta),
-            **{key: None if getattr(self, key) is None else getattr(self, key)[rows] for key in (*CELL_FIELDS, "responses")},
+            **self._cells(lambda values: values[rows]),
         )
 
     def select_models(self, models: Sequence[str]) -> OutcomeTable:
         """A new table with only ``models``, in that order."""
         columns = [self.index_of(model) for model in models]
         pair = self.pair if self.pair and all(m in models for m in self.pair) else None
-        return OutcomeTable(
-            name=self.name,
+        return replace(
+            self,
             prompts=self.prompts.copy(),
             models=list(models),
             pair=pair,
             meta=dict(self.meta),
-            **{
-                key: None if getattr(self, key) is None else getattr(self, key)[:, columns]
-                for key in (*CELL_FIELDS, "responses")
-            },
+            **self._cells(lambda values: values[:, columns]),
         )
+
+    def _cells(self, transform: Callable[[np.ndarray], np.ndarray]) -> dict[str, Any]:
+        """Every per-cell array (and the responses) passed through ``transform``; None stays None."""
+        return {
+            key: None if getattr(self, key) is None else transform(getattr(self, key))
+            for key in (*CELL_FIELDS, "responses")
+        }
 
     def require_nonempty(self) -> OutcomeTable:
         """Raise a :class:`DataError` if the table has no prompts or no models."""
@@ -185,9 +194,7 @@ class OutcomeTable:
             if self.responses is not None:
                 frame["response"] = self.responses[:, i]
             if "conversation" in self.prompts.columns:
-                frame["conversation"] = [
-                    json.dumps(c) if c is not None else None for c in self.prompts["conversation"]
-                ]
+                frame["conversation"] = [json.dumps(c) if c is not None else None for c in self.prompts["conversation"]]
             frames.append(frame)
         return pd.concat(frames, ignore_index=True)
 
@@ -201,7 +208,8 @@ class OutcomeTable:
         import pyarrow.parquet as pq
 
         arrow = pa.Table.from_pandas(frame, preserve_index=False)
-        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), b"sizewise": json.dumps(table_meta).encode()})
+        metadata = {**(arrow.schema.metadata or {}), b"sizewise": json.dumps(table_meta).encode()}
+        arrow = arrow.replace_schema_metadata(metadata)
         pq.write_table(arrow, path)
         return path
 

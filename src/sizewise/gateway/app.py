@@ -102,6 +102,9 @@ def create_app(
     if backend_factory is None:
         backend_factory = _default_backends(catalog)
 
+    if router_dir is None and settings.router_dir is not None:
+        resolve = getattr(catalog, "resolve", Path)
+        router_dir = resolve(settings.router_dir)
     directory = Path(router_dir) if router_dir is not None else None
     engine = Engine(models, settings, backend_factory, router_dir=directory, catalog=catalog)
     url = log_url or settings.log_url

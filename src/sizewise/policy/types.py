@@ -19,8 +19,8 @@ Extension points (for routers, cascades and constraint filters written elsewhere
 * A filter may also define ``settle(ctx, decision, prompt_tokens, completion_tokens)``: the gateway calls
   it once when the request has finished (``decision`` is None or has no answer when it failed), e.g. to
   turn a budget reservation into the real cost.
-* Later registrations under the same name replace earlier ones in place (``sizewise.policy.constraints``
-  replaces the minimal ``builtin_filters`` this way when it is installed).
+* Later registrations under the same name replace earlier ones in place, so a plug-in can swap a
+  built-in filter without changing the documented order.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ POLICY_MODULES = [
     "sizewise.cascade.gateway_policy",
 ]
 FILTER_MODULES = [
-    "sizewise.policy.builtin_filters",
     "sizewise.policy.constraints",
 ]
 

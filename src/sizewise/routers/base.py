@@ -80,6 +80,8 @@ class Router(ABC):
     name: ClassVar[str]
     #: True when the router ignores prompts (baselines); evaluation may special-case them.
     needs_text: ClassVar[bool] = True
+    #: Set by ``fit`` and ``load`` (scikit-learn's trailing underscore: learned, not a parameter).
+    fitted_: bool
 
     # -- scikit-learn style parameters --------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -118,8 +120,8 @@ class Router(ABC):
         """What ``save`` writes: JSON-able meta and numpy arrays. Default: parameters only."""
         return {}, {}
 
-    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        """Restore what ``_state`` returned."""
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:  # noqa: B027
+        """Restore what ``_state`` returned (default: nothing, as ``_state`` saves nothing)."""
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted router to ``path`` (a zip of JSON + npz, no pickle)."""

@@ -14,24 +14,27 @@ import numpy as np
 
 from sizewise.errors import ConfigError
 from sizewise.evaluation.table import OutcomeTable
-from sizewise.routers._learned import array, embed_prompts, pair_outcomes, sigmoid
+from sizewise.routers._learned import array, check_embedding, embed_prompts, embedding_dim, pair_outcomes, sigmoid
 from sizewise.routers.base import Router, register
 
 
 class _PerModelRouter(Router):
     """Shared fit bookkeeping and the two-model score from ``predict_quality``."""
 
+    embedding: str
+
     def _prepare(self, table: OutcomeTable, weak: str | None, strong: str | None) -> tuple[np.ndarray, np.ndarray]:
+        check_embedding(self.embedding)
         self.weak_, self.strong_, _, _, _ = pair_outcomes(table, weak, strong)
         keep = ~np.all(np.isnan(table.quality), axis=1)
         self.models_ = list(table.models)
         texts = [t for t, k in zip(table.texts, keep, strict=True) if k]
-        return embed_prompts(texts).astype(np.float64), np.asarray(table.quality[keep], dtype=np.float64)
+        return embed_prompts(texts, self.embedding).astype(np.float64), np.asarray(table.quality[keep], dtype=np.float64)
 
     def predict_quality(self, prompts: Sequence[str]) -> np.ndarray:
         """Predicted quality of every model in ``models_``: shape ``(n, len(models_))``."""
         self.check_fitted()
-        return self._predict(embed_prompts(prompts).astype(np.float64))
+        return self._predict(embed_prompts(prompts, self.embedding).astype(np.float64))
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -56,8 +59,9 @@ class EmbedLogRegRouter(_PerModelRouter):
 
     name = "embed-logreg"
 
-    def __init__(self, C: float = 1.0) -> None:
+    def __init__(self, C: float = 1.0, embedding: str = "minilm") -> None:
         self.C = C
+        self.embedding = embedding
 
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
         from sklearn.linear_model import LogisticRegression
@@ -93,7 +97,7 @@ class EmbedLogRegRouter(_PerModelRouter):
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self._set_meta(meta)
-        self.coef_ = array(arrays, "coef", (len(self.models_), 384)).astype(np.float64)
+        self.coef_ = array(arrays, "coef", (len(self.models_), embedding_dim(self.embedding))).astype(np.float64)
         self.intercept_ = array(arrays, "intercept", (len(self.models_),)).astype(np.float64)
 
 
@@ -103,10 +107,11 @@ class EmbedMLPRouter(_PerModelRouter):
 
     name = "embed-mlp"
 
-    def __init__(self, hidden: int = 128, alpha: float = 1e-3, seed: int = 0) -> None:
+    def __init__(self, hidden: int = 128, alpha: float = 1e-3, seed: int = 0, embedding: str = "minilm") -> None:
         self.hidden = hidden
         self.alpha = alpha
         self.seed = seed
+        self.embedding = embedding
 
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
         from sklearn.neural_network import MLPRegressor
@@ -141,7 +146,7 @@ class EmbedMLPRouter(_PerModelRouter):
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self._set_meta(meta)
         m = len(self.models_)
-        self.w1_ = array(arrays, "w1", (384, self.hidden)).astype(np.float64)
+        self.w1_ = array(arrays, "w1", (embedding_dim(self.embedding), self.hidden)).astype(np.float64)
         self.b1_ = array(arrays, "b1", (self.hidden,)).astype(np.float64)
         self.w2_ = array(arrays, "w2", (self.hidden, m)).astype(np.float64)
         self.b2_ = array(arrays, "b2", (m,)).astype(np.float64)

@@ -16,14 +16,22 @@ import numpy as np
 from sizewise.errors import ConfigError
 from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._forest import Forest
-from sizewise.routers._learned import check_prompts, embed_prompts, pair_meta, pair_outcomes, set_pair_meta
+from sizewise.routers._learned import (
+    check_embedding,
+    check_prompts,
+    embed_prompts,
+    embedding_dim,
+    pair_meta,
+    pair_outcomes,
+    set_pair_meta,
+)
 from sizewise.routers.base import Router, register
 from sizewise.routers.features import FEATURE_NAMES, text_features
 
 
-def _features(prompts: Sequence[str]) -> np.ndarray:
+def _features(prompts: Sequence[str], embedding: str) -> np.ndarray:
     texts = check_prompts(prompts)
-    return np.hstack([embed_prompts(texts), text_features(texts)]).astype(np.float64)
+    return np.hstack([embed_prompts(texts, embedding), text_features(texts)]).astype(np.float64)
 
 
 @register
@@ -39,20 +47,23 @@ class GBDTRouter(Router):
         num_leaves: int = 15,
         min_child_samples: int = 20,
         seed: int = 0,
+        embedding: str = "minilm",
     ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
         self.seed = seed
+        self.embedding = embedding
 
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
         import lightgbm as lgb
 
         if not isinstance(self.n_estimators, int) or self.n_estimators < 1:
             raise ConfigError(f"gbdt: n_estimators must be a positive integer, got {self.n_estimators!r}")
+        dim = embedding_dim(check_embedding(self.embedding))
         self.weak_, self.strong_, texts, q_weak, q_strong = pair_outcomes(table, weak, strong)
-        x = _features(texts)
+        x = _features(texts, self.embedding)
         params = {
             "objective": "regression",
             "learning_rate": self.learning_rate,
@@ -68,7 +79,7 @@ class GBDTRouter(Router):
             "num_threads": 1,  # LightGBM threads thrash on small, shared machines
             "verbose": -1,
         }
-        data = lgb.Dataset(x, label=q_strong - q_weak, feature_name=[f"e{i}" for i in range(384)] + FEATURE_NAMES)
+        data = lgb.Dataset(x, label=q_strong - q_weak, feature_name=[f"e{i}" for i in range(dim)] + FEATURE_NAMES)
         self.model_string_ = lgb.train(params, data, num_boost_round=self.n_estimators).model_to_string()
         self.forest_ = Forest(self.model_string_)
         self.fitted_ = True
@@ -76,7 +87,7 @@ class GBDTRouter(Router):
 
     def score(self, prompts: Sequence[str]) -> np.ndarray:
         self.check_fitted()
-        x = _features(prompts)
+        x = _features(prompts, self.embedding)
         if len(x) == 0:
             return np.zeros(0)
         return self.forest_.predict(x)
@@ -91,5 +102,5 @@ class GBDTRouter(Router):
             raise ValueError("booster is not a LightGBM model string")
         self.forest_ = Forest(text)  # raises ValueError on a damaged string
         self.model_string_ = text
-        if self.forest_.n_features != 384 + len(FEATURE_NAMES):
+        if self.forest_.n_features != embedding_dim(self.embedding) + len(FEATURE_NAMES):
             raise ValueError(f"LightGBM model has {self.forest_.n_features} features")

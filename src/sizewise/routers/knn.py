@@ -15,7 +15,7 @@ import numpy as np
 
 from sizewise.errors import ConfigError, DataError
 from sizewise.evaluation.table import OutcomeTable
-from sizewise.routers._learned import array, embed_prompts, pair_outcomes
+from sizewise.routers._learned import array, check_embedding, embed_prompts, embedding_dim, pair_outcomes
 from sizewise.routers.base import Router, register
 
 _QUERY_CHUNK = 1024
@@ -24,11 +24,14 @@ _QUERY_CHUNK = 1024
 class _NeighbourRouter(Router):
     """Fit stores embeddings and outcomes; subclasses define the neighbour weights."""
 
+    embedding: str
+
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
+        check_embedding(self.embedding)
         self.weak_, self.strong_, _, _, _ = pair_outcomes(table, weak, strong)
         keep = ~np.all(np.isnan(table.quality), axis=1)
         texts = [t for t, k in zip(table.texts, keep, strict=True) if k]
-        self.embeddings_ = embed_prompts(texts)
+        self.embeddings_ = embed_prompts(texts, self.embedding)
         self.quality_ = np.asarray(table.quality[keep], dtype=np.float32)
         self.models_ = list(table.models)
         self.fitted_ = True
@@ -40,7 +43,7 @@ class _NeighbourRouter(Router):
     def predict_quality(self, prompts: Sequence[str]) -> np.ndarray:
         """Predicted quality of every model in ``models_`` for each prompt: shape ``(n, len(models_))``."""
         self.check_fitted()
-        queries = embed_prompts(prompts)
+        queries = embed_prompts(prompts, self.embedding)
         out = np.zeros((len(queries), len(self.models_)), dtype=np.float64)
         known = ~np.isnan(self.quality_)
         filled = np.where(known, self.quality_, 0.0)
@@ -61,7 +64,7 @@ class _NeighbourRouter(Router):
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.models_ = [str(m) for m in meta["models"]]
         self.weak_, self.strong_ = str(meta["weak"]), str(meta["strong"])
-        self.embeddings_ = array(arrays, "embeddings", (None, 384)).astype(np.float32)
+        self.embeddings_ = array(arrays, "embeddings", (None, embedding_dim(self.embedding))).astype(np.float32)
         self.quality_ = array(arrays, "quality", (len(self.embeddings_), len(self.models_))).astype(np.float32)
         if self.weak_ not in self.models_ or self.strong_ not in self.models_:
             raise ValueError("weak/strong model not among the saved models")
@@ -74,8 +77,9 @@ class SWRankingRouter(_NeighbourRouter):
 
     name = "sw-ranking"
 
-    def __init__(self, gamma: float = 10.0) -> None:
+    def __init__(self, gamma: float = 10.0, embedding: str = "minilm") -> None:
         self.gamma = gamma
+        self.embedding = embedding
 
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
         if not self.gamma > 1:
@@ -94,8 +98,9 @@ class KNNRouter(_NeighbourRouter):
 
     name = "knn"
 
-    def __init__(self, k: int = 100) -> None:
+    def __init__(self, k: int = 100, embedding: str = "minilm") -> None:
         self.k = k
+        self.embedding = embedding
 
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
         if not isinstance(self.k, int) or self.k < 1:

@@ -1,7 +1,7 @@
 """``mf``: matrix factorisation of prompt x model quality.
 
 Predicted quality of model m on prompt x is ``sigmoid(b_m + v_m . (P e(x)))``: ``e(x)`` is the
-prompt's embedding, ``P`` (rank x 384) a projection shared by all models, ``v_m`` and ``b_m`` the
+prompt's embedding, ``P`` (rank x embedding width) a projection shared by all models, ``v_m`` and ``b_m`` the
 model's factors. One router therefore serves every model it was trained on, and
 :meth:`MFRouter.add_model` fits a new model's ``(v, b)`` from a few hundred labelled outcomes with
 ``P`` frozen. (RouteLLM's MF scores a model pair the same way but needs OpenAI embeddings.)
@@ -17,7 +17,15 @@ import numpy as np
 
 from sizewise.errors import ConfigError, DataError
 from sizewise.evaluation.table import OutcomeTable
-from sizewise.routers._learned import array, check_prompts, embed_prompts, pair_outcomes, sigmoid
+from sizewise.routers._learned import (
+    array,
+    check_embedding,
+    check_prompts,
+    embed_prompts,
+    embedding_dim,
+    pair_outcomes,
+    sigmoid,
+)
 from sizewise.routers.base import Router, register
 
 
@@ -39,21 +47,31 @@ class MFRouter(Router):
 
     name = "mf"
 
-    def __init__(self, rank: int = 32, l2: float = 1e-4, steps: int = 400, lr: float = 0.01, seed: int = 0) -> None:
+    def __init__(
+        self,
+        rank: int = 32,
+        l2: float = 1e-4,
+        steps: int = 400,
+        lr: float = 0.01,
+        seed: int = 0,
+        embedding: str = "minilm",
+    ) -> None:
         self.rank = rank
         self.l2 = l2
         self.steps = steps
         self.lr = lr
         self.seed = seed
+        self.embedding = embedding
 
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
         if not isinstance(self.rank, int) or self.rank < 1:
             raise ConfigError(f"mf: rank must be a positive integer, got {self.rank!r}")
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ConfigError(f"mf: steps must be a positive integer, got {self.steps!r}")
+        check_embedding(self.embedding)
         self.weak_, self.strong_, _, _, _ = pair_outcomes(table, weak, strong)
         keep = ~np.all(np.isnan(table.quality), axis=1)
-        x = embed_prompts([t for t, k in zip(table.texts, keep, strict=True) if k]).astype(np.float64)
+        x = embed_prompts([t for t, k in zip(table.texts, keep, strict=True) if k], self.embedding).astype(np.float64)
         quality = np.asarray(table.quality[keep], dtype=np.float64)
         known = (~np.isnan(quality)).astype(np.float64)
         target = np.nan_to_num(quality)
@@ -86,7 +104,7 @@ class MFRouter(Router):
     def predict_quality(self, prompts: Sequence[str]) -> np.ndarray:
         """Predicted quality of every model in ``models_``: shape ``(n, len(models_))``."""
         self.check_fitted()
-        z = embed_prompts(prompts).astype(np.float64) @ self.P_.T
+        z = embed_prompts(prompts, self.embedding).astype(np.float64) @ self.P_.T
         return sigmoid(z @ self.V_.T + self.b_)
 
     def score(self, prompts: Sequence[str]) -> np.ndarray:
@@ -105,7 +123,7 @@ class MFRouter(Router):
         q = np.asarray(quality, dtype=np.float64)
         if q.shape != (len(texts),) or np.isnan(q).any() or (q < 0).any() or (q > 1).any():
             raise DataError(f"add_model: need one quality in [0, 1] per prompt ({len(texts)} prompts)")
-        z = embed_prompts(texts).astype(np.float64) @ self.P_.T
+        z = embed_prompts(texts, self.embedding).astype(np.float64) @ self.P_.T
         if np.all(q == q[0]):
             v, b = np.zeros(self.rank), float(np.log(np.clip(q[0], 1e-3, 1 - 1e-3) / np.clip(1 - q[0], 1e-3, 1 - 1e-3)))
         else:
@@ -130,6 +148,6 @@ class MFRouter(Router):
         self.weak_, self.strong_ = str(meta["weak"]), str(meta["strong"])
         if self.weak_ not in self.models_ or self.strong_ not in self.models_:
             raise ValueError("weak/strong model not among the saved models")
-        self.P_ = array(arrays, "P", (self.rank, 384)).astype(np.float64)
+        self.P_ = array(arrays, "P", (self.rank, embedding_dim(self.embedding))).astype(np.float64)
         self.V_ = array(arrays, "V", (len(self.models_), self.rank)).astype(np.float64)
         self.b_ = array(arrays, "b", (len(self.models_),)).astype(np.float64)

@@ -25,7 +25,8 @@ def save_bundle(path: str | Path, kind: str, name: str, meta: dict[str, Any], ar
     path = Path(path)
     header = {"format": FORMAT, "version": FORMAT_VERSION, "kind": kind, "name": name, "meta": meta}
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{key: np.asarray(value) for key, value in arrays.items()})
+    arrays = {key: np.asarray(value) for key, value in arrays.items()}
+    np.savez_compressed(buffer, allow_pickle=False, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("meta.json", json.dumps(header))

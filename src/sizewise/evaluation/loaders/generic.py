@@ -237,15 +237,15 @@ def _from_long(
             frame[column] = _numeric(frame, column, label)
             if (frame[column] < 0).any():
                 raise DataError(f"{label}: column {column!r} must not be negative")
-    conversations = (
+    conversations: list[Any] = (
         [_conversation(v, label, i) for i, v in enumerate(frame["conversation"])]
         if "conversation" in frame.columns
         else [None] * len(frame)
     )
-    texts = frame["text"] if "text" in frame.columns else pd.Series([None] * len(frame))
+    given = list(frame["text"]) if "text" in frame.columns else [None] * len(frame)
     texts = [
         t if isinstance(t, str) and t else (conversation_text(c) if c else ("" if t is None or t != t else str(t)))
-        for t, c in zip(texts, conversations, strict=True)
+        for t, c in zip(given, conversations, strict=True)
     ]
     empty = [i for i, t in enumerate(texts) if not t.strip()]
     if empty:
@@ -257,8 +257,8 @@ def _from_long(
     frame["prompt_id"] = frame["prompt_id"].astype(str)
     duplicated = frame.duplicated(["prompt_id", "model"])
     if duplicated.any():
-        row = frame[duplicated].iloc[0]
-        raise DataError(f"{label}: more than one row for prompt_id={row['prompt_id']!r}, model={row['model']!r}")
+        first = frame[duplicated].iloc[0]
+        raise DataError(f"{label}: more than one row for prompt_id={first['prompt_id']!r}, model={first['model']!r}")
 
     known = list(dict.fromkeys(frame["model"]))
     if meta and isinstance(meta.get("models"), list) and set(meta["models"]) == set(known):

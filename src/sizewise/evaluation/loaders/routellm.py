@@ -29,7 +29,7 @@ from sizewise.evaluation.loaders._common import (
     source_root,
 )
 from sizewise.evaluation.prices import PriceSheet
-from sizewise.evaluation.table import OutcomeTable, conversation_text
+from sizewise.evaluation.table import OutcomeTable, conversation_text, frame_rows
 from sizewise.evaluation.tokens import count_tokens
 
 WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
@@ -277,9 +277,9 @@ def load_mtbench(
         bad = contaminated_prompts(root / "contaminated_prompts.jsonl")
         keep = questions["turns"].map(lambda turns: not any(t in bad for t in turns[:2]))
         dropped, questions = int((~keep).sum()), questions[keep]
-    by_key = {(int(r.question_id), str(r.model), int(r.turn)): r for r in judgements.itertuples(index=False)}
+    by_key = {(int(r.question_id), str(r.model), int(r.turn)): r for r in frame_rows(judgements)}
     rows, quality, responses, first_answers = [], [], [], []
-    for q in questions.itertuples(index=False):
+    for q in frame_rows(questions):
         qid = int(q.question_id)
         answers = {}
         for model in MODELS:
@@ -315,7 +315,7 @@ def load_mtbench(
     )
     responses_arr = np.array(responses, dtype=object).reshape(len(rows), 2)
     tokens_out = count_tokens(list(responses_arr.ravel()), token_method).reshape(responses_arr.shape)
-    turn_tokens = count_tokens([t for q in questions.itertuples(index=False) for t in q.turns[:2]], token_method)
+    turn_tokens = count_tokens([t for q in frame_rows(questions) for t in q.turns[:2]], token_method)
     first = count_tokens([a for pair in first_answers for a in pair], token_method).reshape(-1, 2)
     tokens_in = np.zeros((len(rows), 2))
     if len(rows):

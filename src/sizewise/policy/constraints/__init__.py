@@ -180,7 +180,6 @@ def settle(
 
 # -- registration with the engine (sizewise.policy.types.FILTER_MODULES) ------------------------------
 def _register() -> None:
-    from sizewise.policy import builtin_filters  # noqa: F401  (registered first, replaced below in place)
     from sizewise.policy.types import register_filter
 
     def env_parts(env: PolicyEnv) -> tuple[list[ModelSpec], list[RouteSpec], GatewaySettings]:

@@ -25,14 +25,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     insert,
     select,
 )
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import SQLAlchemyError
 
+from sizewise import storage
 from sizewise.errors import ConfigError
 from sizewise.policy.types import Decision
 
@@ -85,22 +84,8 @@ class LogEntry:
 
 
 def make_engine(url: str) -> SAEngine:
-    """A SQLAlchemy engine; SQLite gets WAL mode on every connection."""
-    try:
-        engine = create_engine(url)
-    except (SQLAlchemyError, ImportError, ValueError) as error:
-        raise ConfigError(f"request log URL {url!r}: {error}") from None
-    if engine.dialect.name == "sqlite":
-
-        @event.listens_for(engine, "connect")
-        def _wal(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=5000")
-            cursor.close()
-
-    return engine
+    """The request log's SQLAlchemy engine (SQLite in WAL mode by default)."""
+    return storage.make_engine(url, what="request log")
 
 
 def _row(entry: LogEntry, log_text: bool) -> dict[str, Any]:

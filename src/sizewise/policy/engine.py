@@ -239,16 +239,7 @@ class Engine:
             try:
                 result = await self.call(spec, ctx)
             except BackendError as error:
-                message = str(error)
-                decision.steps.append(
-                    Step(
-                        spec.name,
-                        reason=f"attempt {attempt} failed",
-                        latency_s=time.perf_counter() - started,
-                        error=message,
-                    )
-                )
-                decision.errors.append(f"{spec.name}: {message}")
+                _record_failure(decision, spec, f"attempt {attempt} failed", started, str(error))
                 if not error.retryable:
                     return None
                 continue
@@ -335,15 +326,7 @@ class Engine:
                     first = ChatChunk(finish_reason="stop", prompt_tokens=0, completion_tokens=0)
                 except Exception as error:
                     message = "timed out" if isinstance(error, TimeoutError) else str(error) or type(error).__name__
-                    decision.steps.append(
-                        Step(
-                            spec.name,
-                            reason=f"stream attempt {attempt} failed",
-                            latency_s=time.perf_counter() - started,
-                            error=message,
-                        )
-                    )
-                    decision.errors.append(f"{spec.name}: {message}")
+                    _record_failure(decision, spec, f"stream attempt {attempt} failed", started, message)
                     if iterator is not None:
                         await _close(iterator)
                     if isinstance(error, BackendError) and not error.retryable:
@@ -395,3 +378,9 @@ async def _close(iterator: AsyncIterator[ChatChunk]) -> None:
     if closer is not None:
         with contextlib.suppress(Exception):  # the stream already failed; closing is best effort
             await closer()
+
+
+def _record_failure(decision: Decision, spec: ModelSpec, reason: str, started: float, message: str) -> None:
+    """Add a failed attempt to the decision's steps and errors (what the response and the log show)."""
+    decision.steps.append(Step(spec.name, reason=reason, latency_s=time.perf_counter() - started, error=message))
+    decision.errors.append(f"{spec.name}: {message}")

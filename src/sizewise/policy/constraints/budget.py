@@ -36,19 +36,18 @@ from sqlalchemy import (
     String,
     Table,
     case,
-    event,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
 from sizewise.errors import ConfigError
 from sizewise.policy.types import Decision, FilterReport, RequestContext, RequestRejected
+from sizewise.storage import make_engine
 
 PROMPT_MARGIN = 1.25
 DEFAULT_MAX_TOKENS = 1024
@@ -91,26 +90,8 @@ def period_start(period: str, now: float) -> float:
 
 
 def _engine(url: str) -> SAEngine:
-    try:
-        engine = sa_create_engine(url)
-    except (SQLAlchemyError, ImportError, ValueError) as error:
-        raise ConfigError(f"budget ledger URL {url!r}: {error}") from None
-    if engine.dialect.name == "sqlite":
-
-        @event.listens_for(engine, "connect")
-        def _connect(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN itself
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=10000")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(connection: Any) -> None:
-            # Take the write lock before reading spend, so read-decide-insert is atomic across processes.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
+    # BEGIN IMMEDIATE: take the write lock before reading spend, so read-decide-insert is atomic.
+    return make_engine(url, what="budget ledger", immediate=True)
 
 
 class BudgetLedger:

@@ -96,15 +96,66 @@ def render(results: dict[str, Any]) -> str:
                 "p99 ms": s["disk_hit_ms"]["p99"],
             },
         ]
+        embedding = s.get("embedding", "minilm")
+        cost = "an unloaded run embeds about 4,000 tokens/s, i.e. 50-70 ms for a 200-token prompt"
+        if embedding == "static":  # no embedding cache: a repeated prompt costs what a new one does
+            rows = [{**rows[0], "case": "new or repeated prompt (static embedding runs)"}]
+            cost = "static embeddings have no cache, so repeated prompts cost the same as new ones"
         parts.append(
-            f"### Decision speed ({s['router']} from {s['router_file']}, "
+            f"### Decision speed ({s['router']} on {embedding} embeddings from {s['router_file']}, "
             f"prompts of {s['prompt_tokens_mean']:.0f} tokens; goal p50 <= 5 ms, >= 500 decisions/s)\n\n"
             f"{markdown_table(rows, digits=2)}\n\nBatches: "
             f"{s['batch_decisions_per_s_uncached']:.0f} decisions/s for new prompts, "
-            f"{s['batch_decisions_per_s_cached']:.0f}/s for cached ones (1,020 prompts). Router file loads in "
+            f"{s['batch_decisions_per_s_cached']:.0f}/s for {'repeated' if embedding == 'static' else 'cached'} ones "
+            "(1,020 prompts). Router file loads in "
             f"{1000 * s['load_seconds']:.0f} ms. Measured at 1-minute load average "
             f"{s.get('load_average_1min', 0):.1f} "
             f"on this 2-core machine shared with other jobs (BLAS threads: {s.get('blas_threads', 'default')}); "
-            "an unloaded run embeds about 4,000 tokens/s, i.e. 50-70 ms for a 200-token prompt."
+            f"{cost}."
         )
+    if "embeddings" in results:
+        parts.append(render_embeddings(results["embeddings"]))
     return "\n\n".join(parts)
+
+
+def render_embeddings(e: dict[str, Any]) -> str:
+    """The MiniLM-vs-static comparison (``--parts embeddings``)."""
+    rows = []
+    for dataset, data in e["datasets"].items():
+        for name, r in data["routers"].items():
+            minilm, static = r.get("minilm", {}), r.get("static", {})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "router": name,
+                    "APGR MiniLM": minilm.get("apgr", float("nan")),
+                    "APGR static": static.get("apgr", float("nan")),
+                    "difference": static.get("apgr", float("nan")) - minilm.get("apgr", float("nan")),
+                    "CPT(50%) MiniLM": f"{100 * minilm.get('cpt50', float('nan')):.1f}%",
+                    "CPT(50%) static": f"{100 * static.get('cpt50', float('nan')):.1f}%",
+                }
+            )
+    text = (
+        "### Static vs MiniLM embeddings (`python bench/routers.py --parts embeddings`, 5-fold CV)\n\n"
+        "Static: a token table distilled from MiniLM (`sizewise.embedding.static`), a prompt is the mean of its "
+        "tokens' rows; MiniLM: the 6-layer encoder.\n\n" + markdown_table(rows)
+    )
+    s = e.get("speed")
+    if s:
+        speed_rows = [
+            {
+                "embedding": name,
+                "new prompt p50 ms": s[name]["uncached_ms"]["p50"],
+                "new prompt p99 ms": s[name]["uncached_ms"]["p99"],
+                "decisions/s, batch of new prompts": s[name]["batch_decisions_per_s_uncached"],
+            }
+            for name in ("minilm", "static")
+            if name in s
+        ]
+        text += (
+            f"\n\nDecision speed of `{s['router']}` trained on {s['trained_on']} with each embedding (new prompts "
+            f"of {s['prompt_tokens_mean']:.0f} tokens, embedding included; goal p50 <= 5 ms, >= 500 decisions/s; "
+            f"1-minute load average {s['load_average_1min']:.1f}, BLAS threads {s['blas_threads']}):\n\n"
+            + markdown_table(speed_rows, digits=2)
+        )
+    return text

@@ -2,7 +2,10 @@
 
 Parts (``--parts`` picks some): ``routellm`` (GPT-4 vs Mixtral on MMLU, GSM8K, MT-Bench, 5-fold CV),
 ``transfer`` (train on MMLU-Pro pairs, test on RouteLLM MMLU and GSM8K), ``mmlupro`` (9 models,
-N-model routing, 5-fold CV), ``speed`` (one decision incl. embedding a 200-token prompt; batches).
+N-model routing, 5-fold CV), ``speed`` (one decision incl. embedding a 200-token prompt; batches),
+``embeddings`` (every learned router with MiniLM vs static embeddings on ``--datasets``, and the speed of
+``gbdt`` with each; ``--routers ""`` re-measures only that speed). Parts not run keep their stored
+results (docs/results/routers.json); ``--parts none`` only re-renders the section.
 
 Metric definitions (RouteLLM / RouterBench), computed on pooled out-of-fold scores:
 PGR(share) = (quality(share) - q_weak) / (q_strong - q_weak) with the top ``share`` of prompts by
@@ -31,6 +34,7 @@ from sizewise.evaluation.loaders import load_dataset
 from sizewise.evaluation.table import OutcomeTable
 
 LEARNED = ["sw-ranking", "knn", "embed-logreg", "embed-mlp", "mf", "gbdt"]
+EMBEDDINGS = ["minilm", "static"]
 N_MODEL = ["sw-ranking", "knn", "embed-logreg", "embed-mlp", "mf"]
 JSON_PATH = ROOT / "docs" / "results" / "routers.json"
 
@@ -235,19 +239,13 @@ def part_mmlupro(routers: list[str]) -> dict[str, Any]:
     return out
 
 
-def part_speed(router_file: Path | None) -> dict[str, Any]:
+def speed_prompts(n: int) -> tuple[list[str], list[int]]:
+    """``n`` new ~200-token prompts (cut from MT-Bench text, a random nonce in front) and their token counts."""
     import sizewise.embedding as emb
-    from sizewise.routers.base import load_router
 
-    path = router_file or ROOT / "src" / "sizewise" / "routers" / "pretrained" / "default.zip"
-    start = time.perf_counter()
-    router = load_router(path)
-    load_s = time.perf_counter() - start
     model = emb.get_model()
-    base = " ".join(load_dataset("routellm-mtbench").texts)
-    words = base.split()
+    words = " ".join(load_dataset("routellm-mtbench").texts).split()
     rng = np.random.default_rng(0)
-
     nonce = os.urandom(4).hex()  # new texts on every run, so "new prompt" never hits an earlier run's cache
 
     def prompt() -> str:
@@ -257,56 +255,112 @@ def part_speed(router_file: Path | None) -> dict[str, Any]:
             text = text.rsplit(" ", 1)[0]
         return text
 
-    prompts = [prompt() for _ in range(1200)]
-    tokens = [len(ids) for ids in model.token_ids(prompts)]
+    prompts = [prompt() for _ in range(n)]
+    return prompts, [len(ids) for ids in model.token_ids(prompts)]
+
+
+def timed(fn: Any, items: list[Any]) -> np.ndarray:
+    """Milliseconds of ``fn(item)`` for each item."""
+    times = []
+    for item in items:
+        t = time.perf_counter()
+        fn(item)
+        times.append(time.perf_counter() - t)
+    return np.array(times) * 1000
+
+
+def percentiles(ms: np.ndarray) -> dict[str, float]:
+    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
+
+
+def new_prompt_speed(router: Any, prompts: list[str], n_single: int, n_batch: int) -> dict[str, Any]:
+    """One new prompt at a time (p50/p99 ms) and decisions/s for a batch of new prompts."""
+    singles, batch = prompts[:n_single], prompts[n_single : n_single + n_batch]
+    single = timed(lambda p: router.score([p]), singles)
+    t = time.perf_counter()
+    router.score(batch)
+    per_s = len(batch) / (time.perf_counter() - t)
+    return {"uncached_ms": percentiles(single), "batch_decisions_per_s_uncached": per_s}
+
+
+def part_speed(router_file: Path | None) -> dict[str, Any]:
+    import sizewise.embedding as emb
+    from sizewise.routers.base import load_router
+
+    path = router_file or ROOT / "src" / "sizewise" / "routers" / "pretrained" / "default.zip"
+    start = time.perf_counter()
+    router = load_router(path)
+    load_s = time.perf_counter() - start
+    prompts, tokens = speed_prompts(1200)
     router.score(["warm up"])
-
-    def timed(fn: Any, items: list[Any]) -> np.ndarray:
-        times = []
-        for item in items:
-            t = time.perf_counter()
-            fn(item)
-            times.append(time.perf_counter() - t)
-        return np.array(times) * 1000
-
-    # Uncached: new prompts (embedding runs; the disk-cache write is part of the decision).
-    uncached = timed(lambda p: router.score([p]), prompts[:60])
+    embedding = router.get_params().get("embedding", "minilm")
+    # New prompts (embedding runs; for MiniLM the disk-cache write is part of the decision), one at a time,
+    # then a batch of 200 new ones (static embeddings are fast enough to time 1,000).
+    fresh = new_prompt_speed(router, prompts, 60, 1000 if embedding == "static" else 200)
     cached = timed(lambda p: router.score([p]), prompts[:60])  # the same prompts again: memo hits
     emb.clear_memo()
     disk = timed(lambda p: router.score([p]), prompts[:60])  # disk-cache hits
-    batch = prompts[200:400]  # new prompts: embedding dominates, 200 are enough to time it
-    t = time.perf_counter()
-    router.score(batch)
-    batch_uncached = len(batch) / (time.perf_counter() - t)
-    t = time.perf_counter()
-    router.score(batch)
-    batch_cached = len(batch) / (time.perf_counter() - t)
     cached_batch = prompts[:60] * 17  # 1,020 cached prompts
     t = time.perf_counter()
     router.score(cached_batch)
     batch_cached = len(cached_batch) / (time.perf_counter() - t)
     result = {
         "router": router.name,
+        "embedding": embedding,
         "load_average_1min": os.getloadavg()[0],
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
         "router_file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
         "load_seconds": load_s,
         "prompt_tokens_mean": float(np.mean(tokens)),
-        "uncached_ms": {"p50": float(np.percentile(uncached, 50)), "p99": float(np.percentile(uncached, 99))},
-        "memo_hit_ms": {"p50": float(np.percentile(cached, 50)), "p99": float(np.percentile(cached, 99))},
-        "disk_hit_ms": {"p50": float(np.percentile(disk, 50)), "p99": float(np.percentile(disk, 99))},
-        "batch_decisions_per_s_uncached": batch_uncached,
+        **fresh,
+        "memo_hit_ms": percentiles(cached),
+        "disk_hit_ms": percentiles(disk),
         "batch_decisions_per_s_cached": batch_cached,
     }
     print("speed", result, flush=True)
     return result
 
 
+def part_embeddings(routers: list[str], datasets: list[str]) -> dict[str, Any]:
+    """APGR (5-fold CV) of each router with MiniLM and with static embeddings; decision speed of ``gbdt``
+    with each, trained on the first dataset."""
+    out: dict[str, Any] = {"datasets": {}}
+    for dataset in datasets:
+        table = load_dataset(dataset)
+        weak, strong = table.weak_strong()
+        folds = folds_for(table)
+        rows: dict[str, Any] = {}
+        for name in routers:
+            for embedding in EMBEDDINGS:
+                start = time.perf_counter()
+                scores = oof_scores(f'{name}:embedding="{embedding}"', table, folds)
+                metrics = pair_metrics(scores, table.column(weak), table.column(strong))
+                rows.setdefault(name, {})[embedding] = {**metrics, "seconds": time.perf_counter() - start}
+                print(dataset, name, embedding, {k: round(v, 3) for k, v in metrics.items()}, flush=True)
+        out["datasets"][dataset] = {"n": len(table), "weak": weak, "strong": strong, "routers": rows}
+    prompts, tokens = speed_prompts(1300)
+    train = load_dataset(datasets[0])
+    speed: dict[str, Any] = {"router": "gbdt", "trained_on": datasets[0], "prompt_tokens_mean": float(np.mean(tokens))}
+    for i, embedding in enumerate(EMBEDDINGS):
+        router = make(f'gbdt:embedding="{embedding}"').fit(train)
+        router.score(["warm up"])  # loads the encoder or the static table
+        part = prompts[i * 650 : (i + 1) * 650]  # disjoint prompts: nothing is cached from the other run
+        speed[embedding] = new_prompt_speed(router, part, 100, 500 if embedding == "static" else 150)
+        print("speed", embedding, speed[embedding], flush=True)
+    speed["load_average_1min"] = os.getloadavg()[0]
+    speed["blas_threads"] = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    out["speed"] = speed
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", default="routellm,transfer,mmlupro,speed")
+    parser.add_argument("--parts", default="routellm,transfer,mmlupro,speed,embeddings")
     parser.add_argument("--routers", default=",".join(LEARNED), help="comma-separated registry names")
     parser.add_argument("--router-file", type=Path, default=None, help="router for the speed part")
+    parser.add_argument(
+        "--datasets", default="routellm-mmlu,routellm-gsm8k", help="datasets of the embeddings part (comma-separated)"
+    )
     args = parser.parse_args()
     routers = [r for r in args.routers.split(",") if r]
     if args.routers == ",".join(LEARNED):
@@ -336,6 +390,14 @@ def main() -> None:
         results["mmlupro"] = fresh
     if "speed" in parts:
         results["speed"] = part_speed(args.router_file)
+    if "embeddings" in parts:
+        learned = [r for r in routers if r in LEARNED]
+        fresh = part_embeddings(learned, [d for d in args.datasets.split(",") if d])
+        old = results.get("embeddings", {}).get("datasets", {})
+        for dataset, data in old.items():  # merge, so one router or dataset can be (re)run alone
+            new = fresh["datasets"].setdefault(dataset, data)
+            new["routers"] = {**data["routers"], **new["routers"]}
+        results["embeddings"] = fresh
     write_json(JSON_PATH, results)
     body = render(results)
     print(body)

@@ -4,6 +4,8 @@ Training data: RouteLLM MMLU + GSM8K + MT-Bench (Mixtral-8x7B vs GPT-4-1106) and
 pairs (see bench/routers.py MMLU_PRO_PAIRS), as one (weak, strong) table: "how much does this prompt
 need a bigger model". 80% of the distinct prompts train it; thresholds are calibrated on the other 20%
 and written to pretrained/thresholds.json (read by the README and by whoever loads the router).
+Prompts are embedded with the static table distilled from MiniLM (``--embedding static``, the default:
+a decision takes well under a millisecond plus the trees) or with MiniLM itself (``--embedding minilm``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--router", default="gbdt")
     parser.add_argument("--param", action="append", default=[], help="KEY=JSON router parameter")
+    parser.add_argument("--embedding", default="static", choices=["static", "minilm"], help="prompt embedder")
     args = parser.parse_args()
+    args.param.append(f"embedding={json.dumps(args.embedding)}")
     names = ("weak", "strong")
     parts = []
     for name in ("routellm-mmlu", "routellm-gsm8k", "routellm-mtbench"):
@@ -45,7 +49,7 @@ def main() -> None:
     rows = np.r_[np.flatnonzero(in_train), np.flatnonzero(~in_train)]
     cut = int(in_train.sum())
     params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
-    spec = args.router + (":" + ",".join(args.param) if args.param else "")
+    spec = args.router + ":" + ",".join(args.param)
     router = make(spec).fit(table.subset(rows[:cut]))
     router.save(OUT / "default.zip")
     held = table.subset(rows[cut:])

@@ -48,6 +48,22 @@ def install(keys: KeysArgument = None) -> None:
         start = time.perf_counter()
         path = embedded.model_path(key)
         typer.echo(f"{key:<6} {embedded.get_embedded(key).name:<20} ok  {path}  ({time.perf_counter() - start:.1f}s)")
+    if not keys:  # a full install (``make setup``) also prepares the default router's embedding table
+        _install_static_table()
+
+
+def _install_static_table() -> None:
+    """Build the static embedding table the default router uses (~20 s once), so no request waits for it."""
+    from sizewise.embedding import static
+    from sizewise.errors import ConfigError
+
+    start = time.perf_counter()
+    try:
+        static.get_table()
+    except ConfigError as error:  # MiniLM not installed: the router builds it on first use instead
+        typer.echo(f"static embedding table skipped: {error}")
+        return
+    typer.echo(f"static embedding table ok  {static.table_path()}  ({time.perf_counter() - start:.1f}s)")
 
 
 @models_app.command("verify")

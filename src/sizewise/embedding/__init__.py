@@ -4,6 +4,9 @@
 an on-disk SQLite cache keyed by the text's sha256 and in a small in-process memo, so a
 14,000-prompt table is embedded once and a repeated prompt costs microseconds.
 No network, no API key, no torch.
+
+``embed_static(texts)`` (:mod:`sizewise.embedding.static`) is the fast alternative: a token table
+distilled from the same model, a prompt is the mean of its tokens' rows (256-d, ~0.3 ms per prompt).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import numpy as np
 
 from sizewise.embedding.cache import EmbeddingCache, text_key
 from sizewise.embedding.model import DIM, MAX_TOKENS, MODEL_ID, get_model
+from sizewise.embedding.static import embed_static
 
-__all__ = ["DIM", "MAX_TOKENS", "MODEL_ID", "clear_memo", "embed", "get_cache"]
+__all__ = ["DIM", "MAX_TOKENS", "MODEL_ID", "clear_memo", "embed", "embed_static", "get_cache"]
 
 _MEMO: OrderedDict[bytes, np.ndarray] = OrderedDict()
 _MEMO_SIZE = 50_000

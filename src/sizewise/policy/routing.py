@@ -10,7 +10,8 @@ Model-field names served here:
   1. ``gateway.router`` (a file path or a router name in ``router_dir``) with ``gateway.threshold``;
   2. a router file ``default.zip`` in ``router_dir``;
   3. the pretrained router shipped in the package (``sizewise/routers/pretrained/default.zip``, a
-     ``gbdt`` router on MiniLM embeddings + text features, see its README) with the threshold
+     ``gbdt`` router on static embeddings distilled from MiniLM + text features, under 1 ms per new
+     prompt, see its README) with the threshold
      calibrated for 50% big-model calls on held-out data (``thresholds.json``, key ``share_0.5``);
   4. the built-in :class:`HeuristicScorer` (prompt length, step/math/code markers, turns) with
      threshold 0.5, only when no router file can be loaded.

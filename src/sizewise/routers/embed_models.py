@@ -29,7 +29,8 @@ class _PerModelRouter(Router):
         keep = ~np.all(np.isnan(table.quality), axis=1)
         self.models_ = list(table.models)
         texts = [t for t, k in zip(table.texts, keep, strict=True) if k]
-        return embed_prompts(texts, self.embedding).astype(np.float64), np.asarray(table.quality[keep], dtype=np.float64)
+        x = embed_prompts(texts, self.embedding).astype(np.float64)
+        return x, np.asarray(table.quality[keep], dtype=np.float64)
 
     def predict_quality(self, prompts: Sequence[str]) -> np.ndarray:
         """Predicted quality of every model in ``models_``: shape ``(n, len(models_))``."""

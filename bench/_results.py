@@ -5,6 +5,7 @@ Each bench script owns the text between ``<!-- bench:NAME -->`` and ``<!-- /benc
 
 from __future__ import annotations
 
+import fcntl
 import json
 import platform
 import re
@@ -29,8 +30,17 @@ def machine() -> str:
 
 
 def update_section(name: str, title: str, command: str, body: str) -> None:
-    """Replace (or append) the section ``name`` of docs/results.md."""
+    """Replace (or append) the section ``name`` of docs/results.md.
+
+    The read-modify-write holds an exclusive lock, so two benchmarks finishing at once both land.
+    """
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with (RESULTS.parent / ".results.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _replace_section(name, title, command, body)
+
+
+def _replace_section(name: str, title: str, command: str, body: str) -> None:
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
     block = (
         f"<!-- bench:{name} -->\n## {title}\n\n"

@@ -1,6 +1,7 @@
 """Benchmark of the learned routers (issue #4). Writes docs/results/routers.json and its docs/results.md section.
 
-Parts (``--parts`` picks some): ``routellm`` (GPT-4 vs Mixtral on MMLU, GSM8K, MT-Bench, 5-fold CV),
+Parts (``--parts`` picks some): ``routellm`` (GPT-4 vs Mixtral on MMLU, GSM8K, MT-Bench, 5-fold CV;
+``--routellm-datasets`` picks some),
 ``transfer`` (train on MMLU-Pro pairs, test on RouteLLM MMLU and GSM8K), ``mmlupro`` (9 models,
 N-model routing, 5-fold CV), ``speed`` (one decision incl. embedding a 200-token prompt; batches),
 ``embeddings`` (every learned router with MiniLM vs static embeddings on ``--datasets``, and the speed of
@@ -21,6 +22,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,117 +31,33 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._results import ROOT, update_section, write_json
+from bench._routers_eval import (
+    as_pair,
+    concat,
+    folds_for,
+    make,
+    n_model_summary,
+    oof_scores,
+    pair_metrics,
+    split_routers,
+)
 from bench._routers_render import MMLU_PRO_PAIRS, render
 from sizewise.evaluation.loaders import load_dataset
 from sizewise.evaluation.table import OutcomeTable
 
-LEARNED = ["sw-ranking", "knn", "embed-logreg", "embed-mlp", "mf", "gbdt"]
+LEARNED = ["sw-ranking", "knn", "embed-logreg", "embed-mlp", "mf", "gbdt", "ensemble"]
 EMBEDDINGS = ["minilm", "static"]
 N_MODEL = ["sw-ranking", "knn", "embed-logreg", "embed-mlp", "mf"]
 JSON_PATH = ROOT / "docs" / "results" / "routers.json"
 
 
-# -- metrics (the harness's definitions: sizewise.evaluation.metrics) ------------------------------------
-def pair_metrics(scores: np.ndarray, q_weak: np.ndarray, q_strong: np.ndarray) -> dict[str, float]:
-    """APGR, CPT(50%), CPT(80%) of one score vector (ties averaged, CPT interpolated)."""
-    from sizewise.evaluation import metrics
-
-    curve = metrics.routing_curve(scores, q_weak, q_strong)
-    return {"apgr": metrics.apgr(curve), "cpt50": metrics.cpt(curve, 0.5), "cpt80": metrics.cpt(curve, 0.8)}
-
-
-def n_model_summary(
-    points: list[tuple[float, float]], best_quality: float, best_cost: float
-) -> dict[str, float | None]:
-    """AIQ and the two MMLU-Pro goals from (quality, cost per 1k) operating points."""
-    from sizewise.evaluation import metrics
-
-    qs, cs = np.array([q for q, _ in points]), np.array([c for _, c in points])
-    share = metrics.cost_at_quality(cs, qs, best_quality, best_cost)
-    within = qs[cs <= best_cost * (1 + 1e-9)]
-    return {
-        "aiq": metrics.aiq(cs, qs),
-        "cost_share_for_best_single_accuracy": None if np.isnan(share) else float(share),
-        "best_accuracy_within_best_single_cost": float(within.max()) if within.size else None,
-    }
-
-
-# -- cross-validation ---------------------------------------------------------------------------
-def folds_for(table: OutcomeTable, k: int = 5, seed: int = 0) -> list[np.ndarray]:
-    """K folds fixed by seed; the turns of one MT-Bench question stay in one fold."""
-    rng = np.random.default_rng(seed)
-    groups = (
-        table.prompts["question_id"].astype(str).to_numpy()
-        if "question_id" in table.prompts
-        else np.arange(len(table)).astype(str)
-    )
-    unique = rng.permutation(np.unique(groups))
-    fold_of = {g: i % k for i, g in enumerate(unique)}
-    labels = np.array([fold_of[g] for g in groups])
-    return [np.flatnonzero(labels == i) for i in range(k)]
-
-
-def make(name: str) -> Any:
-    """A new router by registry name (``name:key=value,...`` sets parameters, values as JSON)."""
-    import importlib
-
-    from sizewise.routers import base as registry
-
-    base, _, spec = name.partition(":")
-    params = {k: json.loads(v) for k, v in (item.split("=", 1) for item in spec.split(",") if item)}
-    try:
-        cls = registry.router_class(base)
-    except ModuleNotFoundError:  # a router module listed in the registry is not in this checkout yet
-        for module in ("knn", "embed_models", "mf", "gbdt"):
-            importlib.import_module(f"sizewise.routers.{module}")
-        cls = registry._REGISTRY[base]
-    return cls(**params)
-
-
-def oof_scores(
-    name: str, table: OutcomeTable, folds: list[np.ndarray], extra: OutcomeTable | None = None
-) -> np.ndarray:
-    """Out-of-fold scores; ``extra`` rows (another table with the same pair) are added to every training fold."""
-    scores = np.zeros(len(table))
-    for test in folds:
-        train = table.subset(np.setdiff1d(np.arange(len(table)), test))
-        if extra is not None:
-            train = concat([train, extra])
-        router = make(name).fit(train)
-        scores[test] = router.score_table(table.subset(test))
-    return scores
-
-
-def concat(tables: list[OutcomeTable], name: str = "pooled") -> OutcomeTable:
-    """Stack tables with the same model columns (prompts renamed apart)."""
-    import pandas as pd
-
-    frames = []
-    for i, t in enumerate(tables):
-        frame = t.prompts[["prompt_id", "text"]].copy()
-        frame["prompt_id"] = f"{i}:" + frame["prompt_id"].astype(str)
-        frames.append(frame)
-    cost = None if any(t.cost is None for t in tables) else np.vstack([t.cost for t in tables])  # type: ignore[misc]
-    return OutcomeTable(
-        name=name,
-        prompts=pd.concat(frames, ignore_index=True),
-        models=list(tables[0].models),
-        quality=np.vstack([t.quality for t in tables]),
-        cost=cost,
-        pair=tables[0].pair,
-    )
-
-
-def as_pair(table: OutcomeTable, weak: str, strong: str, names: tuple[str, str]) -> OutcomeTable:
-    """Two columns of ``table`` renamed to a common (weak, strong) pair of names."""
-    sub = table.select_models([weak, strong])
-    return OutcomeTable(table.name, sub.prompts, list(names), sub.quality, cost=sub.cost, pair=names)
-
-
 # -- parts --------------------------------------------------------------------------------------------
-def part_routellm(routers: list[str]) -> dict[str, Any]:
+ROUTELLM = ("routellm-mmlu", "routellm-gsm8k", "routellm-mtbench")
+
+
+def part_routellm(routers: list[str], datasets: Sequence[str] = ROUTELLM) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for dataset in ("routellm-mmlu", "routellm-gsm8k", "routellm-mtbench"):
+    for dataset in datasets:
         table = load_dataset(dataset)
         weak, strong = table.weak_strong()
         q_weak, q_strong = table.column(weak), table.column(strong)
@@ -356,13 +274,18 @@ def part_embeddings(routers: list[str], datasets: list[str]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", default="routellm,transfer,mmlupro,speed,embeddings")
-    parser.add_argument("--routers", default=",".join(LEARNED), help="comma-separated registry names")
+    parser.add_argument(
+        "--routers",
+        default=",".join(LEARNED),
+        help='registry names, comma-separated (`name:key="value",...` sets parameters)',
+    )
+    parser.add_argument("--routellm-datasets", default=",".join(ROUTELLM), help="datasets of the routellm part")
     parser.add_argument("--router-file", type=Path, default=None, help="router for the speed part")
     parser.add_argument(
         "--datasets", default="routellm-mmlu,routellm-gsm8k", help="datasets of the embeddings part (comma-separated)"
     )
     args = parser.parse_args()
-    routers = [r for r in args.routers.split(",") if r]
+    routers = split_routers(args.routers)
     if args.routers == ",".join(LEARNED):
         try:  # the TF-IDF baseline from the harness, when it is registered
             make("tfidf-logreg")
@@ -372,13 +295,16 @@ def main() -> None:
     results: dict[str, Any] = json.loads(JSON_PATH.read_text()) if JSON_PATH.exists() else {}
     parts = args.parts.split(",")
     if "routellm" in parts:
-        fresh = part_routellm(routers)
-        for dataset, data in fresh.items():  # merge, so one router can be (re)run alone
+        fresh = part_routellm(routers, [d for d in args.routellm_datasets.split(",") if d])
+        for dataset, data in fresh.items():  # merge, so one router or dataset can be (re)run alone
             old = results.get("routellm", {}).get(dataset, {}).get("routers", {})
             data["routers"] = {**old, **data["routers"]}
-        results["routellm"] = fresh
+        results["routellm"] = {**results.get("routellm", {}), **fresh}
     if "transfer" in parts:
-        results["transfer"] = part_transfer(routers)
+        fresh = part_transfer(routers)
+        for dataset in ("routellm-mmlu", "routellm-gsm8k"):  # merge, so one router can be (re)run alone
+            fresh[dataset] = {**results.get("transfer", {}).get(dataset, {}), **fresh[dataset]}
+        results["transfer"] = fresh
     if "mmlupro" in parts:
         results["mmlupro"] = part_mmlupro([r for r in routers if r in N_MODEL])
     if "rescore" in parts and "mmlupro" in results:  # recompute summaries from stored curves, no refitting

@@ -65,7 +65,10 @@ def test_verified_marker_avoids_rehashing_until_the_file_changes(
     monkeypatch.setattr(embedded, "file_sha256", lambda p: calls.append(p) or real(p))
     embedded.model_path("fake")
     assert calls == []
+    before = path.stat().st_mtime_ns
     path.write_bytes(b"x" + path.read_bytes()[1:])  # same size, new mtime: must be hashed again
+    # A coarse filesystem clock can give the rewrite the same mtime; make the change visible.
+    os.utime(path, ns=(before + 1_000_000_000, before + 1_000_000_000))
     with pytest.raises(ConfigError, match=r"embedded model 'fake': .* has sha256 [0-9a-f]{64}, expected"):
         embedded.model_path("fake")
     assert calls == [path]

@@ -33,6 +33,7 @@ ROUTER_MODULES = [
     "sizewise.routers.embed_models",
     "sizewise.routers.mf",
     "sizewise.routers.gbdt",
+    "sizewise.routers.ensemble",
 ]
 
 

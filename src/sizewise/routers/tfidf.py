@@ -72,11 +72,19 @@ class TfidfLogRegRouter(Router):
         items = check_prompts(prompts)
         if not items:
             return np.zeros(0)
+        logits = self._fitted_vectorizer().transform(items) @ self.coef_ + self.intercept_
+        return np.asarray(sigmoid(np.asarray(logits, dtype=float)))
+
+    def _fitted_vectorizer(self) -> Any:
+        # Rebuilding the 50k-term vocabulary dict took ~10 ms per call; build it once per fitted state.
+        cached = getattr(self, "_vectorizer_cache", None)
+        if cached is not None and cached[0] is self.idf_:
+            return cached[1]
         vectorizer = self._vectorizer()
         vectorizer.vocabulary_ = {term: i for i, term in enumerate(self.vocabulary_)}
         vectorizer.idf_ = self.idf_
-        logits = vectorizer.transform(items) @ self.coef_ + self.intercept_
-        return np.asarray(sigmoid(np.asarray(logits, dtype=float)))
+        self._vectorizer_cache = (self.idf_, vectorizer)
+        return vectorizer
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {**pair_meta(self), "vocabulary": self.vocabulary_, "intercept": self.intercept_}

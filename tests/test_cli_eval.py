@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
 from learned_helpers import planted_pair
-from sizewise.cli import main as cli
 
 
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["sizewise", "eval", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exit:
-        code = int(exit.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+@pytest.fixture
+def run(run_cli):
+    """``sizewise eval ARGS...``: (exit code, stdout, stderr)."""
+    return lambda *args: run_cli("eval", *args)
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +20,9 @@ def table_file(tmp_path_factory):
     return str(planted_pair(240, seed=1).save(tmp_path_factory.mktemp("t") / "outcomes.parquet"))
 
 
-def test_eval_writes_table_json_and_report(monkeypatch, capsys, tmp_path, table_file):
+def test_eval_writes_table_json_and_report(run, tmp_path, table_file):
     code, out, _ = run(
-        monkeypatch, capsys, "--table", table_file, "--router", "random", "--router", "tfidf-logreg",
+        "--table", table_file, "--router", "random", "--router", "tfidf-logreg",
         "--router", "always-large", "--cv", "3", "--json", str(tmp_path / "r.json"), "--report", str(tmp_path / "rep"),
         "--no-progress",
     )  # fmt: skip
@@ -47,11 +40,11 @@ def test_eval_writes_table_json_and_report(monkeypatch, capsys, tmp_path, table_
     assert (tmp_path / "rep" / "cost.png").stat().st_size > 1000
 
 
-def test_eval_a_saved_router_file(monkeypatch, capsys, tmp_path, table_file):
+def test_eval_a_saved_router_file(run, tmp_path, table_file):
     from sizewise.routers.base import make_router
 
     router_path = make_router("tfidf-logreg").fit(planted_pair(200, seed=8)).save(tmp_path / "r.zip")
-    code, out, _ = run(monkeypatch, capsys, "--table", table_file, "--router-file", str(router_path), "--no-progress")
+    code, out, _ = run("--table", table_file, "--router-file", str(router_path), "--no-progress")
     assert code == 0 and "tfidf-logreg" in out
 
 
@@ -66,24 +59,24 @@ def test_eval_a_saved_router_file(monkeypatch, capsys, tmp_path, table_file):
         ([], "exactly one of"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(monkeypatch, capsys, table_file, args, message):
+def test_bad_input_is_one_line_exit_2(run, table_file, args, message):
     if "--dataset" not in args and args != []:
         args = ["--table", table_file, *args]
-    code, _, err = run(monkeypatch, capsys, *args, "--no-progress")
+    code, _, err = run(*args, "--no-progress")
     assert code == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
-def test_missing_table_file(monkeypatch, capsys, tmp_path):
-    code, _, err = run(monkeypatch, capsys, "--table", str(tmp_path / "absent.csv"), "--no-progress")
+def test_missing_table_file(run, tmp_path):
+    code, _, err = run("--table", str(tmp_path / "absent.csv"), "--no-progress")
     assert code == 2 and "absent.csv" in err and err.count("\n") == 1
 
 
-def test_transfer_with_train_on(monkeypatch, capsys, tmp_path, table_file):
+def test_transfer_with_train_on(run, tmp_path, table_file):
     train = str(planted_pair(200, seed=11).save(tmp_path / "train.parquet"))
     out_json = tmp_path / "t.json"
     code, out, _ = run(
-        monkeypatch, capsys, "--table", table_file, "--train-on", train, "--router", "tfidf-logreg",
+        "--table", table_file, "--train-on", train, "--router", "tfidf-logreg",
         "--json", str(out_json), "--no-progress",
     )  # fmt: skip
     assert code == 0 and "transfer" in out

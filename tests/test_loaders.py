@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -246,28 +245,15 @@ def test_fetch_errors(tmp_path, mirror):
         fetch("nope")
 
 
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from sizewise.cli import main as cli
-
-    monkeypatch.setattr(sys, "argv", ["sizewise", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exit:
-        code = int(exit.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_cli_data_list_fetch_and_show(tmp_path, mirror, monkeypatch, capsys):
-    code, out, _ = _cli(monkeypatch, capsys, "data", "list")
+def test_cli_data_list_fetch_and_show(tmp_path, mirror, monkeypatch, run_cli):
+    code, out, _ = run_cli("data", "list")
     assert code == 0 and all(name in out for name in dataset_names())
     monkeypatch.setenv("SIZEWISE_ROUTELLM_URL", f"{mirror}/routellm")
-    code, out, _ = _cli(monkeypatch, capsys, "data", "fetch", "routellm-gsm8k", "--to", str(tmp_path / "d"))
+    code, out, _ = run_cli("data", "fetch", "routellm-gsm8k", "--to", str(tmp_path / "d"))
     assert code == 0 and (tmp_path / "d/routellm/gsm8k/gsm8k_responses.csv").is_file()
     monkeypatch.setenv("SIZEWISE_DATA", str(tmp_path / "d"))
-    code, out, _ = _cli(monkeypatch, capsys, "data", "show", "routellm-gsm8k")
+    code, out, _ = run_cli("data", "show", "routellm-gsm8k")
     assert code == 0 and "1307 prompts" in out and "quality 0.858" in out
     monkeypatch.setenv("SIZEWISE_ROUTELLM_URL", f"{mirror}/nowhere")
-    code, _, err = _cli(monkeypatch, capsys, "data", "fetch", "routellm-gsm8k", "--to", str(tmp_path / "e"))
+    code, _, err = run_cli("data", "fetch", "routellm-gsm8k", "--to", str(tmp_path / "e"))
     assert code == 2 and err.startswith("error: could not fetch") and err.count("\n") == 1

@@ -31,16 +31,7 @@ SKILL = {
 PRICE = {"chat-small": 0.05, "math-mid": 0.5, "code-mid": 0.5, "big": 5.0}  # USD per 1k requests
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    import sizewise.embedding as module
-
-    patch = pytest.MonkeyPatch()
-    patch.setenv("SIZEWISE_CACHE", str(tmp_path_factory.mktemp("cache")))
-    patch.setattr(module, "_CACHE", None)
-    yield
-    patch.undo()
-    module._CACHE = None
+pytestmark = pytest.mark.usefixtures("private_embedding_cache")
 
 
 def outcomes(n: int, seed: int, skill: dict[str, tuple[float, float, float]] = SKILL):

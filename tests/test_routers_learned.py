@@ -27,17 +27,7 @@ FACTORIES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    """Embeddings of the synthetic prompts go to a throwaway cache, shared by this module's tests."""
-    import sizewise.embedding as module
-
-    patch = pytest.MonkeyPatch()
-    patch.setenv("SIZEWISE_CACHE", str(tmp_path_factory.mktemp("cache")))
-    patch.setattr(module, "_CACHE", None)
-    yield
-    patch.undo()
-    module._CACHE = None
+pytestmark = pytest.mark.usefixtures("private_embedding_cache")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,42 @@
+"""Fixtures shared by several test modules."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def private_embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Embeddings of synthetic prompts go to a throwaway cache shared by one module's tests.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("private_embedding_cache")``.
+    """
+    import sizewise.embedding as module
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SIZEWISE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    patch.setattr(module, "_CACHE", None)
+    yield
+    patch.undo()
+    module._CACHE = None
+
+
+@pytest.fixture
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run ``sizewise ARGS...`` in-process: (exit code, stdout, stderr)."""
+    from sizewise.cli import main as cli
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["sizewise", *args])
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exit:
+            code = int(exit.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

@@ -62,6 +62,53 @@ def test_route_threshold_overrides_default() -> None:
     assert match.route is None and match.threshold == 0.99
 
 
+def _fake_embedder(table: dict[str, list[float]]):
+    def embed(texts):
+        rows = np.array([table[t] for t in texts], dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    return embed
+
+
+def test_similarity_mixes_centroid_and_nearest_examples() -> None:
+    table = {"a1": [1, 0, 0], "a2": [0, 1, 0], "b1": [0, 0, 1], "q": [1, 0, 0]}
+    routes = [
+        RouteSpec(name="a", examples=["a1", "a2"], models=["m"]),
+        RouteSpec(name="b", examples=["b1"], models=["m"]),
+    ]
+    embed = _fake_embedder(table)
+    nearest = DomainRouter(routes, k=1, centroid_weight=0.0, word_weight=0.0, embedder=embed).similarities(["q"])
+    centroid = DomainRouter(routes, k=1, centroid_weight=1.0, word_weight=0.0, embedder=embed).similarities(["q"])
+    mixed = DomainRouter(routes, k=2, centroid_weight=0.5, word_weight=0.0, embedder=embed).similarities(["q"])
+    assert nearest[0] == pytest.approx([1.0, 0.0])
+    assert centroid[0] == pytest.approx([1 / np.sqrt(2), 0.0], abs=1e-6)  # cosine to the normalised mean of a1, a2
+    assert mixed[0] == pytest.approx([0.5 / np.sqrt(2) + 0.5 * 0.5, 0.0], abs=1e-6)
+
+
+def test_word_part_separates_routes_the_embedding_cannot() -> None:
+    # Every text embeds to the same vector: only the TF-IDF words part can tell the routes apart.
+    texts = ["sort a python list", "python dictionary keys", "insulin dose for diabetes", "diabetes symptoms"]
+    embed = _fake_embedder({t: [1.0, 0.0] for t in [*texts, "python list keys", "write a poem"]})
+    routes = [
+        RouteSpec(name="code", examples=texts[:2], models=["m"]),
+        RouteSpec(name="medical", examples=texts[2:], models=["m"]),
+    ]
+    router = DomainRouter(routes, threshold=0.7, k=1, centroid_weight=0.0, word_weight=0.5, embedder=embed)
+    match = router.match_one("python list keys")
+    assert match.route == "code" and match.scores["code"] > match.scores["medical"]
+    assert set(match.parts) == {"meaning", "words"} and "words" in match.reason()
+    assert match.parts["meaning"] == pytest.approx(1.0) and match.parts["words"] > 0.4
+    assert match.nearest[0][1] >= match.nearest[-1][1] and match.nearest[0][0] in texts[:2]
+    assert router.match_one("write a poem").route is None  # no shared word: the words part is 0
+
+
+def test_examples_without_words_fall_back_to_meaning() -> None:
+    embed = _fake_embedder({"?": [1.0, 0.0], "!": [0.0, 1.0], "q": [1.0, 0.1]})
+    routes = [RouteSpec(name="a", examples=["?"], models=["m"]), RouteSpec(name="b", examples=["!"], models=["m"])]
+    match = DomainRouter(routes, threshold=0.5, embedder=embed).match_one("q")
+    assert match.route == "a" and set(match.parts) == {"meaning"}
+
+
 def test_calibrate_threshold_separates_in_and_off_domain() -> None:
     sims = np.array([[0.8, 0.1], [0.2, 0.7], [0.3, 0.25], [0.5, 0.45]])
     threshold, acc = calibrate_threshold(sims, [0, 1, None, 0])

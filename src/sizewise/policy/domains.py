@@ -2,10 +2,17 @@
 (a code model for code, a medical model for clinical questions) before the size decision.
 
 A route is defined by example prompts (and optionally a description, used as one more example).
-A prompt is embedded locally (:func:`sizewise.embedding.embed`, all-MiniLM-L6-v2); its similarity to
-a route is the mean cosine similarity of its ``k`` nearest examples of that route. The best route
-wins if that similarity reaches the route's ``threshold`` (or the router's default, calibrated on
-held-out data with :func:`calibrate_threshold`; ``bench/domains.py`` measures it on MMLU-Pro).
+Its similarity to a prompt mixes two views of the same examples, each scored as
+``centroid_weight * cos(prompt, route centroid) + (1 - centroid_weight) * mean of the k nearest``:
+
+* meaning: local all-MiniLM-L6-v2 embeddings (:func:`sizewise.embedding.embed`);
+* words: TF-IDF of word uni- and bigrams, fitted on the routes' examples when the router is built
+  (catches the vocabulary a domain shares, which a 256-token sentence embedding blurs).
+
+The similarity is ``(1 - word_weight) * meaning + word_weight * words``. The best route wins if it
+reaches the route's ``threshold`` (or the router's default). The defaults (k, weights, threshold) are
+chosen on held-out data by ``bench/domains.py`` (MMLU-Pro categories, see docs/results.md).
+Everything is fitted once at construction; matching a prompt is one embedding and two small products.
 
 :class:`DomainFilter` runs after the hard constraints: it keeps only the matched route's models,
 so the policy then makes its size decision among the models that serve that domain. When none of the
@@ -16,16 +23,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from sizewise.catalog.schema import ModelSpec, RouteSpec
 from sizewise.policy.types import FilterReport, RequestContext
 
-#: Default similarity threshold, from ``bench/domains.py`` (calibrated on held-out MMLU-Pro and
-#: off-domain prompts); a route's own ``threshold`` overrides it.
-DEFAULT_THRESHOLD = 0.35
-DEFAULT_K = 3
+#: Defaults chosen by ``bench/domains.py`` (30 examples per route) on the calibration part of
+#: held-out MMLU-Pro and off-domain prompts; the threshold is the one balanced between in-domain and
+#: off-domain accuracy, so a prompt that fits no route stays unrouted. A route's ``threshold`` overrides it.
+DEFAULT_THRESHOLD = 0.29
+DEFAULT_K = 1
+DEFAULT_CENTROID_WEIGHT = 0.75
+DEFAULT_WORD_WEIGHT = 0.35
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
 
@@ -46,19 +57,49 @@ class RouteMatch:
     scores: dict[str, float] = field(default_factory=dict)
     #: Up to three nearest examples of the best route, with their similarity.
     nearest: list[tuple[str, float]] = field(default_factory=list)
+    #: The best route's similarity split into its parts ("meaning", "words").
+    parts: dict[str, float] = field(default_factory=dict)
 
     def reason(self) -> str:
-        """One line: the route (or none), its similarity and the threshold."""
+        """One line: the route (or none), its similarity (and parts) and the threshold."""
         best = max(self.scores, key=lambda name: self.scores[name]) if self.scores else None
+        detail = f" ({', '.join(f'{k} {v:.3f}' for k, v in self.parts.items())})" if self.parts else ""
         if self.route is None:
             if best is None:
                 return "no routes defined"
-            return f"no route: best {best!r} similarity {self.score:.3f} < threshold {self.threshold:.3f}"
-        return f"route {self.route!r}: similarity {self.score:.3f} >= threshold {self.threshold:.3f}"
+            return f"no route: best {best!r} similarity {self.score:.3f}{detail} < threshold {self.threshold:.3f}"
+        return f"route {self.route!r}: similarity {self.score:.3f}{detail} >= threshold {self.threshold:.3f}"
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1.0)
+
+
+class _View:
+    """One representation of the examples (embeddings or TF-IDF): per-route centroid + k nearest."""
+
+    def __init__(self, vectors: np.ndarray, owner: np.ndarray, n_routes: int) -> None:
+        self.vectors = vectors.astype(np.float32)
+        self.owner = owner
+        self.slices = [np.flatnonzero(owner == j) for j in range(n_routes)]
+        self.centroids = _unit_rows(np.stack([vectors[s].mean(axis=0) for s in self.slices]).astype(np.float32))
+
+    def scores(self, queries: np.ndarray, k: int, centroid_weight: float) -> tuple[np.ndarray, np.ndarray]:
+        """Route scores ``(n, routes)`` and per-example similarities ``(n, examples)``."""
+        sims = queries @ self.vectors.T
+        out = np.empty((len(queries), len(self.slices)), dtype=np.float32)
+        for j, rows in enumerate(self.slices):
+            part = sims[:, rows]
+            kk = min(k, part.shape[1])
+            out[:, j] = np.partition(part, part.shape[1] - kk, axis=1)[:, -kk:].mean(axis=1)
+        if centroid_weight:
+            out = centroid_weight * (queries @ self.centroids.T) + (1 - centroid_weight) * out
+        return out, sims
 
 
 class DomainRouter:
-    """Match prompts to routes by embedding similarity (mean of the top-``k`` example similarities)."""
+    """Match prompts to routes: centroid + k-nearest similarity on embeddings, mixed with TF-IDF words."""
 
     def __init__(
         self,
@@ -66,66 +107,92 @@ class DomainRouter:
         *,
         threshold: float = DEFAULT_THRESHOLD,
         k: int = DEFAULT_K,
+        centroid_weight: float = DEFAULT_CENTROID_WEIGHT,
+        word_weight: float = DEFAULT_WORD_WEIGHT,
         embedder: Embedder | None = None,
     ) -> None:
         self.routes = list(routes)
         self.threshold = threshold
         self.k = k
+        self.centroid_weight = centroid_weight
+        self.word_weight = word_weight
         self._embed = embedder or _default_embed
-        self._examples: list[list[str]] = []
-        self._vectors: list[np.ndarray] = []
-        texts: list[str] = []
-        for route in self.routes:
+        self._texts: list[str] = []
+        owner: list[int] = []
+        for j, route in enumerate(self.routes):
             examples = list(route.examples) + ([route.description] if route.description else [])
-            self._examples.append(examples)
-            texts.extend(examples)
-        if texts:
-            vectors = np.asarray(self._embed(texts), dtype=np.float32)
-            start = 0
-            for examples in self._examples:
-                self._vectors.append(vectors[start : start + len(examples)])
-                start += len(examples)
+            self._texts.extend(examples)
+            owner.extend([j] * len(examples))
+        self._owner = np.asarray(owner, dtype=np.int64)
+        self._meaning: _View | None = None
+        self._words: _View | None = None
+        self._tfidf: Any = None
+        if not self._texts:
+            return
+        vectors = np.asarray(self._embed(self._texts), dtype=np.float32)
+        self._meaning = _View(vectors, self._owner, len(self.routes))
+        if word_weight > 0:
+            self._fit_words()
+
+    def _fit_words(self) -> None:
+        # Imported here: scikit-learn costs ~0.5 s to import and only routers with routes need it.
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        tfidf = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), dtype=np.float32)
+        try:
+            matrix = tfidf.fit_transform(self._texts).toarray()
+        except ValueError:  # no word of two letters or more in any example: meaning only
+            return
+        self._tfidf = tfidf
+        self._words = _View(matrix, self._owner, len(self.routes))
+
+    def _score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        """Similarity ``(n, routes)``, per-example similarity, the words part (or None), the meaning part."""
+        assert self._meaning is not None
+        queries = np.asarray(self._embed(list(texts)), dtype=np.float32)
+        meaning, example_sims = self._meaning.scores(queries, self.k, self.centroid_weight)
+        if self._words is None:
+            return meaning, example_sims, None, meaning
+        words_q = self._tfidf.transform(list(texts)).toarray()
+        words, word_sims = self._words.scores(words_q, self.k, self.centroid_weight)
+        w = self.word_weight
+        return (1 - w) * meaning + w * words, (1 - w) * example_sims + w * word_sims, words, meaning
 
     def similarities(self, texts: Sequence[str]) -> np.ndarray:
         """Route similarity of each text, shape ``(len(texts), len(routes))``."""
-        if not texts or not self.routes:
+        if not texts or self._meaning is None:
             return np.zeros((len(texts), len(self.routes)), dtype=np.float32)
-        queries = np.asarray(self._embed(list(texts)), dtype=np.float32)
-        out = np.empty((len(texts), len(self.routes)), dtype=np.float32)
-        for j, vectors in enumerate(self._vectors):
-            sims = queries @ vectors.T
-            k = min(self.k, sims.shape[1])
-            top = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
-            out[:, j] = top.mean(axis=1)
-        return out
+        return self._score(texts)[0]
 
     def match(self, texts: Sequence[str]) -> list[RouteMatch]:
-        """The route each text hits (or none), with every route's similarity."""
-        sims = self.similarities(texts)
+        """The route each text hits (or none), with every route's similarity and the nearest examples."""
+        if not texts:
+            return []
+        if self._meaning is None:
+            return [RouteMatch(None, float("nan"), self.threshold) for _ in texts]
+        sims, example_sims, words, meaning = self._score(texts)
         out = []
-        for row, text in zip(sims, texts, strict=True):
-            if not self.routes:
-                out.append(RouteMatch(None, float("nan"), self.threshold))
-                continue
+        for i, row in enumerate(sims):
             best = int(np.argmax(row))
             route = self.routes[best]
             threshold = route.threshold if route.threshold is not None else self.threshold
             score = float(row[best])
-            match = RouteMatch(
-                route.name if score >= threshold else None,
-                score,
-                threshold,
-                {r.name: float(s) for r, s in zip(self.routes, row, strict=True)},
+            parts = {"meaning": float(meaning[i, best])}
+            if words is not None:
+                parts["words"] = float(words[i, best])
+            rows = np.flatnonzero(self._owner == best)
+            order = rows[np.argsort(-example_sims[i, rows])[:3]]
+            out.append(
+                RouteMatch(
+                    route.name if score >= threshold else None,
+                    score,
+                    threshold,
+                    {r.name: float(s) for r, s in zip(self.routes, row, strict=True)},
+                    [(self._texts[j], float(example_sims[i, j])) for j in order],
+                    parts,
+                )
             )
-            match.nearest = self._nearest(text, best)
-            out.append(match)
         return out
-
-    def _nearest(self, text: str, index: int) -> list[tuple[str, float]]:
-        query = np.asarray(self._embed([text]), dtype=np.float32)[0]
-        sims = self._vectors[index] @ query
-        order = np.argsort(-sims)[:3]
-        return [(self._examples[index][i], float(sims[i])) for i in order]
 
     def match_one(self, text: str) -> RouteMatch:
         """:meth:`match` for one text."""

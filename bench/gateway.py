@@ -384,8 +384,7 @@ def main() -> None:
             )
         if default_router:
             lines.append(
-                "- the default `sizewise` policy's pretrained router (static embedding distilled from MiniLM + gbdt, "
-                f"on CPU) adds "
+                f"- the default `sizewise` policy's pretrained router (static embedding + gbdt, on CPU) adds "
                 f"{default_router['scoring_p50_ms']:.1f} ms p50 per new prompt on top of that (p50 "
                 f"{default_router['default_p50_ms']:.1f} ms, p99 {default_router['default_p99_ms']:.1f} ms over "
                 f"{default_router['requests']} sequential new prompts, vs {default_router['bypass_p50_ms']:.1f} ms "

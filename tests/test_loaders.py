@@ -251,6 +251,8 @@ def test_cli_data_list_fetch_and_show(tmp_path, mirror, monkeypatch, run_cli):
     monkeypatch.setenv("SIZEWISE_ROUTELLM_URL", f"{mirror}/routellm")
     code, out, _ = run_cli("data", "fetch", "routellm-gsm8k", "--to", str(tmp_path / "d"))
     assert code == 0 and (tmp_path / "d/routellm/gsm8k/gsm8k_responses.csv").is_file()
+    # The price sheet is ours, not the upstream repositories': it stays where it was.
+    monkeypatch.setenv("SIZEWISE_PRICES", str(data_dir() / "prices.csv"))
     monkeypatch.setenv("SIZEWISE_DATA", str(tmp_path / "d"))
     code, out, _ = run_cli("data", "show", "routellm-gsm8k")
     assert code == 0 and "1307 prompts" in out and "quality 0.858" in out

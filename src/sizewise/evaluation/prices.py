@@ -1,7 +1,8 @@
 """The price sheet: USD per 1M input and output tokens, per model, from an editable CSV.
 
-The default sheet is ``prices.csv`` beside this module (columns ``model, usd_per_1m_input,
-usd_per_1m_output, source``); ``$SIZEWISE_PRICES`` or an explicit path replaces it. Model names
+The default sheet is ``prices.csv`` in the data folder (:func:`sizewise.paths.data_dir`; columns ``model,
+usd_per_1m_input, usd_per_1m_output`` and a ``source`` or ``basis`` note); ``$SIZEWISE_PRICES`` or an
+explicit path replaces it. Model names
 are matched exactly first, then loosely (case, an ``org/`` prefix, ``.`` vs ``_``), so
 ``mistralai/Mixtral-8x7B-Instruct-v0.1`` and ``meta-llama-3.1-8b-instruct`` find their rows.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -93,11 +93,13 @@ class PriceSheet:
 
 
 def default_price_path() -> Path:
-    """The sheet in use: ``$SIZEWISE_PRICES`` when set, else the packaged ``prices.csv``."""
+    """The sheet in use: ``$SIZEWISE_PRICES`` when set, else ``prices.csv`` in the data folder."""
     env = os.environ.get("SIZEWISE_PRICES")
     if env:
         return Path(env).expanduser()
-    return Path(str(resources.files("sizewise.evaluation").joinpath("prices.csv")))
+    from sizewise.paths import data_dir
+
+    return data_dir() / "prices.csv"
 
 
 def load_prices(path: str | Path | None = None) -> PriceSheet:
@@ -106,7 +108,7 @@ def load_prices(path: str | Path | None = None) -> PriceSheet:
 
     path = Path(path) if path is not None else default_price_path()
     if not path.is_file():
-        raise DataError(f"price sheet not found: {path}")
+        raise DataError(f"price sheet not found: {path} (set SIZEWISE_PRICES to a sheet, see docs/prices.md)")
     try:
         frame = pd.read_csv(path, dtype={"model": str}, keep_default_na=False, na_values=[""])
     except (ValueError, pd.errors.ParserError) as exc:
@@ -125,7 +127,7 @@ def load_prices(path: str | Path | None = None) -> PriceSheet:
             if not np.isfinite(value) or value < 0:
                 raise DataError(f"price sheet {path} line {row_number}: {column} must be a number >= 0")
             values.append(value)
-        source = getattr(row, "source", "")
+        source = getattr(row, "source", getattr(row, "basis", ""))
         prices.append(Price(str(row.model).strip(), values[0], values[1], "" if source != source else str(source)))
     if not prices:
         raise DataError(f"price sheet {path} has no rows")

@@ -46,7 +46,9 @@ def check_embedding(name: object) -> str:
 def embedding_dim(name: object) -> int:
     """Width of the vectors of embedder ``name`` (a ``ValueError`` for an unknown one, as loading expects)."""
     if name == "minilm":
-        return 384
+        from sizewise.embedding.model import DIM
+
+        return DIM
     if name == "static":
         from sizewise.embedding.static import DIM
 

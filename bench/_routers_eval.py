@@ -11,10 +11,31 @@ import numpy as np
 from sizewise.evaluation.table import OutcomeTable
 
 
+def _top_level_commas(spec: str) -> list[int]:
+    """Positions of the commas of ``spec`` outside JSON brackets and strings."""
+    depth, quoted, found = 0, False, []
+    for i, char in enumerate(spec):
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in "[{":
+            depth += 1
+        elif not quoted and char in "]}":
+            depth -= 1
+        elif not quoted and depth == 0 and char == ",":
+            found.append(i)
+    return found
+
+
+def _split(spec: str, keep: bool) -> list[str]:
+    """Split at top-level commas followed (``keep=True``) or not followed by ``key=``."""
+    cuts = [i for i in _top_level_commas(spec) if bool(re.match(r"\w+=", spec[i + 1 :])) == keep]
+    return [part for part in (spec[a + 1 : b] for a, b in zip([-1, *cuts], [*cuts, len(spec)], strict=True)) if part]
+
+
 def split_routers(spec: str) -> list[str]:
     """Router names from ``--routers``: commas separate routers, except a comma before ``key=`` that
-    separates one router's parameters (``ensemble:combine="stack",embedding="static",knn``)."""
-    return [r for r in re.split(r",(?!\w+=)", spec) if r]
+    separates one router's parameters (``ensemble:combine="stack",members=["knn","mf"],knn``)."""
+    return _split(spec, keep=False)
 
 
 # -- metrics (the harness's definitions: sizewise.evaluation.metrics) ------------------------------------
@@ -64,7 +85,7 @@ def make(name: str) -> Any:
     from sizewise.routers import base as registry
 
     base, _, spec = name.partition(":")
-    params = {k: json.loads(v) for k, v in (item.split("=", 1) for item in spec.split(",") if item)}
+    params = {k: json.loads(v) for k, v in (item.split("=", 1) for item in _split(spec, keep=True))}
     try:
         cls = registry.router_class(base)
     except ModuleNotFoundError:  # a router module listed in the registry is not in this checkout yet

@@ -184,6 +184,30 @@ def evaluate_live(path: str) -> dict[str, Any]:
     return result
 
 
+def perfect_scorer_bound(accuracy: dict[str, float], seconds: dict[str, float]) -> list[dict[str, Any]]:
+    """Least CPU time any cascade could spend to reach the last model's accuracy, scorer perfect.
+
+    For every sub-ladder ending in the last model: at least ``acc_last - sum(acc of earlier rungs)`` of
+    the questions must reach each rung (earlier rungs can answer at most their own accuracy), so the
+    time is at least ``sum(seconds_j * that share)``. A goal below every bound is out of reach for this
+    ladder whatever the scorer.
+    """
+    import itertools
+
+    models = list(accuracy)
+    *lower, last = models
+    target, top = accuracy[last], seconds[last]
+    bounds = []
+    for size in range(1, len(lower) + 1):
+        for rungs in itertools.combinations(lower, size):
+            ladder, time_s, solved = [*rungs, last], 0.0, 0.0
+            for j, model in enumerate(ladder):
+                time_s += seconds[model] * (1.0 if j == 0 else max(0.0, target - solved))
+                solved += accuracy[model]
+            bounds.append({"ladder": " -> ".join(ladder), "least time share at big accuracy": time_s / top})
+    return bounds
+
+
 def measure_verifier(path: str, n: int) -> dict[str, Any]:
     """Verifier cost vs generation: on the first ``n`` collected questions, the next model up reads each
     rung's answer and says yes/no (one prompt pass). CPU seconds per verification vs per generation."""
@@ -308,8 +332,11 @@ def main() -> None:
             results["mmlu-pro " + " -> ".join(ladder)] = result
             mmlu_results.append(result)
         plot(mmlu_results, ROOT / "docs" / "cascade_mmlupro.png")
-    live = evaluate_live(args.collected) if args.collected else None
-    verifier = measure_verifier(args.collected, args.verifier) if args.collected and args.verifier else None
+    # A run without --collected keeps the stored live numbers: the collected file is not committed.
+    live = evaluate_live(args.collected) if args.collected else saved.get("live")
+    verifier = (
+        measure_verifier(args.collected, args.verifier) if args.collected and args.verifier else saved.get("verifier")
+    )
     report(results, live, verifier, args)
 
 
@@ -344,6 +371,9 @@ def report(results: dict[str, Any], live: dict[str, Any] | None, verifier: dict[
             )
             + "\n\n"
             + markdown_table(live_rows)
+            + "\n\nWith a perfect scorer (an upper bound on any scorer), the least CPU time that reaches the "
+            "big model's accuracy, per sub-ladder:\n\n"
+            + markdown_table(perfect_scorer_bound(live["accuracy"], live["seconds_per_question"]))
             + "\n"
         )
     if verifier is not None:
@@ -358,7 +388,7 @@ def report(results: dict[str, Any], live: dict[str, Any] | None, verifier: dict[
         "Cascades",
         "python bench/cascade.py"
         + (" --quick" if args.quick else "")
-        + (" --collected RUN.jsonl" if args.collected else ""),
+        + (" --collected RUN.jsonl" if live is not None else ""),
         body,
     )
 

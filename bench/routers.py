@@ -47,7 +47,7 @@ from sizewise.evaluation.table import OutcomeTable
 
 LEARNED = ["sw-ranking", "knn", "embed-logreg", "embed-mlp", "mf", "gbdt", "ensemble"]
 EMBEDDINGS = ["minilm", "static"]
-N_MODEL = ["sw-ranking", "knn", "embed-logreg", "embed-mlp", "mf"]
+N_MODEL = ["sw-ranking", "knn", "embed-logreg", "embed-mlp", "mf", 'ensemble:members=["knn","embed-logreg","mf"]']
 JSON_PATH = ROOT / "docs" / "results" / "routers.json"
 
 

@@ -48,7 +48,8 @@ def test_prompts_hit_their_route(router: DomainRouter) -> None:
     )
     assert [m.route for m in matches] == ["code", "medical"]
     assert matches[0].scores["code"] > matches[0].scores["medical"]
-    assert "similarity" in matches[0].reason() and matches[0].nearest
+    assert "score" in matches[0].reason() and matches[0].nearest
+    assert set(matches[0].parts) == {"meaning", "words", "classifier"}
 
 
 def test_off_domain_prompt_hits_no_route(router: DomainRouter) -> None:
@@ -77,9 +78,10 @@ def test_similarity_mixes_centroid_and_nearest_examples() -> None:
         RouteSpec(name="b", examples=["b1"], models=["m"]),
     ]
     embed = _fake_embedder(table)
-    nearest = DomainRouter(routes, k=1, centroid_weight=0.0, word_weight=0.0, embedder=embed).similarities(["q"])
-    centroid = DomainRouter(routes, k=1, centroid_weight=1.0, word_weight=0.0, embedder=embed).similarities(["q"])
-    mixed = DomainRouter(routes, k=2, centroid_weight=0.5, word_weight=0.0, embedder=embed).similarities(["q"])
+    only = {"word_weight": 0.0, "classifier_weight": 0.0, "embedder": embed}
+    nearest = DomainRouter(routes, k=1, centroid_weight=0.0, **only).similarities(["q"])
+    centroid = DomainRouter(routes, k=1, centroid_weight=1.0, **only).similarities(["q"])
+    mixed = DomainRouter(routes, k=2, centroid_weight=0.5, **only).similarities(["q"])
     assert nearest[0] == pytest.approx([1.0, 0.0])
     assert centroid[0] == pytest.approx([1 / np.sqrt(2), 0.0], abs=1e-6)  # cosine to the normalised mean of a1, a2
     assert mixed[0] == pytest.approx([0.5 / np.sqrt(2) + 0.5 * 0.5, 0.0], abs=1e-6)
@@ -93,7 +95,9 @@ def test_word_part_separates_routes_the_embedding_cannot() -> None:
         RouteSpec(name="code", examples=texts[:2], models=["m"]),
         RouteSpec(name="medical", examples=texts[2:], models=["m"]),
     ]
-    router = DomainRouter(routes, threshold=0.7, k=1, centroid_weight=0.0, word_weight=0.5, embedder=embed)
+    router = DomainRouter(
+        routes, threshold=0.7, k=1, centroid_weight=0.0, word_weight=0.5, classifier_weight=0.0, embedder=embed
+    )
     match = router.match_one("python list keys")
     assert match.route == "code" and match.scores["code"] > match.scores["medical"]
     assert set(match.parts) == {"meaning", "words"} and "words" in match.reason()
@@ -105,8 +109,45 @@ def test_word_part_separates_routes_the_embedding_cannot() -> None:
 def test_examples_without_words_fall_back_to_meaning() -> None:
     embed = _fake_embedder({"?": [1.0, 0.0], "!": [0.0, 1.0], "q": [1.0, 0.1]})
     routes = [RouteSpec(name="a", examples=["?"], models=["m"]), RouteSpec(name="b", examples=["!"], models=["m"])]
-    match = DomainRouter(routes, threshold=0.5, embedder=embed).match_one("q")
+    match = DomainRouter(routes, threshold=0.5, classifier_weight=0.0, embedder=embed).match_one("q")
     assert match.route == "a" and set(match.parts) == {"meaning"}
+
+
+def test_classifier_probability_is_mixed_into_the_score() -> None:
+    # Examples of route "a" lie on both sides of route "b" in embedding space: the nearest example and
+    # the centroid favour "b" for q, a classifier fitted on the examples sees the words that mark "a".
+    table = {
+        "alpha one": [1.0, 0.0],
+        "alpha two": [0.0, 1.0],
+        "beta one": [0.6, 0.8],
+        "beta two": [0.8, 0.6],
+        "alpha three": [0.7, 0.7],
+    }
+    embed = _fake_embedder(table)
+    routes = [
+        RouteSpec(name="a", examples=["alpha one", "alpha two"], models=["m"]),
+        RouteSpec(name="b", examples=["beta one", "beta two"], models=["m"]),
+    ]
+    base = {"k": 1, "centroid_weight": 0.5, "word_weight": 0.0, "embedder": embed}
+    similarity = DomainRouter(routes, classifier_weight=0.0, **base)
+    both = DomainRouter(routes, classifier_weight=0.5, classifier_c=100.0, **base)
+    classifier = DomainRouter(routes, classifier_weight=1.0, classifier_c=100.0, **base)
+    assert similarity.match_one("alpha three").route == "b"
+    proba = classifier.similarities(["alpha three"])[0]  # probability above chance: 2 p - 1 for two routes
+    assert proba[0] > 0.5 and proba[1] == 0.0
+    match = both.match_one("alpha three")
+    assert match.route == "a" and set(match.parts) == {"meaning", "classifier"}
+    expected = 0.5 * similarity.similarities(["alpha three"])[0] + 0.5 * proba
+    assert both.similarities(["alpha three"])[0] == pytest.approx(expected, abs=1e-5)
+    assert match.score == pytest.approx(expected[0], abs=1e-5) and "classifier" in match.reason()
+
+
+def test_one_route_has_no_classifier() -> None:
+    # A classifier needs two routes; with one, the score is the similarity whatever the classifier weight.
+    embed = _fake_embedder({"a1": [1.0, 0.0], "q": [0.6, 0.8]})
+    routes = [RouteSpec(name="a", examples=["a1"], models=["m"])]
+    match = DomainRouter(routes, threshold=0.7, classifier_weight=1.0, embedder=embed).match_one("q")
+    assert match.route is None and "classifier" not in match.parts and match.score < 0.7
 
 
 def test_calibrate_threshold_separates_in_and_off_domain() -> None:

@@ -94,3 +94,23 @@ def test_policy_saves_cost_at_near_best_quality(fitted):
     assert set(policy.choose(test.texts[:50])) <= set(SKILL)
     with pytest.raises(ConfigError):
         MultiModelPolicy(fitted, {"big": 1.0}, lam=0.1)
+
+
+def test_an_ensemble_of_n_model_routers_routes_among_n_models():
+    from sizewise.routers.ensemble import EnsembleRouter
+    from sizewise.routers.knn import KNNRouter
+
+    train, _ = outcomes(600, seed=1)
+    ensemble = EnsembleRouter(members=("knn", "mf")).fit(train)
+    test, topics = outcomes(300, seed=2)
+    pred = ensemble.predict_quality(test.texts)
+    assert ensemble.models_ == list(SKILL)
+    members = [m.predict_quality(test.texts) for m in ensemble.members_]
+    assert np.allclose(pred, np.mean(members, axis=0))
+    math_mid, code_mid = list(SKILL).index("math-mid"), list(SKILL).index("code-mid")
+    assert pred[topics == 0, math_mid].mean() > pred[topics == 0, code_mid].mean() + 0.3
+    assert set(MultiModelPolicy(ensemble, PRICE, lam=0.01).choose(test.texts[:20])) <= set(SKILL)
+    # Members that only score a pair cannot predict per-model quality: a clear error, not a wrong answer.
+    with pytest.raises(ConfigError, match="per-model quality"):
+        EnsembleRouter(members=("tfidf-logreg",)).fit(train).predict_quality(test.texts[:2])
+    assert isinstance(ensemble.members_[0], KNNRouter)

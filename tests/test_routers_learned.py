@@ -74,6 +74,22 @@ def test_text_features_see_length_digits_code_and_turns():
     assert f["non_ascii_share"][3] == 1.0
 
 
+def test_text_features_count_the_reasoning_load_of_a_word_problem():
+    rows = text_features(
+        [
+            "What is the capital of France?",
+            "Ann has 12 apples and twice as many pears. She sells half of them at $1.50 each. "
+            "Then she buys three dozen more. How many fruits does she have?",
+        ]
+    )
+    f = dict(zip(FEATURE_NAMES, rows.T, strict=True))
+    assert f["number_count_log"][0] == 0 and f["number_count_log"][1] == np.float32(np.log1p(2))
+    assert f["sentences_log"][1] > f["sentences_log"][0]
+    assert f["ratio_words"][1] == 3 and f["ratio_words"][0] == 0  # twice, half, each
+    assert f["number_words"][1] == 2  # three, dozen
+    assert f["decimals"][1] == 1
+
+
 def test_gbdt_file_with_damaged_model_string_is_refused(planted, tmp_path):
     import io
     import json

@@ -151,3 +151,19 @@ def test_answer_classifier_separates_and_round_trips(tmp_path: Path) -> None:
     (tmp_path / "bad.zip").write_text("not a zip")
     with pytest.raises(RouterFileError):
         load_scorer(tmp_path / "bad.zip")
+
+
+def test_answer_classifier_sees_skipped_quantities_and_the_prompts_load() -> None:
+    from sizewise.cascade.scorers.answer_classifier import N_TEXT_FEATURES, text_features
+
+    prompt = "Ann has 12 apples, buys 30 more and eats 7. How many are left?"
+    full = text_features(prompt, "12 + 30 = 42. 42 - 7 = 35. The answer is 35.")
+    skipped = text_features(prompt, "12 + 30 = 42. The answer is 42.")  # never uses the 7
+    used_share, any_unused = 16, 17  # the two columns after the 16 answer-only features
+    assert full.shape == (N_TEXT_FEATURES,)
+    assert (full[used_share], full[any_unused]) == (1.0, 0.0)
+    assert skipped[used_share] == pytest.approx(2 / 3) and skipped[any_unused] == 1.0
+    # The prompt's reasoning load is the same for both answers; a harder prompt raises it.
+    assert np.array_equal(full[18:], skipped[18:])
+    harder = text_features(prompt + " Each apple costs $1.50 and half of them are red.", "35")
+    assert harder[18:].sum() > full[18:].sum()

@@ -113,7 +113,7 @@ def routes_test(
     by_name = {route.name: route for route in routes}
     if match.route is not None:
         typer.echo(f"models: {', '.join(by_name[match.route].models)}")
-    typer.echo("similarity per route:")
+    typer.echo("score per route:")
     for name, score in sorted(match.scores.items(), key=lambda item: -item[1]):
         typer.echo(f"  {name:<24} {score:.3f}")
     typer.echo("nearest examples of the best route:")

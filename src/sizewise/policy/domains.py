@@ -2,17 +2,22 @@
 (a code model for code, a medical model for clinical questions) before the size decision.
 
 A route is defined by example prompts (and optionally a description, used as one more example).
-Its similarity to a prompt mixes two views of the same examples, each scored as
+Its score mixes a similarity to the examples with a classifier fitted on them. The similarity has two
+views of the examples, each scored as
 ``centroid_weight * cos(prompt, route centroid) + (1 - centroid_weight) * mean of the k nearest``:
 
 * meaning: local all-MiniLM-L6-v2 embeddings (:func:`sizewise.embedding.embed`);
 * words: TF-IDF of word uni- and bigrams, fitted on the routes' examples when the router is built
   (catches the vocabulary a domain shares, which a 256-token sentence embedding blurs).
 
-The similarity is ``(1 - word_weight) * meaning + word_weight * words``. The best route wins if it
-reaches the route's ``threshold`` (or the router's default). The defaults (k, weights, threshold) are
-chosen on held-out data by ``bench/domains.py`` (MMLU-Pro categories, see docs/results.md).
-Everything is fitted once at construction; matching a prompt is one embedding and two small products.
+The similarity is ``(1 - word_weight) * meaning + word_weight * words``. The classifier is a
+multinomial logistic regression on the same two views (embedding and TF-IDF side by side), fitted on
+the examples when the router is built (two routes at least); its probability of the route, rescaled so
+that chance (1 / routes) is 0, is mixed in:
+``score = (1 - classifier_weight) * similarity + classifier_weight * probability``. The best route
+wins if its score reaches the route's ``threshold`` (or the router's default). The defaults are chosen
+on held-out data by ``bench/domains.py`` (MMLU-Pro categories, see docs/results.md). Everything is
+fitted once at construction; matching a prompt is one embedding and a few small products.
 
 :class:`DomainFilter` runs after the hard constraints: it keeps only the matched route's models,
 so the policy then makes its size decision among the models that serve that domain. When none of the
@@ -33,10 +38,12 @@ from sizewise.policy.types import FilterReport, RequestContext
 #: Defaults chosen by ``bench/domains.py`` (30 examples per route) on the calibration part of
 #: held-out MMLU-Pro and off-domain prompts; the threshold is the one balanced between in-domain and
 #: off-domain accuracy, so a prompt that fits no route stays unrouted. A route's ``threshold`` overrides it.
-DEFAULT_THRESHOLD = 0.29
+DEFAULT_THRESHOLD = 0.34
 DEFAULT_K = 1
 DEFAULT_CENTROID_WEIGHT = 0.75
 DEFAULT_WORD_WEIGHT = 0.35
+DEFAULT_CLASSIFIER_WEIGHT = 0.25
+DEFAULT_CLASSIFIER_C = 100.0
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
 
@@ -57,7 +64,7 @@ class RouteMatch:
     scores: dict[str, float] = field(default_factory=dict)
     #: Up to three nearest examples of the best route, with their similarity.
     nearest: list[tuple[str, float]] = field(default_factory=list)
-    #: The best route's similarity split into its parts ("meaning", "words").
+    #: The best route's score split into its parts ("meaning", "words", "classifier" probability).
     parts: dict[str, float] = field(default_factory=dict)
 
     def reason(self) -> str:
@@ -67,8 +74,8 @@ class RouteMatch:
         if self.route is None:
             if best is None:
                 return "no routes defined"
-            return f"no route: best {best!r} similarity {self.score:.3f}{detail} < threshold {self.threshold:.3f}"
-        return f"route {self.route!r}: similarity {self.score:.3f}{detail} >= threshold {self.threshold:.3f}"
+            return f"no route: best {best!r} score {self.score:.3f}{detail} < threshold {self.threshold:.3f}"
+        return f"route {self.route!r}: score {self.score:.3f}{detail} >= threshold {self.threshold:.3f}"
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -98,8 +105,24 @@ class _View:
         return out, sims
 
 
+def _fit_classifier(vectors: np.ndarray, words: Any, owner: np.ndarray, c: float) -> Any:
+    """Multinomial logistic regression on embedding and TF-IDF side by side (None: fewer than 2 routes)."""
+    if len(np.unique(owner)) < 2:
+        return None
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, max_iter=2000).fit(_features(vectors, words), owner)
+
+
+def _features(vectors: np.ndarray, words: Any) -> Any:
+    from scipy import sparse
+
+    dense = sparse.csr_matrix(vectors)
+    return dense if words is None else sparse.hstack([dense, words], format="csr")
+
+
 class DomainRouter:
-    """Match prompts to routes: centroid + k-nearest similarity on embeddings, mixed with TF-IDF words."""
+    """Match prompts to routes: similarity (embeddings + TF-IDF words) mixed with a classifier's probability."""
 
     def __init__(
         self,
@@ -109,6 +132,8 @@ class DomainRouter:
         k: int = DEFAULT_K,
         centroid_weight: float = DEFAULT_CENTROID_WEIGHT,
         word_weight: float = DEFAULT_WORD_WEIGHT,
+        classifier_weight: float = DEFAULT_CLASSIFIER_WEIGHT,
+        classifier_c: float = DEFAULT_CLASSIFIER_C,
         embedder: Embedder | None = None,
     ) -> None:
         self.routes = list(routes)
@@ -116,6 +141,8 @@ class DomainRouter:
         self.k = k
         self.centroid_weight = centroid_weight
         self.word_weight = word_weight
+        self.classifier_weight = classifier_weight
+        self.classifier_c = classifier_c
         self._embed = embedder or _default_embed
         self._texts: list[str] = []
         owner: list[int] = []
@@ -127,39 +154,56 @@ class DomainRouter:
         self._meaning: _View | None = None
         self._words: _View | None = None
         self._tfidf: Any = None
+        self._classifier: Any = None
         if not self._texts:
             return
         vectors = np.asarray(self._embed(self._texts), dtype=np.float32)
         self._meaning = _View(vectors, self._owner, len(self.routes))
-        if word_weight > 0:
-            self._fit_words()
+        words = self._fit_words() if word_weight > 0 or classifier_weight > 0 else None
+        if words is not None and word_weight > 0:
+            self._words = _View(words.toarray(), self._owner, len(self.routes))
+        if classifier_weight > 0:
+            self._classifier = _fit_classifier(vectors, words, self._owner, classifier_c)
 
-    def _fit_words(self) -> None:
+    def _fit_words(self) -> Any:
+        """The examples' TF-IDF matrix (sparse), or None when no example has a word."""
         # Imported here: scikit-learn costs ~0.5 s to import and only routers with routes need it.
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         tfidf = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), dtype=np.float32)
         try:
-            matrix = tfidf.fit_transform(self._texts).toarray()
+            matrix = tfidf.fit_transform(self._texts)
         except ValueError:  # no word of two letters or more in any example: meaning only
-            return
+            return None
         self._tfidf = tfidf
-        self._words = _View(matrix, self._owner, len(self.routes))
+        return matrix
 
-    def _score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
-        """Similarity ``(n, routes)``, per-example similarity, the words part (or None), the meaning part."""
+    def _score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Score ``(n, routes)``, per-example similarity ``(n, examples)`` and the score's parts."""
         assert self._meaning is not None
         queries = np.asarray(self._embed(list(texts)), dtype=np.float32)
         meaning, example_sims = self._meaning.scores(queries, self.k, self.centroid_weight)
-        if self._words is None:
-            return meaning, example_sims, None, meaning
-        words_q = self._tfidf.transform(list(texts)).toarray()
-        words, word_sims = self._words.scores(words_q, self.k, self.centroid_weight)
-        w = self.word_weight
-        return (1 - w) * meaning + w * words, (1 - w) * example_sims + w * word_sims, words, meaning
+        parts = {"meaning": meaning}
+        score = meaning
+        words_q: Any = self._tfidf.transform(list(texts)) if self._tfidf is not None else None
+        if self._words is not None:
+            words, word_sims = self._words.scores(words_q.toarray(), self.k, self.centroid_weight)
+            w = self.word_weight
+            parts["words"] = words
+            score, example_sims = (1 - w) * meaning + w * words, (1 - w) * example_sims + w * word_sims
+        if self._classifier is not None:
+            proba = np.zeros_like(score)
+            proba[:, self._classifier.classes_] = self._classifier.predict_proba(_features(queries, words_q))
+            # Above chance: a prompt that fits no route gets ~1/routes everywhere, which must score ~0
+            # whatever the number of routes (with two routes a raw probability never drops below 0.5).
+            chance = 1 / len(self.routes)
+            proba = np.clip((proba - chance) / (1 - chance), 0.0, 1.0)
+            parts["classifier"] = proba
+            score = (1 - self.classifier_weight) * score + self.classifier_weight * proba
+        return score, example_sims, parts
 
     def similarities(self, texts: Sequence[str]) -> np.ndarray:
-        """Route similarity of each text, shape ``(len(texts), len(routes))``."""
+        """Route score of each text, shape ``(len(texts), len(routes))`` (what the threshold applies to)."""
         if not texts or self._meaning is None:
             return np.zeros((len(texts), len(self.routes)), dtype=np.float32)
         return self._score(texts)[0]
@@ -170,16 +214,14 @@ class DomainRouter:
             return []
         if self._meaning is None:
             return [RouteMatch(None, float("nan"), self.threshold) for _ in texts]
-        sims, example_sims, words, meaning = self._score(texts)
+        sims, example_sims, parts_of = self._score(texts)
         out = []
         for i, row in enumerate(sims):
             best = int(np.argmax(row))
             route = self.routes[best]
             threshold = route.threshold if route.threshold is not None else self.threshold
             score = float(row[best])
-            parts = {"meaning": float(meaning[i, best])}
-            if words is not None:
-                parts["words"] = float(words[i, best])
+            parts = {name: float(values[i, best]) for name, values in parts_of.items()}
             rows = np.flatnonzero(self._owner == best)
             order = rows[np.argsort(-example_sims[i, rows])[:3]]
             out.append(

@@ -150,6 +150,31 @@ class EnsembleRouter(Router):
             out = part if out.size == 0 else out + part
         return out
 
+    @property
+    def models_(self) -> list[str]:
+        """The models whose quality :meth:`predict_quality` predicts (those of the N-model members)."""
+        return list(self._quality_members()[0][0].models_)
+
+    def _quality_members(self) -> list[tuple[Any, float]]:
+        self.check_fitted()
+        members = [(m, float(w)) for m, w in zip(self.members_, self.weights_, strict=True) if hasattr(m, "models_")]
+        if not members:
+            raise ConfigError(
+                "ensemble: no member predicts per-model quality; use knn, sw-ranking, embed-logreg, embed-mlp or mf"
+            )
+        return members
+
+    def predict_quality(self, prompts: Sequence[str]) -> np.ndarray:
+        """Weighted mean of the per-model quality predicted by the members that predict it (N-model routing).
+
+        Qualities are averaged as they are (not as quantiles): they share one scale, and a model's
+        absolute predicted quality is what the N-model rules compare with a target or a price.
+        """
+        members = self._quality_members()
+        total = sum(w for _, w in members)
+        weights = [w / total if total > 0 else 1.0 / len(members) for _, w in members]
+        return np.asarray(sum(w * m.predict_quality(prompts) for (m, _), w in zip(members, weights, strict=True)))
+
     # -- persistence: members' own states nested in this file --------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         members, arrays = [], {"quantiles": self.quantiles_, "weights": self.weights_}

@@ -2,8 +2,10 @@
 
 Features: hashed TF-IDF of the answer's words and word pairs (stateless hashing, so a saved scorer is
 arrays only), hand-made text features (length, final-answer marker, hedging, repetition, truncation,
-numbers not in the prompt) and, optionally, local embeddings of the prompt and of the answer
-(:func:`sizewise.embedding.embed`) with their cosine similarity. One logistic regression on top.
+numbers not in the prompt, the prompt's quantities the answer never uses, an arithmetic check, and the
+prompt's reasoning load from :mod:`sizewise.routers.features`) and, optionally, local embeddings of
+the prompt and of the answer (:func:`sizewise.embedding.embed`) with their cosine similarity.
+One logistic regression on top.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import numpy as np
 
 from sizewise.cascade.graders import extract_choice, extract_number
 from sizewise.cascade.scorers.base import Answer, Scorer, register, sigmoid
+from sizewise.routers.features import FEATURE_NAMES, REASONING_LOAD
+from sizewise.routers.features import text_features as prompt_features
 
 _HEDGES = re.compile(r"\b(not sure|cannot|can't|unclear|assume|approximately|might|maybe|however|wait|mistake)\b", re.I)
 _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
 _MARKER = re.compile(r"####|answer is|\\boxed|final answer", re.I)
 N_HASH = 2**15
-N_TEXT_FEATURES = 16
+_PROMPT_COLUMNS = [FEATURE_NAMES.index(name) for name in REASONING_LOAD]
 # "12 * 3 = 36" or a calculator annotation "<<12*3=36>>": arithmetic the answer claims, which we can check.
 _EQUATION = re.compile(
     r"(?<![\w.])((?:\d[\d,]*(?:\.\d+)?\s*[-+*/x×÷]\s*)+\(?\d[\d,]*(?:\.\d+)?\)?)\s*=\s*\$?(-?\d[\d,]*(?:\.\d+)?)"
@@ -67,6 +71,10 @@ def text_features(prompt: str, answer: str) -> np.ndarray:
     new_numbers = [n for n in answer_numbers if n not in prompt_numbers]
     checked, wrong = arithmetic_check(answer)
     final = extract_number(answer)
+    # A quantity of the question that the answer never mentions is often a step it skipped.
+    given = set(_NUMBERS.findall(prompt.replace(",", "")))
+    unused = given - set(_NUMBERS.findall(answer.replace(",", "")))
+    load = prompt_features([prompt])[0, _PROMPT_COLUMNS]
     return np.array(
         [
             np.log1p(len(answer)),
@@ -85,8 +93,14 @@ def text_features(prompt: str, answer: str) -> np.ndarray:
             float(final is not None and abs(final - round(final)) < 1e-9),  # most word problems have whole answers
             float(final is not None and final < 0),
             0.0 if final is None else float(np.log1p(abs(final))),
+            1 - len(unused) / max(1, len(given)),
+            float(bool(unused)),
+            *load,
         ]
     )
+
+
+N_TEXT_FEATURES = len(text_features("", ""))
 
 
 @register
@@ -129,7 +143,7 @@ class AnswerClassifierScorer(Scorer):
             scale[scale < 1e-9] = 1.0
             self.scale_ = scale
         standard = (dense - self.mean_) / self.scale_
-        # 769 embedding columns would drown the ten text features: shrink them (a stronger prior on them).
+        # 769 embedding columns would drown the text features: shrink them (a stronger prior on them).
         standard[:, N_TEXT_FEATURES:] *= self.embed_weight
         blocks = [sparse.csr_matrix(standard)]
         if self.words:

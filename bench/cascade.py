@@ -10,6 +10,7 @@ Writes docs/results/cascade.json, docs/cascade_mmlupro.png and the ``cascade`` s
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -192,8 +193,6 @@ def perfect_scorer_bound(accuracy: dict[str, float], seconds: dict[str, float]) 
     time is at least ``sum(seconds_j * that share)``. A goal below every bound is out of reach for this
     ladder whatever the scorer.
     """
-    import itertools
-
     models = list(accuracy)
     *lower, last = models
     target, top = accuracy[last], seconds[last]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import statistics
@@ -27,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +34,13 @@ import httpx
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+from _loadgen import MASTER_KEY, load  # noqa: E402
 from _results import markdown_table, update_section, write_json  # noqa: E402
 from fake_upstream import free_port  # noqa: E402
 
 ROOT = BENCH.parent
-PROMPT = {"role": "user", "content": "What is the capital of France? Answer in one word."}
 GOAL_OVERHEAD_MS = 2.0
 GOAL_RPS_RATIO = 2.0
-# LiteLLM refuses to start without a master key; every target gets the same header (the others ignore it).
-MASTER_KEY = "sk-sizewise-bench-0123456789abcdef"
 
 
 def _gateway_main(upstream_port: int, port: int, log_url: str) -> None:
@@ -127,78 +123,11 @@ def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
     raise RuntimeError(f"{url} not up after {timeout:.0f}s")
 
 
-async def _connection(port: int, path: str, bodies: Iterator[bytes], latencies: list[float], errors: list[int]) -> None:
-    """One keep-alive connection sending bodies (shared with the other connections) until none is left."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for body in bodies:
-            request = (
-                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-                f"Authorization: Bearer {MASTER_KEY}\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode() + body
-            started = time.perf_counter()
-            writer.write(request)
-            header = await reader.readuntil(b"\r\n\r\n")
-            status = int(header[9:12])
-            lower = header.lower()
-            if b"content-length:" in lower:
-                length = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
-            else:  # chunked
-                while True:
-                    size = int((await reader.readline()).strip(), 16)
-                    await reader.readexactly(size + 2)
-                    if size == 0:
-                        break
-            latencies.append(time.perf_counter() - started)
-            if status != 200:
-                errors.append(status)
-    finally:
-        writer.close()
-
-
-async def _load(
-    port: int, path: str, model: str, requests: int, concurrency: int, distinct: bool = False
-) -> dict[str, Any]:
-    """Send ``requests`` requests over ``concurrency`` connections; ``distinct`` numbers each prompt."""
-    body = json.dumps({"model": model, "messages": [PROMPT], "max_tokens": 16}).encode()
-    if distinct:  # defeats any cache of prompt embeddings: every request is a new prompt
-        bodies: Iterator[bytes] = (
-            json.dumps(
-                {
-                    "model": model,
-                    "messages": [
-                        {
-                            "role": "user",
-                            "content": f"Question {i}: {PROMPT['content']} Also, what is {i} times {i % 7 + 2}?",
-                        }
-                    ],
-                    "max_tokens": 16,
-                }
-            ).encode()
-            for i in range(requests)
-        )
-    else:
-        bodies = itertools.repeat(body, requests)
-    latencies: list[float] = []
-    errors: list[int] = []
-    started = time.perf_counter()
-    await asyncio.gather(*(_connection(port, path, bodies, latencies, errors) for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    ordered = sorted(latencies)
-    return {
-        "p50_ms": 1000 * ordered[len(ordered) // 2],
-        "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-        "rps": len(latencies) / elapsed,
-        "errors": len(errors),
-    }
-
-
 def _measure(port: int, path: str, model: str, session: int, args: argparse.Namespace) -> dict[str, Any]:
-    asyncio.run(_load(port, path, model, args.warmup, 1))
-    latency = asyncio.run(_load(port, path, model, args.seq, 1))
+    asyncio.run(load(port, path, model, args.warmup, 1))
+    latency = asyncio.run(load(port, path, model, args.seq, 1))
     cpu_before = _cpu_seconds(session)
-    throughput = asyncio.run(_load(port, path, model, args.conc_requests, args.concurrency))
+    throughput = asyncio.run(load(port, path, model, args.conc_requests, args.concurrency))
     cpu = _cpu_seconds(session) - cpu_before
     return {
         "p50_ms": latency["p50_ms"],
@@ -213,9 +142,9 @@ def _measure(port: int, path: str, model: str, session: int, args: argparse.Name
 def _default_router_cost(port: int, requests: int) -> dict[str, Any]:
     """Sequential requests with new prompts: model ``sizewise`` (pretrained router) vs a catalog model."""
     path = "/v1/chat/completions"
-    asyncio.run(_load(port, path, "sizewise", 3, 1))  # loads the router and its embedding model
-    bypass = asyncio.run(_load(port, path, "small", requests, 1, distinct=True))
-    routed = asyncio.run(_load(port, path, "sizewise", requests, 1, distinct=True))
+    asyncio.run(load(port, path, "sizewise", 3, 1))  # loads the router and its embedding model
+    bypass = asyncio.run(load(port, path, "small", requests, 1, distinct=True))
+    routed = asyncio.run(load(port, path, "sizewise", requests, 1, distinct=True))
     return {
         "requests": requests,
         "bypass_p50_ms": bypass["p50_ms"],

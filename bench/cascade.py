@@ -1,6 +1,6 @@
 """Cascades on recorded outcomes: GSM8K (Mixtral -> GPT-4) and MMLU-Pro ladders; plus live collected tables.
 
-Usage: ``python bench/cascade.py [--quick] [--parts gsm8k,mmlu-pro] [--collected PATH [--verifier N]]``.
+Usage: ``python bench/cascade.py [--quick] [--parts gsm8k,mmlu-pro] [--collected PATH]``.
 Learned scorers and routers are scored
 out-of-fold (5-fold CV); the cascade curve sweeps the thresholds; a calibrated operating point picks
 thresholds on one half of the out-of-fold scores and reports the other half (and vice versa).
@@ -140,25 +140,37 @@ def evaluate_ladder(table: OutcomeTable, ladder: list[str], target: float, budge
 
 def evaluate_live(path: str) -> dict[str, Any]:
     """The embedded ladder on questions collected with ``sizewise collect``: accuracy and CPU seconds of
-    always-big vs the cascade with each scorer that collected data supports (logprob raw and fitted,
-    answer-classifier; 5-fold out-of-fold). Cost = CPU seconds of each call."""
+    always-big vs the cascade with each scorer the collected data supports: logprob (raw and fitted) and
+    answer-classifier (5-fold out-of-fold) always; verifier and consistency where ``collect --scorers``
+    recorded their model calls. Cost = CPU seconds of each call, plus the scorer's own calls on every
+    rung that is scored (verifying or sampling is part of what a cascade spends)."""
     from sizewise.cascade.collect import load_collected
 
     table = load_collected(path)
     ladder = list(table.models)
     quality = table.quality
     cost = table.cost
-    logprobs = table.meta["logprobs"]
+    meta = table.meta
     splits = folds(len(table), min(5, max(2, len(table) // 10)))
     answers = {
         m: [
-            Answer(p, str(r or ""), model=m, logprobs=lp)
-            for p, r, lp in zip(table.texts, table.column(m, "responses"), logprobs[m], strict=True)
+            Answer(p, str(r or ""), model=m, logprobs=lp, samples=s, verdict=v)
+            for p, r, lp, s, v in zip(
+                table.texts,
+                table.column(m, "responses"),
+                meta["logprobs"][m],
+                meta["samples"][m],
+                meta["verdicts"][m],
+                strict=True,
+            )
         ]
         for m in ladder
     }
-    scorers: dict[str, np.ndarray] = {
-        "logprob (unfitted)": np.stack([make_scorer("logprob").score(answers[m]) for m in ladder[:-1]], axis=1)
+    scorers: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        "logprob (unfitted)": (
+            np.stack([make_scorer("logprob").score(answers[m]) for m in ladder[:-1]], axis=1),
+            cost,
+        )
     }
     for name in ("logprob", "answer-classifier"):
         scores = np.zeros((len(table), len(ladder) - 1))
@@ -167,8 +179,23 @@ def evaluate_live(path: str) -> dict[str, Any]:
                 train = np.setdiff1d(np.arange(len(table)), test)
                 fitted = make_scorer(name).fit([answers[model][i] for i in train], quality[train, j])
                 scores[test, j] = fitted.score([answers[model][i] for i in test])
-        scorers[name + " (5-fold)"] = scores
+        scorers[name + " (5-fold)"] = (scores, cost)
+    for name, label in (("verifier", "verifier (next model, P(yes))"), ("consistency", "consistency")):
+        spent = np.array([[s.get(name, np.nan) for s in meta["scorer_cpu_s"][m]] for m in ladder[:-1]]).T
+        if np.isnan(spent).any():
+            continue  # not recorded for every answer: run ``sizewise collect --scorers``
+        scores = np.stack([make_scorer(name).score(answers[m]) for m in ladder[:-1]], axis=1)
+        scorers[label] = (scores, cost + np.c_[spent, np.zeros(len(table))])
     big_seconds = float(cost[:, -1].mean())
+    verify_rows = [
+        {
+            "answer by": m,
+            "verifier": ladder[j + 1],
+            "verify CPU s": float(np.mean([s.get("verifier", np.nan) for s in meta["scorer_cpu_s"][m]])),
+            "answer CPU s": float(cost[:, j + 1].mean()),
+        }
+        for j, m in enumerate(ladder[:-1])
+    ]
     result: dict[str, Any] = {
         "n": len(table),
         "ladder": ladder,
@@ -176,13 +203,24 @@ def evaluate_live(path: str) -> dict[str, Any]:
         "seconds_per_question": {m: float(cost[:, j].mean()) for j, m in enumerate(ladder)},
         "scorers": {},
     }
-    for name, scores in scorers.items():
-        front = pareto(sweep(quality, cost, scores, points=11))
+    if "verifier (next model, P(yes))" in scorers:
+        result["verifier_vs_generation"] = [r | {"ratio": r["verify CPU s"] / r["answer CPU s"]} for r in verify_rows]
+    for name, (scores, paid) in scorers.items():
+        front = pareto(sweep(quality, paid, scores, points=11))
         result["scorers"][name] = {
             "accuracy_at_half_big_time": quality_at_cost(front, 0.5 * big_seconds),
             "time_share_at_big_accuracy": cost_at_quality(front, float(quality[:, -1].mean())) / big_seconds,
+            "scorer_cpu_s_per_scored_answer": float((paid - cost)[:, :-1].mean()),
+            "auc_per_rung": {m: _auc(scores[:, j], quality[:, j]) for j, m in enumerate(ladder[:-1])},
         }
     return result
+
+
+def _auc(scores: np.ndarray, correct: np.ndarray) -> float | None:
+    """ROC AUC of a scorer on one rung's answers (None when every answer is right or every one wrong)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(correct, scores)) if 0 < correct.mean() < 1 else None
 
 
 def perfect_scorer_bound(accuracy: dict[str, float], seconds: dict[str, float]) -> list[dict[str, Any]]:
@@ -205,53 +243,6 @@ def perfect_scorer_bound(accuracy: dict[str, float], seconds: dict[str, float]) 
                 solved += accuracy[model]
             bounds.append({"ladder": " -> ".join(ladder), "least time share at big accuracy": time_s / top})
     return bounds
-
-
-def measure_verifier(path: str, n: int) -> dict[str, Any]:
-    """Verifier cost vs generation: on the first ``n`` collected questions, the next model up reads each
-    rung's answer and says yes/no (one prompt pass). CPU seconds per verification vs per generation."""
-    import asyncio
-
-    from sizewise.backends.base import ChatRequest
-    from sizewise.backends.factory import make_backend
-    from sizewise.cascade.collect import load_collected
-    from sizewise.catalog import load_catalog
-
-    table = load_collected(path)
-    catalog = load_catalog()
-    ladder = list(table.models)
-    verifier = make_scorer("verifier")
-    rows = []
-    for j, model in enumerate(ladder[:-1]):
-        backend = make_backend(catalog.get(ladder[j + 1]), catalog)
-        for i in range(min(n, len(table))):
-            answer = Answer(table.texts[i], str(table.column(model, "responses")[i] or ""), model=model)
-            request = ChatRequest(messages=[{"role": "user", "content": table.texts[i]}])
-            start = time.process_time()
-            enriched = asyncio.run(verifier.enrich(answer, request, backend, backend))
-            rows.append(
-                {
-                    "rung": model,
-                    "verifier": ladder[j + 1],
-                    "cpu_s": time.process_time() - start,
-                    "p_yes": enriched.verdict,
-                    "correct": float(table.quality[i, j]),
-                    "generation_cpu_s": float(table.cost[i, j + 1]),
-                }
-            )
-    verify = float(np.mean([r["cpu_s"] for r in rows]))
-    generate = float(np.mean([r["generation_cpu_s"] for r in rows]))
-    p = np.array([r["p_yes"] for r in rows])
-    y = np.array([r["correct"] for r in rows])
-    separation = float(p[y == 1].mean() - p[y == 0].mean()) if 0 < y.mean() < 1 else float("nan")
-    return {
-        "n": len(rows),
-        "verify_cpu_s": verify,
-        "generate_cpu_s": generate,
-        "ratio": verify / generate,
-        "p_yes_right_minus_wrong": separation,
-        "rows": rows,
-    }
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -306,7 +297,6 @@ def main() -> None:
     parser.add_argument(
         "--collected", help="JSONL written by `sizewise collect` on the embedded ladder (not committed)"
     )
-    parser.add_argument("--verifier", type=int, default=0, help="measure the verifier on N collected questions")
     parser.add_argument(
         "--parts", default="gsm8k,mmlu-pro", help="recorded parts to recompute; others are kept from cascade.json"
     )
@@ -333,21 +323,16 @@ def main() -> None:
         plot(mmlu_results, ROOT / "docs" / "cascade_mmlupro.png")
     # A run without --collected keeps the stored live numbers: the collected file is not committed.
     live = evaluate_live(args.collected) if args.collected else saved.get("live")
-    verifier = (
-        measure_verifier(args.collected, args.verifier) if args.collected and args.verifier else saved.get("verifier")
-    )
-    report(results, live, verifier, args)
+    report(results, live, args)
 
 
-def report(results: dict[str, Any], live: dict[str, Any] | None, verifier: dict[str, Any] | None, args: Any) -> None:
+def report(results: dict[str, Any], live: dict[str, Any] | None, args: Any) -> None:
     """Print the table, write the JSON and the docs/results.md section."""
     rows = [row(name, result) for name, result in results.items()]
     print(markdown_table(rows))
     slim = {k: {kk: vv for kk, vv in v.items() if kk != "fronts"} | {"fronts": v["fronts"]} for k, v in results.items()}
     if live is not None:
         slim["live"] = live
-    if verifier is not None:
-        slim["verifier"] = verifier
     write_json(ROOT / "docs" / "results" / "cascade.json", slim)
     body = (
         "Scorer: `answer-classifier` (hashed answer words + text features incl. an arithmetic check; 5-fold "
@@ -359,7 +344,16 @@ def report(results: dict[str, Any], live: dict[str, Any] | None, verifier: dict[
         + "\n\n![cascade vs router vs hybrid on MMLU-Pro](cascade_mmlupro.png)\n"
     )
     if live is not None:
-        live_rows = [{"scorer": name, **values} for name, values in live["scorers"].items()]
+        live_rows = [
+            {
+                "scorer": name,
+                "accuracy at half the big model's time": v["accuracy_at_half_big_time"],
+                "time share at the big model's accuracy": v["time_share_at_big_accuracy"],
+                "scorer CPU s per scored answer": v.get("scorer_cpu_s_per_scored_answer", 0.0),
+                **{f"AUC {m}": auc for m, auc in v.get("auc_per_rung", {}).items()},
+            }
+            for name, v in live["scorers"].items()
+        ]
         body += (
             f"\n### Live: embedded ladder on {live['n']} GSM8K test questions (`sizewise collect`)\n\n"
             + markdown_table(
@@ -375,12 +369,10 @@ def report(results: dict[str, Any], live: dict[str, Any] | None, verifier: dict[
             + markdown_table(perfect_scorer_bound(live["accuracy"], live["seconds_per_question"]))
             + "\n"
         )
-    if verifier is not None:
+    if live is not None and "verifier_vs_generation" in live:
         body += (
-            f"\nVerifier cost ({verifier['n']} answers): {verifier['verify_cpu_s']:.2f} CPU s to verify vs "
-            f"{verifier['generate_cpu_s']:.2f} CPU s for the verifier model to answer itself "
-            f"(ratio {verifier['ratio']:.2f}); mean P(yes) right minus wrong: "
-            f"{verifier['p_yes_right_minus_wrong']:.3f}.\n"
+            "\nVerifier cost per rung (CPU s to read an answer and say yes/no vs CPU s for the same model to "
+            "answer the question itself):\n\n" + markdown_table(live["verifier_vs_generation"]) + "\n"
         )
     update_section(
         "cascade",

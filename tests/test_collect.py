@@ -10,7 +10,9 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from sizewise.cascade.collect import RowStore, load_collected, load_items
@@ -126,3 +128,68 @@ def test_cli_reports_bad_input(tmp_path: Path) -> None:
     )
     assert result.returncode == 2 and "error: nope.jsonl: no such dataset file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class _Doubler:
+    """A backend doubling the number in the question; ``botch`` gets n % 3 == 0 wrong (and unstable when sampled)."""
+
+    def __init__(self, model: str, botch: bool) -> None:
+        self.model, self.botch = model, botch
+        self.calls: list[str] = []
+
+    async def complete(self, request: Any) -> Any:
+        from sizewise.backends.base import ChatResult
+
+        question = request.messages[0]["content"]
+        self.calls.append("sample" if request.temperature else "answer")
+        n = int(question.split()[2])
+        value = 2 * n
+        if self.botch and n % 3 == 0:
+            value += 1 + (request.seed or 0)  # wrong, and a different wrong number for every sample
+        return ChatResult(model=self.model, text=f"#### {value}", completion_tokens=3, prompt_tokens=5)
+
+    async def choice_logprobs(self, request: Any, choices: list[str]) -> dict[str, float]:
+        content = request.messages[0]["content"]
+        n = int(content.split("What is ")[1].split()[0])
+        right = f"#### {2 * n}\n" in content
+        self.calls.append("verify")
+        return {c: (-0.1 if (c.strip().lower() == "yes") == right else -3.0) for c in choices}
+
+
+def test_collect_records_scorer_calls_and_enriches_old_rows(tmp_path: Path, dataset: Path) -> None:
+    import asyncio
+
+    from sizewise.cascade.collect import collect
+    from sizewise.cascade.scorers import Answer, make_scorer
+
+    items, kind = load_items(dataset)
+    small, big = _Doubler("small", botch=True), _Doubler("big", botch=False)
+    backends: dict[str, Any] = {"small": small, "big": big}
+    out = tmp_path / "rows.jsonl"
+    store = RowStore(out)
+    assert asyncio.run(collect(items, backends, store, grader=kind, progress=False)) == 2 * N_QUESTIONS
+    store.close()
+    scorers = [make_scorer("verifier"), make_scorer("consistency", k=2)]
+    store = RowStore(out)
+    # Old rows are enriched, not answered again; only the non-final rung is scored.
+    assert asyncio.run(collect(items, backends, store, grader=kind, progress=False, scorers=scorers)) == N_QUESTIONS
+    store.close()
+    assert small.calls.count("answer") == N_QUESTIONS and small.calls.count("sample") == 2 * N_QUESTIONS
+    assert big.calls.count("verify") == N_QUESTIONS and "sample" not in big.calls
+    store = RowStore(out)
+    assert asyncio.run(collect(items, backends, store, grader=kind, progress=False, scorers=scorers)) == 0
+    store.close()
+
+    table = load_collected(out)
+    assert len(table) == N_QUESTIONS and table.meta["verdicts"]["big"] == [None] * N_QUESTIONS
+    right = table.column("small") == 1.0
+    verdicts = np.array(table.meta["verdicts"]["small"], dtype=float)
+    assert verdicts[right].min() > 0.9 > 0.1 > verdicts[~right].max()
+    answers = [
+        Answer(p, str(r), samples=s)
+        for p, r, s in zip(table.texts, table.column("small", "responses"), table.meta["samples"]["small"], strict=True)
+    ]
+    agreement = make_scorer("consistency", k=2).score(answers)
+    assert np.all(agreement[right] == 1.0) and np.all(agreement[~right] == 0.0)
+    spent = table.meta["scorer_cpu_s"]["small"]
+    assert all(set(s) == {"verifier", "consistency"} and min(s.values()) >= 0 for s in spent)

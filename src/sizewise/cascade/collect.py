@@ -24,6 +24,7 @@ from sizewise.errors import DataError
 
 if TYPE_CHECKING:
     from sizewise.backends.base import Backend
+    from sizewise.cascade.scorers import Scorer
     from sizewise.evaluation.table import OutcomeTable
 
 GSM8K_INSTRUCTION = (
@@ -154,39 +155,33 @@ async def collect(
     max_tokens: int = 256,
     progress: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    scorers: Sequence[Scorer] = (),
 ) -> int:
     """Answer every (item, model) pair not yet in ``store``; returns how many rows were added.
 
     Question-major order, so an interrupted run still has every model's answer on its first questions.
+    ``scorers`` that call models (verifier, consistency) also run on each answer of every model but
+    the last of ``backends`` (a cascade never scores its last rung), with the next model as
+    ``next_up``; their results and CPU seconds go into the row. A row answered earlier without them
+    is enriched and written again (the last row of a (prompt_id, model) pair wins on load).
     """
-    from sizewise.backends.base import BackendError, ChatRequest
-
     grade = get_grader(grader)
-    todo = [(item, model) for item in items for model in backends if (item.prompt_id, model) not in store.done]
+    names = list(backends)
+    latest = {(r["prompt_id"], r["model"]): r for r in store.rows}
+    todo = [
+        (item, model)
+        for item in items
+        for model in names
+        if (item.prompt_id, model) not in store.done or _missing(latest[item.prompt_id, model], model, names, scorers)
+    ]
     bar = Progress(len(todo)) if progress and todo else None
     added = 0
     for item, model in todo:
-        request = ChatRequest(
-            messages=[{"role": "user", "content": item.prompt}], max_tokens=max_tokens, temperature=0.0, logprobs=True
-        )
-        start, cpu_start = time.perf_counter(), time.process_time()
-        row: dict[str, Any] = {"prompt_id": item.prompt_id, "model": model, "text": item.prompt, "gold": item.gold}
-        try:
-            result = await backends[model].complete(request)
-        except BackendError as error:
-            row |= {"response": None, "correct": None, "error": str(error), "latency": time.perf_counter() - start}
-        else:
-            row |= {
-                "response": result.text,
-                "correct": bool(grade(result.text, item.gold)),
-                "tokens_in": result.prompt_tokens,
-                "tokens_out": result.completion_tokens,
-                "latency": result.latency_s or time.perf_counter() - start,
-                # CPU seconds of this process (all llama.cpp threads): fair on a machine shared with other jobs.
-                "cpu_s": time.process_time() - cpu_start,
-                "finish_reason": result.finish_reason,
-                "logprobs": [round(v, 4) for v in result.logprobs] if result.logprobs else None,
-            }
+        row = latest.get((item.prompt_id, model)) or await _answer(item, model, backends[model], grade, max_tokens)
+        missing = _missing(row, model, names, scorers)
+        if missing:
+            next_up = backends[names[names.index(model) + 1]]
+            row = row | await _enrich(item, row, backends[model], next_up, missing, max_tokens)
         store.append(row)
         added += 1
         if on_row is not None:
@@ -196,11 +191,73 @@ async def collect(
     return added
 
 
+async def _answer(
+    item: Item, model: str, backend: Backend, grade: Callable[[str, str], bool], max_tokens: int
+) -> dict[str, Any]:
+    """One graded answer as a row (an ``error`` row when the backend fails)."""
+    from sizewise.backends.base import BackendError, ChatRequest
+
+    request = ChatRequest(
+        messages=[{"role": "user", "content": item.prompt}], max_tokens=max_tokens, temperature=0.0, logprobs=True
+    )
+    start, cpu_start = time.perf_counter(), time.process_time()
+    row: dict[str, Any] = {"prompt_id": item.prompt_id, "model": model, "text": item.prompt, "gold": item.gold}
+    try:
+        result = await backend.complete(request)
+    except BackendError as error:
+        return row | {"response": None, "correct": None, "error": str(error), "latency": time.perf_counter() - start}
+    return row | {
+        "response": result.text,
+        "correct": bool(grade(result.text, item.gold)),
+        "tokens_in": result.prompt_tokens,
+        "tokens_out": result.completion_tokens,
+        "latency": result.latency_s or time.perf_counter() - start,
+        # CPU seconds of this process (all llama.cpp threads): fair on a machine shared with other jobs.
+        "cpu_s": time.process_time() - cpu_start,
+        "finish_reason": result.finish_reason,
+        "logprobs": [round(v, 4) for v in result.logprobs] if result.logprobs else None,
+    }
+
+
+def _missing(row: dict[str, Any], model: str, names: list[str], scorers: Sequence[Scorer]) -> list[Scorer]:
+    """The scorers still to run on this row (none for the last model or a failed answer)."""
+    if model == names[-1] or row.get("response") is None:
+        return []
+    done = row.get("scorer_cpu_s") or {}
+    return [s for s in scorers if s.calls_models and s.name not in done]
+
+
+async def _enrich(
+    item: Item, row: dict[str, Any], own: Backend, next_up: Backend, scorers: Sequence[Scorer], max_tokens: int
+) -> dict[str, Any]:
+    """Run each scorer's model calls on the row's answer; the fields to add to the row."""
+    from sizewise.backends.base import BackendError, ChatRequest
+    from sizewise.cascade.scorers import Answer
+
+    request = ChatRequest(messages=[{"role": "user", "content": item.prompt}], max_tokens=max_tokens, temperature=0.0)
+    answer = Answer(item.prompt, str(row["response"]), model=str(row["model"]))
+    fields: dict[str, Any] = {"scorer_cpu_s": dict(row.get("scorer_cpu_s") or {})}
+    for scorer in scorers:
+        cpu_start = time.process_time()
+        try:
+            enriched = await scorer.enrich(answer, request, own, next_up)
+        except BackendError as error:
+            fields.setdefault("scorer_errors", {})[scorer.name] = str(error)
+            continue
+        fields["scorer_cpu_s"][scorer.name] = time.process_time() - cpu_start
+        if enriched.verdict is not None:
+            fields["verdict"] = enriched.verdict
+        if enriched.samples is not None:
+            fields["samples"] = enriched.samples
+    return fields
+
+
 def load_collected(path: str | Path, models: Sequence[str] | None = None, complete: bool = True) -> OutcomeTable:
     """The rows of a collect file as an OutcomeTable (cost = CPU seconds of each call, since local models
     are free and time is what they cost; wall seconds for rows without ``cpu_s``). ``complete`` keeps only
     questions every model answered.
-    ``meta["logprobs"][model]`` holds each answer's token logprobs."""
+    ``meta["logprobs"][model]`` holds each answer's token logprobs; ``meta["verdicts"]``, ``meta["samples"]``
+    and ``meta["scorer_cpu_s"]`` what collection-time scorers recorded (None / {} where they did not run)."""
     import pandas as pd
 
     from sizewise.evaluation.table import OutcomeTable, frame_rows
@@ -221,6 +278,9 @@ def load_collected(path: str | Path, models: Sequence[str] | None = None, comple
     cells = {key: np.full(shape, np.nan) for key in ("quality", "cost", "tokens_in", "tokens_out", "latency", "cpu")}
     responses = np.full(shape, None, dtype=object)
     logprobs: dict[str, list[list[float] | None]] = {m: [None] * len(order) for m in names}
+    verdicts: dict[str, list[float | None]] = {m: [None] * len(order) for m in names}
+    samples: dict[str, list[list[str] | None]] = {m: [None] * len(order) for m in names}
+    scorer_cpu: dict[str, list[dict[str, float]]] = {m: [{} for _ in order] for m in names}
     texts: dict[str, str] = {}
     for row in frame_rows(frame):
         data = row._asdict()
@@ -237,6 +297,10 @@ def load_collected(path: str | Path, models: Sequence[str] | None = None, comple
         responses[i, j] = data["response"]
         lp = data.get("logprobs")
         logprobs[data["model"]][i] = list(lp) if isinstance(lp, list) else None
+        verdict, drawn, spent = data.get("verdict"), data.get("samples"), data.get("scorer_cpu_s")
+        verdicts[data["model"]][i] = float(verdict) if isinstance(verdict, int | float) and verdict == verdict else None
+        samples[data["model"]][i] = [str(x) for x in drawn] if isinstance(drawn, list) else None
+        scorer_cpu[data["model"]][i] = dict(spent) if isinstance(spent, dict) else {}
         texts[data["prompt_id"]] = data["text"]
     prompts = pd.DataFrame({"prompt_id": order, "text": [texts.get(p, "") for p in order]})
     return OutcomeTable(
@@ -251,6 +315,9 @@ def load_collected(path: str | Path, models: Sequence[str] | None = None, comple
         latency=cells["latency"],
         meta={
             "logprobs": logprobs,
+            "verdicts": verdicts,
+            "samples": samples,
+            "scorer_cpu_s": scorer_cpu,
             "cost_unit": "cpu seconds (wall seconds where not recorded)",
             "cpu_s": cells["cpu"].tolist(),
         },

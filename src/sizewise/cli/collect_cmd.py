@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sizewise.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sizewise.cascade.scorers import Scorer
 
 GSM8K_TEST = "routellm/gsm8k/test.jsonl"
 
@@ -27,6 +30,15 @@ def collect(
     grader: Annotated[
         str | None, typer.Option("--grader", help="numeric | choice | exact (default: from the dataset).")
     ] = None,
+    scorers: Annotated[
+        str | None,
+        typer.Option(
+            "--scorers",
+            help="Also record the model calls of these cascade scorers on every rung but the last: "
+            "verifier (the next model's yes/no) and/or consistency (extra samples), with their CPU seconds.",
+        ),
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Extra samples per answer (consistency).")] = 3,
 ) -> None:
     """Answer each question with each model; store answer, correctness, tokens, latency and logprobs."""
     import asyncio
@@ -43,19 +55,35 @@ def collect(
     grader = grader or kind
     if grader not in GRADERS:
         raise ConfigError(f"unknown grader {grader!r}; known: {', '.join(GRADERS)}")
+    recorders = _scorers(scorers, samples, grader)
     cat = load_catalog(catalog)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else [m.name for m in cat.ladder()]
     backends = {name: make_backend(cat.get(name), cat) for name in names}
     store = RowStore(out)
     before = len(store.rows)
     try:
-        added = asyncio.run(run_collect(items, backends, store, grader=grader, max_tokens=max_tokens))
+        added = asyncio.run(
+            run_collect(items, backends, store, grader=grader, max_tokens=max_tokens, scorers=recorders)
+        )
     except KeyboardInterrupt:
         typer.echo(f"\nstopped; {len(store.rows)} rows saved in {out} (run again to resume)", err=True)
         raise typer.Exit(130) from None
     finally:
         store.close()
     typer.echo(f"{added} new rows ({before} already there), {len(store.rows)} in {out}")
+
+
+def _scorers(spec: str | None, samples: int, grader: str) -> list[Scorer]:
+    """The scorers named in ``--scorers``; only those that call models have anything to record."""
+    from sizewise.cascade.scorers import make_scorer, scorer_class
+
+    out: list[Scorer] = []
+    for name in [n.strip() for n in (spec or "").split(",") if n.strip()]:
+        if not scorer_class(name).calls_models:
+            raise ConfigError(f"scorer {name!r} makes no model calls; collect already records what it reads")
+        params = {"k": samples, "kind": grader} if name == "consistency" else {}
+        out.append(make_scorer(name, **params))
+    return out
 
 
 def register(app: typer.Typer) -> None:

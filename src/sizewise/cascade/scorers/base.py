@@ -95,6 +95,8 @@ class Scorer(ABC):
     name: ClassVar[str]
     #: False for scorers that work without training (consistency, verifier).
     needs_fit: ClassVar[bool] = True
+    #: True for scorers whose ``enrich`` calls a model (consistency, verifier): ``collect`` can record those calls.
+    calls_models: ClassVar[bool] = False
 
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters, read back from attributes of the same name."""

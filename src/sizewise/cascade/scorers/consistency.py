@@ -29,6 +29,7 @@ class ConsistencyScorer(Scorer):
 
     name = "consistency"
     needs_fit = False
+    calls_models = True
 
     def __init__(self, k: int = 3, temperature: float = 0.7, kind: str = "numeric", max_tokens: int | None = None):
         if kind not in KINDS:

@@ -45,6 +45,7 @@ class VerifierScorer(Scorer):
 
     name = "verifier"
     needs_fit = False
+    calls_models = True
 
     def __init__(self, c: float = 1.0) -> None:
         self.c = c

@@ -146,7 +146,7 @@ def evaluate_live(path: str) -> dict[str, Any]:
     rung that is scored (verifying or sampling is part of what a cascade spends)."""
     from sizewise.cascade.collect import load_collected
 
-    table = load_collected(path)
+    table = _with_scorer_data(load_collected(path))
     ladder = list(table.models)
     quality = table.quality
     cost = table.cost
@@ -214,6 +214,25 @@ def evaluate_live(path: str) -> dict[str, Any]:
             "auc_per_rung": {m: _auc(scores[:, j], quality[:, j]) for j, m in enumerate(ladder[:-1])},
         }
     return result
+
+
+def _with_scorer_data(table: OutcomeTable) -> OutcomeTable:
+    """The questions on which every scorer recorded anywhere (``collect --scorers``) ran on every scored
+    rung, so all scorers are compared on the same questions (a run cut short has a shorter tail)."""
+    spent = table.meta["scorer_cpu_s"]
+    scored = table.models[:-1]
+    recorded = {name for m in scored for s in spent[m] for name in s}
+    keep = np.array([all(recorded <= set(spent[m][i]) for m in scored) for i in range(len(table))])
+    if keep.all() or not keep.any():
+        return table
+    rows = np.flatnonzero(keep)
+    subset = table.subset(rows)
+    per_answer = ("logprobs", "verdicts", "samples", "scorer_cpu_s")
+    subset.meta = {
+        key: {m: [value[m][i] for i in rows] for m in table.models} if key in per_answer else value
+        for key, value in table.meta.items()
+    }
+    return subset
 
 
 def _auc(scores: np.ndarray, correct: np.ndarray) -> float | None:

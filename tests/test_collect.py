@@ -181,7 +181,8 @@ def test_collect_records_scorer_calls_and_enriches_old_rows(tmp_path: Path, data
     store.close()
 
     table = load_collected(out)
-    assert len(table) == N_QUESTIONS and table.meta["verdicts"]["big"] == [None] * N_QUESTIONS
+    assert table.models == ["small", "big"] and len(table) == N_QUESTIONS
+    assert table.meta["verdicts"]["big"] == [None] * N_QUESTIONS
     right = table.column("small") == 1.0
     verdicts = np.array(table.meta["verdicts"]["small"], dtype=float)
     assert verdicts[right].min() > 0.9 > 0.1 > verdicts[~right].max()

@@ -265,9 +265,11 @@ def load_collected(path: str | Path, models: Sequence[str] | None = None, comple
     rows = RowStore(path).rows
     if not rows:
         raise DataError(f"{path}: no collected rows")
-    frame = pd.DataFrame(rows).drop_duplicates(["prompt_id", "model"], keep="last")
+    frame = pd.DataFrame(rows)
+    # Order by first appearance (the ladder, the questions) before dropping rows rewritten by enrichment.
     names = list(models) if models else list(dict.fromkeys(frame["model"]))
     order = list(dict.fromkeys(frame["prompt_id"]))
+    frame = frame.drop_duplicates(["prompt_id", "model"], keep="last")
     counts = frame[frame["model"].isin(names) & frame["response"].notna()].groupby("prompt_id")["model"].nunique()
     if complete:
         order = [p for p in order if counts.get(p, 0) == len(names)]

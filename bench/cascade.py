@@ -10,7 +10,6 @@ Writes docs/results/cascade.json, docs/cascade_mmlupro.png and the ``cascade`` s
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cascade_live import evaluate_live, folds, live_section
 from _results import ROOT, markdown_table, update_section, write_json
 from sizewise.cascade.policy import (
     calibrate,
@@ -39,11 +39,6 @@ MMLU_PRO_LADDERS = [
     ["Meta-Llama-3_1-8B-Instruct", "Meta-Llama-3_1-70B-Instruct", "gemini-1.5-pro-002"],
 ]
 ROUTER = "embed-logreg"
-
-
-def folds(n: int, k: int = 5, seed: int = 0) -> list[np.ndarray]:
-    """Random k-fold split of n rows."""
-    return [np.sort(f) for f in np.array_split(np.random.default_rng(seed).permutation(n), k)]
 
 
 def answers_of(table: OutcomeTable, model: str) -> list[Answer]:
@@ -136,132 +131,6 @@ def evaluate_ladder(table: OutcomeTable, ladder: list[str], target: float, budge
         "scorer_seconds": scorer_s,
         "router": ROUTER,
     }
-
-
-def evaluate_live(path: str) -> dict[str, Any]:
-    """The embedded ladder on questions collected with ``sizewise collect``: accuracy and CPU seconds of
-    always-big vs the cascade with each scorer the collected data supports: logprob (raw and fitted) and
-    answer-classifier (5-fold out-of-fold) always; verifier and consistency where ``collect --scorers``
-    recorded their model calls. Cost = CPU seconds of each call, plus the scorer's own calls on every
-    rung that is scored (verifying or sampling is part of what a cascade spends)."""
-    from sizewise.cascade.collect import load_collected
-
-    table = _with_scorer_data(load_collected(path))
-    ladder = list(table.models)
-    quality = table.quality
-    cost = table.cost
-    meta = table.meta
-    splits = folds(len(table), min(5, max(2, len(table) // 10)))
-    answers = {
-        m: [
-            Answer(p, str(r or ""), model=m, logprobs=lp, samples=s, verdict=v)
-            for p, r, lp, s, v in zip(
-                table.texts,
-                table.column(m, "responses"),
-                meta["logprobs"][m],
-                meta["samples"][m],
-                meta["verdicts"][m],
-                strict=True,
-            )
-        ]
-        for m in ladder
-    }
-    scorers: dict[str, tuple[np.ndarray, np.ndarray]] = {
-        "logprob (unfitted)": (
-            np.stack([make_scorer("logprob").score(answers[m]) for m in ladder[:-1]], axis=1),
-            cost,
-        )
-    }
-    for name in ("logprob", "answer-classifier"):
-        scores = np.zeros((len(table), len(ladder) - 1))
-        for j, model in enumerate(ladder[:-1]):
-            for test in splits:
-                train = np.setdiff1d(np.arange(len(table)), test)
-                fitted = make_scorer(name).fit([answers[model][i] for i in train], quality[train, j])
-                scores[test, j] = fitted.score([answers[model][i] for i in test])
-        scorers[name + " (5-fold)"] = (scores, cost)
-    for name, label in (("verifier", "verifier (next model, P(yes))"), ("consistency", "consistency")):
-        spent = np.array([[s.get(name, np.nan) for s in meta["scorer_cpu_s"][m]] for m in ladder[:-1]]).T
-        if np.isnan(spent).any():
-            continue  # not recorded for every answer: run ``sizewise collect --scorers``
-        scores = np.stack([make_scorer(name).score(answers[m]) for m in ladder[:-1]], axis=1)
-        scorers[label] = (scores, cost + np.c_[spent, np.zeros(len(table))])
-    big_seconds = float(cost[:, -1].mean())
-    verify_rows = [
-        {
-            "answer by": m,
-            "verifier": ladder[j + 1],
-            "verify CPU s": float(np.mean([s.get("verifier", np.nan) for s in meta["scorer_cpu_s"][m]])),
-            "answer CPU s": float(cost[:, j + 1].mean()),
-        }
-        for j, m in enumerate(ladder[:-1])
-    ]
-    result: dict[str, Any] = {
-        "n": len(table),
-        "ladder": ladder,
-        "accuracy": {m: float(quality[:, j].mean()) for j, m in enumerate(ladder)},
-        "seconds_per_question": {m: float(cost[:, j].mean()) for j, m in enumerate(ladder)},
-        "scorers": {},
-    }
-    if "verifier (next model, P(yes))" in scorers:
-        result["verifier_vs_generation"] = [r | {"ratio": r["verify CPU s"] / r["answer CPU s"]} for r in verify_rows]
-    for name, (scores, paid) in scorers.items():
-        front = pareto(sweep(quality, paid, scores, points=11))
-        result["scorers"][name] = {
-            "accuracy_at_half_big_time": quality_at_cost(front, 0.5 * big_seconds),
-            "time_share_at_big_accuracy": cost_at_quality(front, float(quality[:, -1].mean())) / big_seconds,
-            "scorer_cpu_s_per_scored_answer": float((paid - cost)[:, :-1].mean()),
-            "auc_per_rung": {m: _auc(scores[:, j], quality[:, j]) for j, m in enumerate(ladder[:-1])},
-        }
-    return result
-
-
-def _with_scorer_data(table: OutcomeTable) -> OutcomeTable:
-    """The questions on which every scorer recorded anywhere (``collect --scorers``) ran on every scored
-    rung, so all scorers are compared on the same questions (a run cut short has a shorter tail)."""
-    spent = table.meta["scorer_cpu_s"]
-    scored = table.models[:-1]
-    recorded = {name for m in scored for s in spent[m] for name in s}
-    keep = np.array([all(recorded <= set(spent[m][i]) for m in scored) for i in range(len(table))])
-    if keep.all() or not keep.any():
-        return table
-    rows = np.flatnonzero(keep)
-    subset = table.subset(rows)
-    per_answer = ("logprobs", "verdicts", "samples", "scorer_cpu_s")
-    subset.meta = {
-        key: {m: [value[m][i] for i in rows] for m in table.models} if key in per_answer else value
-        for key, value in table.meta.items()
-    }
-    return subset
-
-
-def _auc(scores: np.ndarray, correct: np.ndarray) -> float | None:
-    """ROC AUC of a scorer on one rung's answers (None when every answer is right or every one wrong)."""
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(correct, scores)) if 0 < correct.mean() < 1 else None
-
-
-def perfect_scorer_bound(accuracy: dict[str, float], seconds: dict[str, float]) -> list[dict[str, Any]]:
-    """Least CPU time any cascade could spend to reach the last model's accuracy, scorer perfect.
-
-    For every sub-ladder ending in the last model: at least ``acc_last - sum(acc of earlier rungs)`` of
-    the questions must reach each rung (earlier rungs can answer at most their own accuracy), so the
-    time is at least ``sum(seconds_j * that share)``. A goal below every bound is out of reach for this
-    ladder whatever the scorer.
-    """
-    models = list(accuracy)
-    *lower, last = models
-    target, top = accuracy[last], seconds[last]
-    bounds = []
-    for size in range(1, len(lower) + 1):
-        for rungs in itertools.combinations(lower, size):
-            ladder, time_s, solved = [*rungs, last], 0.0, 0.0
-            for j, model in enumerate(ladder):
-                time_s += seconds[model] * (1.0 if j == 0 else max(0.0, target - solved))
-                solved += accuracy[model]
-            bounds.append({"ladder": " -> ".join(ladder), "least time share at big accuracy": time_s / top})
-    return bounds
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -363,36 +232,7 @@ def report(results: dict[str, Any], live: dict[str, Any] | None, args: Any) -> N
         + "\n\n![cascade vs router vs hybrid on MMLU-Pro](cascade_mmlupro.png)\n"
     )
     if live is not None:
-        live_rows = [
-            {
-                "scorer": name,
-                "accuracy at half the big model's time": v["accuracy_at_half_big_time"],
-                "time share at the big model's accuracy": v["time_share_at_big_accuracy"],
-                "scorer CPU s per scored answer": v.get("scorer_cpu_s_per_scored_answer", 0.0),
-                **{f"AUC {m}": auc for m, auc in v.get("auc_per_rung", {}).items()},
-            }
-            for name, v in live["scorers"].items()
-        ]
-        body += (
-            f"\n### Live: embedded ladder on {live['n']} GSM8K test questions (`sizewise collect`)\n\n"
-            + markdown_table(
-                [
-                    {"model": m, "accuracy": live["accuracy"][m], "CPU s/question": live["seconds_per_question"][m]}
-                    for m in live["ladder"]
-                ]
-            )
-            + "\n\n"
-            + markdown_table(live_rows)
-            + "\n\nWith a perfect scorer (an upper bound on any scorer), the least CPU time that reaches the "
-            "big model's accuracy, per sub-ladder:\n\n"
-            + markdown_table(perfect_scorer_bound(live["accuracy"], live["seconds_per_question"]))
-            + "\n"
-        )
-    if live is not None and "verifier_vs_generation" in live:
-        body += (
-            "\nVerifier cost per rung (CPU s to read an answer and say yes/no vs CPU s for the same model to "
-            "answer the question itself):\n\n" + markdown_table(live["verifier_vs_generation"]) + "\n"
-        )
+        body += live_section(live)
     update_section(
         "cascade",
         "Cascades",

@@ -114,3 +114,47 @@ def test_an_ensemble_of_n_model_routers_routes_among_n_models():
     with pytest.raises(ConfigError, match="per-model quality"):
         EnsembleRouter(members=("tfidf-logreg",)).fit(train).predict_quality(test.texts[:2])
     assert isinstance(ensemble.members_[0], KNNRouter)
+
+
+def _priced(n: int, seed: int):
+    """Two equally good models; "a" writes long answers on math (5x its usual cost), "b" costs the same everywhere."""
+    texts, topics = prompts(n, seed)
+    rng = np.random.default_rng(seed + 70)
+    quality = (rng.random((n, 2)) < 0.8).astype(float)
+    noise = np.exp(rng.normal(0, 0.2, (n, 2)))
+    cost = np.c_[np.where(topics == 0, 5.0, 0.5), np.full(n, 1.0)] * noise / 1000
+    return table_from(texts, quality, ["a", "b"], cost), topics
+
+
+def test_cost_model_lets_the_policy_spend_where_a_model_is_cheap(tmp_path):
+    from sizewise.errors import NotFittedError, RouterFileError
+    from sizewise.routers.cost import CostPredictor
+    from sizewise.routers.knn import KNNRouter
+
+    train, _ = _priced(600, seed=1)  # the prompts the other tests embed already
+    test, topics = _priced(300, seed=2)
+    model = CostPredictor().fit(train)
+    predicted = model.predict(test.texts) * 1000
+    assert predicted.shape == (300, 2) and model.models_ == ["a", "b"]
+    assert np.median(predicted[topics == 0, 0]) > 3.0 > 0.8 > np.median(predicted[topics != 0, 0])
+    assert np.median(np.abs(np.log(predicted[:, 1]))) < 0.2  # "b": about 1.0 everywhere
+    router = KNNRouter().fit(train)
+    fixed = MultiModelPolicy(router, model_mean_costs := {"a": 2.0, "b": 1.0}, lam=0.05)
+    aware = MultiModelPolicy(router, model_mean_costs, lam=0.05, cost_model=model)
+    quality_fixed, cost_fixed = realised(fixed.choose_index(test.texts), test.quality, test.cost)
+    quality_aware, cost_aware = realised(aware.choose_index(test.texts), test.quality, test.cost)
+    assert cost_aware < 0.8 * cost_fixed and quality_aware > quality_fixed - 0.05
+    chosen = np.array(aware.choose(test.texts))
+    assert (chosen[topics != 0] == "a").mean() > 0.8 and (chosen[topics == 0] == "b").mean() > 0.8
+
+    path = model.save(tmp_path / "cost.zip")
+    assert np.allclose(CostPredictor.load(path).predict(test.texts[:20]), model.predict(test.texts[:20]))
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    with pytest.raises(RouterFileError, match="not a valid sizewise cost-model file"):
+        CostPredictor.load(tmp_path / "bad.zip")
+    with pytest.raises(RouterFileError, match="holds a router"):
+        CostPredictor.load(router.save(tmp_path / "router.zip"))
+    with pytest.raises(NotFittedError):
+        CostPredictor().predict(["x"])
+    with pytest.raises(ConfigError, match="cost model"):
+        MultiModelPolicy(router, lam=0.1)

@@ -107,29 +107,48 @@ class MultiModelPolicy:
     """Route among N models with a router that has ``predict_quality`` and ``models_``.
 
     ``costs`` maps model name to USD per 1,000 requests (e.g. from :func:`model_costs` or a price sheet).
+    With a ``cost_model`` (:class:`sizewise.routers.cost.CostPredictor` fitted on the same models) the
+    decision uses each prompt's predicted cost instead, so it can spend where a model is cheap.
     Give ``lam`` for the utility rule, or ``target`` for the cheapest-meeting-target rule.
     """
 
     def __init__(
-        self, router: Any, costs: dict[str, float], lam: float | None = None, target: float | None = None
+        self,
+        router: Any,
+        costs: dict[str, float] | None = None,
+        lam: float | None = None,
+        target: float | None = None,
+        cost_model: Any | None = None,
     ) -> None:
         if (lam is None) == (target is None):
             raise ConfigError("give exactly one of lam or target")
         if not hasattr(router, "predict_quality"):
             raise ConfigError(f"router {getattr(router, 'name', router)!r} cannot predict per-model quality")
-        missing = [m for m in router.models_ if m not in costs]
+        if costs is None and cost_model is None:
+            raise ConfigError("give costs per model or a cost model")
+        known = set(costs or {}) if cost_model is None else set(cost_model.models_)
+        missing = [m for m in router.models_ if m not in known]
         if missing:
             raise ConfigError(f"no cost for models {missing}")
-        self.router, self.lam, self.target = router, lam, target
+        self.router, self.lam, self.target, self.cost_model = router, lam, target, cost_model
         self.models = list(router.models_)
-        self.costs = np.array([costs[m] for m in self.models], dtype=float)
+        self.costs = np.array([costs[m] for m in self.models], dtype=float) if costs is not None else None
+
+    def prompt_costs(self, prompts: Sequence[str]) -> np.ndarray:
+        """USD per 1,000 requests of every model for each prompt: predicted, or the fixed ``costs``."""
+        if self.cost_model is None:
+            assert self.costs is not None
+            return np.broadcast_to(self.costs, (len(prompts), len(self.models)))
+        columns = [self.cost_model.models_.index(m) for m in self.models]
+        return np.asarray(self.cost_model.predict(prompts))[:, columns] * 1000
 
     def choose_index(self, prompts: Sequence[str]) -> np.ndarray:
         """Index into ``models`` of the chosen model per prompt."""
         pred = self.router.predict_quality(prompts)
+        costs = self.prompt_costs(prompts)
         if self.lam is not None:
-            return max_utility(pred, self.costs, self.lam)
-        return cheapest_meeting(pred, self.costs, float(self.target))  # type: ignore[arg-type]
+            return max_utility(pred, costs, self.lam)
+        return cheapest_meeting(pred, costs, float(self.target))  # type: ignore[arg-type]
 
     def choose(self, prompts: Sequence[str]) -> list[str]:
         """The chosen model name per prompt."""

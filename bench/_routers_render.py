@@ -79,7 +79,11 @@ def render(results: dict[str, Any]) -> str:
         parts.append(
             "### MMLU-Pro, 9 models, N-model routing (max quality - lambda x cost, 5-fold CV)\n\n"
             f"Goals: {best['accuracy']:.3f} ({best['model']}) at <= 30% of its cost; >= 0.72 at <= its cost. "
-            f"Oracle best accuracy {m['oracle']['best_quality']:.3f}.\n\n{markdown_table(rows)}\n\nModels:\n\n{models}"
+            f"Oracle best accuracy {m['oracle']['best_quality']:.3f}. Rows marked `+cost-model` decide with each "
+            "prompt's predicted cost per model (`sizewise.routers.cost.CostPredictor`: ridge on log cost from the "
+            "prompt embedding and text features, fitted out-of-fold) instead of each model's mean cost; the "
+            "realised cost is the recorded one either way.\n\n"
+            f"{markdown_table(rows)}\n\nModels:\n\n{models}"
         )
     if "speed" in results:
         s = results["speed"]

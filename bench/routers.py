@@ -44,6 +44,7 @@ from bench._routers_eval import (
 from bench._routers_render import MMLU_PRO_PAIRS, render
 from sizewise.evaluation.loaders import load_dataset
 from sizewise.evaluation.table import OutcomeTable
+from sizewise.routers.cost import CostPredictor
 
 LEARNED = ["sw-ranking", "knn", "embed-logreg", "embed-mlp", "mf", "gbdt", "ensemble"]
 EMBEDDINGS = ["minilm", "static"]
@@ -137,23 +138,30 @@ def part_mmlupro(routers: list[str]) -> dict[str, Any]:
         },
         "routers": {},
     }
+    # Per-prompt cost of every model, predicted out-of-fold (sizewise.routers.cost): the same for every router.
+    prompt_cost = np.zeros(table.quality.shape)
+    for test in folds:
+        fitted = CostPredictor().fit(table.subset(np.setdiff1d(np.arange(len(table)), test)))
+        prompt_cost[test] = fitted.predict(table.subset(test).texts) * 1000
     for name in routers:
         start = time.perf_counter()
         pred = np.zeros(table.quality.shape)
         for test in folds:
             router = make(name).fit(table.subset(np.setdiff1d(np.arange(len(table)), test)))
             pred[test] = router.predict_quality(table.subset(test).texts)
-        points = [
-            realised(max_utility(pred, model_cost, lam), table.quality, table.cost)
-            for lam in lambda_grid(model_cost, 120)
-        ]
-        out["routers"][name] = {
-            **n_model_summary(points, model_quality[best], model_cost[best]),
-            "seconds": time.perf_counter() - start,
-            "curve": [{"cost_per_1k": float(c), "quality": float(q)} for q, c in points],
-        }
-        r = out["routers"][name]
-        print("mmlu-pro", name, {k: v for k, v in r.items() if k != "curve"}, flush=True)
+        seconds = time.perf_counter() - start
+        for label, costs in ((name, model_cost), (f"{name} +cost-model", prompt_cost)):
+            points = [
+                realised(max_utility(pred, costs, lam), table.quality, table.cost)
+                for lam in lambda_grid(model_cost, 120)
+            ]
+            out["routers"][label] = {
+                **n_model_summary(points, model_quality[best], model_cost[best]),
+                "seconds": seconds,
+                "curve": [{"cost_per_1k": float(c), "quality": float(q)} for q, c in points],
+            }
+            r = out["routers"][label]
+            print("mmlu-pro", label, {k: v for k, v in r.items() if k != "curve"}, flush=True)
     return out
 
 
@@ -306,7 +314,9 @@ def main() -> None:
             fresh[dataset] = {**results.get("transfer", {}).get(dataset, {}), **fresh[dataset]}
         results["transfer"] = fresh
     if "mmlupro" in parts:
-        results["mmlupro"] = part_mmlupro([r for r in routers if r in N_MODEL])
+        fresh = part_mmlupro([r for r in routers if r in N_MODEL])
+        fresh["routers"] = {**results.get("mmlupro", {}).get("routers", {}), **fresh["routers"]}  # merge
+        results["mmlupro"] = fresh
     if "rescore" in parts and "mmlupro" in results:  # recompute summaries from stored curves, no refitting
         fresh = part_mmlupro([])
         for name, r in results["mmlupro"]["routers"].items():

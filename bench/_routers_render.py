@@ -82,7 +82,8 @@ def render(results: dict[str, Any]) -> str:
             f"Oracle best accuracy {m['oracle']['best_quality']:.3f}. Rows marked `+cost-model` decide with each "
             "prompt's predicted cost per model (`sizewise.routers.cost.CostPredictor`: ridge on log cost from the "
             "prompt embedding and text features, fitted out-of-fold) instead of each model's mean cost; the "
-            "realised cost is the recorded one either way.\n\n"
+            "realised cost is the recorded one either way. `+true cost (bound)` decides with the recorded cost itself, "
+            "the limit of any cost model.\n\n"
             f"{markdown_table(rows)}\n\nModels:\n\n{models}"
         )
     if "speed" in results:

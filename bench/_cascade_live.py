@@ -186,6 +186,9 @@ def live_section(live: dict[str, Any]) -> str:
     ]
     text = (
         f"\n### Live: embedded ladder on {live['n']} GSM8K test questions (`sizewise collect`)\n\n"
+        "CPU seconds are each call's own (`time.process_time` of the collecting process, one llama.cpp thread per "
+        "model), so other jobs do not add to them, but they grow when other jobs share the cores' caches: "
+        "compare shares within one table, not seconds across runs.\n\n"
         + markdown_table(models)
         + "\n\n"
         + markdown_table(_live_rows(live))

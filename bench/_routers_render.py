@@ -56,7 +56,13 @@ def render(results: dict[str, Any]) -> str:
             {"router": "single models (hull)", "AIQ": m["single_models_hull"]["aiq"]},
             {"router": "oracle (cheapest correct model)", "AIQ": m["oracle"]["aiq"]},
         ]
-        for name, r in m["routers"].items():
+        variants = ("", " +cost-model", " +true cost (bound)")
+        bases = list(dict.fromkeys(n.split(" +")[0] for n in m["routers"]))
+        ordered = sorted(
+            m["routers"], key=lambda n: (bases.index(n.split(" +")[0]), variants.index(n[len(n.split(" +")[0]) :]))
+        )
+        for name in ordered:
+            r = m["routers"][name]
             share = r["cost_share_for_best_single_accuracy"]
             rows.append(
                 {

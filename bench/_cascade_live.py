@@ -73,22 +73,25 @@ def _live(table: OutcomeTable) -> dict[str, Any]:
                 fitted = make_scorer(name).fit([answers[model][i] for i in train], quality[train, j])
                 scores[test, j] = fitted.score([answers[model][i] for i in test])
         scorers[name + " (5-fold)"] = (scores, cost)
+    verifier_cost: list[dict[str, Any]] = []
     for name, label in (("verifier", "verifier (next model, P(yes))"), ("consistency", "consistency")):
         spent = np.array([[s.get(name, np.nan) for s in meta["scorer_cpu_s"][m]] for m in ladder[:-1]]).T
         if np.isnan(spent).any():
             continue  # not recorded for every answer: run ``sizewise collect --scorers``
         scores = np.stack([make_scorer(name).score(answers[m]) for m in ladder[:-1]], axis=1)
         scorers[label] = (scores, cost + np.c_[spent, np.zeros(len(table))])
+        if name == "verifier":  # reading an answer vs the same model writing its own
+            verifier_cost = [
+                {
+                    "answer by": m,
+                    "verifier": ladder[j + 1],
+                    "verify CPU s": float(spent[:, j].mean()),
+                    "answer CPU s": float(cost[:, j + 1].mean()),
+                    "ratio": float(spent[:, j].mean() / cost[:, j + 1].mean()),
+                }
+                for j, m in enumerate(ladder[:-1])
+            ]
     big_seconds = float(cost[:, -1].mean())
-    verify_rows = [
-        {
-            "answer by": m,
-            "verifier": ladder[j + 1],
-            "verify CPU s": float(np.mean([s.get("verifier", np.nan) for s in meta["scorer_cpu_s"][m]])),
-            "answer CPU s": float(cost[:, j + 1].mean()),
-        }
-        for j, m in enumerate(ladder[:-1])
-    ]
     result: dict[str, Any] = {
         "n": len(table),
         "ladder": ladder,
@@ -96,8 +99,8 @@ def _live(table: OutcomeTable) -> dict[str, Any]:
         "seconds_per_question": {m: float(cost[:, j].mean()) for j, m in enumerate(ladder)},
         "scorers": {},
     }
-    if "verifier (next model, P(yes))" in scorers:
-        result["verifier_vs_generation"] = [r | {"ratio": r["verify CPU s"] / r["answer CPU s"]} for r in verify_rows]
+    if verifier_cost:
+        result["verifier_vs_generation"] = verifier_cost
     for name, (scores, paid) in scorers.items():
         front = pareto(sweep(quality, paid, scores, points=11))
         result["scorers"][name] = {

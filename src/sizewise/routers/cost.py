@@ -65,17 +65,19 @@ class CostPredictor:
         self.fitted_ = True
         return self
 
-    def predict(self, prompts: Sequence[str]) -> np.ndarray:
-        """USD per request, shape ``(n, len(models_))``."""
+    def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
             raise NotFittedError("cost model is not fitted: call fit() or load() first")
+
+    def predict(self, prompts: Sequence[str]) -> np.ndarray:
+        """USD per request, shape ``(n, len(models_))``."""
+        self._check_fitted()
         return np.exp(_features(prompts, self.embedding) @ self.coef_ + self.log_var_ / 2)
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model (zip of JSON + npz, no pickle)."""
-        if not getattr(self, "fitted_", False):
-            raise NotFittedError("cost model is not fitted: nothing to save")
-        meta = {"params": {"alpha": self.alpha, "embedding": self.embedding}, "models": self.models_}
+        self._check_fitted()
+        meta = {"params": self.get_params(), "models": self.models_}
         return save_bundle(path, KIND, "ridge-log-cost", meta, {"coef": self.coef_, "log_var": self.log_var_})
 
     @classmethod

@@ -133,14 +133,15 @@ class MultiModelPolicy:
         self.router, self.lam, self.target, self.cost_model = router, lam, target, cost_model
         self.models = list(router.models_)
         self.costs = np.array([costs[m] for m in self.models], dtype=float) if costs is not None else None
+        # The cost model's columns in the router's model order.
+        self._cost_columns = [cost_model.models_.index(m) for m in self.models] if cost_model is not None else []
 
     def prompt_costs(self, prompts: Sequence[str]) -> np.ndarray:
         """USD per 1,000 requests of every model for each prompt: predicted, or the fixed ``costs``."""
         if self.cost_model is None:
             assert self.costs is not None
             return np.broadcast_to(self.costs, (len(prompts), len(self.models)))
-        columns = [self.cost_model.models_.index(m) for m in self.models]
-        return np.asarray(self.cost_model.predict(prompts))[:, columns] * 1000
+        return np.asarray(self.cost_model.predict(prompts))[:, self._cost_columns] * 1000
 
     def choose_index(self, prompts: Sequence[str]) -> np.ndarray:
         """Index into ``models`` of the chosen model per prompt."""

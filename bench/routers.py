@@ -123,7 +123,13 @@ def part_mmlupro(routers: list[str]) -> dict[str, Any]:
     ]
     out: dict[str, Any] = {
         "models": {
-            m: {"accuracy": float(model_quality[i]), "cost_per_1k": float(model_cost[i])} for i, m in enumerate(models)
+            m: {
+                "accuracy": float(model_quality[i]),
+                "cost_per_1k": float(model_cost[i]),
+                # How much one request's cost varies with the prompt: what a per-prompt cost model can use.
+                "cost p90 / p10": float(np.divide(*np.nanpercentile(table.cost[:, i], [90, 10]))),
+            }
+            for i, m in enumerate(models)
         },
         "best_single": {
             "model": models[best],

@@ -1,8 +1,8 @@
 """Per-prompt cost of every model, predicted from the prompt: the other half of an N-model decision.
 
 A price sheet gives the mean cost of a model, but what one request costs depends on how much the
-model writes, and that varies with the prompt (MMLU-Pro: Gemini-1.5-Pro's cost per question spans
-9x between the 10th and 90th percentile, because some questions draw long chains of thought). A
+model writes, and that varies with the prompt (MMLU-Pro: Gemini-1.5-Pro's 90th-percentile cost per
+question is about 9x its 10th, because some questions draw long chains of thought; bench/routers.py). A
 router that knows which prompts are expensive for which model can spend where it is cheap.
 
 :class:`CostPredictor` regresses each model's log cost on the prompt embedding and the cheap text

@@ -160,11 +160,16 @@ def perfect_scorer_bound(accuracy: dict[str, float], seconds: dict[str, float]) 
     return bounds
 
 
+def _or_none_fits(value: float) -> float | str:
+    return "none fits" if np.isnan(value) else value
+
+
 def _live_rows(live: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "scorer": name,
-            "accuracy at half the big model's time": v["accuracy_at_half_big_time"],
+            # NaN: the first rung plus its scorer's own calls already cost more than half.
+            "accuracy at half the big model's time": _or_none_fits(v["accuracy_at_half_big_time"]),
             "time share at the big model's accuracy": v["time_share_at_big_accuracy"],
             "scorer CPU s per scored answer": v.get("scorer_cpu_s_per_scored_answer", 0.0),
             **{f"AUC {m}": auc for m, auc in v.get("auc_per_rung", {}).items()},

@@ -126,6 +126,10 @@ def render(results: dict[str, Any]) -> str:
         )
     if "embeddings" in results:
         parts.append(render_embeddings(results["embeddings"]))
+    if "newmodel" in results:
+        from bench._routers_newmodel import render_newmodel
+
+        parts.append(render_newmodel(results["newmodel"]))
     return "\n\n".join(parts)
 
 

@@ -5,8 +5,9 @@ Parts (``--parts`` picks some): ``routellm`` (GPT-4 vs Mixtral on MMLU, GSM8K, M
 ``transfer`` (train on MMLU-Pro pairs, test on RouteLLM MMLU and GSM8K), ``mmlupro`` (9 models,
 N-model routing, 5-fold CV), ``speed`` (one decision incl. embedding a 200-token prompt; batches),
 ``embeddings`` (every learned router with MiniLM vs static embeddings on ``--datasets``, and the speed of
-``gbdt`` with each; ``--routers ""`` re-measures only that speed). Parts not run keep their stored
-results (docs/results/routers.json); ``--parts none`` only re-renders the section.
+``gbdt`` with each; ``--routers ""`` re-measures only that speed), ``newmodel`` (a model added to a
+fitted ``mf`` from ``--sizes`` outcomes; ``--held-out`` picks the models; not in the default parts).
+Parts not run keep their stored results (docs/results/routers.json); ``--parts none`` only re-renders the section.
 
 Metric definitions (RouteLLM / RouterBench), computed on pooled out-of-fold scores:
 PGR(share) = (quality(share) - q_weak) / (q_strong - q_weak) with the top ``share`` of prompts by
@@ -41,6 +42,7 @@ from bench._routers_eval import (
     pair_metrics,
     split_routers,
 )
+from bench._routers_newmodel import part_newmodel
 from bench._routers_render import MMLU_PRO_PAIRS, render
 from sizewise.evaluation.loaders import load_dataset
 from sizewise.evaluation.table import OutcomeTable
@@ -301,6 +303,10 @@ def main() -> None:
     parser.add_argument(
         "--datasets", default="routellm-mmlu,routellm-gsm8k", help="datasets of the embeddings part (comma-separated)"
     )
+    parser.add_argument(
+        "--held-out", default="gemini-1.5-flash-002", help="newmodel part: models to add (comma-separated)"
+    )
+    parser.add_argument("--sizes", default="100,300,1000", help="newmodel part: outcomes given to add_model")
     args = parser.parse_args()
     routers = split_routers(args.routers)
     if args.routers == ",".join(LEARNED):
@@ -343,6 +349,9 @@ def main() -> None:
             new = fresh["datasets"].setdefault(dataset, data)
             new["routers"] = {**data["routers"], **new["routers"]}
         results["embeddings"] = fresh
+    if "newmodel" in parts:
+        sizes = [int(n) for n in args.sizes.split(",") if n.strip()]
+        results["newmodel"] = part_newmodel([m for m in args.held_out.split(",") if m], sizes)
     write_json(JSON_PATH, results)
     body = render(results)
     print(body)

@@ -158,3 +158,50 @@ def test_cost_model_lets_the_policy_spend_where_a_model_is_cheap(tmp_path):
         CostPredictor().predict(["x"])
     with pytest.raises(ConfigError, match="cost model"):
         MultiModelPolicy(router, lam=0.1)
+
+
+def _collect_file(path, n: int, seed: int, skill: dict[str, tuple[float, float, float]]):
+    """A `sizewise collect` JSONL of one model's graded answers, as a user would record a new model."""
+    import json
+
+    table, _ = outcomes(n, seed, skill)
+    (model,) = skill
+    rows = [
+        {"prompt_id": f"q{i}", "model": model, "text": text, "response": "answer", "correct": bool(q), "latency": 0.1}
+        for i, (text, q) in enumerate(zip(table.texts, table.column(model), strict=True))
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_cli_adds_a_collected_model_to_a_saved_router(fitted, tmp_path, run_cli):
+    from sizewise.routers.base import load_router
+
+    saved = fitted.save(tmp_path / "mf.zip")
+    collected = _collect_file(tmp_path / "new.jsonl", 300, seed=5, skill={"new-coder": (0.1, 0.95, 0.5)})
+    code, out, err = run_cli(
+        "add-model", "--router-file", str(saved), "--table", str(collected), "--out", str(tmp_path / "mf2.zip")
+    )
+    assert code == 0, err
+    assert "added new-coder (300 outcomes" in out
+    extended = load_router(tmp_path / "mf2.zip")
+    assert extended.models_ == [*SKILL, "new-coder"]
+    test, topics = outcomes(300, seed=6)
+    pred = extended.predict_quality(test.texts)
+    assert pred[topics == 1, -1].mean() > pred[topics == 0, -1].mean() + 0.5
+    assert np.allclose(pred[:, :4], fitted.predict_quality(test.texts))
+
+
+def test_cli_add_model_refuses_what_it_cannot_do(fitted, tmp_path, run_cli):
+    from sizewise.routers.knn import KNNRouter
+
+    few = _collect_file(tmp_path / "few.jsonl", 10, seed=7, skill={"new-coder": (0.1, 0.95, 0.5)})
+    saved = fitted.save(tmp_path / "mf.zip")
+    args = ["add-model", "--table", str(few), "--out", str(tmp_path / "out.zip"), "--router-file"]
+    code, _, too_few = run_cli(*args, str(saved))
+    assert code == 2 and "new-coder: 10 outcomes" in too_few
+    knn = KNNRouter(k=5).fit(outcomes(60, seed=8)[0]).save(tmp_path / "knn.zip")
+    code, _, wrong_kind = run_cli(*args, str(knn))
+    assert code == 2 and "'knn' router, which cannot add models" in wrong_kind
+    assert "Traceback" not in too_few + wrong_kind
+    assert not (tmp_path / "out.zip").exists()

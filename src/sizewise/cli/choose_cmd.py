@@ -20,22 +20,6 @@ def _catalog(config: Path | None) -> Any:
     return load_catalog(config)
 
 
-def _is_collect_file(data: str) -> bool:
-    """Whether ``data`` is a JSONL file written by ``sizewise collect`` (one row per question and model)."""
-    path = Path(data)
-    if path.suffix.lower() != ".jsonl" or not path.is_file():
-        return False
-    import json
-
-    with path.open() as handle:
-        first = handle.readline()
-    try:
-        row = json.loads(first)
-    except ValueError:
-        return False
-    return isinstance(row, dict) and {"prompt_id", "model", "correct"} <= set(row)
-
-
 def choose(
     data: Annotated[str, typer.Option("--data", "-d", help="Dataset name (e.g. mmlu-pro) or outcome table file.")],
     target: Annotated[str, typer.Option("--target", "-t", help="Quality target: 0.7 (absolute) or 95% (of best).")],
@@ -58,7 +42,7 @@ def choose(
     ] = 0,
 ) -> None:
     """Measure every model on a labelled task and recommend the cheapest model or policy meeting the target."""
-    from sizewise.evaluation.loaders import load_dataset
+    from sizewise.cli.tables import is_collect_file, read_table
     from sizewise.policy.choose import Constraints, plot_frontier, render_markdown
     from sizewise.policy.choose import choose as run_choose
     from sizewise.policy.constraints import catalog_parts
@@ -67,14 +51,9 @@ def choose(
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     if names and data == "mmlu-pro":
         kwargs["models"] = names
-    if _is_collect_file(data):
-        from sizewise.cascade.collect import load_collected
-
-        table = load_collected(data, names)
-    else:
-        table = load_dataset(data, **kwargs)
-        if names and data != "mmlu-pro":
-            table = table.select_models(names)
+    table = read_table(data, names, **kwargs)
+    if names and data != "mmlu-pro" and not is_collect_file(data):
+        table = table.select_models(names)
     # Catalog entries (location, size, p95) of the table's models: the given catalog, else the built-in one.
     specs = catalog_parts(_catalog(config))[0]
     limits = Constraints(max_latency_ms, budget_per_1k, memory_gb, local_only)

@@ -37,8 +37,8 @@ def eval_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Evaluate routers on one dataset: APGR, CPT(20/50/80%), AUC, AIQ and cost at the strong model's quality."""
+    from sizewise.cli.tables import read_table
     from sizewise.evaluation.harness import evaluate
-    from sizewise.evaluation.loaders import load_dataset
     from sizewise.routers.base import load_router, router_class
 
     if (dataset is None) == (table is None):
@@ -52,8 +52,8 @@ def eval_command(
         if not path.is_file():
             raise ConfigError(f"--router-file {path}: no such file")
     loaded = [load_router(path) for path in router_file or []]
-    data = load_dataset(str(table) if table is not None else str(dataset))
-    train_table = load_dataset(train_on) if train_on is not None else None
+    data = read_table(str(table) if table is not None else str(dataset))
+    train_table = read_table(train_on) if train_on is not None else None
     result = evaluate(
         data, [*names, *loaded], cv=cv, seed=seed, train_table=train_table, weak=weak, strong=strong, progress=progress
     )

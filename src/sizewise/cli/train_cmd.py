@@ -1,5 +1,6 @@
-"""``sizewise train`` (fit a router on an outcome table, write it) and ``sizewise calibrate``
-(pick its threshold for a target share / quality / budget, with held-out estimates)."""
+"""``sizewise train`` (fit a router on an outcome table, write it), ``sizewise add-model`` (extend a
+saved N-model router with a new model's outcomes) and ``sizewise calibrate`` (pick its threshold for
+a target share / quality / budget, with held-out estimates)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from sizewise.errors import ConfigError
 
 
 def _table(dataset: str | None, table: Path | None) -> Any:
-    from sizewise.evaluation.loaders import load_dataset
+    from sizewise.cli.tables import read_table
 
     if (dataset is None) == (table is None):
         raise ConfigError("give exactly one of --dataset NAME or --table PATH")
-    return load_dataset(str(table) if table is not None else str(dataset))
+    return read_table(str(table) if table is not None else str(dataset))
 
 
 def _params(items: list[str] | None) -> dict[str, Any]:
@@ -115,7 +116,53 @@ def calibrate(
     typer.echo(f"from {result.n_calibration} calibration and {result.n_heldout} held-out prompts")
 
 
+MIN_OUTCOMES = 20  # below this a new model's two factors are noise
+
+
+def add_model(
+    router_file: Annotated[Path, typer.Option("--router-file", help="A saved N-model router (mf) to extend.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the extended router (.zip).")],
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Named dataset with the outcomes.")] = None,
+    table: Annotated[
+        Path | None, typer.Option("--table", help="Outcome table or `sizewise collect` file with the new model.")
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="Model to add or refit (repeatable); default: all new ones.")
+    ] = None,
+) -> None:
+    """Add models to a saved router from a few hundred of their outcomes, keeping what it learned."""
+    import numpy as np
+
+    from sizewise.errors import DataError
+    from sizewise.routers.base import load_router
+
+    estimator: Any = load_router(router_file)  # only routers with add_model (mf) get past the check below
+    if not hasattr(estimator, "add_model"):
+        raise ConfigError(
+            f"{router_file} holds a {estimator.name!r} router, which cannot add models (mf can); "
+            "retrain it with `sizewise train` instead"
+        )
+    data = _table(dataset, table)
+    known_models = list(estimator.models_)
+    names = list(model or [m for m in data.models if m not in known_models])
+    if not names:
+        raise ConfigError(f"the router already has every model of {data.name}; name one with --model to refit it")
+    added = []
+    for name in names:
+        quality = data.column(name)  # an unknown name raises a clear error listing the table's models
+        seen = ~np.isnan(quality)
+        if seen.sum() < MIN_OUTCOMES:
+            raise DataError(f"{name}: {int(seen.sum())} outcomes in {data.name}; adding a model needs {MIN_OUTCOMES}")
+        texts = [t for t, keep in zip(data.texts, seen, strict=True) if keep]
+        estimator.add_model(name, texts, quality[seen])
+        verb = "refitted" if name in known_models else "added"
+        added.append(f"{verb} {name} ({int(seen.sum())} outcomes, accuracy {quality[seen].mean():.3f})")
+    path = estimator.save(out)
+    typer.echo(f"{'; '.join(added)}; {estimator.name} router now has {len(estimator.models_)} models -> {path}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``train`` and ``calibrate`` to the CLI."""
+    """Add ``train``, ``add-model`` and ``calibrate`` to the CLI."""
     app.command("train")(train)
+    app.command("add-model")(add_model)
     app.command("calibrate")(calibrate)

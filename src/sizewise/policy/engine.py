@@ -120,7 +120,7 @@ class Engine:
             if factory is None:
                 raise UnknownModelError(
                     f"unknown model {model_field!r}; use a catalog model ({', '.join(self.by_name)}), "
-                    "'sizewise', or router-<name>-<threshold>"
+                    "'sizewise', router-<name>-<threshold> or multi-<router>-<target>"
                 )
             policy = factory(target, self.env)
             policy.name = model_field
@@ -133,7 +133,8 @@ class Engine:
 
     def policy_names(self) -> list[str]:
         """Names to advertise in ``/v1/models`` besides the catalog models."""
-        return ["sizewise", *(key + "<name>-<threshold>" for key in policy_keys() if key == "router-")]
+        patterns = {"router-": "router-<name>-<threshold>", "multi-": "multi-<router>-<target>"}
+        return ["sizewise", *(patterns[key] for key in policy_keys() if key in patterns)]
 
     def context(
         self,

@@ -165,16 +165,16 @@ class BypassPolicy(RoutingPolicy):
         return Plan([self.spec, *others], reason="model named in the request")
 
 
-def parse_router_field(model_field: str) -> tuple[str, float]:
-    """``router-<name>-<threshold>`` -> (name, threshold); names may contain dashes."""
-    body = model_field.removeprefix("router-")
+def parse_router_field(model_field: str, prefix: str = "router-") -> tuple[str, float]:
+    """``router-<name>-<threshold>`` (or another ``prefix``) -> (name, number); names may contain dashes."""
+    body = model_field.removeprefix(prefix)
     name, sep, threshold = body.rpartition("-")
     try:
         value = float(threshold)
     except ValueError:
         value = math.nan
     if not sep or not name or not math.isfinite(value):
-        raise UnknownNameError(f"model {model_field!r}: expected router-<name>-<threshold>, e.g. router-mf-0.5")
+        raise UnknownNameError(f"model {model_field!r}: expected {prefix}<name>-<number>, e.g. {prefix}mf-0.5")
     return name, value
 
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 # Modules that register policies/filters; imported once when an engine is built.
 POLICY_MODULES = [
     "sizewise.policy.routing",
+    "sizewise.policy.multi_routing",
     "sizewise.cascade.gateway_policy",
 ]
 FILTER_MODULES = [

@@ -167,3 +167,25 @@ def test_cli_choose_on_a_collect_file_prices_tokens_from_the_catalog(tmp_path: P
     expected = 1000 * catalog.get(big).cost_usd(100, 200)
     assert f"| {big} | 0.750 | {expected:.4f} | 3000 |" in result.output
     assert f"Use {big}" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("private_embedding_cache")
+def test_n_model_router_policy_picks_per_prompt_and_gives_the_gateway_field() -> None:
+    from learned_helpers import prompts
+
+    texts, topics = prompts(600, seed=3)
+    # P(correct) per topic (math, code, chat): chat is easy for the small model, maths for the mid one.
+    skill = np.array([[0.05, 0.05, 0.97], [0.97, 0.1, 0.97], [0.97, 0.97, 0.97]])
+    quality = (np.random.default_rng(4).random((600, 3)) < skill[:, topics].T).astype(float)
+    cost = np.tile([0.0001, 0.001, 0.01], (600, 1))
+    table = OutcomeTable(
+        "topics", pd.DataFrame({"prompt_id": range(600), "text": texts}), ["small", "mid", "big"], quality, cost=cost
+    )
+    report = choose(table, "0.9", router="knn")
+    multi = next(p for p in report.policies if p.kind == "N-model router")
+    assert multi.quality >= 0.9 and multi.cost_per_1k < 0.6 * report.rows[2].cost_per_1k
+    assert report.policy is multi
+    assert "default_policy: multi-knn-" in report.snippet and "router_dir: routers" in report.snippet
+    # A pair-only router gives no N-model policy (and no failure entry).
+    assert all(p.kind != "N-model router" for p in choose(table, "0.9", router="gbdt").policies)

@@ -30,7 +30,7 @@ from sizewise.catalog.schema import ModelSpec
 from sizewise.errors import ConfigError, DataError
 from sizewise.evaluation.frontier import pareto, plot_frontier, render_markdown
 from sizewise.evaluation.table import OutcomeTable
-from sizewise.policy.choose_policies import PolicyResult, domain_policy, router_policy
+from sizewise.policy.choose_policies import PolicyResult, domain_policy, multi_router_policy, router_policy
 
 
 @dataclass
@@ -200,11 +200,12 @@ def choose(
     meeting = [row for row in rows if row.meets_target]
     single = min(meeting, key=lambda r: (r.cost_per_1k, r.params_b or math.inf, -r.quality)) if meeting else None
     policies = [p for p in (domain_policy(table, rows, goal, seed, route_sample=route_sample),) if p is not None]
-    if router:
+    builders = (("router", router_policy), ("N-model router", multi_router_policy))
+    for kind, build in builders if router else ():
         try:
-            result = router_policy(table, rows, goal, router, seed)
+            result = build(table, rows, goal, str(router), seed)
         except Exception as error:  # a router that cannot be built here is reported, not fatal
-            policies.append(PolicyResult("router", f"router {router!r} failed: {error}", math.nan, math.nan, {}))
+            policies.append(PolicyResult(kind, f"{kind} {router!r} failed: {error}", math.nan, math.nan, {}))
         else:
             if result is not None:
                 policies.append(result)
@@ -245,8 +246,9 @@ def _recommend(
         )
     if policy is not None:
         versus = f" vs ${single.cost_per_1k:.4f} for {single.model}" if single else ""
+        article = "an" if policy.kind[0] in "aeiouN" else "a"  # "an N-model router"
         text = (
-            f"Use a {policy.kind} policy: quality {policy.quality:.3f} >= {goal:.3f} at "
+            f"Use {article} {policy.kind} policy: quality {policy.quality:.3f} >= {goal:.3f} at "
             f"${policy.cost_per_1k:.4f} per 1,000 requests{versus} (measured on held-out prompts). "
             f"{policy.description}."
         )

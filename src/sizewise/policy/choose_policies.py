@@ -2,7 +2,8 @@
 
 Each is fitted on one half of the prompts and measured on the other (never on the prompts it was
 fitted on): *domain routes* (each category to the cheapest model meeting the target on it) and a
-*two-model router* (thresholds swept, the threshold chosen on the fitting half).
+*two-model router* (thresholds swept, the threshold chosen on the fitting half) and an *N-model
+router* over every eligible model (its quality target chosen on part of the fitting half).
 """
 
 from __future__ import annotations
@@ -156,3 +157,51 @@ def router_policy(
     config = {"gateway": {"ladder": [weak, strong], "router": router, "threshold": round(best[2], 6)}}
     description = f"router {router!r}: {weak} / {strong}, threshold {best[2]:.4g}"
     return PolicyResult("router", description, best[1], best[0], config, sorted(curve))
+
+
+def multi_router_policy(
+    table: OutcomeTable, rows: list[ModelRow], target: float, router: str, seed: int = 0
+) -> PolicyResult | None:
+    """N-model routing as the gateway's ``multi-<router>-<t>`` runs it, over every eligible model.
+
+    The router is fitted on half of the fitting prompts, ``t`` is chosen on the other half (the
+    cheapest ``t`` whose quality reaches ``target`` there), and the result is measured on the held-out
+    prompts. None when fewer than three models are eligible or the router predicts no per-model quality.
+    """
+    from sizewise.routers.base import make_router
+    from sizewise.routers.multi import cheapest_meeting
+
+    eligible = [r.model for r in rows if r.eligible]
+    if router == "heuristic" or len(eligible) < 3:  # the heuristic scores a pair; it predicts no quality
+        return None
+    model: Any = make_router(router)
+    if not hasattr(model, "predict_quality"):
+        return None
+    sub = table.select_models(eligible)
+    fit, held = _split(len(sub.prompts), seed)
+    train, calib = fit[::2], fit[1::2]
+    model.fit(sub.subset(train))
+    texts = sub.prompts["text"].astype(str).to_numpy()
+    quality, cost = np.nan_to_num(sub.quality, nan=0.0), _cost(sub)
+    order = np.array([sub.models.index(m) for m in model.models_])  # router columns -> table columns
+    prices = cost[train].mean(axis=0)[order]
+    pred = {"calib": model.predict_quality(texts[calib].tolist()), "held": model.predict_quality(texts[held].tolist())}
+
+    def outcome(rows_: np.ndarray, predicted: np.ndarray, t: float) -> tuple[float, float]:
+        picks = order[cheapest_meeting(predicted, prices, t)]
+        return float(cost[rows_, picks].mean()) * 1000, float(quality[rows_, picks].mean())
+
+    grid = np.round(np.linspace(0.0, 1.0, 41), 3)
+    calib_points = [outcome(calib, pred["calib"], float(t)) for t in grid]
+    meeting = [(c, float(t)) for (c, q), t in zip(calib_points, grid, strict=True) if q >= target]
+    chosen = min(meeting)[1] if meeting else float(grid[-1])
+    c_held, q_held = outcome(held, pred["held"], chosen)
+    curve = sorted(outcome(held, pred["held"], float(t)) for t in grid)
+    config = {"gateway": {"router_dir": "routers", "default_policy": f"multi-{router}-{chosen:g}"}}
+    rule = "the model predicted best" if chosen >= 1 else f"the cheapest model predicted to reach {chosen:g}"
+    description = (
+        f"N-model router {router!r} over {len(eligible)} models: per prompt {rule} (gateway model field "
+        f"multi-{router}-{chosen:g}; train it with `sizewise train --router {router} --table DATA --out "
+        f"routers/{router}.zip`)"
+    )
+    return PolicyResult("N-model router", description, q_held, c_held, config, curve)

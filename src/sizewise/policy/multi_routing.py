@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from sizewise.catalog.schema import ModelSpec
 from sizewise.errors import UnknownNameError
 from sizewise.policy.routing import load_scorer, parse_router_field
 from sizewise.policy.types import Plan, PolicyEnv, RequestContext, RequestRejected, RoutingPolicy, register_policy
+from sizewise.routers.multi import cheapest_meeting
 
 PREFIX = "multi-"
 
@@ -46,15 +49,16 @@ class MultiRouterPolicy(RoutingPolicy):
 
     async def plan(self, ctx: RequestContext, candidates: list[ModelSpec]) -> Plan:
         quality = await self.predict(ctx.text)
-        known = sorted((spec for spec in candidates if spec.name in quality), key=cost_order)
+        known = sorted((spec for spec in candidates if spec.name in quality), key=cost_order)  # cheapest first
         if not known:
             raise RequestRejected(
                 400,
                 f"no model the router of {self.name!r} knows ({', '.join(quality)}) can serve this request",
                 "model_not_suitable",
             )
-        meeting = [spec for spec in known if quality[spec.name] >= self.target]
-        choice = meeting[0] if meeting else max(known, key=lambda spec: quality[spec.name])
+        predicted = np.array([[quality[spec.name] for spec in known]])
+        choice = known[int(cheapest_meeting(predicted, np.arange(len(known)), self.target)[0])]
+        meeting = quality[choice.name] >= self.target
         rest = sorted((spec for spec in known if spec is not choice), key=lambda spec: -quality[spec.name])
         unknown = sorted((spec for spec in candidates if spec.name not in quality), key=lambda m: -(m.params_b or 0.0))
         if meeting:

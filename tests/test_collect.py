@@ -111,6 +111,30 @@ def test_load_items_kinds_and_errors(tmp_path: Path, dataset: Path) -> None:
         load_collected(RowStore(tmp_path / "empty.jsonl").path)
 
 
+def test_bad_question_files_are_one_line_errors(tmp_path: Path) -> None:
+    for content, message in [
+        (b"\xb4\xff garbage", "not UTF-8"),
+        (b"", "no questions"),
+        (b"[1, 2]\n", "not a JSON object"),
+    ]:
+        path = tmp_path / "q.jsonl"
+        path.write_bytes(content)
+        with pytest.raises(DataError, match=message):
+            load_items(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"my notes, no newline", b"a,b\n1,2\n", b"\xb4\xff binary\n\x00tail", b'{"prompt_id": "1", "model": "m"}\n[1]\n'],
+)
+def test_row_store_leaves_a_file_that_is_not_rows_untouched(tmp_path: Path, content: bytes) -> None:
+    other = tmp_path / "notes.txt"
+    other.write_bytes(content)
+    with pytest.raises(DataError, match="not a file of collected rows"):
+        RowStore(other)
+    assert other.read_bytes() == content
+
+
 def test_cli_reports_bad_input(tmp_path: Path) -> None:
     result = subprocess.run(
         [

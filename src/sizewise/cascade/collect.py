@@ -54,27 +54,34 @@ def load_items(path: str | Path, limit: int | None = None, offset: int = 0) -> t
         raise DataError(f"{path}: no such dataset file")
     items: list[Item] = []
     kind = "exact"
-    with path.open() as handle:
-        for number, line in enumerate(handle):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"{path}:{number + 1}: not valid JSON") from None
-            question = record.get("question") or record.get("prompt")
-            answer = record.get("answer", record.get("gold"))
-            if question is None or answer is None:
-                raise DataError(f"{path}:{number + 1}: needs 'question' (or 'prompt') and 'answer'")
-            prompt_id = str(record.get("id", record.get("prompt_id", number)))
-            if record.get("options"):
-                kind = "choice"
-                options = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(record["options"]))
-                question = f"{question}\n\n{options}\n\n{CHOICE_INSTRUCTION}"
-            elif "####" in str(answer):
-                kind = "numeric"
-                question = f"{question}\n\n{GSM8K_INSTRUCTION}"
-            items.append(Item(prompt_id, str(question), str(answer)))
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a JSONL file of questions (not UTF-8 text)") from None
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise DataError(f"{path}:{number + 1}: not valid JSON") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number + 1}: not a JSON object")
+        question = record.get("question") or record.get("prompt")
+        answer = record.get("answer", record.get("gold"))
+        if question is None or answer is None:
+            raise DataError(f"{path}:{number + 1}: needs 'question' (or 'prompt') and 'answer'")
+        prompt_id = str(record.get("id", record.get("prompt_id", number)))
+        if record.get("options"):
+            kind = "choice"
+            options = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(record["options"]))
+            question = f"{question}\n\n{options}\n\n{CHOICE_INSTRUCTION}"
+        elif "####" in str(answer):
+            kind = "numeric"
+            question = f"{question}\n\n{GSM8K_INSTRUCTION}"
+        items.append(Item(prompt_id, str(question), str(answer)))
+    if not items:
+        raise DataError(f"{path}: no questions in the file")
     return items[offset : None if limit is None else offset + limit], kind
 
 
@@ -93,17 +100,23 @@ class RowStore:
             return []
         data = self.path.read_bytes()
         cut = data.rfind(b"\n") + 1
+        # Check every line before touching the file: --out naming some other file must not damage it.
+        not_rows = DataError(f"{self.path}: not a file of collected rows; choose another --out")
+        if data[cut:] and not data[cut:].lstrip().startswith(b"{"):
+            raise not_rows
+        rows = []
+        try:
+            for line in data[:cut].decode().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    if not isinstance(row, dict) or "prompt_id" not in row or "model" not in row:
+                        raise not_rows
+                    rows.append(row)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise not_rows from None
         if cut < len(data):  # a row half-written when the process died: drop it so the next append starts clean
             with self.path.open("r+b") as handle:
                 handle.truncate(cut)
-            data = data[:cut]
-        rows = []
-        for line in data.decode().splitlines():
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
         return rows
 
     def append(self, row: dict[str, Any]) -> None:

@@ -65,12 +65,33 @@ def test_empty_messages(gateway: GatewayServer) -> None:
         ("max_tokens", 0, "max_tokens"),
         ("temperature", 7, "temperature"),
         ("stream", "yes please", "stream"),
+        ("stream", "yes", "stream"),
+        ("stream", 1, "stream"),
+        ("max_tokens", True, "max_tokens"),
+        ("logprobs", "true", "logprobs"),
+        ("stop", "", "stop"),
         ("model", 42, "model"),
     ],
 )
 def test_wrong_types(gateway: GatewayServer, field: str, value: object, param: str) -> None:
     body = {"model": "sizewise", "messages": OK, field: value}
     _check(_post(gateway, json=body), 400, "invalid_value", param)
+
+
+@pytest.mark.parametrize(
+    ("messages", "param", "message"),
+    [
+        ([{"role": "user", "content": ""}], "messages", "the prompt is empty"),
+        ([{"role": "user", "content": []}], "messages", "the prompt is empty"),
+        ([{"role": "user", "content": None}], "messages.0", "a user message needs 'content'"),
+        ([{"role": "user", "content": [{"type": "video_url"}]}], "messages.0.content", "unsupported type 'video_url'"),
+        ([{"role": "user", "content": [{"text": "hi"}]}], "messages.0.content", "unsupported type None"),
+        ([{"role": "user", "content": [{"type": "text", "text": 5}]}], "messages.0.content", "needs a string 'text'"),
+    ],
+)
+def test_empty_or_unsupported_content(gateway: GatewayServer, messages: list, param: str, message: str) -> None:
+    error = _check(_post(gateway, json={"messages": messages}), 400, "invalid_value", param)
+    assert message in error["message"]
 
 
 def test_bad_message_role(gateway: GatewayServer) -> None:

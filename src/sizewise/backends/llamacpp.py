@@ -122,8 +122,25 @@ class _Recorder:
         return [self._detok([token]) for token in self.ids]
 
 
-def _kwargs(request: ChatRequest) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"messages": request.messages, "max_tokens": request.max_tokens or 512}
+def _text_messages(model: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with string content, as GGUF chat templates expect: text parts joined, ``None`` as ""."""
+    plain = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            other = sorted({str(part.get("type")) for part in content} - {"text"})
+            if other:
+                raise BackendError(
+                    f"{model}: takes text only, not {', '.join(other)} parts", retryable=False, status=400
+                )
+            content = "\n".join(part["text"] for part in content)
+        plain.append({**message, "content": content or ""})
+    return plain
+
+
+def _kwargs(request: ChatRequest, model: str) -> dict[str, Any]:
+    messages = _text_messages(model, request.messages)
+    kwargs: dict[str, Any] = {"messages": messages, "max_tokens": request.max_tokens or 512}
     if request.temperature is not None:
         kwargs["temperature"] = request.temperature
     if request.top_p is not None:
@@ -197,7 +214,7 @@ class LlamaCppBackend(Backend):
 
     def _locked_complete(self, request: ChatRequest) -> tuple[Any, _Recorder | None, Any]:
         with _RUN_LOCKS[str(self.path)]:
-            llm, recorder, response = self._call(request.logprobs, _kwargs(request))
+            llm, recorder, response = self._call(request.logprobs, _kwargs(request, self.model))
             if recorder is not None:
                 recorder.finish(response["choices"][0]["message"].get("content") or "")
             return llm, recorder, response
@@ -214,7 +231,7 @@ class LlamaCppBackend(Backend):
                 with _RUN_LOCKS[str(self.path)]:
                     if stop.is_set():  # the client left while waiting for the model
                         return
-                    _llm, recorder, chunks = self._call(True, {**_kwargs(request), "stream": True})
+                    _llm, recorder, chunks = self._call(True, {**_kwargs(request, self.model), "stream": True})
                     assert recorder is not None
                     text: list[str] = []
                     finish = "stop"
@@ -268,7 +285,9 @@ class LlamaCppBackend(Backend):
             recorder = _Recorder(llm, keep_first=True)
             try:
                 llm.create_chat_completion(
-                    messages=request.messages, max_tokens=1, logits_processor=LogitsProcessorList([recorder])
+                    messages=_text_messages(self.model, request.messages),
+                    max_tokens=1,
+                    logits_processor=LogitsProcessorList([recorder]),
                 )
             except ValueError as error:
                 raise BackendError(f"{self.model}: {error}", retryable=False, status=400) from None

@@ -57,4 +57,5 @@ def from_validation(error: ValidationError) -> GatewayError:
     param = ".".join(str(part) for part in first["loc"]) or None
     if first["type"] == "missing":
         return GatewayError(400, f"missing required field {param!r}", "missing_field", param)
-    return GatewayError(400, f"invalid value for {param!r}: {first['msg']}", "invalid_value", param)
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return GatewayError(400, f"invalid value for {param!r}: {message}", "invalid_value", param)

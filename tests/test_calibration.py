@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sizewise.errors import ConfigError
+from sizewise.errors import ConfigError, DataError
 from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers.calibration import calibrate, threshold_for_budget, threshold_for_quality, threshold_for_share
 
@@ -82,6 +82,22 @@ def test_bad_targets_are_refused(table):
         calibrate(scorer, table, target_share=1.5)
     with pytest.raises(ConfigError):
         calibrate(scorer, table, budget_per_1k=0.01)
+    for budget in (-1.0, float("nan")):
+        with pytest.raises(ConfigError, match="budget per 1k requests must be a number >= 0"):
+            calibrate(scorer, table, budget_per_1k=budget)
+
+
+def test_budget_without_costs_names_the_missing_costs(table):
+    unpriced = OutcomeTable(
+        "unpriced", table.prompts, table.models, table.quality, cost=np.full_like(table.quality, np.nan)
+    )
+    with pytest.raises(DataError, match="has no costs for small and large"):
+        calibrate(NoisyScorer(table), unpriced, budget_per_1k=1.0)
+
+
+def test_train_refuses_an_unknown_router_parameter(run_cli, tmp_path):
+    code, _, err = run_cli("train", "--router", "tfidf-logreg", "--out", str(tmp_path / "r.zip"), "--param", "bogus=1")
+    assert code == 2 and "bad parameter" in err and "bogus" in err and err.count("\n") == 1
 
 
 @pytest.mark.slow

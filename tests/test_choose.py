@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from constraint_helpers import model
 from sizewise.cli import choose_cmd
-from sizewise.errors import ConfigError
+from sizewise.errors import ConfigError, SizewiseError
 from sizewise.evaluation.table import OutcomeTable
 from sizewise.policy.choose import (
     Constraints,
@@ -76,6 +77,20 @@ def test_constraints_exclude_models_and_nothing_meets_target() -> None:
     assert "Nothing meets the target" in report.recommendation
     budget = choose(make_table(), "0.5", Constraints(budget_per_1k=5.0))
     assert [r.model for r in budget.rows if r.eligible] == ["small-1B", "mid-8B"]
+
+
+@pytest.mark.parametrize(
+    ("limits", "router", "message"),
+    [
+        ({"max_latency_ms": -5.0}, None, "max-latency-ms must be a number >= 0"),
+        ({"budget_per_1k": math.nan}, None, "budget-per-1k must be a number >= 0"),
+        ({"memory_gb": -1.0}, None, "memory-gb must be a number >= 0"),
+        ({}, "nosuch", "unknown router 'nosuch'"),
+    ],
+)
+def test_bad_constraints_and_unknown_router_are_refused(limits: dict, router: str | None, message: str) -> None:
+    with pytest.raises(SizewiseError, match=message):
+        choose(make_table(), "0.5", Constraints(**limits), router=router)
 
 
 def test_relative_target_and_pareto() -> None:

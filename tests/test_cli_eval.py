@@ -82,3 +82,16 @@ def test_transfer_with_train_on(run, tmp_path, table_file):
     assert code == 0 and "transfer" in out
     payload = json.loads(out_json.read_text())
     assert payload["mode"].startswith("transfer") and payload["routers"][0]["apgr"] > 0.55
+
+
+def test_output_path_that_is_a_folder_is_one_line_exit_2(run, tmp_path, table_file):
+    code, _, err = run("--table", table_file, "--router", "random", "--json", str(tmp_path), "--no-progress")
+    assert code == 2 and err.startswith("error: Is a directory") and err.count("\n") == 1
+
+
+def test_table_without_prices_defaults_to_the_least_accurate_weak_model(run, tmp_path):
+    rows = [f"question {i},{m},{int(m == 'strong' or i % 2)}" for i in range(40) for m in ("weak", "strong")]
+    (tmp_path / "t.csv").write_text("text,model,quality\n" + "\n".join(rows) + "\n")
+    code, out, err = run("--table", str(tmp_path / "t.csv"), "--router", "random", "--no-progress")
+    assert code == 0, err
+    assert "random" in out

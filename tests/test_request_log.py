@@ -121,3 +121,12 @@ def test_cli_missing_log_file(tmp_path: Path) -> None:
     app.command("noop")(lambda: None)
     result = CliRunner().invoke(app, ["log", "--db", str(tmp_path / "none.sqlite")])
     assert isinstance(result.exception, ConfigError) and "no request log" in str(result.exception)
+
+
+@pytest.mark.parametrize("hours", ["-5", "nan", "0"])
+def test_cli_refuses_bad_hours(tmp_path: Path, hours: str) -> None:
+    app = typer.Typer()
+    log_cmd.register(app)
+    app.command("noop")(lambda: None)
+    result = CliRunner().invoke(app, ["log", "--db", str(tmp_path / "none.sqlite"), "--hours", hours])
+    assert isinstance(result.exception, ConfigError) and "--hours must be a positive number" in str(result.exception)

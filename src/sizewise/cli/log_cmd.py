@@ -40,8 +40,13 @@ def log(
     hours: Annotated[float | None, typer.Option("--hours", help="Only the last N hours.")] = None,
 ) -> None:
     """Print totals of the gateway's request log."""
+    import math
+
     from sizewise.errors import ConfigError
     from sizewise.gateway.log import read_rows
+
+    if hours is not None and not 0 < hours < math.inf:
+        raise ConfigError(f"--hours must be a positive number, got {hours}")
 
     if db is None:
         if config is not None:

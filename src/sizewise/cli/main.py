@@ -1,6 +1,7 @@
 """The ``sizewise`` command. Each subcommand lives in its own module with a ``register(app)``.
 
-Errors a user can fix (:class:`~sizewise.errors.SizewiseError`) print one line and exit 2.
+Errors a user can fix (:class:`~sizewise.errors.SizewiseError`, and ``OSError`` such as an output path
+that is a folder) print one line and exit 2.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def main() -> None:
         app(standalone_mode=True)
     except SizewiseError as error:
         typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except OSError as error:  # a path that is a folder, a file where a folder should be, no permission...
+        where = f": {error.filename}" if error.filename else ""
+        typer.echo(f"error: {error.strerror or error}{where}", err=True)
         sys.exit(2)
 
 

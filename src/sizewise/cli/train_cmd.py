@@ -48,7 +48,10 @@ def train(
 
     from sizewise.routers.base import make_router
 
-    estimator = make_router(router, **_params(param))
+    try:
+        estimator = make_router(router, **_params(param))
+    except TypeError as error:  # a --param the router does not take
+        raise ConfigError(f"router {router!r}: bad parameter ({error})") from None
     data = _table(dataset, table)
     start = time.perf_counter()
     try:

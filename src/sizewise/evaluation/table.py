@@ -125,7 +125,8 @@ class OutcomeTable:
             else:
                 means = np.nanmean(self.quality, axis=0)
                 default_strong = self.models[int(np.nanargmax(means))]
-                costs = np.nanmean(self.cost, axis=0) if self.cost is not None else means
+                cost = self.cost if self.cost is not None and not np.isnan(self.cost).all() else None
+                costs = np.nanmean(cost, axis=0) if cost is not None else means  # no prices: the least accurate
                 default_weak = self.models[int(np.nanargmin(costs))]
             weak = weak or default_weak
             strong = strong or default_strong

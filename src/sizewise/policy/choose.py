@@ -42,6 +42,12 @@ class Constraints:
     memory_gb: float | None = None
     local_only: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("max_latency_ms", "budget_per_1k", "memory_gb"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < math.inf:
+                raise ConfigError(f"{name.replace('_', '-')} must be a number >= 0, got {value}")
+
 
 @dataclass
 class ModelRow:
@@ -186,6 +192,12 @@ def choose(
     if len(table.prompts) < 2 or not table.models:
         raise DataError(f"table {table.name!r} needs at least two prompts and one model to choose from")
     value, relative = parse_target(target)
+    if router is not None and router != "heuristic":
+        from sizewise.routers.base import router_class
+
+        router_class(router)  # a misspelt name fails here instead of vanishing from the report
+    if route_sample < 0:
+        raise ConfigError(f"route-sample must be >= 0, got {route_sample}")
     by_name = {spec.name: spec for spec in specs}
     table = priced(table, by_name)
     rows = measure_models(table, by_name, constraints)

@@ -8,6 +8,7 @@ other (held-out) part, with a bootstrap 95% interval.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -131,9 +132,15 @@ def calibrate(
     q_weak, q_strong = table.column(weak), table.column(strong)
     known = ~(np.isnan(q_weak) | np.isnan(q_strong))
     if budget_per_1k is not None:
-        if table.cost is None:
-            raise DataError(f"table {table.name!r} has no costs: cannot calibrate to a budget")
-        known &= ~(np.isnan(table.column(weak, "cost")) | np.isnan(table.column(strong, "cost")))
+        if not 0 <= budget_per_1k < math.inf:
+            raise ConfigError(f"budget per 1k requests must be a number >= 0, got {budget_per_1k}")
+        priced = table.cost is not None
+        if priced:
+            priced_rows = ~(np.isnan(table.column(weak, "cost")) | np.isnan(table.column(strong, "cost")))
+            priced = bool(priced_rows.any())
+            known &= priced_rows
+        if not priced:
+            raise DataError(f"table {table.name!r} has no costs for {weak} and {strong}: cannot calibrate to a budget")
     rows = np.flatnonzero(known)
     if len(rows) < 4:
         raise DataError(f"table {table.name!r}: need at least 4 prompts with known outcomes to calibrate")

@@ -100,6 +100,12 @@ ENTRY = "models:\n  - name: m\n    context_window: 100\n    backend: llamacpp\n 
         ),
         (ENTRY + "gateway:\n  ladder: [m, other]\n", r"line 7: gateway.ladder names unknown model 'other'"),
         (ENTRY + "gateway:\n  colour: 1\n", r"line 7: field 'gateway.colour': unknown key"),
+        (ENTRY + "    price_in: .inf\n", r"line 6: models\[0\] \('m'\) field 'price_in': .*finite"),
+        (ENTRY + "gateway:\n  threshold: .nan\n", r"field 'gateway.threshold': .*finite"),
+        (
+            ENTRY.replace("    backend:", "    context_window: 200\n    backend:"),
+            r"line 4: key 'context_window' appears twice",
+        ),
         ("models: [\n", r"line \d+: invalid YAML"),
         ("- just a list\n", r"a catalog is a mapping"),
         ("models: []\n", r"field 'models'"),

@@ -157,3 +157,28 @@ def test_api_keys(tmp_path: Path) -> None:
             rows = gw.rows()
     assert [r["api_key"] for r in rows if r["status"] == 200] == ["team-a"]
     assert [r["status"] for r in rows].count(401) == 3
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"router": "missing.zip"}, "router 'missing.zip'"),
+        ({"router": "garbage"}, "garbage"),
+        ({"default_policy": "bogus"}, "unknown model 'bogus'"),
+        ({"default_policy": "multi-nothing-0.5"}, "nothing"),
+    ],
+)
+def test_a_bad_configured_policy_fails_at_start_up(tmp_path: Path, settings: dict, message: str) -> None:
+    from sizewise.catalog.schema import CatalogSpec
+    from sizewise.errors import ConfigError
+    from sizewise.gateway.app import create_app
+
+    (tmp_path / "garbage.zip").write_bytes(b"not a router")
+    models = [
+        fake_model("small", "ok-s", 1.0, "http://127.0.0.1:9/v1"),
+        fake_model("big", "ok-b", 2.0, "http://127.0.0.1:9/v1"),
+    ]
+    spec = CatalogSpec.model_validate({"models": models, "gateway": {**settings, "log_url": "none"}})
+    with pytest.raises(ConfigError, match="gateway settings") as info:
+        create_app(spec, router_dir=tmp_path)
+    assert message in str(info.value) and "\n" not in str(info.value)

@@ -53,7 +53,9 @@ def parse_catalog(text: str, *, source: str = "<catalog>", base_dir: Path | None
         raise ConfigError(f"{source}{at}: invalid YAML: {problem}") from None
     lines: dict[Loc, int] = {}
     if node is not None:
-        _index_lines(node, (), lines)
+        duplicate = _index_lines(node, (), lines)
+        if duplicate is not None:  # YAML would silently keep the last value
+            raise ConfigError(f"{source} line {duplicate[1]}: key {duplicate[0]!r} appears twice in one mapping")
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a catalog is a mapping with a 'models' list")
 
@@ -146,14 +148,21 @@ def _message(error: Any) -> str:
     return message.removeprefix("Value error, ") + (f" (got {error['input']!r})" if "input" in error else "")
 
 
-def _index_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
-    """Record the 1-based line of every value (and, for a mapping entry, its key) by its path."""
+def _index_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> tuple[str, int] | None:
+    """Record the 1-based line of every value (and, for a mapping entry, its key) by its path.
+
+    Returns the first key that appears twice in one mapping, with its second line, or None.
+    """
     lines.setdefault(loc, node.start_mark.line + 1)
+    duplicate: tuple[str, int] | None = None
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             child = (*loc, str(key.value))
+            if child in lines and duplicate is None:
+                duplicate = (str(key.value), key.start_mark.line + 1)
             lines[child] = key.start_mark.line + 1
-            _index_lines(value, child, lines)
+            duplicate = _index_lines(value, child, lines) or duplicate
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _index_lines(item, (*loc, index), lines)
+            duplicate = _index_lines(item, (*loc, index), lines) or duplicate
+    return duplicate

@@ -20,7 +20,8 @@ def _text_only() -> list[Modality]:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    # No NaN or infinity anywhere: a price, budget or threshold of .inf or .nan is a typo, not a setting.
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
 
 class ModelSpec(_Strict):

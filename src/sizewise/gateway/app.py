@@ -79,6 +79,19 @@ def _error_status(error: Exception) -> GatewayError:
     return GatewayError(400, str(error), "invalid_request")
 
 
+def _check_configured_policy(engine: Engine, settings: GatewaySettings) -> None:
+    """Build the policy the catalog configures, so a bad ``gateway.router`` or ``gateway.default_policy``
+    fails at start-up with a clear message instead of at the first request."""
+    if settings.router is None and settings.default_policy == "sizewise":
+        return  # the built-in default: a broken default.zip falls back to the heuristic, with a warning
+    try:
+        engine.policy("sizewise")
+    except SizewiseError as error:
+        raise ConfigError(
+            f"gateway settings (router {settings.router!r}, default_policy {settings.default_policy!r}): {error}"
+        ) from None
+
+
 def create_app(
     catalog: Any,
     *,
@@ -107,6 +120,7 @@ def create_app(
         router_dir = resolve(settings.router_dir)
     directory = Path(router_dir) if router_dir is not None else None
     engine = Engine(models, settings, backend_factory, router_dir=directory, catalog=catalog)
+    _check_configured_policy(engine, settings)
     url = log_url or settings.log_url
     request_log = None if url == "none" else RequestLog(url, log_text=settings.log_text)
     metrics = Metrics()

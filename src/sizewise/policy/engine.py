@@ -119,7 +119,7 @@ class Engine:
             factory = policy_factory(target)
             if factory is None:
                 raise UnknownModelError(
-                    f"unknown model {model_field!r}; use a catalog model ({', '.join(self.by_name)}), "
+                    f"unknown model {target!r}; use a catalog model ({', '.join(self.by_name)}), "
                     "'sizewise', router-<name>-<threshold> or multi-<router>-<target>"
                 )
             policy = factory(target, self.env)

@@ -182,3 +182,13 @@ def test_a_bad_configured_policy_fails_at_start_up(tmp_path: Path, settings: dic
     with pytest.raises(ConfigError, match="gateway settings") as info:
         create_app(spec, router_dir=tmp_path)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_single_llm_catalog_serves_sizewise_with_that_model() -> None:
+    with FakeUpstream() as up:
+        catalog = {"models": [fake_model("only", "ok-o", 1.0, up.base_url)], "gateway": {"log_url": "none"}}
+        with GatewayServer(catalog) as gw:
+            client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0)
+            response = client.chat.completions.create(model="sizewise", messages=OK)
+    decision = response.model_extra["sizewise"]
+    assert decision["model"] == "only" and decision["reason"] == "the catalog's only LLM"

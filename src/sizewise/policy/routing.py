@@ -154,15 +154,16 @@ class RouterPolicy(RoutingPolicy):
 class BypassPolicy(RoutingPolicy):
     """The client named a catalog model: use it; on a fault fall back to the others, largest first."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, reason: str = "model named in the request") -> None:
         super().__init__(spec.name)
         self.spec = spec
+        self.reason = reason
 
     async def plan(self, ctx: RequestContext, candidates: list[ModelSpec]) -> Plan:
         if not any(spec.name == self.spec.name for spec in candidates):
             raise RequestRejected(400, f"model {self.spec.name!r} cannot serve this request", "model_not_suitable")
         others = sorted((s for s in candidates if s.name != self.spec.name), key=lambda m: -(m.params_b or 0.0))
-        return Plan([self.spec, *others], reason="model named in the request")
+        return Plan([self.spec, *others], reason=self.reason)
 
 
 def parse_router_field(model_field: str, prefix: str = "router-") -> tuple[str, float]:
@@ -204,10 +205,13 @@ def shipped_router() -> tuple[Path, float | None]:
     return Path(str(files(PRETRAINED_PACKAGE).joinpath(PRETRAINED_FILE))), threshold
 
 
-def default_policy(model_field: str, env: PolicyEnv) -> RouterPolicy:
-    """Factory for ``sizewise``: the configured router, else a default router file, else the heuristic."""
-    small, big = model_pair(env)
+def default_policy(model_field: str, env: PolicyEnv) -> RoutingPolicy:
+    """Factory for ``sizewise``: the configured router, else a default router file, else the heuristic;
+    with a single LLM and nothing configured, that model (there is nothing to route between)."""
     settings = env.settings
+    if len(env.llms()) == 1 and not settings.router and len(settings.ladder) < 2:
+        return BypassPolicy(env.llms()[0], reason="the catalog's only LLM")
+    small, big = model_pair(env)
     if settings.router:
         scorer, saved = load_scorer(settings.router, env)
     else:

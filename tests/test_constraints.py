@@ -43,6 +43,16 @@ def test_modality_no_model_is_a_clear_400() -> None:
     assert "image input" in info.value.message
 
 
+def test_file_parts_need_a_model_that_takes_files() -> None:
+    document = [{"type": "text", "text": "summarise"}, {"type": "file", "file": {"file_id": "f1"}}]
+    reader = model("reader", modalities=["text", "file"])
+    kept, report = ModalityFilter().apply(ctx(document), [TEXT, reader])
+    assert names(kept) == ["reader"] and report.removed == {"text-llm": "cannot read file"}
+    with pytest.raises(RequestRejected) as info:
+        ModalityFilter().apply(ctx(document), [TEXT])
+    assert info.value.status == 400 and "file input" in info.value.message
+
+
 def test_context_keeps_long_context_model_and_rejects_when_none_fits() -> None:
     short, long = model("short", context_window=512), model("long", context_window=32768)
     prompt = "word " * 1200  # ~1,500 tokens

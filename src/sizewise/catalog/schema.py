@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Modality = Literal["text", "image", "audio"]
+Modality = Literal["text", "image", "audio", "file"]
 ModelKind = Literal["llm", "multimodal", "vision", "classifier", "embedding", "domain"]
 BackendName = Literal["llamacpp", "openai", "replay"]
 

@@ -68,6 +68,8 @@ def _modalities(messages: list[dict[str, Any]]) -> frozenset[str]:
                     found.add("image")
                 elif kind in ("input_audio", "audio"):
                     found.add("audio")
+                elif kind == "file":  # a document part: only a model whose catalog entry takes files
+                    found.add("file")
     return frozenset(found)
 
 

@@ -19,6 +19,7 @@ CPT(x) = smallest share with PGR >= x. AIQ = area under the non-decreasing conve
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -56,6 +57,7 @@ JSON_PATH = ROOT / "docs" / "results" / "routers.json"
 
 # -- parts --------------------------------------------------------------------------------------------
 ROUTELLM = ("routellm-mmlu", "routellm-gsm8k", "routellm-mtbench")
+MTBENCH_PRO_PAIR = ("Mixtral-8x7B-Instruct-v0.1", "gemini-1.5-pro-002")  # MMLU-Pro rows added to MT-Bench
 
 
 def part_routellm(routers: list[str], datasets: Sequence[str] = ROUTELLM) -> dict[str, Any]:
@@ -76,10 +78,16 @@ def part_routellm(routers: list[str], datasets: Sequence[str] = ROUTELLM) -> dic
             rows[name]["seconds"] = time.perf_counter() - start
             print(dataset, name, {k: round(v, 3) for k, v in rows[name].items()}, flush=True)
         if dataset == "routellm-mtbench":
-            # 115 training prompts per fold is little: also train with the other two benchmarks added.
-            extra = concat([load_dataset("routellm-mmlu"), load_dataset("routellm-gsm8k")])
-            for name in routers:
-                key = f"{name} +mmlu+gsm8k"
+            # 115 training prompts per fold is little: also train with the other two benchmarks added,
+            # then also with MMLU-Pro's Mixtral / Gemini-1.5-Pro pair (same weak model, a strong one).
+            routellm = [load_dataset("routellm-mmlu"), load_dataset("routellm-gsm8k")]
+            pro = dict(zip((weak, strong), MTBENCH_PRO_PAIR, strict=True))
+            pro_pair = as_pair(
+                load_dataset("mmlu-pro"), pro[table.models[0]], pro[table.models[1]], (table.models[0], table.models[1])
+            )
+            extras = {"+mmlu+gsm8k": concat(routellm), "+mmlu+gsm8k+mmlu-pro": concat([*routellm, pro_pair])}
+            for name, (label, extra) in itertools.product(routers, extras.items()):
+                key = f"{name} {label}"
                 rows[key] = pair_metrics(oof_scores(name, table, folds, extra=extra), q_weak, q_strong)
                 print(dataset, key, {k: round(v, 3) for k, v in rows[key].items()}, flush=True)
         out[dataset] = {"n": len(table), "weak": weak, "strong": strong, "routers": rows}

@@ -114,8 +114,9 @@ def router_policy(
 ) -> PolicyResult | None:
     """A two-model router between the cheapest eligible model and the best, thresholds swept.
 
-    ``router``: ``heuristic`` (the gateway's untrained default scorer) or a registry name, fitted on the
-    fitting half (the gateway then needs that router saved as a file: ``sizewise train``).
+    ``router``: ``heuristic`` (the gateway's untrained default scorer) or a registry name, fitted on half
+    of the fitting prompts and its threshold chosen on the other half (the gateway then needs that
+    router saved as a file: ``sizewise train``).
     """
     eligible = sorted((r for r in rows if r.eligible), key=lambda r: (r.cost_per_1k, -r.quality))
     if len(eligible) < 2:
@@ -124,6 +125,7 @@ def router_policy(
     if weak == strong:
         return None
     fit, held = _split(len(table.prompts), seed)
+    calib = fit  # the prompts the threshold is chosen on
     if router == "heuristic":  # the gateway's built-in, untrained scorer
         from sizewise.policy.routing import HeuristicScorer
 
@@ -131,7 +133,10 @@ def router_policy(
     else:
         from sizewise.routers.base import make_router
 
-        model = make_router(router).fit(table.subset(fit), weak, strong)
+        # Fitted on half of the fitting prompts; the threshold is chosen on the other half, since a
+        # router's scores on its own training prompts (a k-NN finds the prompt itself) flatter it.
+        model = make_router(router).fit(table.subset(fit[::2]), weak, strong)
+        calib = fit[1::2]
     texts = table.prompts["text"].astype(str).to_numpy()
     w, s = table.models.index(weak), table.models.index(strong)
     quality, cost = np.nan_to_num(table.quality, nan=0.0), _cost(table)
@@ -141,13 +146,13 @@ def router_policy(
         q = float(np.where(strong_rows, quality[rows, s], quality[rows, w]).mean())
         return float(np.where(strong_rows, cost[rows, s], cost[rows, w]).mean()) * 1000, q
 
-    # The threshold is chosen on the fitting half, then measured on the held-out half.
-    fit_scores = np.asarray(model.score(texts[fit].tolist()), dtype=float)
+    # The threshold is chosen on the calibration prompts, then measured on the held-out half.
+    calib_scores = np.asarray(model.score(texts[calib].tolist()), dtype=float)
     held_scores = np.asarray(model.score(texts[held].tolist()), dtype=float)
-    grid = np.unique(np.quantile(np.concatenate([fit_scores, held_scores]), np.linspace(0, 1, 41)))
+    grid = np.unique(np.quantile(np.concatenate([calib_scores, held_scores]), np.linspace(0, 1, 41)))
     chosen_threshold = None
     for threshold in grid:  # ascending: strong share falls, so the last that meets the target is cheapest
-        if outcome(fit, fit_scores, float(threshold))[1] >= target:
+        if outcome(calib, calib_scores, float(threshold))[1] >= target:
             chosen_threshold = float(threshold)
     if chosen_threshold is None:
         chosen_threshold = float(grid[0])

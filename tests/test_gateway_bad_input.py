@@ -192,3 +192,21 @@ def test_a_single_llm_catalog_serves_sizewise_with_that_model() -> None:
             response = client.chat.completions.create(model="sizewise", messages=OK)
     decision = response.model_extra["sizewise"]
     assert decision["model"] == "only" and decision["reason"] == "the catalog's only LLM"
+
+
+def test_router_fields_parse_names_with_dashes_and_negative_thresholds() -> None:
+    from sizewise.errors import UnknownNameError
+    from sizewise.policy.routing import parse_router_field
+
+    assert parse_router_field("router-knn--0.1") == ("knn", -0.1)
+    assert parse_router_field("router-my-router-2-0.5") == ("my-router-2", 0.5)
+    assert parse_router_field("multi-mf-1e-3", "multi-") == ("mf", 0.001)
+    for field in ("router-knn", "router-knn-inf", "router-knn-0.5x"):
+        with pytest.raises(UnknownNameError, match="expected router-<name>-<number>"):
+            parse_router_field(field)
+
+
+def test_a_negative_threshold_routes(gateway: GatewayServer) -> None:
+    response = _post(gateway, json={"model": "router-heuristic--0.5", "messages": OK})
+    assert response.status_code == 200, response.text
+    assert response.json()["sizewise"]["threshold"] == -0.5

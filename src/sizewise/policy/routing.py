@@ -168,13 +168,10 @@ class BypassPolicy(RoutingPolicy):
 
 def parse_router_field(model_field: str, prefix: str = "router-") -> tuple[str, float]:
     """``router-<name>-<threshold>`` (or another ``prefix``) -> (name, number); names may contain dashes."""
-    body = model_field.removeprefix(prefix)
-    name, sep, threshold = body.rpartition("-")
-    try:
-        value = float(threshold)
-    except ValueError:
-        value = math.nan
-    if not sep or not name or not math.isfinite(value):
+    # The shortest name that leaves a number, so a negative threshold parses: router-knn--0.1.
+    found = re.fullmatch(r"(.+?)-(-?(?:\d+\.?\d*|\.\d+)(?:e-?\d+)?)", model_field.removeprefix(prefix))
+    name, value = (found.group(1), float(found.group(2))) if found else ("", math.nan)
+    if not name or not math.isfinite(value):
         raise UnknownNameError(f"model {model_field!r}: expected {prefix}<name>-<number>, e.g. {prefix}mf-0.5")
     return name, value
 

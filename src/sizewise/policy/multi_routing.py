@@ -13,6 +13,7 @@ predicted first; candidates the router does not know come last, largest first.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -27,8 +28,8 @@ PREFIX = "multi-"
 
 
 def cost_order(spec: ModelSpec) -> tuple[float, float]:
-    """Sort key, cheapest first: price per token, then size."""
-    return (spec.price_in + spec.price_out, spec.params_b or 0.0)
+    """Sort key, cheapest first: price per token, then size (unknown size last, as in the ladder)."""
+    return (spec.price_in + spec.price_out, spec.params_b or math.inf)
 
 
 class MultiRouterPolicy(RoutingPolicy):

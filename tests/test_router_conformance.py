@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -9,9 +12,9 @@ import pandas as pd
 import pytest
 
 from learned_helpers import planted_pair
-from sizewise.errors import DataError, NotFittedError, RouterFileError
+from sizewise.errors import ConfigError, DataError, NotFittedError, RouterFileError
 from sizewise.evaluation.table import OutcomeTable
-from sizewise.routers.base import Router, load_router, router_class, router_names
+from sizewise.routers.base import Router, load_router, make_router, router_class, router_names
 
 NAMES = router_names()
 # Routers that ignore the prompt on purpose: no signal to find.
@@ -146,3 +149,78 @@ def test_unknown_quality(name, split):
     partial = OutcomeTable(name="partial", prompts=train.prompts, models=train.models, quality=quality, pair=train.pair)
     scores = make(name).fit(partial).score_table(test)
     assert not np.isnan(scores).any()
+
+
+def _numeric_params(name: str) -> list[str]:
+    """Parameters that take a number (the random router hashes any seed, so it takes anything)."""
+    params = make(name).get_params()
+    return [p for p, v in params.items() if isinstance(v, int | float) and not isinstance(v, bool) and name != "random"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_invalid_parameters_raise_a_config_error(name, split):
+    train, _ = split
+    for param in _numeric_params(name):
+        for bad in ("3", float("nan"), -1):
+            if param == "seed" and bad == float("nan"):
+                bad = 2.5
+            if param in ("l2", "alpha", "min_child_samples") and bad == -1:
+                bad = -0.5
+            with pytest.raises(ConfigError, match=param):
+                router_class(name)(**{**make(name).get_params(), param: bad}).fit(train)
+    with pytest.raises(ConfigError, match="bogus"):
+        make_router(name, bogus=1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fit_on_something_else_than_a_table_raises(name):
+    with pytest.raises(DataError, match="OutcomeTable"):
+        make(name).fit([("prompt", 1.0)])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_model_with_no_outcome_at_all_gives_finite_scores(name, split):
+    train, _ = split
+    quality = np.c_[train.quality, np.full(len(train), np.nan)]
+    models = [*train.models, "new"]
+    table = OutcomeTable(name="t", prompts=train.prompts, models=models, quality=quality, pair=train.pair)
+    assert not np.isnan(make(name).fit(table).score(train.texts[:5])).any()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_to_an_unwritable_path_raises(name, split, tmp_path):
+    with pytest.raises(RouterFileError, match="cannot write"):
+        fitted(name, split[0]).save(tmp_path)  # a folder, not a file
+
+
+def _rewrite(path: Any, out: Any, header: Any = None, arrays: Any = None) -> Any:
+    with zipfile.ZipFile(path) as archive:
+        old_header = json.loads(archive.read("meta.json"))
+        old_arrays = dict(np.load(io.BytesIO(archive.read("arrays.npz"))))
+    buffer = io.BytesIO()
+    np.savez(buffer, **(old_arrays if arrays is None else arrays(old_arrays)))
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("meta.json", json.dumps(old_header if header is None else header(old_header)))
+        archive.writestr("arrays.npz", buffer.getvalue())
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tampered_files_are_refused(name, split, tmp_path):
+    train, _ = split
+    path = fitted(name, train).save(tmp_path / "router.zip")
+    listed = _rewrite(path, tmp_path / "list.zip", header=lambda h: {**h, "meta": [1, 2]})
+    with pytest.raises(RouterFileError):
+        router_class(name).load(listed)
+    if params := _numeric_params(name):
+
+        def bad_params(header: dict[str, Any]) -> dict[str, Any]:
+            header["meta"]["params"][params[0]] = "x"
+            return header
+
+        with pytest.raises(RouterFileError, match=params[0]):
+            router_class(name).load(_rewrite(path, tmp_path / "params.zip", header=bad_params))
+    nan = _rewrite(path, tmp_path / "nan.zip", arrays=lambda a: {k: np.full(v.shape, np.nan) for k, v in a.items()})
+    if np.load(io.BytesIO(zipfile.ZipFile(path).read("arrays.npz"))).files:
+        with pytest.raises(RouterFileError, match="NaN"):
+            router_class(name).load(nan)

@@ -7,7 +7,7 @@ import pytest
 
 from learned_helpers import apgr, planted_pair
 from sizewise.embedding import embed
-from sizewise.errors import RouterFileError
+from sizewise.errors import DataError, RouterFileError
 from sizewise.routers.embed_models import EmbedLogRegRouter, EmbedMLPRouter
 from sizewise.routers.features import FEATURE_NAMES, text_features
 from sizewise.routers.gbdt import GBDTRouter
@@ -130,3 +130,12 @@ def test_numpy_forest_matches_lightgbm(planted):
     want = lgb.Booster(model_str=router.model_string_).predict(x)
     assert np.allclose(Forest(router.model_string_).predict(x), want, atol=1e-9)
     assert np.allclose(Forest(router.model_string_).predict(x[:3]), want[:3], atol=1e-9)
+
+
+def test_tfidf_on_prompts_without_words_raises_a_data_error():
+    from sizewise.routers.tfidf import TfidfLogRegRouter
+
+    table = planted_pair(20, seed=1)
+    table.prompts["text"] = ["? !"] * len(table)
+    with pytest.raises(DataError, match="no usable words"):
+        TfidfLogRegRouter().fit(table)

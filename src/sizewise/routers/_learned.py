@@ -7,7 +7,9 @@ model maximises the quality at every strong-call share, so it is the right score
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,24 @@ def check_prompts(prompts: Sequence[str]) -> list[str]:
         if not isinstance(item, str):
             raise DataError(f"prompts must be strings, got {type(item).__name__}")
     return items
+
+
+def check_number(
+    owner: str, name: str, value: object, minimum: float, *, integer: bool = False, strict: bool = False
+) -> None:
+    """A :class:`ConfigError` unless ``value`` is a finite number (an integer if ``integer``) >= ``minimum``
+    (> it if ``strict``)."""
+    kind = Integral if integer else Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(float(value))
+    if not ok or float(value) < minimum or (strict and float(value) == minimum):  # type: ignore[arg-type]
+        what = "an integer" if integer else "a number"
+        raise ConfigError(f"{owner}: {name} must be {what} {'>' if strict else '>='} {minimum:g}, got {value!r}")
+
+
+def check_seed(owner: str, value: object) -> None:
+    """A :class:`ConfigError` unless ``value`` is None or an integer >= 0."""
+    if value is not None:
+        check_number(owner, "seed", value, 0, integer=True)
 
 
 #: Prompt embedders a learned router can use (its ``embedding`` parameter): MiniLM itself (best
@@ -72,6 +92,8 @@ def pair_outcomes(
     table: OutcomeTable, weak: str | None, strong: str | None
 ) -> tuple[str, str, list[str], np.ndarray, np.ndarray]:
     """``(weak, strong, texts, q_weak, q_strong)`` over prompts where both qualities are known."""
+    if not isinstance(table, OutcomeTable):
+        raise DataError(f"fit needs an OutcomeTable, got {type(table).__name__}")
     table.require_nonempty()
     weak, strong = table.weak_strong(weak, strong)
     q_weak, q_strong = table.column(weak), table.column(strong)
@@ -82,8 +104,11 @@ def pair_outcomes(
     return weak, strong, texts, q_weak[known], q_strong[known]
 
 
-def array(arrays: dict[str, np.ndarray], key: str, shape: tuple[int | None, ...] | None = None) -> np.ndarray:
-    """A saved array, checked for presence and shape (``None`` = any size on that axis)."""
+def array(
+    arrays: dict[str, np.ndarray], key: str, shape: tuple[int | None, ...] | None = None, finite: bool = True
+) -> np.ndarray:
+    """A saved array, checked for presence, shape (``None`` = any size on that axis) and, unless
+    ``finite=False``, for NaN or infinite values."""
     if key not in arrays:
         raise RouterFileError(f"router file lacks array {key!r}")
     value = np.asarray(arrays[key])
@@ -91,6 +116,10 @@ def array(arrays: dict[str, np.ndarray], key: str, shape: tuple[int | None, ...]
         value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape, strict=True))
     ):
         raise RouterFileError(f"router file array {key!r} has shape {value.shape}, expected {shape}")
+    if value.dtype.kind not in "biuf":
+        raise RouterFileError(f"router file array {key!r} is not numeric ({value.dtype})")
+    if finite and not np.isfinite(value).all():
+        raise RouterFileError(f"router file array {key!r} holds NaN or infinite values")
     return value
 
 

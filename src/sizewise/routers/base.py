@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from sizewise.errors import NotFittedError, RouterFileError, UnknownNameError
+from sizewise.errors import ConfigError, NotFittedError, RouterFileError, UnknownNameError
 from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers.persist import load_bundle, save_bundle
 
@@ -66,7 +66,13 @@ def router_class(name: str) -> type[Router]:
 
 def make_router(name: str, **params: Any) -> Router:
     """A new, unfitted router by registry name."""
-    return router_class(name)(**params)
+    cls = router_class(name)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = [p for p in params if p not in accepted]
+    if unknown:
+        options = ", ".join(accepted) or "none"
+        raise ConfigError(f"router {name!r} takes no parameter {unknown[0]!r}; parameters: {options}")
+    return cls(**params)
 
 
 def load_router(path: str | Path) -> Router:
@@ -93,6 +99,9 @@ class Router(ABC):
     def clone(self) -> Self:
         """A new unfitted router with the same parameters."""
         return type(self)(**self.get_params())
+
+    def _check_params(self) -> None:  # noqa: B027
+        """Raise a :class:`ConfigError` naming an invalid parameter; ``fit`` and ``load`` call it. Default: none."""
 
     # -- learning and prediction -----------------------------------------------
     @abstractmethod
@@ -136,8 +145,9 @@ class Router(ABC):
         _, meta, arrays = load_bundle(path, "router", cls.name)
         try:
             router = cls(**meta.get("params", {}))
+            router._check_params()
             router._set_state(meta.get("state", {}), arrays)
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, ConfigError) as error:
             raise RouterFileError(f"{path}: {cls.name} file does not match this version ({error})") from None
         router.fitted_ = True
         return router

@@ -14,7 +14,7 @@ import numpy as np
 
 from sizewise.errors import DataError
 from sizewise.evaluation.table import OutcomeTable
-from sizewise.routers._learned import check_prompts, pair_outcomes
+from sizewise.routers._learned import array, check_prompts, pair_outcomes
 from sizewise.routers.base import Router, register
 
 
@@ -142,6 +142,4 @@ class OracleRouter(_Baseline):
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         super()._set_state(meta, arrays)
         self.texts_ = [str(t) for t in meta["texts"]]
-        self.gains_ = np.asarray(arrays["gains"], dtype=float)
-        if self.gains_.shape != (len(self.texts_),):
-            raise ValueError("gains do not match texts")
+        self.gains_ = array(arrays, "gains", (len(self.texts_),)).astype(float)

@@ -12,9 +12,17 @@ from typing import Any, Self
 
 import numpy as np
 
-from sizewise.errors import ConfigError
 from sizewise.evaluation.table import OutcomeTable
-from sizewise.routers._learned import array, check_embedding, embed_prompts, embedding_dim, pair_outcomes, sigmoid
+from sizewise.routers._learned import (
+    array,
+    check_embedding,
+    check_number,
+    check_seed,
+    embed_prompts,
+    embedding_dim,
+    pair_outcomes,
+    sigmoid,
+)
 from sizewise.routers.base import Router, register
 
 
@@ -24,6 +32,7 @@ class _PerModelRouter(Router):
     embedding: str
 
     def _prepare(self, table: OutcomeTable, weak: str | None, strong: str | None) -> tuple[np.ndarray, np.ndarray]:
+        self._check_params()
         check_embedding(self.embedding)
         self.weak_, self.strong_, _, _, _ = pair_outcomes(table, weak, strong)
         keep = ~np.all(np.isnan(table.quality), axis=1)
@@ -64,11 +73,12 @@ class EmbedLogRegRouter(_PerModelRouter):
         self.C = C
         self.embedding = embedding
 
+    def _check_params(self) -> None:
+        check_number(self.name, "C", self.C, 0, strict=True)
+
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
         from sklearn.linear_model import LogisticRegression
 
-        if not self.C > 0:
-            raise ConfigError(f"embed-logreg: C must be > 0, got {self.C}")
         x, quality = self._prepare(table, weak, strong)
         coef = np.zeros((len(self.models_), x.shape[1]))
         intercept = np.zeros(len(self.models_))
@@ -114,11 +124,14 @@ class EmbedMLPRouter(_PerModelRouter):
         self.seed = seed
         self.embedding = embedding
 
+    def _check_params(self) -> None:
+        check_number(self.name, "hidden", self.hidden, 1, integer=True)
+        check_number(self.name, "alpha", self.alpha, 0)
+        check_seed(self.name, self.seed)
+
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
         from sklearn.neural_network import MLPRegressor
 
-        if not isinstance(self.hidden, int) or self.hidden < 1:
-            raise ConfigError(f"embed-mlp: hidden must be a positive integer, got {self.hidden!r}")
         x, quality = self._prepare(table, weak, strong)
         # Unknown cells get the model's mean, so they pull the prediction towards it and nothing else.
         means = np.nan_to_num(np.nanmean(np.where(np.isnan(quality), np.nan, quality), axis=0), nan=0.5)

@@ -24,7 +24,7 @@ import numpy as np
 
 from sizewise.errors import ConfigError, DataError
 from sizewise.evaluation.table import OutcomeTable
-from sizewise.routers._learned import array, check_embedding, pair_outcomes
+from sizewise.routers._learned import array, check_embedding, check_number, check_seed, pair_outcomes
 from sizewise.routers.base import Router, register, router_class
 
 COMBINES = ("rank-mean", "stack")
@@ -90,22 +90,25 @@ class EnsembleRouter(Router):
         self.inner_folds = inner_folds
         self.seed = seed
 
-    def _check_params(self) -> list[str]:
+    def _check_params(self) -> None:
+        self._member_names()
+
+    def _member_names(self) -> list[str]:
         check_embedding(self.embedding)
+        check_seed(self.name, self.seed)
         if self.combine not in COMBINES:
             raise ConfigError(f"ensemble: combine must be one of {', '.join(COMBINES)}, got {self.combine!r}")
         names = [self.members] if isinstance(self.members, str) else list(self.members)
         if not names or not all(isinstance(n, str) for n in names):
             raise ConfigError(f"ensemble: members must be a non-empty list of router names, got {self.members!r}")
-        if self.combine == "stack" and (not isinstance(self.inner_folds, int) or self.inner_folds < 2):
-            raise ConfigError(f"ensemble: inner_folds must be an integer >= 2, got {self.inner_folds!r}")
+        check_number(self.name, "inner_folds", self.inner_folds, 2, integer=True)
         return names
 
     def _new_members(self, names: list[str]) -> list[Router]:
         return [_member(n, self.embedding, self.seed) for n in names]
 
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
-        names = self._check_params()
+        names = self._member_names()
         self.weak_, self.strong_, texts, q_weak, q_strong = pair_outcomes(table, weak, strong)
         known = ~(np.isnan(table.column(self.weak_)) | np.isnan(table.column(self.strong_)))
         if self.combine == "stack":
@@ -185,7 +188,7 @@ class EnsembleRouter(Router):
         return {"weak": self.weak_, "strong": self.strong_, "members": members}, arrays
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        names = self._check_params()
+        names = self._member_names()
         self.weak_, self.strong_ = str(meta["weak"]), str(meta["strong"])
         saved = meta["members"]
         if [m["name"] for m in saved] != names:
@@ -193,6 +196,7 @@ class EnsembleRouter(Router):
         self.members_ = []
         for i, entry in enumerate(saved):
             member = router_class(names[i])(**entry["params"])
+            member._check_params()
             if member.get_params().get("embedding", self.embedding) != self.embedding:
                 raise ValueError(f"member {names[i]} uses embedding {member.get_params()['embedding']!r}")
             prefix = f"m{i}."

@@ -13,12 +13,13 @@ from typing import Any, Self
 
 import numpy as np
 
-from sizewise.errors import ConfigError
 from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._forest import Forest
 from sizewise.routers._learned import (
     check_embedding,
+    check_number,
     check_prompts,
+    check_seed,
     embed_prompts,
     embedding_dim,
     pair_meta,
@@ -56,11 +57,17 @@ class GBDTRouter(Router):
         self.seed = seed
         self.embedding = embedding
 
+    def _check_params(self) -> None:
+        check_number(self.name, "n_estimators", self.n_estimators, 1, integer=True)
+        check_number(self.name, "learning_rate", self.learning_rate, 0, strict=True)
+        check_number(self.name, "num_leaves", self.num_leaves, 2, integer=True)
+        check_number(self.name, "min_child_samples", self.min_child_samples, 0, integer=True)
+        check_seed(self.name, self.seed)
+
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
         import lightgbm as lgb
 
-        if not isinstance(self.n_estimators, int) or self.n_estimators < 1:
-            raise ConfigError(f"gbdt: n_estimators must be a positive integer, got {self.n_estimators!r}")
+        self._check_params()
         dim = embedding_dim(check_embedding(self.embedding))
         self.weak_, self.strong_, texts, q_weak, q_strong = pair_outcomes(table, weak, strong)
         x = _features(texts, self.embedding)

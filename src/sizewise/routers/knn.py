@@ -13,9 +13,16 @@ from typing import Any, Self
 
 import numpy as np
 
-from sizewise.errors import ConfigError, DataError
+from sizewise.errors import DataError
 from sizewise.evaluation.table import OutcomeTable
-from sizewise.routers._learned import array, check_embedding, embed_prompts, embedding_dim, pair_outcomes
+from sizewise.routers._learned import (
+    array,
+    check_embedding,
+    check_number,
+    embed_prompts,
+    embedding_dim,
+    pair_outcomes,
+)
 from sizewise.routers.base import Router, register
 
 _QUERY_CHUNK = 1024
@@ -27,6 +34,7 @@ class _NeighbourRouter(Router):
     embedding: str
 
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
+        self._check_params()
         check_embedding(self.embedding)
         self.weak_, self.strong_, _, _, _ = pair_outcomes(table, weak, strong)
         keep = ~np.all(np.isnan(table.quality), axis=1)
@@ -65,7 +73,8 @@ class _NeighbourRouter(Router):
         self.models_ = [str(m) for m in meta["models"]]
         self.weak_, self.strong_ = str(meta["weak"]), str(meta["strong"])
         self.embeddings_ = array(arrays, "embeddings", (None, embedding_dim(self.embedding))).astype(np.float32)
-        self.quality_ = array(arrays, "quality", (len(self.embeddings_), len(self.models_))).astype(np.float32)
+        self.quality_ = array(arrays, "quality", (len(self.embeddings_), len(self.models_)), finite=False)
+        self.quality_ = self.quality_.astype(np.float32)
         if self.weak_ not in self.models_ or self.strong_ not in self.models_:
             raise ValueError("weak/strong model not among the saved models")
 
@@ -81,10 +90,8 @@ class SWRankingRouter(_NeighbourRouter):
         self.gamma = gamma
         self.embedding = embedding
 
-    def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
-        if not self.gamma > 1:
-            raise ConfigError(f"sw-ranking: gamma must be > 1, got {self.gamma}")
-        return super().fit(table, weak, strong)
+    def _check_params(self) -> None:
+        check_number(self.name, "gamma", self.gamma, 1, strict=True)
 
     def _weights(self, sims: np.ndarray) -> np.ndarray:
         top = np.maximum(sims.max(axis=1, keepdims=True), 1e-6)
@@ -102,10 +109,8 @@ class KNNRouter(_NeighbourRouter):
         self.k = k
         self.embedding = embedding
 
-    def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
-        if not isinstance(self.k, int) or self.k < 1:
-            raise ConfigError(f"knn: k must be a positive integer, got {self.k!r}")
-        return super().fit(table, weak, strong)
+    def _check_params(self) -> None:
+        check_number(self.name, "k", self.k, 1, integer=True)
 
     def _weights(self, sims: np.ndarray) -> np.ndarray:
         k = min(self.k, sims.shape[1])

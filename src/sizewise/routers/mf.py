@@ -15,12 +15,14 @@ from typing import Any, Self
 
 import numpy as np
 
-from sizewise.errors import ConfigError, DataError
+from sizewise.errors import DataError
 from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._learned import (
     array,
     check_embedding,
+    check_number,
     check_prompts,
+    check_seed,
     embed_prompts,
     embedding_dim,
     pair_outcomes,
@@ -63,11 +65,15 @@ class MFRouter(Router):
         self.seed = seed
         self.embedding = embedding
 
+    def _check_params(self) -> None:
+        check_number(self.name, "rank", self.rank, 1, integer=True)
+        check_number(self.name, "steps", self.steps, 1, integer=True)
+        check_number(self.name, "l2", self.l2, 0)
+        check_number(self.name, "lr", self.lr, 0, strict=True)
+        check_seed(self.name, self.seed)
+
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
-        if not isinstance(self.rank, int) or self.rank < 1:
-            raise ConfigError(f"mf: rank must be a positive integer, got {self.rank!r}")
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ConfigError(f"mf: steps must be a positive integer, got {self.steps!r}")
+        self._check_params()
         check_embedding(self.embedding)
         self.weak_, self.strong_, _, _, _ = pair_outcomes(table, weak, strong)
         keep = ~np.all(np.isnan(table.quality), axis=1)
@@ -77,7 +83,9 @@ class MFRouter(Router):
         target = np.nan_to_num(quality)
         rng = np.random.default_rng(self.seed)
         n_models = quality.shape[1]
-        means = np.clip(np.nanmean(quality, axis=0), 1e-3, 1 - 1e-3)
+        # A model with no known outcome starts (and stays, it gets no gradient) at 0.5, not NaN.
+        sums, counts = np.nansum(quality, axis=0), known.sum(axis=0)
+        means = np.clip(np.divide(sums, counts, out=np.full(n_models, 0.5), where=counts > 0), 1e-3, 1 - 1e-3)
         params = {
             "P": rng.normal(0, 1.0 / np.sqrt(x.shape[1]), (self.rank, x.shape[1])),
             "V": rng.normal(0, 0.1, (n_models, self.rank)),

@@ -27,10 +27,13 @@ def save_bundle(path: str | Path, kind: str, name: str, meta: dict[str, Any], ar
     buffer = io.BytesIO()
     arrays = {key: np.asarray(value) for key, value in arrays.items()}
     np.savez_compressed(buffer, allow_pickle=False, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("meta.json", json.dumps(header))
-        archive.writestr("arrays.npz", buffer.getvalue())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("meta.json", json.dumps(header))
+            archive.writestr("arrays.npz", buffer.getvalue())
+    except OSError as error:
+        raise RouterFileError(f"{path}: cannot write the {kind} file ({error.strerror or error})") from None
     return path
 
 
@@ -48,7 +51,7 @@ def load_bundle(
                 arrays = {key: npz[key] for key in npz.files}
     except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as error:
         raise RouterFileError(f"{path}: not a valid sizewise {kind} file ({error})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
+    if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("meta", {}), dict):
         raise RouterFileError(f"{path}: not a sizewise {kind} file")
     if header.get("version") != FORMAT_VERSION:
         raise RouterFileError(f"{path}: file format version {header.get('version')}, expected {FORMAT_VERSION}")

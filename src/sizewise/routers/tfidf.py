@@ -13,8 +13,18 @@ from typing import Any, Self
 
 import numpy as np
 
+from sizewise.errors import DataError
 from sizewise.evaluation.table import OutcomeTable
-from sizewise.routers._learned import array, check_prompts, pair_meta, pair_outcomes, set_pair_meta, sigmoid
+from sizewise.routers._learned import (
+    array,
+    check_number,
+    check_prompts,
+    check_seed,
+    pair_meta,
+    pair_outcomes,
+    set_pair_meta,
+    sigmoid,
+)
 from sizewise.routers.base import Router, register
 
 
@@ -44,14 +54,24 @@ class TfidfLogRegRouter(Router):
             dtype=np.float64,
         )
 
+    def _check_params(self) -> None:
+        check_number(self.name, "C", self.C, 0, strict=True)
+        for param in ("max_features", "ngram_max", "min_df"):
+            check_number(self.name, param, getattr(self, param), 1, integer=True)
+        check_seed(self.name, self.seed)
+
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
         """Learn P(strong model strictly better | prompt) on the prompts where both qualities are known."""
         from sklearn.linear_model import LogisticRegression
 
+        self._check_params()
         self.weak_, self.strong_, texts, q_weak, q_strong = pair_outcomes(table, weak, strong)
         labels = (q_strong > q_weak).astype(int)
         vectorizer = self._vectorizer()
-        features = vectorizer.fit_transform(texts)
+        try:
+            features = vectorizer.fit_transform(texts)
+        except ValueError as error:  # no word of two letters or more (or none in min_df prompts)
+            raise DataError(f"{self.name}: no usable words in the table's prompts ({error})") from None
         self.vocabulary_ = [term for term, _ in sorted(vectorizer.vocabulary_.items(), key=lambda item: item[1])]
         self.idf_ = np.asarray(vectorizer.idf_, dtype=float)
         if labels.min() == labels.max():

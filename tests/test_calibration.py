@@ -87,6 +87,23 @@ def test_bad_targets_are_refused(table):
             calibrate(scorer, table, budget_per_1k=budget)
 
 
+def test_non_numbers_and_nan_scores_are_refused(table):
+    scorer = NoisyScorer(table)
+    with pytest.raises(ConfigError, match="target share must be a number"):
+        calibrate(scorer, table, target_share="0.3")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="holdout"):
+        calibrate(scorer, table, target_share=0.3, holdout="0.5")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="n_boot"):
+        calibrate(scorer, table, target_share=0.3, n_boot=0)
+
+    class NaNScorer(NoisyScorer):
+        def score_table(self, table: OutcomeTable) -> np.ndarray:
+            return np.full(len(table), np.nan)
+
+    with pytest.raises(DataError, match="NaN scores"):
+        calibrate(NaNScorer(table), table, target_share=0.3)
+
+
 def test_budget_without_costs_names_the_missing_costs(table):
     unpriced = OutcomeTable(
         "unpriced", table.prompts, table.models, table.quality, cost=np.full_like(table.quality, np.nan)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from learned_helpers import prompts, table_from
-from sizewise.errors import ConfigError
+from sizewise.errors import ConfigError, DataError
 from sizewise.routers.mf import MFRouter
 from sizewise.routers.multi import (
     MultiModelPolicy,
@@ -78,6 +78,49 @@ def test_decision_rules_on_known_predictions():
     assert cheapest_meeting(pred, costs, 0.85).tolist() == [0, 1, 2]
     assert max_utility(pred, costs, 0.0).tolist() == [2, 2, 2]
     assert max_utility(pred, costs, 1.0).tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -1.0])
+def test_decision_rules_refuse_nan_and_negative_costs(bad):
+    pred = np.array([[0.5, 0.9], [0.8, 0.85]])
+    # A NaN cost used to win every argmax/argmin: the model with no price got every prompt.
+    with pytest.raises(DataError, match="costs"):
+        max_utility(pred, np.array([bad, 1.0]), 0.1)
+    with pytest.raises(DataError, match="costs"):
+        cheapest_meeting(pred, np.array([bad, 1.0]), 0.7)
+    with pytest.raises(DataError, match="predicted quality"):
+        max_utility(np.array([[np.nan, 0.5]]), np.array([1.0, 2.0]), 0.1)
+    with pytest.raises(ConfigError, match="lam"):
+        max_utility(pred, np.array([1.0, 2.0]), float("nan"))
+    with pytest.raises(ConfigError, match="target"):
+        cheapest_meeting(pred, np.array([1.0, 2.0]), float("nan"))
+    with pytest.raises(DataError, match="do not match"):
+        calibrate_lambda(pred, np.array([1.0, 2.0]), np.ones((3, 2)), np.ones((2, 2)), target_quality=0.8)
+
+
+class _Fitted:
+    def __init__(self) -> None:
+        self.models_ = ["a", "b"]
+
+    def predict_quality(self, prompts):
+        return np.tile([0.5, 0.9], (len(prompts), 1))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"costs": {"a": float("nan"), "b": 1.0}, "lam": 0.1}, DataError),
+        ({"costs": {"a": "cheap", "b": 1.0}, "lam": 0.1}, DataError),
+        ({"costs": [1.0, 2.0], "lam": 0.1}, ConfigError),
+        ({"costs": {"a": 1.0, "b": 2.0}, "lam": float("nan")}, ConfigError),
+        ({"costs": {"a": 1.0, "b": 2.0}, "target": "high"}, ConfigError),
+    ],
+)
+def test_policy_refuses_bad_costs_and_knobs(kwargs, error):
+    with pytest.raises(error):
+        MultiModelPolicy(_Fitted(), **kwargs)
+    with pytest.raises(ConfigError, match="not fitted"):
+        MultiModelPolicy(MFRouter(), costs={"a": 1.0}, lam=0.1)
 
 
 def test_policy_saves_cost_at_near_best_quality(fitted):
@@ -156,6 +199,14 @@ def test_cost_model_lets_the_policy_spend_where_a_model_is_cheap(tmp_path):
         CostPredictor.load(router.save(tmp_path / "router.zip"))
     with pytest.raises(NotFittedError):
         CostPredictor().predict(["x"])
+    with pytest.raises(DataError, match="single string"):
+        model.predict("one prompt")  # not five one-letter prompts
+    with pytest.raises(DataError, match="strings"):
+        model.predict([1])
+    with pytest.raises(ConfigError, match="alpha"):
+        CostPredictor(alpha="1").fit(train)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="not fitted"):
+        MultiModelPolicy(router, cost_model=CostPredictor(), lam=0.1)
     with pytest.raises(ConfigError, match="cost model"):
         MultiModelPolicy(router, lam=0.1)
 

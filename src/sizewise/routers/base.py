@@ -71,7 +71,7 @@ def make_router(name: str, **params: Any) -> Router:
     unknown = [p for p in params if p not in accepted]
     if unknown:
         options = ", ".join(accepted) or "none"
-        raise ConfigError(f"router {name!r} takes no parameter {unknown[0]!r}; parameters: {options}")
+        raise ConfigError(f"router {name!r}: bad parameter {unknown[0]!r}; it takes: {options}")
     return cls(**params)
 
 

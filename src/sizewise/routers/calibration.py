@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from numbers import Real
 from typing import Any
 
 import numpy as np
 
 from sizewise.errors import ConfigError, DataError
 from sizewise.evaluation.table import OutcomeTable
+from sizewise.routers._learned import check_number
 
 
 @dataclass
@@ -122,6 +124,11 @@ def calibrate(
     given = [t is not None for t in (target_share, target_quality, budget_per_1k)]
     if sum(given) != 1:
         raise ConfigError("give exactly one target: target share, target quality or budget per 1k requests")
+    for name, value in (("target share", target_share), ("target quality", target_quality), ("budget", budget_per_1k)):
+        if value is not None and (not isinstance(value, Real) or isinstance(value, bool)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+    check_number("calibrate", "holdout", holdout, 0)
+    check_number("calibrate", "n_boot", n_boot, 1, integer=True)
     if not 0 <= holdout < 1:
         raise ConfigError(f"holdout must lie in [0, 1), got {holdout}")
     # The router's own pair names apply when the table has them (the pretrained router's are generic).
@@ -149,6 +156,8 @@ def calibrate(
     n_cal = len(rows) if holdout == 0 else max(2, round(len(rows) * (1 - holdout)))
     cal, held = rows[:n_cal], (rows if holdout == 0 else rows[n_cal:])
     scores = np.asarray(router.score_table(table.subset(rows)), dtype=float)
+    if np.isnan(scores).any():
+        raise DataError(f"router {getattr(router, 'name', router)!r} gave NaN scores on table {table.name!r}")
     position = {r: i for i, r in enumerate(rows)}
     s_cal = scores[[position[r] for r in cal]]
     s_held = scores[[position[r] for r in held]]

@@ -20,7 +20,7 @@ import numpy as np
 
 from sizewise.errors import ConfigError, DataError, NotFittedError, RouterFileError
 from sizewise.evaluation.table import OutcomeTable
-from sizewise.routers._learned import array, check_embedding, embed_prompts, embedding_dim
+from sizewise.routers._learned import array, check_embedding, check_number, check_prompts, embed_prompts, embedding_dim
 from sizewise.routers.features import FEATURE_NAMES, text_features
 from sizewise.routers.persist import load_bundle, save_bundle
 
@@ -28,7 +28,7 @@ KIND = "cost-model"
 
 
 def _features(prompts: Sequence[str], embedding: str) -> np.ndarray:
-    texts = list(prompts)
+    texts = check_prompts(prompts)
     counts = np.log1p(np.abs(text_features(texts)))  # lengths and counts act multiplicatively on cost
     return np.hstack([embed_prompts(texts, embedding), counts, np.ones((len(texts), 1))]).astype(np.float64)
 
@@ -42,9 +42,10 @@ class CostPredictor:
 
     def fit(self, table: OutcomeTable) -> Self:
         """Learn from the table's per-prompt costs (cells with no or non-positive cost are skipped)."""
-        if not self.alpha > 0:
-            raise ConfigError(f"cost model: alpha must be > 0, got {self.alpha!r}")
+        check_number("cost model", "alpha", self.alpha, 0, strict=True)
         check_embedding(self.embedding)
+        if not isinstance(table, OutcomeTable):
+            raise DataError(f"fit needs an OutcomeTable, got {type(table).__name__}")
         if table.cost is None:
             raise DataError(f"table {table.name!r} has no costs")
         table.require_nonempty()
@@ -86,11 +87,12 @@ class CostPredictor:
         _, meta, arrays = load_bundle(path, KIND, "ridge-log-cost")
         try:
             model = cls(**meta["params"])
+            check_number("cost model", "alpha", model.alpha, 0, strict=True)
             model.models_ = [str(m) for m in meta["models"]]
             width = embedding_dim(model.embedding) + len(FEATURE_NAMES) + 1
             model.coef_ = array(arrays, "coef", (width, len(model.models_))).astype(np.float64)
             model.log_var_ = array(arrays, "log_var", (len(model.models_),)).astype(np.float64)
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, ConfigError) as error:
             raise RouterFileError(f"{path}: cost model file does not match this version ({error})") from None
         model.fitted_ = True
         return model

@@ -7,6 +7,7 @@ requests). ``calibrate_lambda`` picks ``lam`` on held-out outcomes for a quality
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 
 from sizewise.errors import ConfigError, DataError
 from sizewise.evaluation.table import OutcomeTable
+from sizewise.routers._learned import check_number
 
 
 def model_costs(table: OutcomeTable, models: Sequence[str]) -> np.ndarray:
@@ -27,18 +29,41 @@ def model_costs(table: OutcomeTable, models: Sequence[str]) -> np.ndarray:
     return costs
 
 
+def _numbers(what: str, values: object) -> np.ndarray:
+    """``values`` as a float array; a :class:`DataError` unless all are finite numbers."""
+    try:
+        array = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError(f"{what} must be numbers") from None
+    if not np.isfinite(array).all():
+        raise DataError(f"{what} must be finite numbers, not NaN or infinite")
+    return array
+
+
+def _costs(values: object) -> np.ndarray:
+    costs = _numbers("costs", values)
+    if (costs < 0).any():
+        raise DataError("costs must not be negative")
+    return costs
+
+
 def _check(pred: np.ndarray, costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pred = np.asarray(pred, dtype=float)
-    costs = np.asarray(costs, dtype=float)
-    if pred.ndim != 2 or costs.shape not in {(pred.shape[1],), pred.shape}:
+    pred, costs = _numbers("predicted quality", pred), _costs(costs)
+    if pred.ndim != 2 or pred.shape[1] == 0 or costs.shape not in {(pred.shape[1],), pred.shape}:
         raise DataError(f"predicted quality {pred.shape} and costs {costs.shape} do not match")
     return pred, np.broadcast_to(costs, pred.shape)
+
+
+def _finite(name: str, value: object) -> float:
+    """``value`` as a float; a :class:`ConfigError` unless it is a finite number."""
+    check_number("N-model policy", name, value, -math.inf)
+    return float(value)  # type: ignore[arg-type]
 
 
 def cheapest_meeting(pred: np.ndarray, costs: np.ndarray, target: float) -> np.ndarray:
     """Per prompt, the index of the cheapest model with predicted quality >= ``target``, else the best predicted."""
     pred, costs = _check(pred, costs)
-    ok = pred >= target
+    ok = pred >= _finite("target", target)
     masked = np.where(ok, costs, np.inf)
     return np.where(ok.any(axis=1), masked.argmin(axis=1), pred.argmax(axis=1))
 
@@ -46,7 +71,7 @@ def cheapest_meeting(pred: np.ndarray, costs: np.ndarray, target: float) -> np.n
 def max_utility(pred: np.ndarray, costs: np.ndarray, lam: float) -> np.ndarray:
     """Per prompt, the index of the model maximising ``pred - lam * cost`` (ties go to the cheaper model)."""
     pred, costs = _check(pred, costs)
-    utility = pred - lam * costs - 1e-12 * costs
+    utility = pred - _finite("lam", lam) * costs - 1e-12 * costs
     return utility.argmax(axis=1)
 
 
@@ -59,7 +84,9 @@ def realised(choice: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> tuple
 
 def lambda_grid(costs: np.ndarray, n: int = 60) -> np.ndarray:
     """Trade-off weights spanning "always the best predicted" (0) to "always the cheapest"."""
-    positive = np.asarray(costs, dtype=float)
+    positive = _costs(costs)
+    if positive.size == 0:
+        raise DataError("no model costs to span")
     spread = max(float(positive.max() - positive.min()), 1e-9)
     return np.r_[0.0, np.geomspace(1e-4 / spread, 10.0 / spread, n - 1)]
 
@@ -93,6 +120,11 @@ def calibrate_lambda(
     or the best-quality point within ``budget_per_1k``."""
     if (target_quality is None) == (budget_per_1k is None):
         raise ConfigError("give exactly one of target quality or budget per 1k requests")
+    pred, _ = _check(pred, costs)
+    if np.shape(quality) != pred.shape or np.shape(cost) != pred.shape:
+        raise DataError(
+            f"outcomes {np.shape(quality)} and costs {np.shape(cost)} do not match predictions {pred.shape}"
+        )
     curve = tradeoff_curve(pred, costs, quality, cost)
     if target_quality is not None:
         meeting = [p for p in curve if p.quality >= target_quality]
@@ -126,13 +158,19 @@ class MultiModelPolicy:
             raise ConfigError(f"router {getattr(router, 'name', router)!r} cannot predict per-model quality")
         if costs is None and cost_model is None:
             raise ConfigError("give costs per model or a cost model")
+        if costs is not None and not isinstance(costs, dict):
+            raise ConfigError(f"costs must map model names to USD per 1,000 requests, got {type(costs).__name__}")
+        for what, est in (("router", router), ("cost model", cost_model)):
+            if est is not None and not hasattr(est, "models_"):
+                raise ConfigError(f"the {what} is not fitted: call fit() or load() first")
+        _finite("lam" if lam is not None else "target", lam if lam is not None else target)
         known = set(costs or {}) if cost_model is None else set(cost_model.models_)
         missing = [m for m in router.models_ if m not in known]
         if missing:
             raise ConfigError(f"no cost for models {missing}")
         self.router, self.lam, self.target, self.cost_model = router, lam, target, cost_model
         self.models = list(router.models_)
-        self.costs = np.array([costs[m] for m in self.models], dtype=float) if costs is not None else None
+        self.costs = _costs([costs[m] for m in self.models]) if costs is not None else None
         # The cost model's columns in the router's model order.
         self._cost_columns = [cost_model.models_.index(m) for m in self.models] if cost_model is not None else []
 

@@ -12,7 +12,7 @@ import pytest
 from sizewise.backends.base import Backend, ChatChunk, ChatRequest, ChatResult
 from sizewise.cascade.graders import extract_choice, extract_number, grade_choice, grade_exact, grade_numeric
 from sizewise.cascade.scorers import Answer, load_scorer, make_scorer, scorer_names
-from sizewise.errors import NotFittedError, RouterFileError, UnknownNameError
+from sizewise.errors import DataError, NotFittedError, RouterFileError, UnknownNameError
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -167,3 +167,23 @@ def test_answer_classifier_sees_skipped_quantities_and_the_prompts_load() -> Non
     assert np.array_equal(full[18:], skipped[18:])
     harder = text_features(prompt + " Each apple costs $1.50 and half of them are red.", "35")
     assert harder[18:].sum() > full[18:].sum()
+
+
+@pytest.mark.parametrize("name", ["logprob", "verifier", "answer-classifier"])
+def test_fit_refuses_labels_that_do_not_match_or_are_not_probabilities(name: str) -> None:
+    answers = [Answer(f"What is {i}+{i}?", f"It is {2 * i}.", logprobs=[-0.1 * i], verdict=0.5) for i in range(6)]
+    labels = np.array([1.0, 0.0] * 3)
+    for bad in (labels[:4], np.full(6, np.nan), np.full(6, 5.0), ["yes"] * 6):
+        with pytest.raises(DataError):  # NaN labels used to count silently as "wrong"
+            make_scorer(name).fit(answers, bad)
+    with pytest.raises(DataError):
+        make_scorer(name).fit([], [])
+    with pytest.raises(DataError, match="Answer"):
+        make_scorer(name).fit(answers, labels).score(["an answer"])  # type: ignore[list-item]
+
+
+def test_verifier_treats_a_nan_verdict_as_unknown_and_refuses_one_outside_0_1() -> None:
+    scorer = make_scorer("verifier")
+    assert scorer.score([Answer("p", "a", verdict=float("nan"))]).tolist() == [0.5]
+    with pytest.raises(DataError, match="verdict"):
+        scorer.score([Answer("p", "a", verdict=7.0)])

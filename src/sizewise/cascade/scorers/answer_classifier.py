@@ -17,7 +17,7 @@ from typing import Any, Self
 import numpy as np
 
 from sizewise.cascade.graders import extract_choice, extract_number
-from sizewise.cascade.scorers.base import Answer, Scorer, register, sigmoid
+from sizewise.cascade.scorers.base import Answer, Scorer, check_answers, check_labels, register, sigmoid
 from sizewise.routers.features import FEATURE_NAMES, REASONING_LOAD
 from sizewise.routers.features import text_features as prompt_features
 
@@ -161,7 +161,8 @@ class AnswerClassifierScorer(Scorer):
         """Learn P(correct) from labelled answers."""
         from sklearn.linear_model import LogisticRegression
 
-        labels = (np.asarray(correct, dtype=float) >= 0.5).astype(int)
+        answers, correct = check_labels(answers, correct)
+        labels = (correct >= 0.5).astype(int)
         design = self._design(answers, fitting=True)
         if labels.min() == labels.max():
             self.coef_ = np.zeros(design.shape[1])
@@ -178,7 +179,7 @@ class AnswerClassifierScorer(Scorer):
     def score(self, answers: Sequence[Answer]) -> np.ndarray:
         """P(answer is right)."""
         self.check_fitted()
-        if not answers:
+        if not (answers := check_answers(answers)):
             return np.zeros(0)
         return sigmoid(self._design(answers, fitting=False) @ self.coef_ + self.intercept_)
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
-from sizewise.errors import NotFittedError, RouterFileError, UnknownNameError
+from sizewise.errors import DataError, NotFittedError, RouterFileError, UnknownNameError
 from sizewise.routers.persist import load_bundle, save_bundle
 
 if TYPE_CHECKING:
@@ -51,6 +51,28 @@ class Answer:
     def with_(self, **changes: Any) -> Answer:
         """A copy with some fields replaced."""
         return replace(self, **changes)
+
+
+def check_answers(answers: Sequence[Answer]) -> list[Answer]:
+    """The answers as a list; a :class:`DataError` for anything that is not an :class:`Answer`."""
+    items = [] if isinstance(answers, str | bytes) else list(answers)
+    if isinstance(answers, str | bytes) or not all(isinstance(a, Answer) for a in items):
+        raise DataError("answers must be a list of Answer objects")
+    return items
+
+
+def check_labels(answers: Sequence[Answer], correct: Sequence[float] | np.ndarray) -> tuple[list[Answer], np.ndarray]:
+    """Checked ``(answers, labels)`` to fit on: as many labels in [0, 1] as answers, at least one."""
+    items = check_answers(answers)
+    try:
+        labels = np.asarray(correct, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError("correct must be numbers in [0, 1]") from None
+    if not items or labels.shape != (len(items),):
+        raise DataError(f"need one label per answer: {len(items)} answers, labels of shape {labels.shape}")
+    if np.isnan(labels).any() or (labels < 0).any() or (labels > 1).any():
+        raise DataError("correct must lie in [0, 1] (1 right, 0 wrong), with no NaN")
+    return items, labels
 
 
 def register(cls: type[Scorer]) -> type[Scorer]:

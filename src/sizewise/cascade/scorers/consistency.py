@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sizewise.cascade.graders import final_answer
-from sizewise.cascade.scorers.base import Answer, Scorer, register
+from sizewise.cascade.scorers.base import Answer, Scorer, check_answers, register
 from sizewise.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ class ConsistencyScorer(Scorer):
 
     def score(self, answers: Sequence[Answer]) -> np.ndarray:
         """Agreement of each answer with its samples (0 when it has none or no final answer)."""
+        answers = check_answers(answers)
         if self.kind == "embedding":
             return self._embedding_agreement(answers)
         scores = np.zeros(len(answers))

@@ -12,7 +12,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from sizewise.cascade.scorers.base import Answer, LinearHead, Scorer, register
+from sizewise.cascade.scorers.base import Answer, LinearHead, Scorer, check_answers, check_labels, register
 
 FEATURES = ("mean", "min", "tail_mean", "p10", "log_length")
 
@@ -46,11 +46,13 @@ class LogprobScorer(Scorer):
 
     def features(self, answers: Sequence[Answer]) -> np.ndarray:
         """``(n, 5)`` feature matrix."""
-        return np.stack([logprob_features(a.logprobs, self.tail) for a in answers]) if answers else np.zeros((0, 5))
+        items = check_answers(answers)
+        return np.stack([logprob_features(a.logprobs, self.tail) for a in items]) if items else np.zeros((0, 5))
 
     def fit(self, answers: Sequence[Answer], correct: Sequence[float] | np.ndarray) -> Self:
         """Learn the combination of the features."""
-        self.head_: LinearHead | None = LinearHead.fit(self.features(answers), np.asarray(correct), self.c)
+        answers, labels = check_labels(answers, correct)
+        self.head_: LinearHead | None = LinearHead.fit(self.features(answers), labels, self.c)
         self.fitted_ = True
         return self
 

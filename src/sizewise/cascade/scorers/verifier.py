@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
-from sizewise.cascade.scorers.base import Answer, LinearHead, Scorer, register
+from sizewise.cascade.scorers.base import Answer, LinearHead, Scorer, check_answers, check_labels, register
+from sizewise.errors import DataError
 
 if TYPE_CHECKING:
     from sizewise.backends.base import Backend, ChatRequest
@@ -51,13 +52,22 @@ class VerifierScorer(Scorer):
         self.c = c
 
     @staticmethod
-    def _logit(answers: Sequence[Answer]) -> np.ndarray:
-        p = np.clip(np.array([0.5 if a.verdict is None else a.verdict for a in answers], dtype=float), 1e-6, 1 - 1e-6)
+    def _verdicts(answers: Sequence[Answer]) -> np.ndarray:
+        """Each answer's verdict; 0.5 where none (or NaN) is known, a :class:`DataError` outside [0, 1]."""
+        p = np.array([np.nan if a.verdict is None else a.verdict for a in check_answers(answers)], dtype=float)
+        if ((p < 0) | (p > 1)).any():
+            raise DataError("a verifier verdict must be a probability in [0, 1]")
+        return np.where(np.isnan(p), 0.5, p)
+
+    @classmethod
+    def _logit(cls, answers: Sequence[Answer]) -> np.ndarray:
+        p = np.clip(cls._verdicts(answers), 1e-6, 1 - 1e-6)
         return np.log(p / (1 - p)).reshape(-1, 1)
 
     def fit(self, answers: Sequence[Answer], correct: Sequence[float] | np.ndarray) -> Self:
         """Calibrate the verifier's probability on labelled answers."""
-        self.head_: LinearHead | None = LinearHead.fit(self._logit(answers), np.asarray(correct), self.c)
+        answers, labels = check_labels(answers, correct)
+        self.head_: LinearHead | None = LinearHead.fit(self._logit(answers), labels, self.c)
         self.fitted_ = True
         return self
 
@@ -65,7 +75,7 @@ class VerifierScorer(Scorer):
         """The (calibrated) verdict of each answer; 0.5 where none is known."""
         head: LinearHead | None = getattr(self, "head_", None)
         if head is None:
-            return np.array([0.5 if a.verdict is None else a.verdict for a in answers], dtype=float)
+            return self._verdicts(answers)
         return head.predict(self._logit(answers))
 
     async def enrich(self, answer: Answer, request: ChatRequest, own: Backend, next_up: Backend | None) -> Answer:

@@ -196,3 +196,15 @@ def test_missing_file(tmp_path):
         load_dataset(str(tmp_path / "nothing.csv"))
     with pytest.raises(DataError, match=r"missing file"):
         OutcomeTable.load(tmp_path / "nothing.parquet")
+
+
+def test_a_table_refuses_duplicate_prompt_ids_a_string_of_models_and_a_one_model_pair(tmp_path):
+    frame = pd.DataFrame({"prompt_id": ["x", "x"], "text": ["a", "b"]})
+    # Duplicate ids used to be accepted, then saved to a file that load() refuses.
+    with pytest.raises(DataError, match="appears more than once"):
+        OutcomeTable("t", frame, ["m1", "m2"], np.zeros((2, 2)))
+    frame["prompt_id"] = ["x", "y"]
+    with pytest.raises(DataError, match="models must be a list"):
+        OutcomeTable("t", frame, "ab", np.zeros((2, 2)))  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="both 'm1'"):
+        OutcomeTable("t", frame, ["m1", "m2"], np.zeros((2, 2)), pair=("m1", "m1"))

@@ -73,6 +73,13 @@ class OutcomeTable:
         for column in ("prompt_id", "text"):
             if column not in self.prompts.columns:
                 raise DataError(f"table {self.name!r}: prompts need a {column!r} column")
+        if isinstance(self.models, str) or not all(isinstance(m, str) for m in self.models):
+            raise DataError(f"table {self.name!r}: models must be a list of model names, got {self.models!r}")
+        self.models = list(self.models)
+        duplicated = self.prompts["prompt_id"].astype(str).duplicated()
+        if duplicated.any():  # save() would write a file that load() refuses
+            first = self.prompts["prompt_id"][duplicated].iloc[0]
+            raise DataError(f"table {self.name!r}: prompt_id {first!r} appears more than once")
         if len(set(self.models)) != len(self.models):
             raise DataError(f"table {self.name!r}: duplicate model names in {self.models}")
         shape = (len(self.prompts), len(self.models))
@@ -91,6 +98,8 @@ class OutcomeTable:
         if self.pair is not None:
             for model in self.pair:
                 self.index_of(model)
+            if self.pair[0] == self.pair[1]:
+                raise DataError(f"table {self.name!r}: weak and strong model of the pair are both {self.pair[0]!r}")
 
     # -- shape and lookup -------------------------------------------------
     def __len__(self) -> int:

@@ -7,13 +7,12 @@ model maximises the quality at every strong-call share, so it is the right score
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
+from sizewise.checks import check_number  # the routers import it from here too
 from sizewise.errors import ConfigError, DataError, RouterFileError
 from sizewise.evaluation.table import OutcomeTable
 
@@ -30,18 +29,6 @@ def check_prompts(prompts: Sequence[str]) -> list[str]:
         if not isinstance(item, str):
             raise DataError(f"prompts must be strings, got {type(item).__name__}")
     return items
-
-
-def check_number(
-    owner: str, name: str, value: object, minimum: float, *, integer: bool = False, strict: bool = False
-) -> None:
-    """A :class:`ConfigError` unless ``value`` is a finite number (an integer if ``integer``) >= ``minimum``
-    (> it if ``strict``)."""
-    kind = Integral if integer else Real
-    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(float(value))
-    if not ok or float(value) < minimum or (strict and float(value) == minimum):  # type: ignore[arg-type]
-        what = "an integer" if integer else "a number"
-        raise ConfigError(f"{owner}: {name} must be {what} {'>' if strict else '>='} {minimum:g}, got {value!r}")
 
 
 def check_seed(owner: str, value: object) -> None:

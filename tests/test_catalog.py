@@ -106,6 +106,14 @@ ENTRY = "models:\n  - name: m\n    context_window: 100\n    backend: llamacpp\n 
             ENTRY.replace("    backend:", "    context_window: 200\n    backend:"),
             r"line 4: key 'context_window' appears twice",
         ),
+        (
+            ENTRY + "routes:\n" + "  - {name: r, examples: [x], models: [m]}\n" * 2,
+            r"line 8: routes\[1\] \('r'\): duplicate route name 'r' \(first defined in routes\[0\]\)",
+        ),
+        (
+            ENTRY.replace("backend: llamacpp", "backend: replay").replace("embedded: tiny", "table: ."),
+            r"line 5: .*'settings.table': table .* is a folder, not a table file",
+        ),
         ("models: [\n", r"line \d+: invalid YAML"),
         ("- just a list\n", r"a catalog is a mapping"),
         ("models: []\n", r"field 'models'"),

@@ -7,6 +7,7 @@ import pytest
 
 from constraint_helpers import ctx, model
 from sizewise.catalog.schema import RouteSpec
+from sizewise.errors import ConfigError, DataError
 from sizewise.policy.domains import DomainFilter, DomainRouter, calibrate_threshold, last_user_text
 
 ROUTES = [
@@ -156,6 +157,72 @@ def test_calibrate_threshold_separates_in_and_off_domain() -> None:
     assert acc == 1.0 and 0.3 < threshold <= 0.5
     threshold, acc = calibrate_threshold(sims, [1, 1, None, None])
     assert acc == 0.75
+
+
+TWO_ROUTES = [RouteSpec(name="a", examples=["a1"], models=["m"]), RouteSpec(name="b", examples=["b1"], models=["m"])]
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"k": 0}, r"k must be an integer >= 1, got 0"),
+        ({"k": 1.5}, r"k must be an integer"),
+        ({"centroid_weight": -0.1}, r"centroid_weight must be a number in \[0, 1\], got -0.1"),
+        ({"word_weight": 1.5}, r"word_weight must be a number in \[0, 1\]"),
+        ({"classifier_weight": float("nan")}, r"classifier_weight must be a number in \[0, 1\]"),
+        ({"classifier_c": 0.0}, r"classifier_c must be a number > 0"),
+        ({"threshold": "high"}, r"threshold must be a number in \[-1, 1\], got 'high'"),
+        ({"embedder": "minilm"}, r"embedder must be callable"),
+    ],
+)
+def test_invalid_router_parameters_are_named(params: dict[str, object], expected: str) -> None:
+    embed = _fake_embedder({"a1": [1.0, 0.0], "b1": [0.0, 1.0]})
+    with pytest.raises(ConfigError, match=expected):
+        DomainRouter(TWO_ROUTES, **{"embedder": embed, **params})  # type: ignore[arg-type]
+
+
+def test_duplicate_route_names_are_refused() -> None:
+    with pytest.raises(ConfigError, match="duplicate route name 'a'"):
+        DomainRouter([TWO_ROUTES[0], TWO_ROUTES[0]], embedder=_fake_embedder({"a1": [1.0, 0.0]}))
+
+
+def test_match_refuses_a_bare_string_a_non_string_and_an_empty_prompt() -> None:
+    embed = _fake_embedder({"a1": [1.0, 0.0], "b1": [0.0, 1.0], "q": [1.0, 0.1]})
+    router = DomainRouter(TWO_ROUTES, classifier_weight=0.0, embedder=embed)
+    with pytest.raises(DataError, match="not a single string"):
+        router.match("q")  # used to match each character
+    with pytest.raises(DataError, match="prompt 1 must be a string, got int"):
+        router.match(["q", 3])  # type: ignore[list-item]
+    with pytest.raises(DataError, match="prompt 0 is empty"):
+        router.match_one("  ")
+    with pytest.raises(DataError, match="must be a string, got NoneType"):
+        router.similarities([None])  # type: ignore[list-item]
+
+
+def test_domain_filter_skips_a_request_without_text() -> None:
+    embed = _fake_embedder({"a1": [1.0, 0.0], "b1": [0.0, 1.0]})
+    specs = [model("m"), model("other")]
+    kept, report = DomainFilter(DomainRouter(TWO_ROUTES, embedder=embed), specs).apply(ctx(""), specs)
+    assert kept == specs and not report.fired
+
+
+@pytest.mark.parametrize(
+    ("sims", "labels", "grid", "expected"),
+    [
+        (np.zeros((0, 2)), [], None, r"at least 1 x 1; got \(0, 2\)"),
+        (np.zeros(3), [0, 0, 0], None, r"shape \(prompts, routes\)"),
+        ([["a", "b"]], [0], None, r"numeric array"),
+        (np.array([[np.nan, 0.1]]), [0], None, r"contain NaN"),
+        (np.zeros((2, 2)), [0], None, r"one label per prompt: 2 rows of similarities, 1 labels"),
+        (np.zeros((1, 2)), [2], None, r"route index in 0..1 or None, got 2"),
+        (np.zeros((1, 2)), ["a"], None, r"route index in 0..1 or None, got 'a'"),
+        (np.zeros((1, 2)), [0], [], r"threshold grid must hold at least one number"),
+        (np.zeros((1, 2)), [0], ["x"], r"threshold grid must be a list of numbers"),
+    ],
+)
+def test_calibrate_threshold_names_bad_input(sims: object, labels: list[object], grid: object, expected: str) -> None:
+    with pytest.raises(DataError, match=expected):
+        calibrate_threshold(sims, labels, grid)  # type: ignore[arg-type]
 
 
 def test_domain_filter_narrows_to_route_models(router: DomainRouter) -> None:

@@ -104,7 +104,7 @@ def parse_catalog(text: str, *, source: str = "<catalog>", base_dir: Path | None
 
 
 def _check_references(catalog: Catalog, where: Any, entry: Any) -> None:
-    """Cross-entry checks: files exist, ladder and routes name catalog models."""
+    """Cross-entry checks: files exist, ladder and routes name catalog models, route names are unique."""
     for index, model in enumerate(catalog.spec.models):
         loc: Loc = ("models", index, "settings")
         if model.backend == "llamacpp" and model.settings.get("path") is not None:
@@ -121,14 +121,23 @@ def _check_references(catalog: Catalog, where: Any, entry: Any) -> None:
             )
         if model.backend == "replay":
             file = catalog.resolve(str(model.settings["table"]))
-            if not file.exists():
+            if not file.is_file():
                 at = (*loc, "table")
-                raise ConfigError(f"{where(at)}: {entry(at)}: table {file} does not exist")
+                problem = "is a folder, not a table file" if file.is_dir() else "does not exist"
+                raise ConfigError(f"{where(at)}: {entry(at)}: table {file} {problem}")
     for index, name in enumerate(catalog.gateway.ladder):
         if name not in catalog:
             loc = ("gateway", "ladder", index)
             raise ConfigError(f"{where(loc)}: gateway.ladder names unknown model {name!r}")
+    first_route: dict[str, int] = {}
     for r_index, route in enumerate(catalog.routes):
+        if route.name in first_route:
+            loc = ("routes", r_index, "name")
+            raise ConfigError(
+                f"{where(loc)}: {entry(loc[:2])}: duplicate route name {route.name!r} "
+                f"(first defined in routes[{first_route[route.name]}])"
+            )
+        first_route[route.name] = r_index
         for m_index, name in enumerate(route.models):
             if name not in catalog:
                 loc = ("routes", r_index, "models", m_index)

@@ -28,11 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 
 from sizewise.catalog.schema import ModelSpec, RouteSpec
+from sizewise.checks import check_number
+from sizewise.errors import ConfigError, DataError
 from sizewise.policy.types import FilterReport, RequestContext
 
 #: Defaults chosen by ``bench/domains.py`` (30 examples per route) on the calibration part of
@@ -76,6 +79,32 @@ class RouteMatch:
                 return "no routes defined"
             return f"no route: best {best!r} score {self.score:.3f}{detail} < threshold {self.threshold:.3f}"
         return f"route {self.route!r}: score {self.score:.3f}{detail} >= threshold {self.threshold:.3f}"
+
+
+def _check_routes(routes: Sequence[RouteSpec]) -> list[RouteSpec]:
+    """The routes as a list; a :class:`ConfigError` for an item that is not a route or a name used twice."""
+    items = list(routes)
+    seen: set[str] = set()
+    for route in items:
+        if not isinstance(route, RouteSpec):
+            raise ConfigError(f"domain routes must be RouteSpec objects, got {type(route).__name__}")
+        if route.name in seen:
+            raise ConfigError(f"duplicate route name {route.name!r}")
+        seen.add(route.name)
+    return items
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    """The prompts as a list; a :class:`DataError` for a bare string, a non-string or an empty prompt."""
+    if isinstance(texts, str | bytes):
+        raise DataError("domain routing takes a list of prompts, not a single string (use match_one)")
+    items = list(texts)
+    for i, text in enumerate(items):
+        if not isinstance(text, str):
+            raise DataError(f"prompt {i} must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise DataError(f"prompt {i} is empty: there is nothing to match a route on")
+    return items
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -136,7 +165,19 @@ class DomainRouter:
         classifier_c: float = DEFAULT_CLASSIFIER_C,
         embedder: Embedder | None = None,
     ) -> None:
-        self.routes = list(routes)
+        check_number("domain router", "threshold", threshold, -1, maximum=1)
+        check_number("domain router", "k", k, 1, integer=True)
+        weights = {
+            "centroid_weight": centroid_weight,
+            "word_weight": word_weight,
+            "classifier_weight": classifier_weight,
+        }
+        for name, weight in weights.items():
+            check_number("domain router", name, weight, 0, maximum=1)
+        check_number("domain router", "classifier_c", classifier_c, 0, strict=True)
+        if embedder is not None and not callable(embedder):
+            raise ConfigError(f"domain router: embedder must be callable, got {type(embedder).__name__}")
+        self.routes = _check_routes(routes)
         self.threshold = threshold
         self.k = k
         self.centroid_weight = centroid_weight
@@ -204,12 +245,14 @@ class DomainRouter:
 
     def similarities(self, texts: Sequence[str]) -> np.ndarray:
         """Route score of each text, shape ``(len(texts), len(routes))`` (what the threshold applies to)."""
+        texts = _check_texts(texts)
         if not texts or self._meaning is None:
             return np.zeros((len(texts), len(self.routes)), dtype=np.float32)
         return self._score(texts)[0]
 
     def match(self, texts: Sequence[str]) -> list[RouteMatch]:
         """The route each text hits (or none), with every route's similarity and the nearest examples."""
+        texts = _check_texts(texts)
         if not texts:
             return []
         if self._meaning is None:
@@ -252,11 +295,11 @@ def calibrate_threshold(
     the best similarity stays below it. Ties go to the lowest threshold. ``balanced``: maximise the
     mean of in-domain and off-domain accuracy instead (so a few off-domain prompts still count).
     """
+    sims, labels, values = _check_calibration(sims, labels, grid)
     best_idx = sims.argmax(axis=1)
     best = sims.max(axis=1)
     in_domain = np.array([label is not None for label in labels])
     correct_route = np.array([label is not None and label == i for label, i in zip(labels, best_idx, strict=True)])
-    values = np.round(np.arange(0.0, 1.0, 0.01), 2) if grid is None else np.asarray(grid, dtype=float)
     scores = []
     for t in values:
         right = np.where(in_domain, correct_route & (best >= t), best < t)
@@ -266,6 +309,36 @@ def calibrate_threshold(
             scores.append(float(right.mean()))
     i = int(np.argmax(scores))
     return float(values[i]), scores[i]
+
+
+def _check_calibration(
+    sims: object, labels: Sequence[int | None], grid: Sequence[float] | None
+) -> tuple[np.ndarray, list[int | None], np.ndarray]:
+    """Checked ``(sims, labels, grid)`` for :func:`calibrate_threshold`; a :class:`DataError` naming the problem."""
+    try:
+        matrix = np.asarray(sims, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError("route similarities must be a numeric array of shape (prompts, routes)") from None
+    if matrix.ndim != 2 or 0 in matrix.shape:
+        raise DataError(f"route similarities must have shape (prompts, routes), at least 1 x 1; got {matrix.shape}")
+    if np.isnan(matrix).any():
+        raise DataError("route similarities contain NaN")
+    items = [] if isinstance(labels, str | bytes) else list(labels)
+    if len(items) != len(matrix):
+        raise DataError(f"need one label per prompt: {len(matrix)} rows of similarities, {len(items)} labels")
+    for label in items:
+        ok = label is None or (isinstance(label, Integral) and not isinstance(label, bool))
+        if not ok or (label is not None and not 0 <= label < matrix.shape[1]):
+            raise DataError(f"a label is a route index in 0..{matrix.shape[1] - 1} or None, got {label!r}")
+    if grid is None:
+        return matrix, items, np.round(np.arange(0.0, 1.0, 0.01), 2)
+    try:
+        values = np.asarray(grid, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        raise DataError("the threshold grid must be a list of numbers") from None
+    if values.size == 0 or np.isnan(values).any():
+        raise DataError("the threshold grid must hold at least one number, and no NaN")
+    return matrix, items, values
 
 
 def last_user_text(messages: Sequence[dict[str, object]]) -> str:
@@ -295,6 +368,8 @@ class DomainFilter:
         if ctx.model_field in self._names:
             return candidates, report  # the client named a model: no routing
         text = last_user_text(ctx.messages) or ctx.text
+        if not text.strip():
+            return candidates, report  # nothing to match a route on (an image-only message, say)
         match = self.router.match_one(text)
         ctx.extras["domain"] = {"route": match.route, "similarity": round(match.score, 4)}
         if match.route is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -208,3 +209,42 @@ def test_a_table_refuses_duplicate_prompt_ids_a_string_of_models_and_a_one_model
         OutcomeTable("t", frame, "ab", np.zeros((2, 2)))  # type: ignore[arg-type]
     with pytest.raises(DataError, match="both 'm1'"):
         OutcomeTable("t", frame, ["m1", "m2"], np.zeros((2, 2)), pair=("m1", "m1"))
+
+
+def test_a_table_refuses_non_numeric_quality_and_negative_or_infinite_costs() -> None:
+    frame = pd.DataFrame({"prompt_id": ["x", "y"], "text": ["a", "b"]})
+    with pytest.raises(DataError, match="table 't': quality values must be numbers"):
+        OutcomeTable("t", frame, ["m1", "m2"], np.array([["good", "bad"], ["1", "0"]]))
+    with pytest.raises(DataError, match="table 't': quality is required"):
+        OutcomeTable("t", frame, ["m1", "m2"], None)  # type: ignore[arg-type]
+    for cost in ([[0.1, -1.0], [0.0, 0.0]], [[0.1, np.inf], [0.0, 0.0]]):
+        with pytest.raises(DataError, match="table 't': cost values must not be negative or infinite"):
+            OutcomeTable("t", frame, ["m1", "m2"], np.zeros((2, 2)), cost=np.array(cost))
+    with pytest.raises(DataError, match="table 't': latency values must be numbers"):
+        OutcomeTable("t", frame, ["m1", "m2"], np.zeros((2, 2)), latency=[["fast", 1], [1, 1]])  # type: ignore[arg-type]
+    unknown = OutcomeTable("t", frame, ["m1", "m2"], np.zeros((2, 2)), cost=np.full((2, 2), np.nan))
+    assert np.isnan(unknown.cost).all()  # type: ignore[arg-type]  # NaN = unknown, still fine
+
+
+def test_saving_where_no_file_can_be_written_names_the_path(tmp_path) -> None:
+    table = OutcomeTable("t", pd.DataFrame({"prompt_id": ["x"], "text": ["a"]}), ["m1", "m2"], np.zeros((1, 2)))
+    for path in (tmp_path, tmp_path / "missing" / "t.parquet"):
+        with pytest.raises(DataError, match=rf"{re.escape(str(path))}: cannot write table 't'") as info:
+            table.save(path)
+        assert "\n" not in str(info.value)
+    table.meta["note"] = object()
+    with pytest.raises(DataError, match="table 't' cannot be saved as Parquet"):
+        table.save(tmp_path / "t.parquet")
+
+
+def test_an_infinite_cost_in_a_file_names_the_row(tmp_path) -> None:
+    path = bad(tmp_path, long_frame().assign(cost=[0.1, 0, np.inf, 0, 0, 0]))
+    with pytest.raises(DataError, match=r"column 'cost' must not be negative or infinite; row 3 has inf"):
+        load_table(path)
+
+
+@pytest.mark.parametrize("value", [-1, "many", float("nan"), None])
+def test_load_table_refuses_a_bad_default_output_tokens(tmp_path, value) -> None:
+    path = bad(tmp_path, long_frame())
+    with pytest.raises(ConfigError, match=rf"default_output_tokens must be a number >= 0, got {value!r}"):
+        load_table(path, default_output_tokens=value)

@@ -83,14 +83,22 @@ class OutcomeTable:
         if len(set(self.models)) != len(self.models):
             raise DataError(f"table {self.name!r}: duplicate model names in {self.models}")
         shape = (len(self.prompts), len(self.models))
-        self.quality = np.asarray(self.quality, dtype=float)
+        if self.quality is None:
+            raise DataError(f"table {self.name!r}: quality is required")
         for name in (*CELL_FIELDS, "responses"):
             value = getattr(self, name)
             if value is None:
                 continue
-            value = np.asarray(value, dtype=object if name == "responses" else float)
+            try:
+                value = np.asarray(value, dtype=object if name == "responses" else float)
+            except (TypeError, ValueError):
+                raise DataError(f"table {self.name!r}: {name} values must be numbers (NaN where unknown)") from None
             if value.shape != shape:
                 raise DataError(f"table {self.name!r}: {name} has shape {value.shape}, expected {shape}")
+            if name not in ("quality", "responses") and ((value < 0) | np.isinf(value)).any():
+                raise DataError(
+                    f"table {self.name!r}: {name} values must not be negative or infinite (NaN where unknown)"
+                )
             setattr(self, name, value)
         finite = self.quality[~np.isnan(self.quality)]
         if finite.size and (finite.min() < 0 or finite.max() > 1):
@@ -217,10 +225,16 @@ class OutcomeTable:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        arrow = pa.Table.from_pandas(frame, preserve_index=False)
-        metadata = {**(arrow.schema.metadata or {}), b"sizewise": json.dumps(table_meta).encode()}
+        try:
+            arrow = pa.Table.from_pandas(frame, preserve_index=False)
+            metadata = {**(arrow.schema.metadata or {}), b"sizewise": json.dumps(table_meta).encode()}
+        except (TypeError, ValueError) as error:  # a tag column of mixed types, meta that is not JSON
+            raise DataError(f"table {self.name!r} cannot be saved as Parquet: {error}") from None
         arrow = arrow.replace_schema_metadata(metadata)
-        pq.write_table(arrow, path)
+        try:
+            pq.write_table(arrow, path)
+        except OSError as error:
+            raise DataError(f"{path}: cannot write table {self.name!r} ({error.strerror or error})") from None
         return path
 
     @classmethod

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sizewise.checks import check_number
 from sizewise.errors import DataError, UnknownModelError
 from sizewise.evaluation.prices import PriceSheet, as_price_sheet
 from sizewise.evaluation.table import CELL_FIELDS, OutcomeTable, conversation_text
@@ -105,6 +106,7 @@ def load_table(
     path = Path(path).expanduser()
     if complete not in ("drop", "keep"):
         raise DataError(f"complete must be 'drop' or 'keep', not {complete!r}")
+    check_number("load_table", "default_output_tokens", default_output_tokens, 0)
     frame, meta = read_frame(path)
     label = str(path)
     if len(frame) == 0:
@@ -234,9 +236,14 @@ def _from_long(
     frame["quality"] = quality
     for column in NUMERIC:
         if column in frame.columns:
-            frame[column] = _numeric(frame, column, label)
-            if (frame[column] < 0).any():
-                raise DataError(f"{label}: column {column!r} must not be negative")
+            numbers = _numeric(frame, column, label)
+            bad = (numbers < 0) | np.isinf(numbers)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise DataError(
+                    f"{label}: column {column!r} must not be negative or infinite; row {row + 1} has {numbers[row]}"
+                )
+            frame[column] = numbers
     conversations: list[Any] = (
         [_conversation(v, label, i) for i, v in enumerate(frame["conversation"])]
         if "conversation" in frame.columns

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +16,7 @@ import pytest
 from sizewise.backends.base import Backend, ChatChunk, ChatRequest, ChatResult
 from sizewise.cascade.graders import extract_choice, extract_number, grade_choice, grade_exact, grade_numeric
 from sizewise.cascade.scorers import Answer, load_scorer, make_scorer, scorer_names
-from sizewise.errors import DataError, NotFittedError, RouterFileError, UnknownNameError
+from sizewise.errors import ConfigError, DataError, NotFittedError, RouterFileError, UnknownNameError
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -187,3 +191,59 @@ def test_verifier_treats_a_nan_verdict_as_unknown_and_refuses_one_outside_0_1() 
     assert scorer.score([Answer("p", "a", verdict=float("nan"))]).tolist() == [0.5]
     with pytest.raises(DataError, match="verdict"):
         scorer.score([Answer("p", "a", verdict=7.0)])
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "expected"),
+    [
+        ("logprob", {"tail": 0}, r"logprob: tail must be an integer >= 1, got 0"),
+        ("logprob", {"tail": 0.5}, r"logprob: tail must be an integer >= 1, got 0.5"),
+        ("logprob", {"c": 0.0}, r"logprob: c must be a number > 0, got 0.0"),
+        ("consistency", {"k": 0}, r"consistency: k must be an integer >= 1, got 0"),
+        ("consistency", {"temperature": -1}, r"consistency: temperature must be a number >= 0"),
+        ("consistency", {"max_tokens": 0}, r"consistency: max_tokens must be an integer >= 1"),
+        ("verifier", {"c": -1.0}, r"verifier: c must be a number > 0, got -1.0"),
+        ("answer-classifier", {"c": float("nan")}, r"answer-classifier: c must be a number > 0, got nan"),
+        ("answer-classifier", {"embed_weight": -0.1}, r"answer-classifier: embed_weight must be a number >= 0"),
+        ("answer-classifier", {"words": "yes"}, r"answer-classifier: words must be true or false, got 'yes'"),
+        ("logprob", {"tails": 3}, r"scorer 'logprob': bad parameter 'tails'; it takes: tail, c"),
+    ],
+)
+def test_invalid_scorer_parameters_are_named(name: str, params: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        make_scorer(name, **params)
+
+
+def _rewrite(path: Path, out: Path, header: Any = None, arrays: Any = None) -> Path:
+    with zipfile.ZipFile(path) as archive:
+        old_header = json.loads(archive.read("meta.json"))
+        old_arrays = dict(np.load(io.BytesIO(archive.read("arrays.npz"))))
+    buffer = io.BytesIO()
+    np.savez(buffer, **(old_arrays if arrays is None else arrays(old_arrays)))
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("meta.json", json.dumps(old_header if header is None else header(old_header)))
+        archive.writestr("arrays.npz", buffer.getvalue())
+    return out
+
+
+@pytest.mark.parametrize("name", ["logprob", "verifier", "answer-classifier"])
+def test_tampered_scorer_files_are_refused(name: str, tmp_path: Path) -> None:
+    answers, labels = planted_math(40, 6)
+    answers = [a.with_(logprobs=[-0.1 * (i % 5)], verdict=0.2 + 0.5 * (i % 2)) for i, a in enumerate(answers)]
+    path = make_scorer(name).fit(answers, labels).save(tmp_path / "scorer.zip")
+    cases = {
+        "NaN": lambda a: {k: np.full(v.shape, np.nan) for k, v in a.items()},
+        "shape": lambda a: {k: np.concatenate([v, v]) for k, v in a.items()},
+        "lacks array 'coef'": lambda a: {k: v for k, v in a.items() if k != "coef"},
+        "'scale' must be positive": lambda a: {**a, "scale": np.zeros_like(a["scale"])},
+    }
+    for expected, change in cases.items():
+        with pytest.raises(RouterFileError, match=expected):
+            load_scorer(_rewrite(path, tmp_path / "bad.zip", arrays=change))
+
+    def bad_c(header: dict[str, Any]) -> dict[str, Any]:
+        header["meta"]["params"]["c"] = -1
+        return header
+
+    with pytest.raises(RouterFileError, match="c must be a number > 0"):
+        load_scorer(_rewrite(path, tmp_path / "params.zip", header=bad_c))

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from sizewise.checks import check_number  # the routers import it from here too
-from sizewise.errors import ConfigError, DataError, RouterFileError
+from sizewise.errors import ConfigError, DataError
 from sizewise.evaluation.table import OutcomeTable
+from sizewise.routers.persist import saved_array
 
 
 def check_prompts(prompts: Sequence[str]) -> list[str]:
@@ -94,20 +95,8 @@ def pair_outcomes(
 def array(
     arrays: dict[str, np.ndarray], key: str, shape: tuple[int | None, ...] | None = None, finite: bool = True
 ) -> np.ndarray:
-    """A saved array, checked for presence, shape (``None`` = any size on that axis) and, unless
-    ``finite=False``, for NaN or infinite values."""
-    if key not in arrays:
-        raise RouterFileError(f"router file lacks array {key!r}")
-    value = np.asarray(arrays[key])
-    if shape is not None and (
-        value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape, strict=True))
-    ):
-        raise RouterFileError(f"router file array {key!r} has shape {value.shape}, expected {shape}")
-    if value.dtype.kind not in "biuf":
-        raise RouterFileError(f"router file array {key!r} is not numeric ({value.dtype})")
-    if finite and not np.isfinite(value).all():
-        raise RouterFileError(f"router file array {key!r} holds NaN or infinite values")
-    return value
+    """A saved router array, checked as :func:`~sizewise.routers.persist.saved_array` says."""
+    return saved_array(arrays, key, shape, finite)
 
 
 def pair_meta(router: Any) -> dict[str, Any]:

@@ -60,3 +60,27 @@ def load_bundle(
     if name is not None and header.get("name") != name:
         raise RouterFileError(f"{path}: holds {kind} {header.get('name')!r}, expected {name!r}")
     return str(header["name"]), dict(header.get("meta") or {}), arrays
+
+
+def saved_array(
+    arrays: dict[str, np.ndarray],
+    key: str,
+    shape: tuple[int | None, ...] | None = None,
+    finite: bool = True,
+    *,
+    kind: str = "router",
+) -> np.ndarray:
+    """A saved array, checked for presence, shape (``None`` = any size on that axis) and, unless
+    ``finite=False``, for NaN or infinite values; a :class:`RouterFileError` naming the array otherwise."""
+    if key not in arrays:
+        raise RouterFileError(f"{kind} file lacks array {key!r}")
+    value = np.asarray(arrays[key])
+    if shape is not None and (
+        value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape, strict=True))
+    ):
+        raise RouterFileError(f"{kind} file array {key!r} has shape {value.shape}, expected {shape}")
+    if value.dtype.kind not in "biuf":
+        raise RouterFileError(f"{kind} file array {key!r} is not numeric ({value.dtype})")
+    if finite and not np.isfinite(value).all():
+        raise RouterFileError(f"{kind} file array {key!r} holds NaN or infinite values")
+    return value

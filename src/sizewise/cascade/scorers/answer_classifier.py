@@ -18,8 +18,11 @@ import numpy as np
 
 from sizewise.cascade.graders import extract_choice, extract_number
 from sizewise.cascade.scorers.base import Answer, Scorer, check_answers, check_labels, register, sigmoid
+from sizewise.checks import check_number
+from sizewise.errors import ConfigError, RouterFileError
 from sizewise.routers.features import FEATURE_NAMES, REASONING_LOAD
 from sizewise.routers.features import text_features as prompt_features
+from sizewise.routers.persist import saved_array
 
 _HEDGES = re.compile(r"\b(not sure|cannot|can't|unclear|assume|approximately|might|maybe|however|wait|mistake)\b", re.I)
 _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
@@ -112,6 +115,11 @@ class AnswerClassifierScorer(Scorer):
     def __init__(
         self, embeddings: bool = False, words: bool = True, c: float = 0.5, embed_weight: float = 0.15
     ) -> None:
+        for flag, value in (("embeddings", embeddings), ("words", words)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{self.name}: {flag} must be true or false, got {value!r}")
+        check_number(self.name, "c", c, 0, strict=True)
+        check_number(self.name, "embed_weight", embed_weight, 0)
         self.embeddings = embeddings
         self.embed_weight = embed_weight
         self.words = words
@@ -195,7 +203,14 @@ class AnswerClassifierScorer(Scorer):
         return {}, arrays
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.mean_, self.scale_, self.coef_ = arrays["mean"], arrays["scale"], arrays["coef"]
-        self.intercept_ = float(arrays["intercept"][0])
+        from sizewise.embedding.model import DIM
+
+        dense = N_TEXT_FEATURES + (2 * DIM + 1 if self.embeddings else 0)
+        width = dense + (N_HASH if self.words else 0)
+        self.mean_, self.scale_ = (saved_array(arrays, key, (dense,), kind="scorer") for key in ("mean", "scale"))
+        if (self.scale_ <= 0).any():
+            raise RouterFileError("scorer file array 'scale' must be positive")
+        self.coef_ = saved_array(arrays, "coef", (width,), kind="scorer")
+        self.intercept_ = float(saved_array(arrays, "intercept", (1,), kind="scorer")[0])
         if self.words:
-            self.idf_ = arrays["idf"]
+            self.idf_ = saved_array(arrays, "idf", (N_HASH,), kind="scorer")

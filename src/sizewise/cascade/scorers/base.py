@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
-from sizewise.errors import DataError, NotFittedError, RouterFileError, UnknownNameError
-from sizewise.routers.persist import load_bundle, save_bundle
+from sizewise.errors import ConfigError, DataError, NotFittedError, RouterFileError, UnknownNameError
+from sizewise.routers.persist import load_bundle, save_bundle, saved_array
 
 if TYPE_CHECKING:
     from sizewise.backends.base import Backend, ChatRequest
@@ -101,8 +101,13 @@ def scorer_class(name: str) -> type[Scorer]:
 
 
 def make_scorer(name: str, **params: Any) -> Scorer:
-    """A new scorer by registry name."""
-    return scorer_class(name)(**params)
+    """A new scorer by registry name; a :class:`ConfigError` for a parameter it does not take."""
+    cls = scorer_class(name)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = [p for p in params if p not in accepted]
+    if unknown:
+        raise ConfigError(f"scorer {name!r}: bad parameter {unknown[0]!r}; it takes: {', '.join(accepted) or 'none'}")
+    return cls(**params)
 
 
 def load_scorer(path: str | Path) -> Scorer:
@@ -166,7 +171,7 @@ class Scorer(ABC):
         try:
             scorer = cls(**meta.get("params", {}))
             scorer._set_state(meta.get("state", {}), arrays)
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, ConfigError) as error:
             raise RouterFileError(f"{path}: {cls.name} file does not match this version ({error})") from None
         scorer.fitted_ = True
         return scorer
@@ -214,11 +219,14 @@ class LinearHead:
         }
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str = "") -> LinearHead:
-        """Inverse of :meth:`arrays`."""
-        return cls(
-            arrays[f"{prefix}mean"],
-            arrays[f"{prefix}scale"],
-            arrays[f"{prefix}coef"],
-            float(arrays[f"{prefix}intercept"][0]),
+    def from_arrays(cls, arrays: dict[str, np.ndarray], width: int, prefix: str = "") -> LinearHead:
+        """Inverse of :meth:`arrays` for a head on ``width`` features; a :class:`RouterFileError` for a
+        missing, misshapen, NaN or infinite array, or a scale that is not positive."""
+        mean, scale, coef = (
+            saved_array(arrays, f"{prefix}{key}", (width,), kind="scorer").astype(float)
+            for key in ("mean", "scale", "coef")
         )
+        intercept = saved_array(arrays, f"{prefix}intercept", (1,), kind="scorer")
+        if (scale <= 0).any():
+            raise RouterFileError(f"scorer file array {prefix + 'scale'!r} must be positive")
+        return cls(mean, scale, coef, float(intercept[0]))

@@ -15,6 +15,7 @@ import numpy as np
 
 from sizewise.cascade.graders import final_answer
 from sizewise.cascade.scorers.base import Answer, Scorer, check_answers, register
+from sizewise.checks import check_number
 from sizewise.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -34,6 +35,10 @@ class ConsistencyScorer(Scorer):
     def __init__(self, k: int = 3, temperature: float = 0.7, kind: str = "numeric", max_tokens: int | None = None):
         if kind not in KINDS:
             raise ConfigError(f"consistency: unknown kind {kind!r}; known: {', '.join(KINDS)}")
+        check_number(self.name, "k", k, 1, integer=True)
+        check_number(self.name, "temperature", temperature, 0)
+        if max_tokens is not None:
+            check_number(self.name, "max_tokens", max_tokens, 1, integer=True)
         self.k = k
         self.temperature = temperature
         self.kind = kind

@@ -13,6 +13,7 @@ from typing import Any, Self
 import numpy as np
 
 from sizewise.cascade.scorers.base import Answer, LinearHead, Scorer, check_answers, check_labels, register
+from sizewise.checks import check_number
 
 FEATURES = ("mean", "min", "tail_mean", "p10", "log_length")
 
@@ -41,6 +42,8 @@ class LogprobScorer(Scorer):
     needs_fit = False
 
     def __init__(self, tail: int = 16, c: float = 1.0) -> None:
+        check_number(self.name, "tail", tail, 1, integer=True)
+        check_number(self.name, "c", c, 0, strict=True)
         self.tail = tail
         self.c = c
 
@@ -69,4 +72,4 @@ class LogprobScorer(Scorer):
         return {"fitted_head": head is not None}, ({} if head is None else head.arrays())
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.head_ = LinearHead.from_arrays(arrays) if meta.get("fitted_head") else None
+        self.head_ = LinearHead.from_arrays(arrays, len(FEATURES)) if meta.get("fitted_head") else None

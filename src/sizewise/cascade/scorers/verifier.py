@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 
 from sizewise.cascade.scorers.base import Answer, LinearHead, Scorer, check_answers, check_labels, register
+from sizewise.checks import check_number
 from sizewise.errors import DataError
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class VerifierScorer(Scorer):
     calls_models = True
 
     def __init__(self, c: float = 1.0) -> None:
+        check_number(self.name, "c", c, 0, strict=True)
         self.c = c
 
     @staticmethod
@@ -92,4 +94,4 @@ class VerifierScorer(Scorer):
         return {"fitted_head": head is not None}, ({} if head is None else head.arrays())
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.head_ = LinearHead.from_arrays(arrays) if meta.get("fitted_head") else None
+        self.head_ = LinearHead.from_arrays(arrays, 1) if meta.get("fitted_head") else None

@@ -72,6 +72,30 @@ def test_threshold_helpers_on_known_scores():
     assert (scores >= threshold_for_budget(scores, cost_weak, cost_strong, 3.0)).sum() == 3
 
 
+ONE = np.ones(3)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: threshold_for_quality([], [], [], 0.5), DataError, r"scores must be a non-empty list"),
+        (lambda: threshold_for_quality(ONE, ONE[:2], ONE, 0.5), DataError, r"scores 3, weak quality 2, strong"),
+        (lambda: threshold_for_quality(ONE, [0, 1, 0], ["a", "b", "c"], 0.5), DataError, r"strong quality must be"),
+        (lambda: threshold_for_quality(ONE, [0, np.nan, 0], ONE, 0.5), DataError, r"weak quality hold NaN"),
+        (lambda: threshold_for_quality(ONE, ONE, ONE, float("nan")), ConfigError, r"target quality must be a finite"),
+        (lambda: threshold_for_quality(ONE, ONE, ONE, "high"), ConfigError, r"got 'high'"),
+        (lambda: threshold_for_budget([], [], [], 1.0), DataError, r"scores must be a non-empty list"),
+        (lambda: threshold_for_budget(ONE, ONE, ONE[:1], 1.0), DataError, r"strong cost 1"),
+        (lambda: threshold_for_budget(ONE, ONE, ONE, None), ConfigError, r"budget per 1k requests must be a finite"),
+        (lambda: threshold_for_share([], 0.5), DataError, r"scores must be a non-empty list"),
+        (lambda: threshold_for_share(ONE, "half"), ConfigError, r"target share must be a finite number, got 'half'"),
+    ],
+)  # fmt: skip
+def test_threshold_helpers_name_bad_input(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
 def test_bad_targets_are_refused(table):
     scorer = NoisyScorer(table)
     with pytest.raises(ConfigError):
@@ -85,6 +109,14 @@ def test_bad_targets_are_refused(table):
     for budget in (-1.0, float("nan")):
         with pytest.raises(ConfigError, match="budget per 1k requests must be a number >= 0"):
             calibrate(scorer, table, budget_per_1k=budget)
+
+    class Unscorable(NoisyScorer):
+        def score_table(self, table: OutcomeTable) -> np.ndarray:
+            raise AssertionError("a bad target is refused before scoring the table")
+
+    for target in (0.0, 2.0):
+        with pytest.raises(ConfigError, match=rf"fraction of the strong model's quality \(e.g. 0.95\), got {target}"):
+            calibrate(Unscorable(table), table, target_quality=target)
 
 
 def test_non_numbers_and_nan_scores_are_refused(table):

@@ -108,6 +108,16 @@ def test_routed_point_for_n_models():
     assert m.routed_point([2, 1], quality, cost) == (1.0, 2.5)
     with pytest.raises(DataError, match="out of range"):
         m.routed_point([3, 0], quality, cost)
+    with pytest.raises(DataError, match="no prompts: choice is empty"):  # was NaN and a 'Mean of empty slice'
+        m.routed_point([], np.zeros((0, 3)), np.zeros((0, 3)))
+    with pytest.raises(DataError, match="choice must be model indices"):
+        m.routed_point(["first", "second"], quality, cost)
+
+
+def test_cost_at_quality_refuses_a_target_that_is_not_a_number():
+    for target in (float("nan"), "0.9"):
+        with pytest.raises(DataError, match="target quality must be a finite number"):
+            m.cost_at_quality([1.0, 2.0], [0.5, 0.9], target, reference_cost=2.0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

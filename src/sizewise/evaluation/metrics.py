@@ -209,6 +209,8 @@ def cost_at_quality(cost: object, quality: object, target: float, reference_cost
     With ``target`` and ``reference_cost`` of the strong (or best single) model this is "cost at equal
     quality": 0.4 means the router matches it for 40% of its cost. NaN when the target is never reached.
     """
+    if not isinstance(target, int | float | np.number) or not np.isfinite(target):
+        raise DataError(f"target quality must be a finite number, got {target!r}")
     hc, hq = nondecreasing_hull(cost, quality)
     slack = 1e-12 * max(1.0, abs(target))
     reached = np.flatnonzero(hq >= target - slack)
@@ -226,8 +228,13 @@ def routed_point(choice: object, quality: object, cost: object | None = None) ->
 
     ``quality``/``cost`` have shape ``(prompts, models)``; cost is None when unknown.
     """
-    q = np.asarray(quality, dtype=float)
-    idx = np.asarray(choice, dtype=int).reshape(-1)
+    try:
+        q = np.asarray(quality, dtype=float)
+        idx = np.asarray(choice, dtype=int).reshape(-1)
+    except (TypeError, ValueError):
+        raise DataError("choice must be model indices and quality a matrix of numbers") from None
+    if idx.size == 0:
+        raise DataError("no prompts: choice is empty")
     if q.ndim != 2 or idx.size != q.shape[0]:
         raise DataError(f"choice has {idx.size} entries for a quality matrix of shape {q.shape}")
     if idx.size and (idx.min() < 0 or idx.max() >= q.shape[1]):

@@ -55,33 +55,65 @@ def _cut(sorted_desc: np.ndarray, k: int) -> float:
     return float((sorted_desc[k - 1] + sorted_desc[k]) / 2)
 
 
+def _target(name: str, value: object) -> float:
+    """``value`` as a float; a :class:`ConfigError` unless it is a finite number."""
+    if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _vectors(scores: object, **outcomes: object) -> tuple[np.ndarray, ...]:
+    """``scores`` and the per-prompt ``outcomes`` as float vectors of one length (at least one prompt, no NaN)."""
+    vectors: dict[str, np.ndarray] = {}
+    for key, values in {"scores": scores, **outcomes}.items():
+        name = key.replace("_", " ")
+        try:
+            vector = np.asarray(values, dtype=float)
+        except (TypeError, ValueError):
+            raise DataError(f"{name} must be numbers") from None
+        if vector.ndim != 1 or vector.size == 0:
+            raise DataError(f"{name} must be a non-empty list of numbers, one per prompt; got shape {vector.shape}")
+        if np.isnan(vector).any():
+            raise DataError(f"{name} hold NaN")
+        vectors[name] = vector
+    if len({v.size for v in vectors.values()}) > 1:
+        sizes = ", ".join(f"{name} {v.size}" for name, v in vectors.items())
+        raise DataError(f"need one value per prompt everywhere; got {sizes}")
+    return tuple(vectors.values())
+
+
 def threshold_for_share(scores: np.ndarray, share: float) -> float:
     """Threshold at which ``share`` of these scores are >= it."""
-    if not 0 <= share <= 1:
+    if not 0 <= _target("target share", share) <= 1:
         raise ConfigError(f"target share must lie in [0, 1], got {share}")
-    ordered = np.sort(np.asarray(scores, dtype=float))[::-1]
+    (values,) = _vectors(scores)
+    ordered = np.sort(values)[::-1]
     return _cut(ordered, round(share * len(ordered)))
 
 
 def threshold_for_quality(scores: np.ndarray, q_weak: np.ndarray, q_strong: np.ndarray, target: float) -> float:
     """Lowest strong share whose mean quality reaches ``target`` (absolute); all-strong if none does."""
-    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    target = _target("target quality", target)
+    scores, q_weak, q_strong = _vectors(scores, weak_quality=q_weak, strong_quality=q_strong)
+    order = np.argsort(-scores, kind="stable")
     curve = (q_weak.sum() + np.r_[0.0, np.cumsum((q_strong - q_weak)[order])]) / len(order)
     reached = np.flatnonzero(curve >= target - 1e-12)
     k = int(reached[0]) if reached.size else len(order)
-    return _cut(np.asarray(scores, dtype=float)[order], k)
+    return _cut(scores[order], k)
 
 
 def threshold_for_budget(scores: np.ndarray, c_weak: np.ndarray, c_strong: np.ndarray, budget_per_1k: float) -> float:
     """Highest strong share whose mean cost per 1,000 requests stays within the budget."""
-    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    budget_per_1k = _target("budget per 1k requests", budget_per_1k)
+    scores, c_weak, c_strong = _vectors(scores, weak_cost=c_weak, strong_cost=c_strong)
+    order = np.argsort(-scores, kind="stable")
     cost = (c_weak.sum() + np.r_[0.0, np.cumsum((c_strong - c_weak)[order])]) / len(order) * 1000
     within = np.flatnonzero(cost <= budget_per_1k + 1e-12)
     if not within.size:
         raise ConfigError(
             f"budget {budget_per_1k} USD per 1k requests is below the weak model's own cost ({cost[0]:.4f})"
         )
-    return _cut(np.asarray(scores, dtype=float)[order], int(within[-1]))
+    return _cut(scores[order], int(within[-1]))
 
 
 def bootstrap(
@@ -131,6 +163,10 @@ def calibrate(
     check_number("calibrate", "n_boot", n_boot, 1, integer=True)
     if not 0 <= holdout < 1:
         raise ConfigError(f"holdout must lie in [0, 1), got {holdout}")
+    if target_quality is not None and not 0 < target_quality <= 1.5:
+        raise ConfigError(
+            f"target quality is a fraction of the strong model's quality (e.g. 0.95), got {target_quality}"
+        )
     # The router's own pair names apply when the table has them (the pretrained router's are generic).
     own = (getattr(router, "weak_", None), getattr(router, "strong_", None))
     if own[0] in table.models and own[1] in table.models:
@@ -171,10 +207,6 @@ def calibrate(
     if target_share is not None:
         threshold, label = threshold_for_share(s_cal, target_share), f"share of strong calls {target_share:g}"
     elif target_quality is not None:
-        if not 0 < target_quality <= 1.5:
-            raise ConfigError(
-                f"target quality is a fraction of the strong model's quality (e.g. 0.95), got {target_quality}"
-            )
         absolute = target_quality * float(q_strong[cal].mean())
         threshold = threshold_for_quality(s_cal, q_weak[cal], q_strong[cal], absolute)
         label = f"quality {target_quality:g} x strong"

@@ -184,6 +184,57 @@ def test_a_bad_configured_policy_fails_at_start_up(tmp_path: Path, settings: dic
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("folder", r"is a folder, not a table file"),
+        ("garbage.parquet", r"is not a readable parquet file"),
+        ("answers.parquet", r"unknown model 'other'"),
+        ("no-answers.parquet", r"no recorded responses"),
+    ],
+)
+def test_a_bad_replay_table_fails_at_start_up(tmp_path: Path, table: str, message: str) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from sizewise.catalog.schema import CatalogSpec
+    from sizewise.errors import ConfigError
+    from sizewise.evaluation.table import OutcomeTable
+    from sizewise.gateway.app import create_app
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "garbage.parquet").write_bytes(b"not a table")
+    prompts = pd.DataFrame({"prompt_id": ["p"], "text": ["hi"]})
+    answers = np.array([["a", "b"]], dtype=object)
+    OutcomeTable("t", prompts, ["x", "y"], np.ones((1, 2)), responses=answers).save(tmp_path / "answers.parquet")
+    OutcomeTable("t", prompts, ["x", "y"], np.ones((1, 2))).save(tmp_path / "no-answers.parquet")
+    column = "other" if table == "answers.parquet" else "x"
+    replay = {"backend": "replay", "context_window": 100, "settings": {"table": str(tmp_path / table), "model": column}}
+    spec = CatalogSpec.model_validate({"models": [{"name": "r", **replay}], "gateway": {"log_url": "none"}})
+    with pytest.raises(ConfigError, match=rf"model 'r': cannot replay its table: .*{message}") as info:
+        create_app(spec)
+    assert "\n" not in str(info.value)
+
+
+def test_a_good_replay_table_is_loaded_at_start_up_and_answers(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+    from starlette.testclient import TestClient
+
+    from sizewise.catalog.schema import CatalogSpec
+    from sizewise.evaluation.table import OutcomeTable
+    from sizewise.gateway.app import create_app
+
+    prompts = pd.DataFrame({"prompt_id": ["p"], "text": ["hi"]})
+    answers = np.array([["hello"]], dtype=object)
+    OutcomeTable("t", prompts, ["x"], np.ones((1, 1)), responses=answers).save(tmp_path / "t.parquet")
+    replay = {"backend": "replay", "context_window": 100, "settings": {"table": str(tmp_path / "t.parquet")}}
+    spec = CatalogSpec.model_validate({"models": [{"name": "x", **replay}], "gateway": {"log_url": "none"}})
+    with TestClient(create_app(spec)) as client:
+        response = client.post("/v1/chat/completions", json={"model": "x", "messages": OK})
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "hello"
+
+
 def test_a_single_llm_catalog_serves_sizewise_with_that_model() -> None:
     with FakeUpstream() as up:
         catalog = {"models": [fake_model("only", "ok-o", 1.0, up.base_url)], "gateway": {"log_url": "none"}}

@@ -47,8 +47,11 @@ class ReplayBackend(Backend):
     """Replays column ``model`` of an :class:`OutcomeTable` (a table object or a file for ``OutcomeTable.load``)."""
 
     def __init__(self, table: OutcomeTable | str | Path, *, model: str, name: str | None = None) -> None:
+        from sizewise.errors import DataError
         from sizewise.evaluation.table import OutcomeTable
 
+        if not isinstance(table, OutcomeTable) and Path(table).expanduser().is_dir():
+            raise DataError(f"replay table {table} is a folder, not a table file")
         self.table = table if isinstance(table, OutcomeTable) else OutcomeTable.load(table)
         self.model = name or model
         self._column = self.table.index_of(model)  # UnknownModelError names the table's models

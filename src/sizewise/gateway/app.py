@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
 
-from sizewise.backends.base import Backend, ChatResult
+from sizewise.backends.base import Backend, BackendError, ChatResult
 from sizewise.catalog.schema import CatalogSpec, GatewaySettings, ModelSpec
 from sizewise.errors import ConfigError, SizewiseError, UnknownModelError, UnknownNameError
 from sizewise.gateway.auth import KeyChecker
@@ -92,6 +92,18 @@ def _check_configured_policy(engine: Engine, settings: GatewaySettings) -> None:
         ) from None
 
 
+def _load_replay_tables(engine: Engine) -> None:
+    """Build the ``replay`` backends now (reading a table is quick), so a table that is a folder, not a
+    readable table or without the model's answers fails at start-up instead of at the first request."""
+    for spec in engine.models:
+        if spec.backend != "replay":
+            continue
+        try:
+            engine.backend(spec)
+        except (SizewiseError, BackendError) as error:
+            raise ConfigError(f"model {spec.name!r}: cannot replay its table: {error}") from None
+
+
 def create_app(
     catalog: Any,
     *,
@@ -112,6 +124,7 @@ def create_app(
         catalog = Catalog(catalog)  # backends resolve model files through the Catalog object
     models, catalog_settings = _unpack(catalog)
     settings = settings or catalog_settings
+    default_backends = backend_factory is None
     if backend_factory is None:
         backend_factory = _default_backends(catalog)
 
@@ -121,6 +134,8 @@ def create_app(
     directory = Path(router_dir) if router_dir is not None else None
     engine = Engine(models, settings, backend_factory, router_dir=directory, catalog=catalog)
     _check_configured_policy(engine, settings)
+    if default_backends:
+        _load_replay_tables(engine)
     url = log_url or settings.log_url
     request_log = None if url == "none" else RequestLog(url, log_text=settings.log_text)
     metrics = Metrics()

@@ -48,10 +48,7 @@ def train(
 
     from sizewise.routers.base import make_router
 
-    try:
-        estimator = make_router(router, **_params(param))
-    except TypeError as error:  # a --param the router does not take
-        raise ConfigError(f"router {router!r}: bad parameter ({error})") from None
+    estimator = make_router(router, **_params(param))  # a ConfigError for a --param the router does not take
     data = _table(dataset, table)
     start = time.perf_counter()
     try:

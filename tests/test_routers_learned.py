@@ -8,6 +8,7 @@ import pytest
 from learned_helpers import apgr, planted_pair
 from sizewise.embedding import embed
 from sizewise.errors import DataError, RouterFileError
+from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers.embed_models import EmbedLogRegRouter, EmbedMLPRouter
 from sizewise.routers.features import FEATURE_NAMES, text_features
 from sizewise.routers.gbdt import GBDTRouter
@@ -139,3 +140,13 @@ def test_tfidf_on_prompts_without_words_raises_a_data_error():
     table.prompts["text"] = ["? !"] * len(table)
     with pytest.raises(DataError, match="no usable words"):
         TfidfLogRegRouter().fit(table)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_embed_mlp_fits_a_model_with_no_known_outcome_without_a_warning():
+    # The model with no outcome used to raise numpy's "Mean of empty slice"; its cells still count as 0.5.
+    train = planted_pair(60, seed=1)
+    quality = np.c_[train.quality, np.full(len(train), np.nan)]
+    table = OutcomeTable("t", train.prompts, [*train.models, "new"], quality, pair=train.pair)
+    router = EmbedMLPRouter().fit(table)
+    assert router.predict_quality(train.texts[:3]).shape == (3, 3)

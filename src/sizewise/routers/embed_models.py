@@ -133,8 +133,11 @@ class EmbedMLPRouter(_PerModelRouter):
         from sklearn.neural_network import MLPRegressor
 
         x, quality = self._prepare(table, weak, strong)
-        # Unknown cells get the model's mean, so they pull the prediction towards it and nothing else.
-        means = np.nan_to_num(np.nanmean(np.where(np.isnan(quality), np.nan, quality), axis=0), nan=0.5)
+        # Unknown cells get the model's mean (0.5 for a model with no known cell), so they pull the
+        # prediction towards it and nothing else. Summed by hand: nanmean warns on an all-NaN column.
+        known = ~np.isnan(quality)
+        counts = known.sum(axis=0)
+        means = np.where(counts > 0, np.where(known, quality, 0.0).sum(axis=0) / np.maximum(counts, 1), 0.5)
         target = np.where(np.isnan(quality), means, quality)
         model = MLPRegressor(
             hidden_layer_sizes=(self.hidden,),

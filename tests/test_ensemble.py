@@ -131,7 +131,13 @@ def test_corrupt_file_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "params",
-    [{"combine": "vote"}, {"members": ()}, {"members": ("knn", "ensemble")}, {"combine": "stack", "inner_folds": 1}],
+    [
+        {"combine": "vote"},
+        {"members": ()},
+        {"members": 5},
+        {"members": ("knn", "ensemble")},
+        {"combine": "stack", "inner_folds": 1},
+    ],
 )
 def test_bad_parameters_are_refused(params, split):
     with pytest.raises(ConfigError):

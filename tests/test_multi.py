@@ -106,6 +106,14 @@ class _Fitted:
         return np.tile([0.5, 0.9], (len(prompts), 1))
 
 
+@pytest.mark.parametrize("choice", [np.array([], dtype=int), np.array([0, 2]), np.array([0.0, 1.0]), np.array([0])])
+def test_realised_refuses_a_choice_that_does_not_index_the_table(choice):
+    quality, cost = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[0.1, 1.0], [0.1, 1.0]])
+    with pytest.raises(DataError, match="choice"):
+        realised(choice, quality, cost)
+    assert realised(np.array([0, 1]), quality, cost) == (1.0, 550.0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [

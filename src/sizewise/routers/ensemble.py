@@ -98,7 +98,13 @@ class EnsembleRouter(Router):
         check_seed(self.name, self.seed)
         if self.combine not in COMBINES:
             raise ConfigError(f"ensemble: combine must be one of {', '.join(COMBINES)}, got {self.combine!r}")
-        names = [self.members] if isinstance(self.members, str) else list(self.members)
+        members: Any = self.members
+        if isinstance(members, str):
+            names = [members]
+        elif isinstance(members, Sequence):
+            names = list(members)
+        else:
+            names = []
         if not names or not all(isinstance(n, str) for n in names):
             raise ConfigError(f"ensemble: members must be a non-empty list of router names, got {self.members!r}")
         check_number(self.name, "inner_folds", self.inner_folds, 2, integer=True)

@@ -77,8 +77,13 @@ def max_utility(pred: np.ndarray, costs: np.ndarray, lam: float) -> np.ndarray:
 
 def realised(choice: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> tuple[float, float]:
     """Mean true quality and cost per 1k requests of the chosen cells (NaN cells are skipped)."""
-    rows = np.arange(len(choice))
-    q, c = quality[rows, choice], cost[rows, choice] * 1000
+    picks = np.asarray(choice)
+    if picks.ndim != 1 or picks.size == 0 or picks.dtype.kind not in "iu" or quality.shape[:1] != picks.shape:
+        raise DataError("choice must be one model index per prompt (a non-empty integer array)")
+    if cost.shape != quality.shape or (picks < 0).any() or (picks >= quality.shape[1]).any():
+        raise DataError(f"choice indexes models 0..{quality.shape[1] - 1} of quality and cost tables of one shape")
+    rows = np.arange(len(picks))
+    q, c = quality[rows, picks], cost[rows, picks] * 1000
     return float(np.nanmean(q)), float(np.nanmean(c))
 
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -81,3 +87,16 @@ def apgr(scores: np.ndarray, table: OutcomeTable) -> float:
     curve = (q_weak.sum() + np.r_[0.0, np.cumsum((q_strong - q_weak)[order])]) / len(order)
     pgr = (curve - q_weak.mean()) / (q_strong.mean() - q_weak.mean())
     return float(np.trapezoid(pgr, dx=1 / len(order)))
+
+
+def rewrite_bundle(path: Path, out: Path, header: Any = None, arrays: Any = None) -> Path:
+    """Copy a saved router/scorer file to ``out``, passing its header and arrays through the given edits."""
+    with zipfile.ZipFile(path) as archive:
+        old_header = json.loads(archive.read("meta.json"))
+        old_arrays = dict(np.load(io.BytesIO(archive.read("arrays.npz"))))
+    buffer = io.BytesIO()
+    np.savez(buffer, **(old_arrays if arrays is None else arrays(old_arrays)))
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("meta.json", json.dumps(old_header if header is None else header(old_header)))
+        archive.writestr("arrays.npz", buffer.getvalue())
+    return out

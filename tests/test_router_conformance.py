@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from typing import Any
 
@@ -11,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from learned_helpers import planted_pair
+from learned_helpers import planted_pair, rewrite_bundle
 from sizewise.errors import ConfigError, DataError, NotFittedError, RouterFileError
 from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers.base import Router, load_router, make_router, router_class, router_names
@@ -193,23 +192,11 @@ def test_save_to_an_unwritable_path_raises(name, split, tmp_path):
         fitted(name, split[0]).save(tmp_path)  # a folder, not a file
 
 
-def _rewrite(path: Any, out: Any, header: Any = None, arrays: Any = None) -> Any:
-    with zipfile.ZipFile(path) as archive:
-        old_header = json.loads(archive.read("meta.json"))
-        old_arrays = dict(np.load(io.BytesIO(archive.read("arrays.npz"))))
-    buffer = io.BytesIO()
-    np.savez(buffer, **(old_arrays if arrays is None else arrays(old_arrays)))
-    with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("meta.json", json.dumps(old_header if header is None else header(old_header)))
-        archive.writestr("arrays.npz", buffer.getvalue())
-    return out
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_tampered_files_are_refused(name, split, tmp_path):
     train, _ = split
     path = fitted(name, train).save(tmp_path / "router.zip")
-    listed = _rewrite(path, tmp_path / "list.zip", header=lambda h: {**h, "meta": [1, 2]})
+    listed = rewrite_bundle(path, tmp_path / "list.zip", header=lambda h: {**h, "meta": [1, 2]})
     with pytest.raises(RouterFileError):
         router_class(name).load(listed)
     if params := _numeric_params(name):
@@ -219,8 +206,9 @@ def test_tampered_files_are_refused(name, split, tmp_path):
             return header
 
         with pytest.raises(RouterFileError, match=params[0]):
-            router_class(name).load(_rewrite(path, tmp_path / "params.zip", header=bad_params))
-    nan = _rewrite(path, tmp_path / "nan.zip", arrays=lambda a: {k: np.full(v.shape, np.nan) for k, v in a.items()})
+            router_class(name).load(rewrite_bundle(path, tmp_path / "params.zip", header=bad_params))
+    all_nan = lambda a: {k: np.full(v.shape, np.nan) for k, v in a.items()}  # noqa: E731
+    nan = rewrite_bundle(path, tmp_path / "nan.zip", arrays=all_nan)
     if np.load(io.BytesIO(zipfile.ZipFile(path).read("arrays.npz"))).files:
         with pytest.raises(RouterFileError, match="NaN"):
             router_class(name).load(nan)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import json
-import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from learned_helpers import rewrite_bundle
 from sizewise.backends.base import Backend, ChatChunk, ChatRequest, ChatResult
 from sizewise.cascade.graders import extract_choice, extract_number, grade_choice, grade_exact, grade_numeric
 from sizewise.cascade.scorers import Answer, load_scorer, make_scorer, scorer_names
@@ -214,18 +212,6 @@ def test_invalid_scorer_parameters_are_named(name: str, params: dict[str, object
         make_scorer(name, **params)
 
 
-def _rewrite(path: Path, out: Path, header: Any = None, arrays: Any = None) -> Path:
-    with zipfile.ZipFile(path) as archive:
-        old_header = json.loads(archive.read("meta.json"))
-        old_arrays = dict(np.load(io.BytesIO(archive.read("arrays.npz"))))
-    buffer = io.BytesIO()
-    np.savez(buffer, **(old_arrays if arrays is None else arrays(old_arrays)))
-    with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("meta.json", json.dumps(old_header if header is None else header(old_header)))
-        archive.writestr("arrays.npz", buffer.getvalue())
-    return out
-
-
 @pytest.mark.parametrize("name", ["logprob", "verifier", "answer-classifier"])
 def test_tampered_scorer_files_are_refused(name: str, tmp_path: Path) -> None:
     answers, labels = planted_math(40, 6)
@@ -239,11 +225,11 @@ def test_tampered_scorer_files_are_refused(name: str, tmp_path: Path) -> None:
     }
     for expected, change in cases.items():
         with pytest.raises(RouterFileError, match=expected):
-            load_scorer(_rewrite(path, tmp_path / "bad.zip", arrays=change))
+            load_scorer(rewrite_bundle(path, tmp_path / "bad.zip", arrays=change))
 
     def bad_c(header: dict[str, Any]) -> dict[str, Any]:
         header["meta"]["params"]["c"] = -1
         return header
 
     with pytest.raises(RouterFileError, match="c must be a number > 0"):
-        load_scorer(_rewrite(path, tmp_path / "params.zip", header=bad_c))
+        load_scorer(rewrite_bundle(path, tmp_path / "params.zip", header=bad_c))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from learned_helpers import apgr, planted_pair
+from learned_helpers import apgr, planted_pair, prompts, table_from
 from sizewise.embedding import embed
-from sizewise.errors import DataError, RouterFileError
+from sizewise.errors import ConfigError, DataError, RouterFileError
 from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers.embed_models import EmbedLogRegRouter, EmbedMLPRouter
 from sizewise.routers.features import FEATURE_NAMES, text_features
@@ -150,3 +150,21 @@ def test_embed_mlp_fits_a_model_with_no_known_outcome_without_a_warning():
     table = OutcomeTable("t", train.prompts, [*train.models, "new"], quality, pair=train.pair)
     router = EmbedMLPRouter().fit(table)
     assert router.predict_quality(train.texts[:3]).shape == (3, 3)
+
+
+def test_gbdt_difficulty_target_ranks_a_pair_it_never_saw(tmp_path):
+    """Fitted on one pool of models, ``target="difficulty"`` ranks another pair's prompts by need."""
+    rng = np.random.default_rng(3)
+    texts, topics = prompts(800, 3)
+    hard = np.where(topics == 2, 0.1, 0.8)  # chat is easy for everyone, math and code are hard
+    pool = (rng.random((800, 3)) > hard[:, None] * np.array([1.0, 0.8, 0.6])).astype(float)
+    train = table_from(texts[:500], pool[:500], ["a", "b", "c"])
+    weak, strong = rng.random(300) > hard[500:], rng.random(300) < 0.9  # a new pair
+    test = table_from(texts[500:], np.c_[weak, strong].astype(float), ["new-weak", "new-strong"])
+    router = GBDTRouter(target="difficulty", n_estimators=100).fit(train)
+    assert apgr(router.score(test.texts), test) > 0.6
+    loaded = GBDTRouter.load(router.save(tmp_path / "r.zip"))
+    assert loaded.target == "difficulty"
+    np.testing.assert_allclose(loaded.score(test.texts[:20]), router.score(test.texts[:20]))
+    with pytest.raises(ConfigError, match="target must be one of gain, difficulty"):
+        GBDTRouter(target="hardness").fit(train)

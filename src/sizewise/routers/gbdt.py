@@ -1,7 +1,10 @@
 """``gbdt``: LightGBM on prompt embeddings plus cheap text features (length, digits, code, language, turns).
 
 It regresses the strong model's gain ``q_strong - q_weak`` directly (squared error), whose
-conditional mean is the ideal routing score. Saved as LightGBM's own text model string inside the
+conditional mean is the ideal routing score. ``target="difficulty"`` regresses instead one minus the
+mean quality of every model in the table: a score that names no model, so a router fitted on one pool
+of models can rank the prompts of a pair it has no outcomes for (transfer); on a pair it has outcomes
+for, the gain ranks better. Saved as LightGBM's own text model string inside the
 JSON part of the router file (no pickle); prediction walks the trees in numpy
 (:mod:`sizewise.routers._forest`) so loading and scoring do not import LightGBM.
 """
@@ -13,6 +16,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from sizewise.errors import ConfigError
 from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._forest import Forest
 from sizewise.routers._learned import (
@@ -28,6 +32,8 @@ from sizewise.routers._learned import (
 )
 from sizewise.routers.base import Router, register
 from sizewise.routers.features import FEATURE_NAMES, text_features
+
+TARGETS = ("gain", "difficulty")
 
 
 def _features(prompts: Sequence[str], embedding: str) -> np.ndarray:
@@ -49,6 +55,7 @@ class GBDTRouter(Router):
         min_child_samples: int = 20,
         seed: int = 0,
         embedding: str = "minilm",
+        target: str = "gain",
     ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -56,6 +63,7 @@ class GBDTRouter(Router):
         self.min_child_samples = min_child_samples
         self.seed = seed
         self.embedding = embedding
+        self.target = target
 
     def _check_params(self) -> None:
         check_number(self.name, "n_estimators", self.n_estimators, 1, integer=True)
@@ -63,6 +71,8 @@ class GBDTRouter(Router):
         check_number(self.name, "num_leaves", self.num_leaves, 2, integer=True)
         check_number(self.name, "min_child_samples", self.min_child_samples, 0, integer=True)
         check_seed(self.name, self.seed)
+        if self.target not in TARGETS:
+            raise ConfigError(f"gbdt: target must be one of {', '.join(TARGETS)}, got {self.target!r}")
 
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
         import lightgbm as lgb
@@ -86,11 +96,19 @@ class GBDTRouter(Router):
             "num_threads": 1,  # LightGBM threads thrash on small, shared machines
             "verbose": -1,
         }
-        data = lgb.Dataset(x, label=q_strong - q_weak, feature_name=[f"e{i}" for i in range(dim)] + FEATURE_NAMES)
+        data = lgb.Dataset(
+            x, label=self._label(table, q_weak, q_strong), feature_name=[f"e{i}" for i in range(dim)] + FEATURE_NAMES
+        )
         self.model_string_ = lgb.train(params, data, num_boost_round=self.n_estimators).model_to_string()
         self.forest_ = Forest(self.model_string_)
         self.fitted_ = True
         return self
+
+    def _label(self, table: OutcomeTable, q_weak: np.ndarray, q_strong: np.ndarray) -> np.ndarray:
+        if self.target == "gain":
+            return q_strong - q_weak
+        both = ~(np.isnan(table.column(self.weak_)) | np.isnan(table.column(self.strong_)))
+        return 1.0 - np.nanmean(table.quality[both], axis=1)  # the pair's qualities are known on these rows
 
     def score(self, prompts: Sequence[str]) -> np.ndarray:
         self.check_fitted()

@@ -223,6 +223,17 @@ def cost_at_quality(cost: object, quality: object, target: float, reference_cost
     return float((c0 + (target - q0) / (q1 - q0) * (c1 - c0)) / reference_cost)
 
 
+def check_choice(idx: np.ndarray, shape: tuple[int, ...]) -> None:
+    """A :class:`DataError` unless the integer vector ``idx`` names one model per row of a
+    ``(prompts, models)`` matrix of this ``shape``."""
+    if idx.size == 0:
+        raise DataError("no prompts: choice is empty")
+    if len(shape) != 2 or idx.size != shape[0]:
+        raise DataError(f"choice has {idx.size} entries for a quality matrix of shape {shape}")
+    if idx.min() < 0 or idx.max() >= shape[1]:
+        raise DataError(f"choice: model index out of range 0..{shape[1] - 1}")
+
+
 def routed_point(choice: object, quality: object, cost: object | None = None) -> tuple[float, float | None]:
     """Mean (quality, cost) when prompt ``i`` goes to model ``choice[i]`` (N-model routing).
 
@@ -233,12 +244,7 @@ def routed_point(choice: object, quality: object, cost: object | None = None) ->
         idx = np.asarray(choice, dtype=int).reshape(-1)
     except (TypeError, ValueError):
         raise DataError("choice must be model indices and quality a matrix of numbers") from None
-    if idx.size == 0:
-        raise DataError("no prompts: choice is empty")
-    if q.ndim != 2 or idx.size != q.shape[0]:
-        raise DataError(f"choice has {idx.size} entries for a quality matrix of shape {q.shape}")
-    if idx.size and (idx.min() < 0 or idx.max() >= q.shape[1]):
-        raise DataError(f"model index out of range 0..{q.shape[1] - 1}")
+    check_choice(idx, q.shape)
     rows = np.arange(idx.size)
     mean_q = float(_vector(q[rows, idx], "chosen quality").mean())
     mean_c = None if cost is None else float(_vector(np.asarray(cost, dtype=float)[rows, idx], "chosen cost").mean())

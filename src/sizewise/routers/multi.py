@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from sizewise.errors import ConfigError, DataError
+from sizewise.evaluation.metrics import check_choice
 from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._learned import check_number
 
@@ -78,10 +79,11 @@ def max_utility(pred: np.ndarray, costs: np.ndarray, lam: float) -> np.ndarray:
 def realised(choice: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> tuple[float, float]:
     """Mean true quality and cost per 1k requests of the chosen cells (NaN cells are skipped)."""
     picks = np.asarray(choice)
-    if picks.ndim != 1 or picks.size == 0 or picks.dtype.kind not in "iu" or quality.shape[:1] != picks.shape:
-        raise DataError("choice must be one model index per prompt (a non-empty integer array)")
-    if cost.shape != quality.shape or (picks < 0).any() or (picks >= quality.shape[1]).any():
-        raise DataError(f"choice indexes models 0..{quality.shape[1] - 1} of quality and cost tables of one shape")
+    if picks.ndim != 1 or picks.dtype.kind not in "iu":
+        raise DataError("choice must be one model index per prompt (an integer array)")
+    if cost.shape != quality.shape:
+        raise DataError(f"choice: quality and cost tables differ in shape ({quality.shape} vs {cost.shape})")
+    check_choice(picks, quality.shape)
     rows = np.arange(len(picks))
     q, c = quality[rows, picks], cost[rows, picks] * 1000
     return float(np.nanmean(q)), float(np.nanmean(c))

@@ -48,9 +48,9 @@ def render(results: dict[str, Any]) -> str:
             f"Pairs: {', '.join(f'{w} / {s}' for w, s in MMLU_PRO_PAIRS)}. Note: MMLU-Pro reuses some MMLU "
             "questions (rewritten with 10 options), so MMLU transfer is not fully label-free in content. "
             '`gbdt:target="difficulty"` is fitted on the nine-model MMLU-Pro table instead and regresses one minus '
-            "the mean quality of the nine models on each prompt, a score that names no model; it was added after the "
-            "other rows had been measured on these test sets, and on held-out MMLU-Pro prompts (5-fold) the gain "
-            "target ranks every one of the five pairs better.\n\n"
+            "the mean quality of the nine models on each prompt, a score that names no model (command: "
+            "`python bench/routers.py --parts transfer --routers 'gbdt:target=\"difficulty\"'`); it was added "
+            "after the other rows had been measured on these test sets.\n\n"
             f"{markdown_table(rows)}"
         )
     if "mmlupro" in results:

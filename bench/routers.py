@@ -104,9 +104,9 @@ def part_transfer(routers: list[str]) -> dict[str, Any]:
     train = mmlu_pro_pairs()
     out: dict[str, Any] = {"train": f"MMLU-Pro pairs {MMLU_PRO_PAIRS}", "n_train": len(train)}
     tests = {d: load_dataset(d) for d in ("routellm-mmlu", "routellm-gsm8k")}
-    pool = load_dataset("mmlu-pro")  # all nine models: what a model-free "difficulty" is the mean over
     for name in routers:
-        router = make(name).fit(pool if 'target="difficulty"' in name else train)
+        # A model-free "difficulty" is the mean over all nine models, not over a pair.
+        router = make(name).fit(load_dataset("mmlu-pro") if 'target="difficulty"' in name else train)
         for dataset, table in tests.items():
             weak, strong = table.weak_strong()
             metrics = pair_metrics(router.score(table.texts), table.column(weak), table.column(strong))

@@ -107,6 +107,29 @@ def test_word_part_separates_routes_the_embedding_cannot() -> None:
     assert router.match_one("write a poem").route is None  # no shared word: the words part is 0
 
 
+def test_many_examples_keep_the_words_part_sparse() -> None:
+    # 2,000 examples x a bigram vocabulary of ~100,000 would be ~0.8 GB as a dense float32 matrix.
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    vocabulary = [f"w{i}" for i in range(20000)]
+    examples = [" ".join(rng.choice(vocabulary, 40)) for _ in range(2000)]
+    routes = [RouteSpec(name=f"r{j}", examples=examples[j::4], models=["m"]) for j in range(4)]
+
+    def embed(texts):
+        return np.ones((len(texts), 8), dtype=np.float32) / np.sqrt(8)
+
+    tracemalloc.start()
+    try:
+        router = DomainRouter(routes, k=3, word_weight=0.5, classifier_weight=0.0, embedder=embed)
+        scores = router.similarities(examples[:300])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    assert (scores.argmax(axis=1) == np.arange(300) % 4).all()  # each example finds its own route by its words
+
+
 def test_examples_without_words_fall_back_to_meaning() -> None:
     embed = _fake_embedder({"?": [1.0, 0.0], "!": [0.0, 1.0], "q": [1.0, 0.1]})
     routes = [RouteSpec(name="a", examples=["?"], models=["m"]), RouteSpec(name="b", examples=["!"], models=["m"])]

@@ -112,25 +112,31 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.where(norms > 0, norms, 1.0)
 
 
-class _View:
-    """One representation of the examples (embeddings or TF-IDF): per-route centroid + k nearest."""
+def _dense(matrix: Any) -> np.ndarray:
+    return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
 
-    def __init__(self, vectors: np.ndarray, owner: np.ndarray, n_routes: int) -> None:
+
+class _View:
+    """One representation of the examples (embeddings, or sparse TF-IDF rows): per-route centroid + k nearest."""
+
+    def __init__(self, vectors: Any, owner: np.ndarray, n_routes: int) -> None:
+        # TF-IDF stays sparse: a dense copy of thousands of examples x a bigram vocabulary is gigabytes.
         self.vectors = vectors.astype(np.float32)
         self.owner = owner
         self.slices = [np.flatnonzero(owner == j) for j in range(n_routes)]
-        self.centroids = _unit_rows(np.stack([vectors[s].mean(axis=0) for s in self.slices]).astype(np.float32))
+        means = [_dense(vectors[s].mean(axis=0)).reshape(-1) for s in self.slices]
+        self.centroids = _unit_rows(np.stack(means).astype(np.float32))
 
-    def scores(self, queries: np.ndarray, k: int, centroid_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, queries: Any, k: int, centroid_weight: float) -> tuple[np.ndarray, np.ndarray]:
         """Route scores ``(n, routes)`` and per-example similarities ``(n, examples)``."""
-        sims = queries @ self.vectors.T
-        out = np.empty((len(queries), len(self.slices)), dtype=np.float32)
+        sims = _dense(queries @ self.vectors.T)
+        out = np.empty((queries.shape[0], len(self.slices)), dtype=np.float32)
         for j, rows in enumerate(self.slices):
             part = sims[:, rows]
             kk = min(k, part.shape[1])
             out[:, j] = np.partition(part, part.shape[1] - kk, axis=1)[:, -kk:].mean(axis=1)
         if centroid_weight:
-            out = centroid_weight * (queries @ self.centroids.T) + (1 - centroid_weight) * out
+            out = centroid_weight * _dense(queries @ self.centroids.T) + (1 - centroid_weight) * out
         return out, sims
 
 
@@ -202,7 +208,7 @@ class DomainRouter:
         self._meaning = _View(vectors, self._owner, len(self.routes))
         words = self._fit_words() if word_weight > 0 or classifier_weight > 0 else None
         if words is not None and word_weight > 0:
-            self._words = _View(words.toarray(), self._owner, len(self.routes))
+            self._words = _View(words, self._owner, len(self.routes))
         if classifier_weight > 0:
             self._classifier = _fit_classifier(vectors, words, self._owner, classifier_c)
 
@@ -228,7 +234,7 @@ class DomainRouter:
         score = meaning
         words_q: Any = self._tfidf.transform(list(texts)) if self._tfidf is not None else None
         if self._words is not None:
-            words, word_sims = self._words.scores(words_q.toarray(), self.k, self.centroid_weight)
+            words, word_sims = self._words.scores(words_q, self.k, self.centroid_weight)
             w = self.word_weight
             parts["words"] = words
             score, example_sims = (1 - w) * meaning + w * words, (1 - w) * example_sims + w * word_sims

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cascade_headroom import headroom, headroom_rows
 from _cascade_live import evaluate_live, folds, live_section
 from _results import ROOT, markdown_table, update_section, write_json
 from sizewise.cascade.policy import (
@@ -130,6 +131,7 @@ def evaluate_ladder(table: OutcomeTable, ladder: list[str], target: float, budge
         "fronts": {"cascade": cascade, "router": routed, "hybrid": hybrid},
         "scorer_seconds": scorer_s,
         "router": ROUTER,
+        "headroom": headroom(quality, cost, scores, target, budget_share) if len(ladder) == 2 else None,
     }
 
 
@@ -231,6 +233,16 @@ def report(results: dict[str, Any], live: dict[str, Any] | None, args: Any) -> N
         + markdown_table(rows)
         + "\n\n![cascade vs router vs hybrid on MMLU-Pro](cascade_mmlupro.png)\n"
     )
+    if room := headroom_rows(results):
+        body += (
+            "\n### How good a scorer the cost goals need (two-model ladders)\n\n"
+            "`perfect scorer`: the cost share at the target accuracy when the scorer knows which small answers "
+            "are wrong (an upper bound on any scorer). `AUC needed`: the least AUC (0.01 steps) at which a "
+            "simulated binormal scorer (score = separation x correct + normal noise; 5 draws) reaches the "
+            "target within the goal's cost share on the same outcomes; real scorers of the same AUC usually do "
+            "worse, so it is a lower bound. `AUC ours`: the answer-classifier's out-of-fold AUC on the small "
+            "model's correctness.\n\n" + markdown_table(room) + "\n"
+        )
     if live is not None:
         body += live_section(live)
     update_section(

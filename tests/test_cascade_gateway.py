@@ -77,5 +77,7 @@ def test_stream_sends_the_accepted_answer(healthy: GatewayServer) -> None:
 def test_unknown_scorer_is_a_400(healthy: GatewayServer) -> None:
     with pytest.raises(openai.BadRequestError, match="unknown scorer"):
         _client(healthy).chat.completions.create(model="cascade-nope", messages=MESSAGES, max_tokens=8)
-    with pytest.raises(openai.BadRequestError, match="not fitted"):
+    with pytest.raises(openai.BadRequestError, match="not fitted") as info:
         _client(healthy).chat.completions.create(model="cascade-answer-classifier", messages=MESSAGES, max_tokens=8)
+    # The gateway user is told which file to provide, not to call fit() from Python.
+    assert "scorer-answer-classifier.zip in the router directory" in str(info.value)

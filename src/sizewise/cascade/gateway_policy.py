@@ -21,7 +21,7 @@ from typing import Any
 from sizewise.backends.base import BackendError, ChatResult
 from sizewise.cascade.scorers.base import Answer, Scorer, load_scorer, make_scorer
 from sizewise.catalog.schema import ModelSpec
-from sizewise.errors import ConfigError, SizewiseError
+from sizewise.errors import ConfigError, NotFittedError, SizewiseError
 from sizewise.policy.types import (
     Caller,
     CascadePolicy,
@@ -138,6 +138,9 @@ def cascade_policy(model_field: str, env: PolicyEnv) -> LiveCascade:
         try:
             scorer: Any = load_scorer(path) if path is not None and path.is_file() else make_scorer(name)
             scorer.check_fitted()
+        except NotFittedError as error:
+            hint = f"save a fitted one as scorer-{name}.zip in the router directory (--router-dir, gateway.router_dir)"
+            raise RequestRejected(400, f"{model_field}: {error}; {hint}", "invalid_model") from None
         except (SizewiseError, ConfigError) as error:
             raise RequestRejected(400, f"{model_field}: {error}", "invalid_model") from None
         env.cache[key] = scorer

@@ -64,6 +64,9 @@ def test_fault_falls_back_to_a_working_model(client: openai.OpenAI, gateway: Gat
     row = _row(gateway, raw.headers["x-request-id"])
     assert row["status"] == 200 and row["model"] == "good" and row["fallback_from"] == model
     assert len(json.loads(row["errors"])) == 2
+    # Each error names the model once ("slow: timed out ...", not "slow: slow: timed out ...").
+    assert decision["errors"] and all(e.startswith(f"{model}: ") for e in decision["errors"])
+    assert not any(e.startswith(f"{model}: {model}:") for e in decision["errors"])
 
 
 def test_retry_once_recovers_without_fallback(client: openai.OpenAI, upstream: FakeUpstream) -> None:
@@ -85,6 +88,8 @@ def test_stream_fault_before_first_chunk_falls_back(client: openai.OpenAI, gatew
     assert text.startswith("echo: hello")
     decision = chunks[-1].model_extra["sizewise"]
     assert decision["fallback_from"] == model and decision["model"] == "good"
+    assert decision["errors"] and all(e.startswith(f"{model}: ") for e in decision["errors"])
+    assert not any(e.startswith(f"{model}: {model}:") for e in decision["errors"])
     row = _row(gateway, raw.headers["x-request-id"])
     assert row["status"] == 200 and row["stream"] and row["fallback_from"] == model
 

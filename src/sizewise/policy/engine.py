@@ -386,4 +386,5 @@ async def _close(iterator: AsyncIterator[ChatChunk]) -> None:
 def _record_failure(decision: Decision, spec: ModelSpec, reason: str, started: float, message: str) -> None:
     """Add a failed attempt to the decision's steps and errors (what the response and the log show)."""
     decision.steps.append(Step(spec.name, reason=reason, latency_s=time.perf_counter() - started, error=message))
-    decision.errors.append(f"{spec.name}: {message}")
+    # Backend errors already start with the model's name; name it once.
+    decision.errors.append(message if message.startswith(f"{spec.name}: ") else f"{spec.name}: {message}")

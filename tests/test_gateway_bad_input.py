@@ -166,6 +166,8 @@ def test_api_keys(tmp_path: Path) -> None:
         ({"router": "garbage"}, "garbage"),
         ({"default_policy": "bogus"}, "unknown model 'bogus'"),
         ({"default_policy": "multi-nothing-0.5"}, "nothing"),
+        ({"default_policy": "cascade-bogus"}, "unknown scorer 'bogus'"),
+        ({"default_policy": "cascade-logprob:high"}, "bad cascade threshold 'high'"),
     ],
 )
 def test_a_bad_configured_policy_fails_at_start_up(tmp_path: Path, settings: dict, message: str) -> None:

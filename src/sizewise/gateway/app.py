@@ -86,7 +86,7 @@ def _check_configured_policy(engine: Engine, settings: GatewaySettings) -> None:
         return  # the built-in default: a broken default.zip falls back to the heuristic, with a warning
     try:
         engine.policy("sizewise")
-    except SizewiseError as error:
+    except (SizewiseError, RequestRejected) as error:  # RequestRejected: e.g. a bad cascade-<scorer> name
         raise ConfigError(
             f"gateway settings (router {settings.router!r}, default_policy {settings.default_policy!r}): {error}"
         ) from None

@@ -283,6 +283,28 @@ def test_tiny_serialises_concurrent_requests_and_rejects_overlong_prompts(tiny: 
 
 @pytest.mark.model
 @pytest.mark.slow
+def test_tiny_stops_generating_when_the_caller_gives_up(tiny: Any) -> None:
+    # A timed-out call's worker thread cannot be killed; unless its generation stops, the next call on the
+    # same model (a retry) waits for all of it.
+    long = ChatRequest(
+        messages=[{"role": "user", "content": "Write a very long story about a dragon."}], max_tokens=400, temperature=0
+    )
+    short = ChatRequest(messages=[{"role": "user", "content": "Say hi."}], max_tokens=4, temperature=0)
+
+    async def run() -> tuple[Any, Any]:
+        full = await tiny.complete(long)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(tiny.complete(long), timeout=full.latency_s / 10)
+        return full, await tiny.complete(short)
+
+    full, after = asyncio.run(run())
+    assert full.completion_tokens == 400  # the story runs to max_tokens: there is a long generation to stop
+    # The next call's latency counts its wait for the model: far less than the rest of the abandoned story.
+    assert after.text and after.latency_s < full.latency_s / 3
+
+
+@pytest.mark.model
+@pytest.mark.slow
 def test_tiny_takes_text_parts_and_null_assistant_content(tiny: Any) -> None:
     parts = ChatRequest(
         messages=[

@@ -68,6 +68,21 @@ def unload_all() -> None:
         _MODELS.clear()
 
 
+class _EndWhenSet:
+    """A logits processor that leaves only end-of-sequence once ``event`` is set, so the generation stops at
+    the next token (``create_chat_completion`` takes no stopping criteria)."""
+
+    def __init__(self, event: threading.Event, eos: int) -> None:
+        self.event = event
+        self.eos = eos
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if self.event.is_set():
+            scores[:] = -np.inf
+            scores[self.eos] = 0.0
+        return scores
+
+
 class _Recorder:
     """A logits processor recording, per generated token, log p(chosen token) under the raw model distribution."""
 
@@ -179,13 +194,18 @@ class LlamaCppBackend(Backend):
         locks = _ASYNC_LOCKS.setdefault(asyncio.get_running_loop(), {})
         return locks.setdefault(str(self.path), asyncio.Lock())
 
-    def _call(self, recorder_wanted: bool, kwargs: dict[str, Any]) -> tuple[Any, _Recorder | None, Any]:
+    def _call(
+        self, recorder_wanted: bool, kwargs: dict[str, Any], cancelled: threading.Event | None = None
+    ) -> tuple[Any, _Recorder | None, Any]:
         from llama_cpp import LogitsProcessorList
 
         llm = self.llama()
         recorder = _Recorder(llm) if recorder_wanted else None
-        if recorder is not None:
-            kwargs["logits_processor"] = LogitsProcessorList([recorder])
+        processors: list[Any] = [recorder] if recorder is not None else []
+        if cancelled is not None:
+            processors.append(_EndWhenSet(cancelled, llm.token_eos()))
+        if processors:
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
         try:
             return llm, recorder, llm.create_chat_completion(**kwargs)
         except ValueError as error:  # llama.cpp's "Requested tokens exceed context window" and the like
@@ -195,8 +215,15 @@ class LlamaCppBackend(Backend):
         """Generate a whole answer (with per-token logprobs when ``request.logprobs``)."""
         await asyncio.to_thread(self.llama)  # load outside the lock's critical path of other models
         start = time.perf_counter()
+        cancelled = threading.Event()
         async with self._async_lock():
-            _llm, recorder, response = await asyncio.to_thread(self._locked_complete, request)
+            try:
+                _llm, recorder, response = await asyncio.to_thread(self._locked_complete, request, cancelled)
+            except asyncio.CancelledError:
+                # The caller gave up (request timeout, client gone). The worker thread cannot be killed: stop
+                # its generation at the next token, or a retry on this model would wait for it to finish.
+                cancelled.set()
+                raise
         choice = response["choices"][0]
         text = choice["message"].get("content") or ""
         usage = response.get("usage") or {}
@@ -212,9 +239,11 @@ class LlamaCppBackend(Backend):
             result.tokens, result.logprobs = recorder.tokens(), recorder.logprobs
         return result
 
-    def _locked_complete(self, request: ChatRequest) -> tuple[Any, _Recorder | None, Any]:
+    def _locked_complete(self, request: ChatRequest, cancelled: threading.Event) -> tuple[Any, _Recorder | None, Any]:
         with _RUN_LOCKS[str(self.path)]:
-            llm, recorder, response = self._call(request.logprobs, _kwargs(request, self.model))
+            if cancelled.is_set():  # given up while waiting for the model
+                raise BackendError(f"{self.model}: call cancelled", retryable=False)
+            llm, recorder, response = self._call(request.logprobs, _kwargs(request, self.model), cancelled)
             if recorder is not None:
                 recorder.finish(response["choices"][0]["message"].get("content") or "")
             return llm, recorder, response

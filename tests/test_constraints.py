@@ -63,6 +63,10 @@ def test_context_keeps_long_context_model_and_rejects_when_none_fits() -> None:
     with pytest.raises(RequestRejected) as info:
         ContextFilter().apply(ctx(prompt * 30, max_tokens=100), [short, long])
     assert info.value.code == "context_length_exceeded" and "32768" in info.value.message
+    assert "prompt + max_tokens 100" in info.value.message and "lower max_tokens" in info.value.message
+    with pytest.raises(RequestRejected) as info:  # no max_tokens from the client: the message does not invent one
+        ContextFilter().apply(ctx(prompt * 30), [short, long])
+    assert "no max_tokens set" in info.value.message and "max_tokens 0" not in info.value.message
 
 
 def test_context_counts_with_a_tokenizer_near_the_window() -> None:

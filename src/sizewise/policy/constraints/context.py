@@ -102,10 +102,15 @@ class ContextFilter:
         if not kept:
             needed = min(needs.values(), default=ctx.prompt_tokens + out)
             largest = max((spec.context_window for spec in candidates), default=0)
+            made_of, fix = (
+                (f"prompt + max_tokens {out}", "shorten the prompt or lower max_tokens")
+                if ctx.max_tokens
+                else ("the prompt alone; no max_tokens set", "shorten the prompt")
+            )
             raise RequestRejected(
                 400,
-                f"this request needs about {needed} tokens (prompt + max_tokens {out}); the largest context "
-                f"window available is {largest}: shorten the prompt or lower max_tokens",
+                f"this request needs about {needed} tokens ({made_of}); the largest context window available "
+                f"is {largest}: {fix}",
                 "context_length_exceeded",
                 param="messages",
             )

@@ -95,3 +95,13 @@ def test_table_without_prices_defaults_to_the_least_accurate_weak_model(run, tmp
     code, out, err = run("--table", str(tmp_path / "t.csv"), "--router", "random", "--no-progress")
     assert code == 0, err
     assert "random" in out
+
+
+def test_help_lists_every_registered_router(run_cli):
+    from sizewise.cli.eval_cmd import KNOWN_ROUTERS
+    from sizewise.routers.base import router_names
+
+    assert sorted(KNOWN_ROUTERS) == router_names()
+    for command in ("eval", "train"):
+        code, out, _ = run_cli(command, "--help")
+        assert code == 0 and "embed-logreg" in out and "always-large" in out

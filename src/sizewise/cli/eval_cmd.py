@@ -11,6 +11,12 @@ import typer
 from sizewise.errors import ConfigError
 
 DEFAULT_ROUTERS = ["random", "tfidf-logreg", "oracle"]
+# Spelled out for --help without importing the routers (a test keeps it equal to the registry).
+KNOWN_ROUTERS = (
+    "sw-ranking", "knn", "embed-logreg", "embed-mlp", "mf", "gbdt", "tfidf-logreg", "ensemble",
+    "random", "oracle", "always-small", "always-large",
+)  # fmt: skip
+ROUTER_HELP = f"Router name: {', '.join(KNOWN_ROUTERS)}."
 
 
 def eval_command(
@@ -20,7 +26,7 @@ def eval_command(
     table: Annotated[Path | None, typer.Option("--table", help="Your own outcome table (CSV/JSONL/Parquet).")] = None,
     router: Annotated[
         list[str] | None,
-        typer.Option("--router", help="Router name (repeatable); default random, tfidf-logreg, oracle."),
+        typer.Option("--router", help=f"{ROUTER_HELP} Repeatable; default random, tfidf-logreg, oracle."),
     ] = None,
     router_file: Annotated[
         list[Path] | None, typer.Option("--router-file", help="A saved router to score as is (repeatable).")

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sizewise.cli.eval_cmd import ROUTER_HELP
 from sizewise.errors import ConfigError
 
 
@@ -35,7 +36,7 @@ def _params(items: list[str] | None) -> dict[str, Any]:
 
 
 def train(
-    router: Annotated[str, typer.Option("--router", help="Router name (see `sizewise eval --help`).")],
+    router: Annotated[str, typer.Option("--router", help=ROUTER_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Where to write the router file (.zip).")],
     dataset: Annotated[str | None, typer.Option("--dataset", help="Named dataset, e.g. routellm-mmlu.")] = None,
     table: Annotated[Path | None, typer.Option("--table", help="Outcome table file (CSV/JSONL/Parquet).")] = None,

@@ -162,7 +162,7 @@ def test_api_keys(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"router": "missing.zip"}, "router 'missing.zip'"),
+        ({"router": "missing.zip"}, "router file 'missing.zip': no such file"),
         ({"router": "garbage"}, "garbage"),
         ({"default_policy": "bogus"}, "unknown model 'bogus'"),
         ({"default_policy": "multi-nothing-0.5"}, "nothing"),

@@ -103,6 +103,9 @@ def _load_scorer(name: str, env: PolicyEnv) -> tuple[Any, float | None]:
     if name == HeuristicScorer.name:
         return HeuristicScorer(), 0.5
     path = _find_router_file(name, env)
+    if path is None and name.endswith(".zip"):
+        where = f" or in the router directory {env.router_dir}" if env.router_dir is not None else ""
+        raise UnknownNameError(f"router file {name!r}: no such file (looked at {name}{where})")
     router = load_router(path) if path is not None else make_router(name)
     if path is None:
         try:

@@ -237,7 +237,10 @@ def report(results: dict[str, Any], live: dict[str, Any] | None, args: Any) -> N
         body += (
             "\n### How good a scorer the cost goals need (two-model ladders)\n\n"
             "`perfect scorer`: the cost share at the target accuracy when the scorer knows which small answers "
-            "are wrong (an upper bound on any scorer). `AUC needed`: the least AUC (0.01 steps) at which a "
+            "are wrong (an upper bound on any scorer). `any cascade (oracle)`: the least cost share of any cascade on "
+            "this ladder, which also knows where the big model is right and what each call costs: the small model "
+            "always answers, the big one only where it turns a wrong answer right, cheapest first. "
+            "`AUC needed`: the least AUC (0.01 steps) at which a "
             "simulated binormal scorer (score = separation x correct + normal noise; 5 draws) reaches the "
             "target within the goal's cost share on the same outcomes; real scorers of the same AUC usually do "
             "worse, so it is a lower bound. `AUC ours`: the answer-classifier's out-of-fold AUC on the small "

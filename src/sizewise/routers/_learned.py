@@ -15,7 +15,7 @@ import numpy as np
 from sizewise.checks import check_number  # the routers import it from here too
 from sizewise.errors import ConfigError, DataError
 from sizewise.evaluation.table import OutcomeTable
-from sizewise.routers.persist import saved_array
+from sizewise.routers.persist import saved_array as array  # noqa: F401 (the routers import it from here)
 
 
 def check_prompts(prompts: Sequence[str]) -> list[str]:
@@ -90,13 +90,6 @@ def pair_outcomes(
         raise DataError(f"table {table.name!r}: fewer than 2 prompts with known quality for {weak} and {strong}")
     texts = [t for t, k in zip(table.texts, known, strict=True) if k]
     return weak, strong, texts, q_weak[known], q_strong[known]
-
-
-def array(
-    arrays: dict[str, np.ndarray], key: str, shape: tuple[int | None, ...] | None = None, finite: bool = True
-) -> np.ndarray:
-    """A saved router array, checked as :func:`~sizewise.routers.persist.saved_array` says."""
-    return saved_array(arrays, key, shape, finite)
 
 
 def pair_meta(router: Any) -> dict[str, Any]:

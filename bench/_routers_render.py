@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench._results import markdown_table
+from bench._routers_headroom import headroom_lines
 
 # (weak, strong) MMLU-Pro pairs used for transfer training and the default router.
 MMLU_PRO_PAIRS = [
@@ -94,7 +95,7 @@ def render(results: dict[str, Any]) -> str:
             "prompt embedding and text features, fitted out-of-fold) instead of each model's mean cost; the "
             "realised cost is the recorded one either way. `+true cost (bound)` decides with the recorded cost itself, "
             "the limit of any cost model.\n\n"
-            f"{markdown_table(rows)}\n\nModels:\n\n{models}"
+            f"{markdown_table(rows)}\n\nModels:\n\n{models}" + "\n".join(headroom_lines(results.get("headroom", {})))
         )
     if "speed" in results:
         s = results["speed"]

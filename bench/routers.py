@@ -3,7 +3,9 @@
 Parts (``--parts`` picks some): ``routellm`` (GPT-4 vs Mixtral on MMLU, GSM8K, MT-Bench, 5-fold CV;
 ``--routellm-datasets`` picks some),
 ``transfer`` (train on MMLU-Pro pairs, test on RouteLLM MMLU and GSM8K), ``mmlupro`` (9 models,
-N-model routing, 5-fold CV), ``speed`` (one decision incl. embedding a 200-token prompt; batches),
+N-model routing, 5-fold CV), ``headroom`` (how good a quality predictor the MMLU-Pro goals need:
+ours against simulated ones, bench/_routers_headroom.py), ``speed`` (one decision incl. embedding a
+200-token prompt; batches),
 ``embeddings`` (every learned router with MiniLM vs static embeddings on ``--datasets``, and the speed of
 ``gbdt`` with each; ``--routers ""`` re-measures only that speed), ``newmodel`` (a model added to a
 fitted ``mf`` from ``--sizes`` outcomes; ``--held-out`` picks the models; not in the default parts).
@@ -185,6 +187,20 @@ def part_mmlupro(routers: list[str]) -> dict[str, Any]:
     return out
 
 
+def part_headroom() -> dict[str, Any]:
+    """Out-of-fold predictions of the best N-model router on MMLU-Pro, against simulated predictors."""
+    from bench._routers_headroom import ROUTER, headroom
+
+    table = load_dataset("mmlu-pro")
+    pred = np.zeros(table.quality.shape)
+    for test in folds_for(table):
+        router = make(ROUTER).fit(table.subset(np.setdiff1d(np.arange(len(table)), test)))
+        pred[test] = router.predict_quality(table.subset(test).texts)
+    out = headroom(table, pred)
+    print("headroom", out, flush=True)
+    return out
+
+
 def speed_prompts(n: int) -> tuple[list[str], list[int]]:
     """``n`` new ~200-token prompts (cut from MT-Bench text, a random nonce in front) and their token counts."""
     import sizewise.embedding as emb
@@ -301,7 +317,7 @@ def part_embeddings(routers: list[str], datasets: list[str]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", default="routellm,transfer,mmlupro,speed,embeddings")
+    parser.add_argument("--parts", default="routellm,transfer,mmlupro,headroom,speed,embeddings")
     parser.add_argument(
         "--routers",
         default=",".join(LEARNED),
@@ -348,6 +364,8 @@ def main() -> None:
             best = fresh["best_single"]
             fresh["routers"][name] = {**r, **n_model_summary(points, best["accuracy"], best["cost_per_1k"])}
         results["mmlupro"] = fresh
+    if "headroom" in parts:
+        results["headroom"] = part_headroom()
     if "speed" in parts:
         results["speed"] = part_speed(args.router_file)
     if "embeddings" in parts:

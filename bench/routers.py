@@ -3,8 +3,9 @@
 Parts (``--parts`` picks some): ``routellm`` (GPT-4 vs Mixtral on MMLU, GSM8K, MT-Bench, 5-fold CV;
 ``--routellm-datasets`` picks some),
 ``transfer`` (train on MMLU-Pro pairs, test on RouteLLM MMLU and GSM8K), ``mmlupro`` (9 models,
-N-model routing, 5-fold CV), ``headroom`` (how good a quality predictor the MMLU-Pro goals need:
-ours against simulated ones, bench/_routers_headroom.py), ``speed`` (one decision incl. embedding a
+N-model routing, 5-fold CV), ``curve`` (APGR on RouteLLM MMLU with part of each training fold,
+bench/_routers_curve.py; ``--curve-router``), ``headroom`` (how good a quality predictor the MMLU-Pro
+goals need: ours against simulated ones, bench/_routers_headroom.py), ``speed`` (one decision incl. embedding a
 200-token prompt; batches),
 ``embeddings`` (every learned router with MiniLM vs static embeddings on ``--datasets``, and the speed of
 ``gbdt`` with each; ``--routers ""`` re-measures only that speed), ``newmodel`` (a model added to a
@@ -46,7 +47,7 @@ from bench._routers_eval import (
     split_routers,
 )
 from bench._routers_newmodel import part_newmodel
-from bench._routers_render import MMLU_PRO_PAIRS, render
+from bench._routers_render import GOALS, MMLU_PRO_PAIRS, render
 from sizewise.evaluation.loaders import load_dataset
 from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers.cost import CostPredictor
@@ -324,6 +325,7 @@ def main() -> None:
         help='registry names, comma-separated (`name:key="value",...` sets parameters)',
     )
     parser.add_argument("--routellm-datasets", default=",".join(ROUTELLM), help="datasets of the routellm part")
+    parser.add_argument("--curve-router", default="ensemble", help="router of the curve part (routellm-mmlu)")
     parser.add_argument("--router-file", type=Path, default=None, help="router for the speed part")
     parser.add_argument(
         "--datasets", default="routellm-mmlu,routellm-gsm8k", help="datasets of the embeddings part (comma-separated)"
@@ -364,6 +366,10 @@ def main() -> None:
             best = fresh["best_single"]
             fresh["routers"][name] = {**r, **n_model_summary(points, best["accuracy"], best["cost_per_1k"])}
         results["mmlupro"] = fresh
+    if "curve" in parts:
+        from bench._routers_curve import learning_curve
+
+        results["curve"] = learning_curve(args.curve_router, "routellm-mmlu", GOALS["routellm-mmlu"])
     if "headroom" in parts:
         results["headroom"] = part_headroom()
     if "speed" in parts:

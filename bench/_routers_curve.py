@@ -1,0 +1,89 @@
+"""Learning curve of a two-model router (bench/routers.py, part ``curve``): APGR with a fraction of each
+training fold, a bootstrap interval at the full size, and the training size a log-linear fit puts at the goal.
+
+It answers "would more labelled prompts of the same kind reach the goal?" for RouteLLM MMLU, where the whole
+benchmark is 14,037 prompts. The fit (APGR = a + b x log2(training prompts)) is an extrapolation, not a
+measurement; it is printed with its slope so the reader can judge it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+BOOTSTRAP = 200
+
+
+def _apgr(scores: np.ndarray, q_weak: np.ndarray, q_strong: np.ndarray) -> float:
+    from sizewise.evaluation import metrics
+
+    return metrics.apgr(metrics.routing_curve(scores, q_weak, q_strong))
+
+
+def learning_curve(router: str, dataset: str, goal: float, seed: int = 0) -> dict[str, Any]:
+    """APGR of ``router`` on ``dataset`` (5-fold CV) trained on ``FRACTIONS`` of each training fold."""
+    from bench._routers_eval import folds_for, make
+    from sizewise.evaluation.loaders import load_dataset
+
+    table = load_dataset(dataset)
+    weak, strong = table.weak_strong()
+    q_weak, q_strong = table.column(weak), table.column(strong)
+    folds = folds_for(table)
+    rng = np.random.default_rng(seed)
+    points, full_scores = [], np.zeros(len(table))
+    for fraction in FRACTIONS:
+        scores, sizes = np.zeros(len(table)), []
+        for test in folds:
+            train = np.setdiff1d(np.arange(len(table)), test)
+            train = np.sort(rng.choice(train, round(fraction * len(train)), replace=False))
+            sizes.append(len(train))
+            scores[test] = make(router).fit(table.subset(train)).score_table(table.subset(test))
+        apgr = _apgr(scores, q_weak, q_strong)
+        points.append({"fraction": fraction, "train_prompts": float(np.mean(sizes)), "apgr": apgr})
+        print("curve", dataset, router, points[-1], flush=True)
+        full_scores = scores
+    # Bootstrap over prompts of the full-size out-of-fold scores: the noise of the APGR itself.
+    boot = []
+    for _ in range(BOOTSTRAP):
+        pick = rng.integers(0, len(table), len(table))
+        boot.append(_apgr(full_scores[pick], q_weak[pick], q_strong[pick]))
+    slope, intercept = np.polyfit(np.log2([p["train_prompts"] for p in points]), [p["apgr"] for p in points], 1)
+    needed = 2 ** ((goal - intercept) / slope) if slope > 0 else float("inf")
+    return {
+        "router": router,
+        "dataset": dataset,
+        "n": len(table),
+        "goal": goal,
+        "points": points,
+        "apgr_95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+        "slope_per_doubling": float(slope),
+        "train_prompts_for_goal": float(needed),
+    }
+
+
+def curve_lines(curves: Iterable[dict[str, Any]]) -> list[str]:
+    """Markdown for the learning curves given (none when the part has not run for this dataset)."""
+    return [line for c in curves for line in _lines(c)]
+
+
+def _lines(c: dict[str, Any]) -> list[str]:
+    rows = [
+        "",
+        f"#### Learning curve: {c['router']} on {c['dataset']} with part of each training fold "
+        "(`--parts curve`; bench/_routers_curve.py)",
+        "",
+        "| share of training fold | training prompts | APGR |",
+        "|---|---|---|",
+        *(f"| {p['fraction']:g} | {p['train_prompts']:.0f} | {p['apgr']:.3f} |" for p in c["points"]),
+        "",
+        f"Bootstrap 95% interval of the full-size APGR ({BOOTSTRAP} resamples of prompts): "
+        f"{c['apgr_95'][0]:.3f}-{c['apgr_95'][1]:.3f}. A log-linear fit gains {c['slope_per_doubling']:+.3f} APGR "
+        f"per doubling of the training prompts and reaches the goal {c['goal']} at about "
+        f"{c['train_prompts_for_goal']:,.0f} training prompts "
+        f"({c['train_prompts_for_goal'] / c['points'][-1]['train_prompts']:.1f}x what a fold has; the whole "
+        f"benchmark has {c['n']:,} prompts). An extrapolation, not a measurement.",
+    ]
+    return rows

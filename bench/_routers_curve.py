@@ -8,7 +8,6 @@ measurement; it is printed with its slope so the reader can judge it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -64,12 +63,48 @@ def learning_curve(router: str, dataset: str, goal: float, seed: int = 0) -> dic
     }
 
 
-def curve_lines(curves: Iterable[dict[str, Any]]) -> list[str]:
-    """Markdown for the learning curves given (none when the part has not run for this dataset)."""
-    return [line for c in curves for line in _lines(c)]
+def grouped_interval(
+    scores: np.ndarray, q_weak: np.ndarray, q_strong: np.ndarray, groups: np.ndarray, seed: int = 0
+) -> dict[str, Any]:
+    """APGR and its bootstrap 95% interval, resampling whole groups (the turns of one MT-Bench question)."""
+    rng = np.random.default_rng(seed)
+    names = np.unique(groups)
+    rows = {g: np.flatnonzero(groups == g) for g in names}
+    boot = []
+    for _ in range(BOOTSTRAP):
+        pick = np.concatenate([rows[g] for g in rng.choice(names, len(names))])
+        boot.append(_apgr(scores[pick], q_weak[pick], q_strong[pick]))
+    return {
+        "apgr": _apgr(scores, q_weak, q_strong),
+        "apgr_95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+        "groups": len(names),
+        "n": len(scores),
+    }
 
 
-def _lines(c: dict[str, Any]) -> list[str]:
+def _interval_lines(i: dict[str, Any]) -> list[str]:
+    """One paragraph on the interval part (empty when it has not run)."""
+    if not i:
+        return []
+    low, high = i["apgr_95"]
+    return [
+        "",
+        f"Bootstrap 95% interval of `{i['router']}` (`--parts interval`; {BOOTSTRAP} resamples of the "
+        f"{i['groups']} questions, both turns together): APGR {i['apgr']:.3f}, {low:.3f}-{high:.3f}; the goal "
+        f"{i['goal']} is {'inside' if low <= i['goal'] <= high else 'outside'} it.",
+    ]
+
+
+def noise_lines(results: dict[str, Any], dataset: str) -> list[str]:
+    """Markdown of the curve and interval parts that measured ``dataset`` (none when neither did)."""
+    curve, interval = results.get("curve", {}), results.get("interval", {})
+    return [
+        *(_curve_lines(curve) if curve.get("dataset") == dataset else []),
+        *(_interval_lines(interval) if interval.get("dataset") == dataset else []),
+    ]
+
+
+def _curve_lines(c: dict[str, Any]) -> list[str]:
     rows = [
         "",
         f"#### Learning curve: {c['router']} on {c['dataset']} with part of each training fold "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench._results import markdown_table
-from bench._routers_curve import curve_lines
+from bench._routers_curve import noise_lines
 from bench._routers_headroom import headroom_lines
 
 # (weak, strong) MMLU-Pro pairs used for transfer training and the default router.
@@ -37,7 +37,7 @@ def render(results: dict[str, Any]) -> str:
         goal = f"goal APGR >= {GOALS[dataset]}" + (", CPT(50%) <= 13%" if dataset == "routellm-mtbench" else "")
         parts.append(
             f"### {dataset} ({data['n']} prompts, {data['weak']} vs {data['strong']}; {goal})\n\n{markdown_table(rows)}"
-            + "\n".join(curve_lines(c for c in [results.get("curve", {})] if c.get("dataset") == dataset))
+            + "\n".join(noise_lines(results, dataset))
         )
     if "transfer" in results:
         t = results["transfer"]

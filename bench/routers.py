@@ -4,7 +4,8 @@ Parts (``--parts`` picks some): ``routellm`` (GPT-4 vs Mixtral on MMLU, GSM8K, M
 ``--routellm-datasets`` picks some),
 ``transfer`` (train on MMLU-Pro pairs, test on RouteLLM MMLU and GSM8K), ``mmlupro`` (9 models,
 N-model routing, 5-fold CV), ``curve`` (APGR on RouteLLM MMLU with part of each training fold,
-bench/_routers_curve.py; ``--curve-router``), ``headroom`` (how good a quality predictor the MMLU-Pro
+bench/_routers_curve.py; ``--curve-router``), ``interval`` (bootstrap interval of that router's MT-Bench
+APGR with the most extra rows), ``headroom`` (how good a quality predictor the MMLU-Pro
 goals need: ours against simulated ones, bench/_routers_headroom.py), ``speed`` (one decision incl. embedding a
 200-token prompt; batches),
 ``embeddings`` (every learned router with MiniLM vs static embeddings on ``--datasets``, and the speed of
@@ -83,17 +84,36 @@ def part_routellm(routers: list[str], datasets: Sequence[str] = ROUTELLM) -> dic
         if dataset == "routellm-mtbench":
             # 115 training prompts per fold is little: also train with the other two benchmarks added,
             # then also with MMLU-Pro's Mixtral / Gemini-1.5-Pro pair (same weak model, a strong one).
-            routellm = [load_dataset("routellm-mmlu"), load_dataset("routellm-gsm8k")]
-            pro = dict(zip((weak, strong), MTBENCH_PRO_PAIR, strict=True))
-            pro_pair = as_pair(
-                load_dataset("mmlu-pro"), pro[table.models[0]], pro[table.models[1]], (table.models[0], table.models[1])
-            )
-            extras = {"+mmlu+gsm8k": concat(routellm), "+mmlu+gsm8k+mmlu-pro": concat([*routellm, pro_pair])}
-            for name, (label, extra) in itertools.product(routers, extras.items()):
+            for name, (label, extra) in itertools.product(routers, mtbench_extras(table).items()):
                 key = f"{name} {label}"
                 rows[key] = pair_metrics(oof_scores(name, table, folds, extra=extra), q_weak, q_strong)
                 print(dataset, key, {k: round(v, 3) for k, v in rows[key].items()}, flush=True)
         out[dataset] = {"n": len(table), "weak": weak, "strong": strong, "routers": rows}
+    return out
+
+
+def mtbench_extras(table: OutcomeTable) -> dict[str, OutcomeTable]:
+    """Rows added to MT-Bench's training folds: the other two benchmarks, then also MMLU-Pro's pair."""
+    weak, strong = table.weak_strong()
+    routellm = [load_dataset("routellm-mmlu"), load_dataset("routellm-gsm8k")]
+    pro = dict(zip((weak, strong), MTBENCH_PRO_PAIR, strict=True))
+    pro_pair = as_pair(
+        load_dataset("mmlu-pro"), pro[table.models[0]], pro[table.models[1]], (table.models[0], table.models[1])
+    )
+    return {"+mmlu+gsm8k": concat(routellm), "+mmlu+gsm8k+mmlu-pro": concat([*routellm, pro_pair])}
+
+
+def part_interval(router: str, extra: str) -> dict[str, Any]:
+    """MT-Bench APGR of ``router`` trained with the ``extra`` rows, with a bootstrap over its questions."""
+    from bench._routers_curve import grouped_interval
+
+    table = load_dataset("routellm-mtbench")
+    weak, strong = table.weak_strong()
+    scores = oof_scores(router, table, folds_for(table), extra=mtbench_extras(table)[extra])
+    groups = table.prompts["question_id"].astype(str).to_numpy()
+    out = grouped_interval(scores, table.column(weak), table.column(strong), groups)
+    out.update(router=f"{router} {extra}", dataset="routellm-mtbench", goal=GOALS["routellm-mtbench"])
+    print("interval", out, flush=True)
     return out
 
 
@@ -325,7 +345,7 @@ def main() -> None:
         help='registry names, comma-separated (`name:key="value",...` sets parameters)',
     )
     parser.add_argument("--routellm-datasets", default=",".join(ROUTELLM), help="datasets of the routellm part")
-    parser.add_argument("--curve-router", default="ensemble", help="router of the curve part (routellm-mmlu)")
+    parser.add_argument("--curve-router", default="ensemble", help="router of the curve and interval parts")
     parser.add_argument("--router-file", type=Path, default=None, help="router for the speed part")
     parser.add_argument(
         "--datasets", default="routellm-mmlu,routellm-gsm8k", help="datasets of the embeddings part (comma-separated)"
@@ -370,6 +390,8 @@ def main() -> None:
         from bench._routers_curve import learning_curve
 
         results["curve"] = learning_curve(args.curve_router, "routellm-mmlu", GOALS["routellm-mmlu"])
+    if "interval" in parts:
+        results["interval"] = part_interval(args.curve_router, "+mmlu+gsm8k+mmlu-pro")
     if "headroom" in parts:
         results["headroom"] = part_headroom()
     if "speed" in parts:

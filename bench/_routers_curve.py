@@ -17,9 +17,24 @@ BOOTSTRAP = 200
 
 
 def _apgr(scores: np.ndarray, q_weak: np.ndarray, q_strong: np.ndarray) -> float:
-    from sizewise.evaluation import metrics
+    from bench._routers_eval import pair_metrics
 
-    return metrics.apgr(metrics.routing_curve(scores, q_weak, q_strong))
+    return pair_metrics(scores, q_weak, q_strong)["apgr"]
+
+
+def bootstrap_apgr(
+    scores: np.ndarray, q_weak: np.ndarray, q_strong: np.ndarray, groups: np.ndarray | None = None, seed: int = 0
+) -> list[float]:
+    """Bootstrap 95% interval of the APGR, resampling prompts or, with ``groups``, whole groups of them."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(len(scores)) if groups is None else groups
+    names, inverse = np.unique(labels, return_inverse=True)
+    rows = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+    boot = []
+    for _ in range(BOOTSTRAP):
+        pick = np.concatenate([rows[g] for g in rng.integers(0, len(names), len(names))])
+        boot.append(_apgr(scores[pick], q_weak[pick], q_strong[pick]))
+    return [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
 
 
 def learning_curve(router: str, dataset: str, goal: float, seed: int = 0) -> dict[str, Any]:
@@ -44,11 +59,6 @@ def learning_curve(router: str, dataset: str, goal: float, seed: int = 0) -> dic
         points.append({"fraction": fraction, "train_prompts": float(np.mean(sizes)), "apgr": apgr})
         print("curve", dataset, router, points[-1], flush=True)
         full_scores = scores
-    # Bootstrap over prompts of the full-size out-of-fold scores: the noise of the APGR itself.
-    boot = []
-    for _ in range(BOOTSTRAP):
-        pick = rng.integers(0, len(table), len(table))
-        boot.append(_apgr(full_scores[pick], q_weak[pick], q_strong[pick]))
     slope, intercept = np.polyfit(np.log2([p["train_prompts"] for p in points]), [p["apgr"] for p in points], 1)
     needed = 2 ** ((goal - intercept) / slope) if slope > 0 else float("inf")
     return {
@@ -57,7 +67,8 @@ def learning_curve(router: str, dataset: str, goal: float, seed: int = 0) -> dic
         "n": len(table),
         "goal": goal,
         "points": points,
-        "apgr_95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+        # The noise of the full-size APGR itself.
+        "apgr_95": bootstrap_apgr(full_scores, q_weak, q_strong, seed=seed),
         "slope_per_doubling": float(slope),
         "train_prompts_for_goal": float(needed),
     }
@@ -67,17 +78,10 @@ def grouped_interval(
     scores: np.ndarray, q_weak: np.ndarray, q_strong: np.ndarray, groups: np.ndarray, seed: int = 0
 ) -> dict[str, Any]:
     """APGR and its bootstrap 95% interval, resampling whole groups (the turns of one MT-Bench question)."""
-    rng = np.random.default_rng(seed)
-    names = np.unique(groups)
-    rows = {g: np.flatnonzero(groups == g) for g in names}
-    boot = []
-    for _ in range(BOOTSTRAP):
-        pick = np.concatenate([rows[g] for g in rng.choice(names, len(names))])
-        boot.append(_apgr(scores[pick], q_weak[pick], q_strong[pick]))
     return {
         "apgr": _apgr(scores, q_weak, q_strong),
-        "apgr_95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-        "groups": len(names),
+        "apgr_95": bootstrap_apgr(scores, q_weak, q_strong, groups, seed),
+        "groups": len(np.unique(groups)),
         "n": len(scores),
     }
 

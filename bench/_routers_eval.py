@@ -109,6 +109,24 @@ def oof_scores(
     return scores
 
 
+def oof_quality(name: str, table: OutcomeTable, folds: list[np.ndarray]) -> np.ndarray:
+    """Out-of-fold predicted quality of every model (N-model routers), one row per prompt."""
+    pred = np.zeros(table.quality.shape)
+    for test in folds:
+        router = make(name).fit(table.subset(np.setdiff1d(np.arange(len(table)), test)))
+        pred[test] = router.predict_quality(table.subset(test).texts)
+    return pred
+
+
+def n_model_points(
+    pred: np.ndarray, costs: np.ndarray, table: OutcomeTable, grid_costs: np.ndarray
+) -> list[tuple[float, float]]:
+    """Realised (quality, cost per 1k) of max quality - lambda x ``costs`` over 120 lambdas from ``grid_costs``."""
+    from sizewise.routers.multi import lambda_grid, max_utility, realised
+
+    return [realised(max_utility(pred, costs, lam), table.quality, table.cost) for lam in lambda_grid(grid_costs, 120)]
+
+
 def concat(tables: list[OutcomeTable], name: str = "pooled") -> OutcomeTable:
     """Stack tables with the same model columns (prompts renamed apart)."""
     import pandas as pd

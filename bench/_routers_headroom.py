@@ -29,7 +29,6 @@ GOAL_SHARE = 0.30
 GOAL_ABOVE = 0.72
 AUC_GRID = np.round(np.arange(0.62, 0.995, 0.01), 2)
 DRAWS = 3
-SHARES = np.linspace(0.0, 1.0, 201)
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -38,14 +37,14 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def _n_model(pred: np.ndarray, quality: np.ndarray, cost: np.ndarray, best: int) -> tuple[float, float]:
+def _n_model(pred: np.ndarray, table: OutcomeTable, best: int) -> tuple[float, float]:
     """(cost share of the best model to reach its accuracy, best accuracy within its cost) of ``pred``."""
-    from bench._routers_eval import n_model_summary
-    from sizewise.routers.multi import lambda_grid, max_utility, realised
+    from bench._routers_eval import n_model_points, n_model_summary
 
-    model_cost = np.nanmean(cost, axis=0) * 1000
-    model_quality = np.nanmean(quality, axis=0)
-    points = [realised(max_utility(pred, model_cost, lam), quality, cost) for lam in lambda_grid(model_cost, 120)]
+    assert table.cost is not None
+    model_cost = np.nanmean(table.cost, axis=0) * 1000
+    model_quality = np.nanmean(table.quality, axis=0)
+    points = n_model_points(pred, model_cost, table, model_cost)
     s = n_model_summary(points, model_quality[best], model_cost[best])
     share, above = s["cost_share_for_best_single_accuracy"], s["best_accuracy_within_best_single_cost"]
     return (np.nan if share is None else share), (np.nan if above is None else above)
@@ -97,11 +96,11 @@ def headroom(table: OutcomeTable, pred: np.ndarray, seed: int = 0) -> dict[str, 
     one_right = correct[:, cheap] != correct[:, best]
     rng = np.random.default_rng(seed)
 
-    ours_share, ours_above = _n_model(pred, table.quality, table.cost, best)
+    ours_share, ours_above = _n_model(pred, table, best)
     per_model_auc = [_auc(correct[:, j], pred[:, j]) for j in range(len(table.models))]
 
     def sim(auc_per_model: Any) -> tuple[float, float]:
-        return _n_model(_binormal_posterior(correct, auc_per_model, accuracy, rng), quality, cost, best)
+        return _n_model(_binormal_posterior(correct, auc_per_model, accuracy, rng), table, best)
 
     at_ours = sim(np.array(per_model_auc))
     n_share = _first_auc(lambda auc, _: sim(auc)[0], lambda v: v <= GOAL_SHARE)

@@ -24,10 +24,9 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from bench._routers_eval import folds_for, make, n_model_summary
+from bench._routers_eval import folds_for, make, n_model_points, n_model_summary, oof_quality
 from sizewise.evaluation.loaders import load_dataset
 from sizewise.routers._learned import embed_prompts
-from sizewise.routers.multi import lambda_grid, max_utility, realised
 
 EXCLUDED = -1e9  # a predicted quality no lambda can pick
 
@@ -44,17 +43,11 @@ def part_newmodel(held_out: Sequence[str], sizes: Sequence[int], seed: int = 0) 
     best = int(np.argmax(model_quality))
 
     def summary(pred: np.ndarray) -> dict[str, Any]:
-        points = [
-            realised(max_utility(pred, model_cost, lam), table.quality, table.cost)
-            for lam in lambda_grid(model_cost, 120)
-        ]
+        points = n_model_points(pred, model_cost, table, model_cost)
         return n_model_summary(points, model_quality[best], model_cost[best])
 
     start = time.perf_counter()
-    full = np.zeros(table.quality.shape)
-    for test in folds:
-        router = make("mf").fit(table.subset(np.setdiff1d(np.arange(len(table)), test)))
-        full[test] = router.predict_quality(list(texts[test]))
+    full = oof_quality("mf", table, folds)
     out: dict[str, Any] = {"sizes": list(sizes), "seed": seed, "models": {}}
     for name in held_out:
         j = models.index(name)

@@ -42,7 +42,9 @@ from bench._routers_eval import (
     concat,
     folds_for,
     make,
+    n_model_points,
     n_model_summary,
+    oof_quality,
     oof_scores,
     pair_metrics,
     split_routers,
@@ -187,17 +189,11 @@ def part_mmlupro(routers: list[str]) -> dict[str, Any]:
     true_cost = np.where(np.isnan(table.cost), np.nanmean(table.cost, axis=0), table.cost) * 1000
     for name in routers:
         start = time.perf_counter()
-        pred = np.zeros(table.quality.shape)
-        for test in folds:
-            router = make(name).fit(table.subset(np.setdiff1d(np.arange(len(table)), test)))
-            pred[test] = router.predict_quality(table.subset(test).texts)
+        pred = oof_quality(name, table, folds)
         seconds = time.perf_counter() - start
         variants = ((name, model_cost), (f"{name} +cost-model", prompt_cost), (f"{name} +true cost (bound)", true_cost))
         for label, costs in variants:
-            points = [
-                realised(max_utility(pred, costs, lam), table.quality, table.cost)
-                for lam in lambda_grid(model_cost, 120)
-            ]
+            points = n_model_points(pred, costs, table, model_cost)
             out["routers"][label] = {
                 **n_model_summary(points, model_quality[best], model_cost[best]),
                 "seconds": seconds,
@@ -213,11 +209,7 @@ def part_headroom() -> dict[str, Any]:
     from bench._routers_headroom import ROUTER, headroom
 
     table = load_dataset("mmlu-pro")
-    pred = np.zeros(table.quality.shape)
-    for test in folds_for(table):
-        router = make(ROUTER).fit(table.subset(np.setdiff1d(np.arange(len(table)), test)))
-        pred[test] = router.predict_quality(table.subset(test).texts)
-    out = headroom(table, pred)
+    out = headroom(table, oof_quality(ROUTER, table, folds_for(table)))
     print("headroom", out, flush=True)
     return out
 

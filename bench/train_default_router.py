@@ -37,7 +37,8 @@ def main() -> None:
     parts = []
     for name in ("routellm-mmlu", "routellm-gsm8k", "routellm-mtbench"):
         data = load_dataset(name)
-        parts.append(as_pair(data, *data.weak_strong(), names))
+        weak, strong = data.weak_strong()
+        parts.append(as_pair(data, weak, strong, names))
     pro = load_dataset("mmlu-pro")
     parts += [as_pair(pro, w, s, names) for w, s in MMLU_PRO_PAIRS]
     table = concat(parts, name="default-router-data")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -113,37 +113,3 @@ def test_every_model_failing_is_a_502_json_error(upstream: FakeUpstream, tmp_pat
         rows = gw.rows()
     assert rows[-1]["status"] == 502 and rows[-1]["steps"] == 4
     assert "Traceback" not in response.text
-
-
-def test_lean_transport_reuses_and_recovers_stale_connections() -> None:
-    import asyncio
-
-    from sizewise.gateway.transport import LeanTransport
-
-    body = {"model": "ok", "messages": MESSAGES}
-
-    async def run(port: int, restart: Callable[[], None]) -> list[str]:
-        transport = LeanTransport()
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1", transport=transport, timeout=5) as client:
-            texts = [(await client.post("chat/completions", json=body)).json()["choices"][0]["message"]["content"]]
-            stream_parts = []
-            async with client.stream("POST", "chat/completions", json={**body, "stream": True}) as response:
-                async for line in response.aiter_lines():
-                    stream_parts.append(line)
-            assert stream_parts[-1] == "data: [DONE]" or stream_parts[-2] == "data: [DONE]"
-            assert len(transport._idle[("http", "127.0.0.1", port)]) == 1  # kept alive for reuse
-            restart()  # the pooled connection is now dead: the next request must open a new one
-            texts.append((await client.post("chat/completions", json=body)).json()["choices"][0]["message"]["content"])
-            return texts
-
-    port = free_port()
-    servers = [FakeUpstream(port=port).__enter__()]
-
-    def restart() -> None:
-        servers[0].__exit__()
-        servers.append(FakeUpstream(port=port).__enter__())
-
-    try:
-        assert asyncio.run(run(port, restart)) == ["echo: hello there gateway"] * 2
-    finally:
-        servers[-1].__exit__()

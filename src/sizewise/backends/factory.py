@@ -31,7 +31,8 @@ def make_backend(spec: ModelSpec, catalog: Any = None) -> Backend:
     if isinstance(settings, OpenAISettings):
         from sizewise.backends.openai_compat import OpenAICompatBackend
 
-        return OpenAICompatBackend(spec, settings)
+        ca_bundle = None if settings.ca_bundle is None else Path(resolve(settings.ca_bundle))
+        return OpenAICompatBackend(spec, settings, ca_bundle=ca_bundle)
     if isinstance(settings, ReplaySettings):
         from sizewise.backends.replay import ReplayBackend
 

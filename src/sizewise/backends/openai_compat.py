@@ -1,6 +1,8 @@
 """Any OpenAI-compatible HTTP upstream (vLLM, Ollama, llama-server, a cloud API) through httpx.
 
-Errors map to :class:`BackendError`: timeouts, refused connections, 5xx, 429 and a stream cut before its end
+Requests go through httpx's own connection pool (httpcore), configured per model by :func:`upstream_client`:
+it handles 1xx responses, trailers, keep-alive after errors and proxies, and never replays a request that was
+written. Errors map to :class:`BackendError`: timeouts, refused connections, 5xx, 429 and a stream cut before its end
 are ``retryable`` (another try or another model may work); other 4xx are not (the request itself is wrong).
 """
 
@@ -8,14 +10,53 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from sizewise.backends.base import Backend, BackendError, ChatChunk, ChatRequest, ChatResult
 from sizewise.catalog.schema import ModelSpec, OpenAISettings
+from sizewise.errors import ConfigError
+
+# Per upstream: enough concurrent requests for a busy gateway; idle connections kept for reuse.
+LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30)
+
+
+def tls_verify(name: str, settings: OpenAISettings, ca_bundle: Path | None = None) -> ssl.SSLContext | bool:
+    """What httpx checks the upstream's certificate with: ``ca_bundle`` (a PEM file) or ``settings.verify``.
+
+    A bundle that is missing or unreadable is a one-line :class:`ConfigError` naming the file.
+    """
+    if ca_bundle is None:
+        return settings.verify
+    if not ca_bundle.is_file():
+        raise ConfigError(f"model {name!r}: ca_bundle {ca_bundle} does not exist")
+    try:
+        return ssl.create_default_context(cafile=str(ca_bundle))
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"model {name!r}: ca_bundle {ca_bundle} is not a PEM CA bundle: {error}") from None
+
+
+def upstream_client(settings: OpenAISettings, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
+    """httpx's pooled client for one upstream: timeouts, TLS ``verify``, ``proxy``, redirects.
+
+    With no ``proxy`` the environment's ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY`` apply (``trust_env``),
+    as for the openai client. Redirects are followed as the openai client does: 307 and 308 keep the method
+    and body; httpx drops the ``Authorization`` header when a redirect leaves the origin.
+    """
+    return httpx.AsyncClient(
+        base_url=settings.base_url.rstrip("/") + "/",
+        timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
+        limits=LIMITS,
+        verify=verify,
+        proxy=settings.proxy,
+        trust_env=True,
+        follow_redirects=True,
+    )
 
 
 def _body(request: ChatRequest, model: str, stream: bool) -> dict[str, Any]:
@@ -42,10 +83,21 @@ def _logprobs(choice: dict[str, Any]) -> tuple[list[str], list[float]] | None:
 class OpenAICompatBackend(Backend):
     """A model behind an OpenAI-compatible ``/chat/completions`` endpoint (``backend: openai``)."""
 
-    def __init__(self, spec: ModelSpec, settings: OpenAISettings, *, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        settings: OpenAISettings,
+        *,
+        client: httpx.AsyncClient | None = None,
+        ca_bundle: Path | None = None,
+    ) -> None:
+        """``ca_bundle`` overrides ``settings.ca_bundle`` (the factory passes it resolved against the catalog)."""
         self.model = spec.name
         self.upstream_model = settings.model or spec.name
         self.settings = settings
+        if ca_bundle is None and settings.ca_bundle:
+            ca_bundle = Path(settings.ca_bundle).expanduser()
+        self._verify = tls_verify(spec.name, settings, ca_bundle)  # now, so a bad bundle fails at start-up
         self._client = client
 
     def _headers(self) -> dict[str, str]:
@@ -64,12 +116,7 @@ class OpenAICompatBackend(Backend):
     def client(self) -> httpx.AsyncClient:
         """The shared connection pool (created on first use, inside the running event loop)."""
         if self._client is None:
-            timeout = httpx.Timeout(self.settings.timeout_s, connect=self.settings.connect_timeout_s)
-            self._client = httpx.AsyncClient(
-                base_url=self.settings.base_url.rstrip("/") + "/",
-                timeout=timeout,
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            )
+            self._client = upstream_client(self.settings, self._verify)
         return self._client
 
     def _error(self, error: Exception) -> BackendError:

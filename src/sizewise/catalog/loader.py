@@ -112,6 +112,11 @@ def _check_references(catalog: Catalog, where: Any, entry: Any) -> None:
             if not file.is_file():
                 at = (*loc, "path")
                 raise ConfigError(f"{where(at)}: {entry(at)}: GGUF file {file} does not exist")
+        if model.backend == "openai" and model.settings.get("ca_bundle"):
+            file = catalog.resolve(str(model.settings["ca_bundle"]))
+            if not file.is_file():
+                at = (*loc, "ca_bundle")
+                raise ConfigError(f"{where(at)}: {entry(at)}: CA bundle {file} does not exist")
         n_ctx = model.settings.get("n_ctx")
         if model.backend == "llamacpp" and n_ctx is not None and n_ctx < model.context_window:
             # The gateway admits prompts up to context_window; a smaller KV cache would fail them mid-call.

@@ -37,7 +37,7 @@ class ModelSpec(_Strict):
     location: Literal["local", "remote"] = "local"
     backend: BackendName
     #: Backend settings: llamacpp {embedded: tiny|small|big} or {path: file.gguf};
-    #: openai {base_url, model, api_key_env, timeout_s}; replay {table, model}.
+    #: openai {base_url, model, api_key_env, timeout_s, verify, ca_bundle, proxy}; replay {table, model}.
     settings: dict[str, Any] = Field(default_factory=dict)
     domains: list[str] = Field(default_factory=list)
     #: Measured p95 latency in ms (filled from the request log when known).
@@ -135,6 +135,16 @@ class OpenAISettings(_Strict):
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    #: Check the upstream's TLS certificate (false only for a test server you trust).
+    verify: bool = True
+    #: PEM file of CA certificates to check the upstream with (relative to the catalog file).
+    ca_bundle: str | None = Field(default=None, min_length=1)
+    #: Proxy for this upstream; default the environment's HTTP_PROXY / HTTPS_PROXY / NO_PROXY.
+    proxy: str | None = Field(default=None, pattern=r"^https?://")
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.ca_bundle is not None and not self.verify:
+            raise ValueError("'ca_bundle' and 'verify: false' contradict each other; give one")
 
 
 class ReplaySettings(_Strict):

@@ -96,6 +96,8 @@ def _load_replay_tables(engine: Engine) -> None:
     """Build the ``replay`` backends now (reading a table is quick), so a table that is a folder, not a
     readable table or without the model's answers fails at start-up instead of at the first request."""
     for spec in engine.models:
+        if spec.backend == "openai":
+            engine.backend(spec)  # cheap (no connection yet); a bad ca_bundle fails here, at start-up
         if spec.backend != "replay":
             continue
         try:
@@ -305,27 +307,10 @@ def create_app(
 
 
 def _default_backends(catalog: Any) -> Callable[[ModelSpec], Backend]:
-    """``make_backend``, with ``openai`` upstreams on the lean keep-alive transport (see ``transport.py``)."""
+    """``make_backend`` with the catalog, which resolves model files, tables and CA bundles."""
     from sizewise.backends.factory import make_backend
 
-    def build(spec: ModelSpec) -> Backend:
-        backend = make_backend(spec, catalog)
-        if spec.backend == "openai":
-            import httpx
-
-            from sizewise.backends.openai_compat import OpenAICompatBackend
-            from sizewise.gateway.transport import LeanTransport
-
-            settings = backend.settings  # type: ignore[attr-defined]
-            client = httpx.AsyncClient(
-                base_url=settings.base_url.rstrip("/") + "/",
-                timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
-                transport=LeanTransport(),
-            )
-            backend = OpenAICompatBackend(spec, settings, client=client)
-        return backend
-
-    return build
+    return lambda spec: make_backend(spec, catalog)
 
 
 def _completion_body(result: ChatResult, decision: Decision, request_id: str) -> bytes:

@@ -96,6 +96,8 @@ class Engine:
         if filters is None:
             filters = [f for f in (factory(self.env) for factory in filter_factories().values()) if f is not None]
         self.filters = filters
+        # Filters that must approve each model call just before it is made (the budget's reservation).
+        self._admits = [admit for f in filters if (admit := getattr(f, "admit", None)) is not None]
         self._policies: dict[str, Policy] = {}
         self._sticky: OrderedDict[str, str] = OrderedDict()
 
@@ -209,6 +211,10 @@ class Engine:
         """Filters and the policy: returns (policy, decision so far, models to try in order)."""
         policy = self.policy(ctx.model_field)
         decision = Decision(policy=policy.name)
+        for flt in self.filters:  # a filter's slow part (the privacy scan) runs off the event loop here
+            prepare = getattr(flt, "prepare", None)
+            if prepare is not None:
+                await prepare(ctx)
         candidates = self.filter(ctx, decision)
         if isinstance(policy, RoutingPolicy):
             plan = await self._plan(ctx, policy, candidates)
@@ -221,9 +227,15 @@ class Engine:
         return policy, decision, candidates
 
     # -- calling ---------------------------------------------------------------
+    def admit(self, spec: ModelSpec, ctx: RequestContext) -> None:
+        """Ask each admitting filter before calling ``spec``; a refusal is a non-retryable BackendError."""
+        for admit in self._admits:
+            admit(ctx, spec)
+
     async def call(self, spec: ModelSpec, ctx: RequestContext) -> ChatResult:
         """One model call under the request timeout (no retry); errors become :class:`BackendError`."""
         try:
+            self.admit(spec, ctx)
             async with asyncio.timeout(self.settings.request_timeout_s):
                 return await self.backend(spec).complete(ctx.request)
         except BackendError:
@@ -322,6 +334,7 @@ class Engine:
                 started = time.perf_counter()
                 iterator: AsyncIterator[ChatChunk] | None = None
                 try:
+                    self.admit(spec, ctx)
                     iterator = self.backend(spec).stream(ctx.request).__aiter__()
                     async with asyncio.timeout(self.settings.request_timeout_s):
                         first = await iterator.__anext__()

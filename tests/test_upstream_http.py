@@ -1,0 +1,400 @@
+"""The upstream HTTP client against a rude raw-socket upstream on 127.0.0.1 (issue #16, item 1).
+
+The upstream writes its bytes by hand, as real servers and middleboxes may: 1xx responses before the
+answer, chunked bodies with trailers, a reset after reading the request, 307 redirects, slow streams.
+The hand-written transport these replaced took a 1xx for the answer and left the real one on the pooled
+connection for the next client; these tests failed on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from fakes import GatewayServer, fake_model, free_port
+from sizewise.backends.base import BackendError, ChatRequest
+from sizewise.backends.factory import make_backend
+from sizewise.backends.openai_compat import OpenAICompatBackend
+from sizewise.catalog.loader import parse_catalog
+from sizewise.catalog.schema import CatalogSpec, ModelSpec
+from sizewise.errors import ConfigError
+from sizewise.gateway.app import create_app
+
+PIECES = ["one ", "two ", "three ", "four"]
+
+
+@dataclass
+class Seen:
+    """One request as the upstream read it."""
+
+    method: str
+    target: str
+    body: dict[str, Any]
+    connection: int
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+
+def _echo(body: dict[str, Any]) -> str:
+    return "echo: " + str(body["messages"][-1]["content"])
+
+
+def _completion(body: dict[str, Any]) -> bytes:
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    choice = {"index": 0, "message": {"role": "assistant", "content": _echo(body)}, "finish_reason": "stop"}
+    answer = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice]}
+    return json.dumps({**answer, "usage": usage}).encode()
+
+
+def _events(body: dict[str, Any], pieces: list[str]) -> list[bytes]:
+    events = [_sse({"choices": [{"index": 0, "delta": {"content": piece}}]}) for piece in pieces]
+    usage = {"prompt_tokens": 3, "completion_tokens": len(pieces)}
+    events.append(_sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}))
+    return [*events, b"data: [DONE]\n\n"]
+
+
+class RudeUpstream:
+    """A raw HTTP/1.1 server in a thread; the request's ``model`` picks how rude the answer is.
+
+    ``ok`` / ``proxied``: plain answer; ``hints``: ``103 Early Hints`` and ``100 Continue`` first; ``trailer``:
+    chunked with a trailer; ``reset``: reads the request, then resets the connection; ``hangup``: answers,
+    then closes; ``fail500``: a 500 on a kept-alive connection; ``redirect``: 307 to ``/v2/...``; ``slow``:
+    a stream with a pause between events.
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None, pause_s: float = 0.3) -> None:
+        self.tls, self.pause_s = tls, pause_s
+        self.seen: list[Seen] = []
+        self.connections = 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
+
+    def posts(self, model: str) -> list[Seen]:
+        return [s for s in self.seen if s.method == "POST" and s.body.get("model") == model]
+
+    def __enter__(self) -> RudeUpstream:
+        self.thread.start()
+        start = asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
+        self.server = asyncio.run_coroutine_threadsafe(start, self.loop).result(10)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        async def stop() -> None:
+            self.server.close()
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        number = self.connections
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                method, target, _ = head[0].split(" ", 2)
+                fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}
+                raw = await reader.readexactly(int(fields.get("content-length", "0")))
+                seen = Seen(method, target, json.loads(raw or b"{}"), number)
+                self.seen.append(seen)
+                if not await self._answer(seen, writer):
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        """Write one answer; False when the connection must end."""
+        body, model = seen.body, seen.body.get("model")
+        if model == "reset":  # SO_LINGER 0: close sends RST, as a crashed upstream or a load balancer does
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return False
+        if model == "redirect" and seen.target.startswith("/v1/"):
+            writer.write(
+                b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /v2/chat/completions\r\nContent-Length: 0\r\n\r\n"
+            )
+        elif model == "hangup":  # answers, then closes the connection without saying so (an idle timeout)
+            data = _completion(body)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+            await writer.drain()
+            return False
+        elif model == "fail500":
+            error = b'{"error": {"message": "injected", "type": "server_error"}}'
+            writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n%s" % (len(error), error))
+        elif body.get("stream"):
+            if model == "hints":
+                writer.write(
+                    b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"
+                )
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            pieces = PIECES if model == "slow" else [_echo(body)]
+            for event in _events(body, pieces):
+                writer.write(_chunk(event))
+                if model == "slow":
+                    await writer.drain()
+                    await asyncio.sleep(self.pause_s)
+            writer.write(b"0\r\nx-trailer: done\r\n\r\n" if model == "trailer" else b"0\r\n\r\n")
+        elif model == "trailer":
+            data = _completion(body)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            writer.write(head + b"Trailer: x-checksum\r\n\r\n" + _chunk(data[:10]) + _chunk(data[10:]))
+            writer.write(b"0\r\nx-checksum: 1234\r\n\r\n")
+        else:
+            if model == "hints":
+                writer.write(
+                    b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"
+                )
+            data = _completion(body)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(data))
+            writer.write(data)
+        await writer.drain()
+        return True
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[RudeUpstream]:
+    with RudeUpstream() as up:
+        yield up
+
+
+def _backend(base_url: str, model: str, **settings: Any) -> OpenAICompatBackend:
+    """The backend the gateway builds for an ``openai`` catalog entry."""
+    spec = ModelSpec.model_validate(fake_model("m", model, 1.0, base_url))
+    spec.settings.update(settings)
+    backend = make_backend(spec)
+    assert isinstance(backend, OpenAICompatBackend)
+    return backend
+
+
+def _ask(text: str) -> ChatRequest:
+    return ChatRequest(messages=[{"role": "user", "content": text}], max_tokens=8)
+
+
+@pytest.mark.parametrize(("model", "stream"), [("hints", False), ("hints", True), ("trailer", False)])
+def test_each_client_gets_its_own_answer_through_the_gateway(upstream: RudeUpstream, model: str, stream: bool) -> None:
+    """8 sequential requests with distinct secrets: each gets back its own echo, first try, never another's."""
+    before = len(upstream.posts(model))
+    with GatewayServer({"models": [fake_model("m", model, 1.0, upstream.base_url)]}, log_url="none") as gw:
+        client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0, timeout=20)
+        for user in range(8):
+            secret = f"user{user}-secret-{user * 1111}"
+            messages: Any = [{"role": "user", "content": secret}]
+            if stream:
+                chunks = list(client.chat.completions.create(model="m", messages=messages, stream=True))
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                decision = chunks[-1].model_extra["sizewise"]
+            else:
+                answer = client.chat.completions.create(model="m", messages=messages)
+                text, decision = answer.choices[0].message.content, answer.model_extra["sizewise"]
+            assert text == f"echo: {secret}"
+            assert not decision["errors"] and not decision["fallback"]
+    assert len(upstream.posts(model)) == before + 8  # one upstream call per request: no retry was needed
+
+
+def test_trailers_do_not_corrupt_the_next_request_on_the_connection(upstream: RudeUpstream) -> None:
+    async def scenario() -> list[str]:
+        backend = _backend(upstream.base_url, "trailer")
+        try:
+            return [(await backend.complete(_ask(f"question {i}"))).text for i in range(3)]
+        finally:
+            await backend.aclose()
+
+    connections = upstream.connections
+    assert asyncio.run(scenario()) == [f"echo: question {i}" for i in range(3)]
+    assert upstream.connections == connections + 1  # the connection was kept alive across the trailers
+
+
+def test_a_post_is_not_sent_again_after_the_connection_resets(upstream: RudeUpstream) -> None:
+    async def scenario() -> None:
+        backend = _backend(upstream.base_url, "ok")
+        reset = _backend(upstream.base_url, "reset")
+        reset._client = backend.client  # one pool: the reset hits a kept-alive connection
+        try:
+            assert (await backend.complete(_ask("warm up"))).text == "echo: warm up"
+            with pytest.raises(BackendError, match="upstream unreachable"):
+                await reset.complete(_ask("bill me once"))
+            assert (await backend.complete(_ask("after"))).text == "echo: after"  # the pool recovers
+        finally:
+            await backend.aclose()
+
+    asyncio.run(scenario())
+    assert len(upstream.posts("reset")) == 1  # written once: never replayed (a replay bills twice)
+
+
+def test_a_kept_alive_connection_is_reused_after_an_upstream_error(upstream: RudeUpstream) -> None:
+    async def scenario() -> str:
+        backend = _backend(upstream.base_url, "ok")
+        failing = _backend(upstream.base_url, "fail500")
+        failing._client = backend.client
+        try:
+            with pytest.raises(BackendError, match="500"):
+                await failing.complete(_ask("fail"))
+            return (await backend.complete(_ask("then ok"))).text
+        finally:
+            await backend.aclose()
+
+    connections = upstream.connections
+    assert asyncio.run(scenario()) == "echo: then ok"
+    assert upstream.connections == connections + 1
+
+
+def test_a_connection_the_upstream_closed_while_idle_is_not_reused(upstream: RudeUpstream) -> None:
+    async def scenario() -> list[str]:
+        backend = _backend(upstream.base_url, "ok")
+        hangup = _backend(upstream.base_url, "hangup")
+        hangup._client = backend.client
+        try:
+            first = (await hangup.complete(_ask("first"))).text
+            await asyncio.sleep(0.1)  # the close reaches the pooled connection
+            return [first, (await backend.complete(_ask("second"))).text]
+        finally:
+            await backend.aclose()
+
+    connections = upstream.connections
+    assert asyncio.run(scenario()) == ["echo: first", "echo: second"]
+    assert upstream.connections == connections + 2
+
+
+def test_a_307_redirect_is_followed_with_method_and_body(upstream: RudeUpstream) -> None:
+    async def scenario() -> str:
+        backend = _backend(upstream.base_url, "redirect")
+        try:
+            return (await backend.complete(_ask("where to"))).text
+        finally:
+            await backend.aclose()
+
+    assert asyncio.run(scenario()) == "echo: where to"
+    first, second = upstream.posts("redirect")[-2:]
+    assert (first.target, second.target) == ("/v1/chat/completions", "/v2/chat/completions")
+    assert first.body == second.body
+
+
+def test_a_slow_stream_arrives_piece_by_piece_past_the_read_timeout(upstream: RudeUpstream) -> None:
+    """4 events 0.3 s apart with a 0.5 s read timeout: the timeout is per read, and pieces are not buffered."""
+
+    async def scenario() -> list[tuple[float, str]]:
+        backend = _backend(upstream.base_url, "slow", timeout_s=0.5)
+        try:
+            return [(time.perf_counter(), chunk.text) async for chunk in backend.stream(_ask("go"))]
+        finally:
+            await backend.aclose()
+
+    arrivals = asyncio.run(scenario())
+    assert "".join(text for _, text in arrivals) == "".join(PIECES)
+    assert arrivals[-1][0] - arrivals[0][0] >= 0.8  # the first piece came before the last was written
+
+
+@pytest.mark.parametrize("how", ["environment", "setting"])
+def test_the_proxy_is_used(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY (the default) or the ``proxy`` setting: the request goes to the proxy in absolute form."""
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    target = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: only the proxy can answer
+    with RudeUpstream() as proxy:
+        proxy_url = f"http://127.0.0.1:{proxy.port}"
+        if how == "environment":
+            monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        settings = {"proxy": proxy_url} if how == "setting" else {}
+
+        async def scenario() -> str:
+            backend = _backend(target, "proxied", **settings)
+            try:
+                return (await backend.complete(_ask("through the proxy"))).text
+            finally:
+                await backend.aclose()
+
+        assert asyncio.run(scenario()) == "echo: through the proxy"
+        assert [s.target for s in proxy.posts("proxied")] == [f"{target}/chat/completions"]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1: (cert.pem, key.pem)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    command = "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1"
+    command += " -addext subjectAltName=IP:127.0.0.1"
+    subprocess.run([*command.split(), "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize("settings", [{}, {"ca_bundle": "CERT"}, {"verify": False}])
+def test_tls_verify_and_ca_bundle(certificate: tuple[Path, Path], settings: dict[str, Any]) -> None:
+    cert, key = certificate
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    settings = {k: str(cert) if v == "CERT" else v for k, v in settings.items()}
+    with RudeUpstream(tls=tls) as up:
+
+        async def scenario() -> str:
+            backend = _backend(up.base_url, "ok", **settings)
+            try:
+                return (await backend.complete(_ask("over tls"))).text
+            finally:
+                await backend.aclose()
+
+        if settings:
+            assert asyncio.run(scenario()) == "echo: over tls"
+        else:  # the default checks the certificate against the system's CAs, which never signed this one
+            with pytest.raises(BackendError, match="CERTIFICATE_VERIFY_FAILED"):
+                asyncio.run(scenario())
+
+
+def test_a_bad_ca_bundle_is_a_one_line_config_error(tmp_path: Path) -> None:
+    entry = fake_model("m", "ok", 1.0, "https://127.0.0.1:1/v1")
+    missing = tmp_path / "missing.pem"
+    entry["settings"]["ca_bundle"] = str(missing)
+    with pytest.raises(ConfigError, match=re.escape(f"model 'm': ca_bundle {missing} does not exist")) as error:
+        create_app(CatalogSpec.model_validate({"models": [entry]}), log_url="none")
+    assert "\n" not in str(error.value)
+    # In a catalog file: relative to the file, with the line and field named.
+    catalog = tmp_path / "sizewise.yaml"
+    catalog.write_text(json.dumps({"models": [{**entry, "settings": {**entry["settings"], "ca_bundle": "x.pem"}}]}))
+    where = re.escape(f"{catalog} line 1: models[0] ('m') field 'settings.ca_bundle': CA bundle {tmp_path / 'x.pem'}")
+    with pytest.raises(ConfigError, match=where + " does not exist$"):
+        parse_catalog(catalog.read_text(), source=str(catalog), base_dir=tmp_path)
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
+    entry["settings"]["ca_bundle"] = str(not_pem)
+    with pytest.raises(ConfigError, match=re.escape(f"ca_bundle {not_pem} is not a PEM CA bundle")):
+        create_app(CatalogSpec.model_validate({"models": [entry]}), log_url="none")
+    entry["settings"]["verify"] = False
+    with pytest.raises(ConfigError, match="'ca_bundle' and 'verify: false' contradict each other"):
+        make_backend(ModelSpec.model_validate(entry))

@@ -9,7 +9,7 @@ import pytest
 
 from constraint_helpers import ctx, model
 from sizewise.catalog.schema import ApiKey, GatewaySettings
-from sizewise.policy.constraints.budget import BudgetFilter, BudgetLedger, Limit, period_start
+from sizewise.policy.constraints.budget import BudgetFilter, BudgetLedger, Limit, period_start, prompt_bound
 from sizewise.policy.types import Decision, RequestRejected
 
 CHEAP = model("cheap", location="local")  # free
@@ -41,9 +41,12 @@ def test_reserve_settle_and_downgrade_then_429(tmp_path: Path) -> None:
     kept, report = flt.apply(c, [CHEAP, MID, DEAR])
     assert [s.name for s in kept] == ["cheap", "mid", "dear"] and not report.fired
     limit = Limit(None, "day", 0.1)
-    assert flt.ledger.usage(limit) == pytest.approx(DEAR.cost_usd(c.prompt_tokens * 1.25, 1000))
-    flt.settle(c, Decision(policy="p", model="dear", cost=0.085), 10, 10)
-    assert flt.ledger.usage(limit) == pytest.approx(0.085)
+    assert flt.ledger.usage(limit) == 0.0  # the filter holds the cheapest kept model's cost (free)
+    flt.admit(c, DEAR)  # the model really called: the reservation grows to its expected cost
+    assert flt.ledger.usage(limit) == pytest.approx(DEAR.cost_usd(prompt_bound(c.request), 1000))
+    flt.settle(c, Decision(policy="p", model="dear", cost=0.02), 10, 10)
+    assert flt.ledger.usage(limit) == pytest.approx(0.02)
+    flt.ledger.settle(flt.ledger.reserve([limit], None, "y", lambda usages: 0.065) or 0, 0.065)
     # 85% used: only the cheapest model remains, and the report says so.
     c2 = ctx("hi", max_tokens=1000)
     kept, report = flt.apply(c2, [CHEAP, MID, DEAR])

@@ -236,7 +236,9 @@ def test_hundred_parallel_requests_never_overspend(tmp_path: Path) -> None:
             entry("large", url, params_b=70, location="remote", price_in=1000, price_out=1000),
         ]
         log = tmp_path / "log.sqlite"
-        limit = 0.5  # USD per day; a "large" answer costs ~0.11, a "small" one ~0.011
+        # USD per day; a "large" answer costs ~0.17 and reserves ~0.49 (the prompt's UTF-8 bytes bound its
+        # tokens), a "small" one a tenth of that.
+        limit = 2.0
         # Threshold 0: the policy always wants the large model, so only the budget can send requests elsewhere.
         gateway = {"log_url": f"sqlite:///{log}", "daily_budget_usd": limit, "router": "heuristic", "threshold": 0.0}
         spec = {"models": models, "gateway": gateway}

@@ -273,9 +273,11 @@ def test_tiny_serialises_concurrent_requests_and_rejects_overlong_prompts(tiny: 
     async def run() -> list[Any]:
         return await asyncio.gather(tiny.complete(short), tiny.complete(short), tiny.complete(short))
 
+    starts = tiny.process().starts
     results = asyncio.run(run())
     assert len({r.text for r in results}) == 1 and results[0].text  # same greedy answer, no interleaving
-    assert tiny.llama() is make_backend(load_catalog(None).get("smollm2-135m")).llama()  # loaded once
+    other = make_backend(load_catalog(None).get("smollm2-135m"))
+    assert other.process() is tiny.process() and tiny.process().starts == starts  # one worker, loaded once
     with pytest.raises(BackendError, match="context window") as info:
         asyncio.run(tiny.complete(huge))
     assert not info.value.retryable and info.value.status == 400
@@ -321,7 +323,7 @@ def test_tiny_takes_text_parts_and_null_assistant_content(tiny: Any) -> None:
 
 
 def test_llamacpp_refuses_parts_other_than_text() -> None:
-    from sizewise.backends.llamacpp import _text_messages
+    from sizewise.backends.llama_runtime import text_messages as _text_messages
 
     parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
     assert _text_messages("m", [{"role": "user", "content": parts}]) == [{"role": "user", "content": "a\nb"}]

@@ -118,6 +118,11 @@ class LlamaCppSettings(_Strict):
     #: Override the chat template stored in the GGUF file (a llama-cpp-python chat_format name).
     chat_format: str | None = None
     seed: int | None = None
+    #: Run the model in its own worker process (default): a crash in native code costs the calls in flight,
+    #: which fall back to the next model, never the gateway. ``false``: a thread of the gateway's process.
+    isolate: bool = True
+    #: How long a worker may take to load the model before the call fails.
+    load_timeout_s: float = Field(default=600.0, gt=0)
 
     def model_post_init(self, __context: Any) -> None:
         if (self.embedded is None) == (self.path is None):

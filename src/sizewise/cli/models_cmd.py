@@ -66,14 +66,51 @@ def _install_static_table() -> None:
     typer.echo(f"static embedding table ok  {static.table_path()}  ({time.perf_counter() - start:.1f}s)")
 
 
+GenerateOption = Annotated[
+    bool,
+    typer.Option(
+        "--generate",
+        help="Also load each model in a child process and generate a few tokens: a llama.cpp build this CPU "
+        "cannot run fails here with one line, not later with a core dump.",
+    ),
+]
+
+
 @models_app.command("verify")
-def verify(keys: KeysArgument = None) -> None:
-    """Re-hash the embedded model files, ignoring the cached "verified" markers."""
+def verify(keys: KeysArgument = None, generate: GenerateOption = False) -> None:
+    """Re-hash the embedded model files, ignoring the cached "verified" markers; optionally generate."""
     from sizewise.catalog import embedded
 
     for key in keys or list(embedded.EMBEDDED):
         path = embedded.verify(key)
         typer.echo(f"{key:<6} sha256 ok  {path}")
+        if generate:
+            typer.echo(f"{key:<6} generate ok  {_generate(key)}")
+
+
+def _generate(key: str) -> str:
+    """Generate a few tokens with embedded model ``key`` in a worker process; one line and exit 1 on failure."""
+    import asyncio
+
+    from sizewise.backends.base import BackendError, ChatRequest
+    from sizewise.backends.llamacpp import LlamaCppBackend
+    from sizewise.catalog import embedded, load_catalog
+    from sizewise.catalog.schema import LlamaCppSettings
+
+    catalog = load_catalog(None)
+    spec = next(m for m in catalog if m.settings.get("embedded") == key)
+    settings = LlamaCppSettings.model_validate({**spec.settings, "isolate": True})
+    backend = LlamaCppBackend(spec, settings, path=embedded.model_path(key))
+    request = ChatRequest(messages=[{"role": "user", "content": "Say hi."}], max_tokens=4, temperature=0)
+    start = time.perf_counter()
+    try:
+        result = asyncio.run(backend.complete(request))
+    except BackendError as error:
+        typer.echo(f"sizewise models verify: {error}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        backend.process().close()
+    return f"{result.completion_tokens} tokens in a worker process ({time.perf_counter() - start:.1f}s)"
 
 
 def register(app: typer.Typer) -> None:

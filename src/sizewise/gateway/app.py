@@ -282,7 +282,8 @@ def create_app(
         return Response(model_list, media_type=JSON)
 
     async def healthz(_: Request) -> Response:
-        return Response(json.dumps({"status": "ok", "models": len(models)}).encode(), media_type=JSON)
+        health = {"status": "ok", "models": len(models), "workers": engine.backend_states()}
+        return Response(json.dumps(health).encode(), media_type=JSON)
 
     async def metrics_endpoint(_: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)

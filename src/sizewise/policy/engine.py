@@ -364,6 +364,11 @@ class Engine:
                 return _prepend(first, iterator), decision, spec
         raise AllModelsFailed(decision)
 
+    def backend_states(self) -> dict[str, Any]:
+        """The state of each opened backend that reports one (local models: worker pid, starts, crashes)."""
+        states = {name: getattr(backend, "state", lambda: None)() for name, backend in self._backends.items()}
+        return {name: state for name, state in states.items() if state is not None}
+
     async def aclose(self) -> None:
         """Close every backend that was opened."""
         for backend in self._backends.values():

@@ -22,6 +22,7 @@ from sizewise.backends.base import BackendError, ChatResult
 from sizewise.cascade.scorers.base import Answer, Scorer, load_scorer, make_scorer
 from sizewise.catalog.schema import ModelSpec
 from sizewise.errors import ConfigError, NotFittedError, SizewiseError
+from sizewise.policy.routing import FILE_NAME
 from sizewise.policy.types import (
     Caller,
     CascadePolicy,
@@ -134,7 +135,9 @@ def cascade_policy(model_field: str, env: PolicyEnv) -> LiveCascade:
     name, threshold = parse_name(model_field)
     key = f"scorer:{name}"
     if key not in env.cache:
-        path = None if env.router_dir is None else env.router_dir / f"scorer-{name}.zip"
+        # Only a plain name is looked up on disk: a path in a request must not reveal which files exist.
+        directory = env.router_dir if FILE_NAME.fullmatch(name) else None
+        path = None if directory is None else directory / f"scorer-{name}.zip"
         try:
             scorer: Any = load_scorer(path) if path is not None and path.is_file() else make_scorer(name)
             scorer.check_fitted()

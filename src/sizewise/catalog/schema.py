@@ -91,6 +91,10 @@ class GatewaySettings(_Strict):
     log_text: bool = False
     sticky_sessions: bool = False
     request_timeout_s: float = Field(default=120.0, gt=0)
+    #: Largest request body read (bytes); a larger one gets 413 before any of it is parsed.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    #: Most messages in one chat request; more get 400.
+    max_messages: int = Field(default=2048, ge=1)
 
 
 class CatalogSpec(_Strict):

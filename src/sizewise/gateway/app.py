@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
 
@@ -31,10 +30,10 @@ from sizewise.backends.base import Backend, BackendError, ChatResult
 from sizewise.catalog.schema import CatalogSpec, GatewaySettings, ModelSpec
 from sizewise.errors import ConfigError, SizewiseError, UnknownModelError, UnknownNameError
 from sizewise.gateway.auth import KeyChecker
-from sizewise.gateway.errors import GatewayError, error_response, from_validation
+from sizewise.gateway.errors import GatewayError, error_response
 from sizewise.gateway.log import LogEntry, RequestLog
 from sizewise.gateway.metrics import Metrics
-from sizewise.gateway.schemas import ChatCompletionRequest
+from sizewise.gateway.schemas import parse_request
 from sizewise.gateway.streaming import sse_events
 from sizewise.policy.engine import AllModelsFailed, Engine
 from sizewise.policy.types import Decision, RequestContext, RequestRejected
@@ -140,7 +139,7 @@ def create_app(
         _load_replay_tables(engine)
     url = log_url or settings.log_url
     request_log = None if url == "none" else RequestLog(url, log_text=settings.log_text)
-    metrics = Metrics()
+    metrics = Metrics.for_gateway(engine.by_name, settings.default_policy)
     # Request ids: a random per-app prefix plus a counter (unique, and cheaper than uuid4 per request).
     id_prefix = os.urandom(6).hex()
     id_counter = itertools.count(1)
@@ -221,10 +220,7 @@ def create_app(
         try:
             record = keys.check(request.headers)
             api_key = record.name if record else None
-            try:
-                body = ChatCompletionRequest.model_validate_json(await request.body())
-            except ValidationError as error:
-                raise from_validation(error) from None
+            body = await parse_request(request, settings.max_body_bytes, settings.max_messages)
             if body.n > 1:
                 raise GatewayError(400, "n > 1 is not supported: send one request per answer", "unsupported_n", "n")
             ctx = engine.context(
@@ -278,21 +274,33 @@ def create_app(
         events = sse_events(chunks, decision, spec.name, ctx.request_id, on_done)
         return StreamingResponse(events, media_type="text/event-stream", headers=_headers(decision, ctx.request_id))
 
-    async def list_models(_: Request) -> Response:
+    def guarded(handler: Callable[[], Response]) -> Callable[[Request], Any]:
+        """``handler`` behind the API key when keys are on (model names and usage are not public)."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                keys.check(request.headers)
+            except GatewayError as error:
+                return error_response(error.status, error.message, error.code)
+            return handler()
+
+        return endpoint
+
+    def list_models() -> Response:
         return Response(model_list, media_type=JSON)
 
     async def healthz(_: Request) -> Response:
         health = {"status": "ok", "models": len(models), "workers": engine.backend_states()}
         return Response(json.dumps(health).encode(), media_type=JSON)
 
-    async def metrics_endpoint(_: Request) -> Response:
+    def metrics_endpoint() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
     # Plain Starlette routes (no FastAPI dependency solving): the handlers read the request themselves.
     app.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
-    app.add_route("/v1/models", list_models, methods=["GET"])
+    app.add_route("/v1/models", guarded(list_models), methods=["GET"])
     app.add_route("/healthz", healthz, methods=["GET"])
-    app.add_route("/metrics", metrics_endpoint, methods=["GET"])
+    app.add_route("/metrics", guarded(metrics_endpoint), methods=["GET"])
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> Response:

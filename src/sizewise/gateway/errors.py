@@ -58,4 +58,5 @@ def from_validation(error: ValidationError) -> GatewayError:
     if first["type"] == "missing":
         return GatewayError(400, f"missing required field {param!r}", "missing_field", param)
     message = str(first["msg"]).removeprefix("Value error, ")
-    return GatewayError(400, f"invalid value for {param!r}: {message}", "invalid_value", param)
+    where = f" for {param!r}" if param else ""  # a check of the whole request names no field
+    return GatewayError(400, f"invalid value{where}: {message}", "invalid_value", param)

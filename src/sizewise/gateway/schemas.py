@@ -5,11 +5,14 @@ Unknown top-level fields are kept and passed through to upstreams that understan
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from starlette.requests import Request
 
 from sizewise.backends.base import ChatRequest
+from sizewise.gateway.errors import GatewayError, from_validation
 
 #: Fields handled here; everything else a client sends is passed through in ``ChatRequest.extra``.
 _KNOWN = {
@@ -28,6 +31,11 @@ _KNOWN = {
     "logprobs",
 }
 
+
+#: Upper bounds for client integers: a 400-digit ``max_tokens`` is a 400 here, not an overflow later
+#: (cost arithmetic, a 64-bit database column, an upstream's own int32).
+MAX_TOKENS = 2**31 - 1
+INT64 = 2**63
 
 #: Content part types: OpenAI's chat API and the image/audio spellings of its Responses API.
 PART_TYPES = ("text", "image_url", "input_image", "image", "input_audio", "audio", "file", "refusal")
@@ -68,17 +76,26 @@ class ChatCompletionRequest(BaseModel):
     model: str = Field(default="sizewise", min_length=1)
     messages: list[Message] = Field(min_length=1)
     # strict: JSON true is not the number 1, and "yes" or 1 is not true.
-    max_tokens: int | None = Field(default=None, ge=1, strict=True)
-    max_completion_tokens: int | None = Field(default=None, ge=1, strict=True)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS, strict=True)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS, strict=True)
     temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
     top_p: float | None = Field(default=None, ge=0, le=1, strict=True)
-    n: int = Field(default=1, ge=1, strict=True)
+    n: int = Field(default=1, ge=1, le=128, strict=True)
     stream: bool = Field(default=False, strict=True)
     stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, strict=True)
+    seed: int | None = Field(default=None, ge=-INT64, lt=INT64, strict=True)
     user: str | None = None
     logprobs: bool = Field(default=False, strict=True)
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _not_too_many(cls, value: Any, info: ValidationInfo) -> Any:
+        # Before validation, so a flood of tiny messages costs a len(), not a Message model each.
+        limit = (info.context or {}).get("max_messages")
+        if limit is not None and isinstance(value, list) and len(value) > limit:
+            raise ValueError(f"too many messages: {len(value)}, at most {limit} (gateway.max_messages)")
+        return value
 
     @field_validator("messages")
     @classmethod
@@ -86,6 +103,23 @@ class ChatCompletionRequest(BaseModel):
         if not any(message.content for message in value):
             raise ValueError("the prompt is empty: every message has empty content")
         return value
+
+    @model_validator(mode="after")
+    def _finite_numbers(self) -> ChatCompletionRequest:
+        # JSON NaN, Infinity and 1e400 parse as non-finite floats in pass-through fields; no upstream
+        # accepts them back (the call would fail as a 502 instead of a 400 here).
+        pending: list[Any] = [self.model_extra, self.stream_options]
+        for message in self.messages:
+            pending += [message.model_extra, message.content]
+        while pending:
+            value = pending.pop()
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("numbers must be finite (NaN, Infinity and 1e400 are not)")
+            if isinstance(value, dict):
+                pending.extend(value.values())
+            elif isinstance(value, list):
+                pending.extend(value)
+        return self
 
     @field_validator("stop")
     @classmethod
@@ -110,3 +144,30 @@ class ChatCompletionRequest(BaseModel):
             logprobs=self.logprobs,
             extra=extra,
         )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, read chunk by chunk; 413 as soon as it passes ``limit`` bytes (or says it will),
+    so an oversized upload costs at most ``limit`` bytes of memory and is never parsed."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"request body larger than {limit} bytes (gateway.max_body_bytes)", "body_too_large")
+
+
+async def parse_request(request: Request, max_body_bytes: int, max_messages: int) -> ChatCompletionRequest:
+    """Read and validate a chat request within the gateway's limits; a :class:`GatewayError` otherwise."""
+    raw = await read_body(request, max_body_bytes)
+    try:
+        return ChatCompletionRequest.model_validate_json(raw, context={"max_messages": max_messages})
+    except ValidationError as error:
+        raise from_validation(error) from None

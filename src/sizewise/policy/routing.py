@@ -82,27 +82,42 @@ def model_pair(env: PolicyEnv) -> tuple[ModelSpec, ModelSpec]:
     return llms[-2], llms[-1]
 
 
-def _find_router_file(name: str, env: PolicyEnv) -> Path | None:
-    candidates = [Path(name)] if name.endswith(".zip") else []
+#: A router or scorer file name a request may give: a plain name inside the router directory, never a
+#: path (no separator, no leading dot), so a client cannot probe which files exist on the server.
+FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _find_router_file(name: str, env: PolicyEnv, trusted: bool) -> Path | None:
+    if not trusted and not FILE_NAME.fullmatch(name):
+        return None
+    candidates = [Path(name)] if trusted and name.endswith(".zip") else []
     if env.router_dir is not None:
         candidates += [env.router_dir / name, env.router_dir / f"{name}.zip"]
     return next((path for path in candidates if path.is_file()), None)
 
 
-def load_scorer(name: str, env: PolicyEnv) -> tuple[Any, float | None]:
-    """A fitted router by file or registry name, and its saved threshold; loaded once per env."""
-    key = f"router:{name}"
+def load_scorer(name: str, env: PolicyEnv, *, trusted: bool = False) -> tuple[Any, float | None]:
+    """A fitted router by file or registry name, and its saved threshold; loaded once per env.
+
+    ``trusted`` (the catalog's own ``gateway.router``) may be a file path; a name from a request
+    (``router-<name>-...``) is looked up only in the router directory.
+    """
+    key = f"router:{'config:' if trusted else ''}{name}"
     if key not in env.cache:
-        env.cache[key] = _load_scorer(name, env)
+        env.cache[key] = _load_scorer(name, env, trusted)
     return env.cache[key]
 
 
-def _load_scorer(name: str, env: PolicyEnv) -> tuple[Any, float | None]:
+def _load_scorer(name: str, env: PolicyEnv, trusted: bool) -> tuple[Any, float | None]:
     from sizewise.routers.base import load_router, make_router
 
     if name == HeuristicScorer.name:
         return HeuristicScorer(), 0.5
-    path = _find_router_file(name, env)
+    path = _find_router_file(name, env, trusted)
+    if path is None and not trusted and not FILE_NAME.fullmatch(name):
+        raise UnknownNameError(f"unknown router {name!r}: name a router file in the router directory, not a path")
+    if path is None and not trusted and name.endswith(".zip"):
+        raise UnknownNameError(f"router file {name!r}: not in the router directory")
     if path is None and name.endswith(".zip"):
         where = f" or in the router directory {env.router_dir}" if env.router_dir is not None else ""
         raise UnknownNameError(f"router file {name!r}: no such file (looked at {name}{where})")
@@ -213,7 +228,7 @@ def default_policy(model_field: str, env: PolicyEnv) -> RoutingPolicy:
         return BypassPolicy(env.llms()[0], reason="the catalog's only LLM")
     small, big = model_pair(env)
     if settings.router:
-        scorer, saved = load_scorer(settings.router, env)
+        scorer, saved = load_scorer(settings.router, env, trusted=True)
     else:
         local = env.router_dir / "default.zip" if env.router_dir is not None else None
         path, saved = (local, None) if local is not None and local.is_file() else shipped_router()

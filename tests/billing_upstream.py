@@ -1,0 +1,91 @@
+"""An OpenAI-compatible upstream on 127.0.0.1 that bills as rudely as a real one may.
+
+``usage(body)`` returns the (prompt_tokens, completion_tokens) it reports for a request body; the
+default is the worst case a real tokenizer can reach: one token per UTF-8 byte of every message's
+content, and ``max_tokens`` tokens written. :attr:`billed` keeps every reported pair, so a test can
+price what the upstream really charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from fakes import free_port
+
+Usage = Callable[[dict[str, Any]], tuple[int, int]]
+
+
+def byte_tokens(body: dict[str, Any]) -> tuple[int, int]:
+    """One token per UTF-8 byte of the messages' content; every allowed token written."""
+    prompt = sum(len(str(m.get("content", "")).encode()) for m in body.get("messages", []))
+    return prompt, int(body.get("max_tokens") or 16)
+
+
+class BillingUpstream:
+    """``with BillingUpstream(usage, delay_s) as up: up.base_url``; answers after ``delay_s``."""
+
+    def __init__(self, usage: Usage = byte_tokens, delay_s: float = 0.0) -> None:
+        self.usage = usage
+        self.delay_s = delay_s
+        self.billed: list[tuple[str, int, int]] = []
+        self.port = free_port()
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off", interface="asgi3"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def cost(self, prices: dict[str, tuple[float, float]]) -> float:
+        """USD billed, with ``prices`` per upstream model name (USD per 1M tokens in, out)."""
+        return sum((p * prices[m][0] + c * prices[m][1]) / 1e6 for m, p, c in self.billed)
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        body = json.loads(raw or b"{}")
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        prompt, completion = self.usage(body)
+        self.billed.append((str(body.get("model")), prompt, completion))
+        payload = {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        }
+        data = json.dumps(payload).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+    def __enter__(self) -> BillingUpstream:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("billing upstream did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)

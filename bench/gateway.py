@@ -8,11 +8,13 @@ same models. A keep-alive HTTP/1.1 load generator then measures, per target and 
 * latency: ``--seq`` sequential requests (one connection) -> p50 / p99;
 * throughput: ``--conc-requests`` requests over ``--concurrency`` connections -> requests/s.
 
-Targets: ``upstream`` (direct), ``sizewise-routed`` (model ``sizewise``: the default router picks a
-model), ``sizewise-bypass`` (a catalog model by name), ``litellm``. Rounds alternate targets so
+Targets: ``upstream`` (direct), ``sizewise-routed`` (model ``router-heuristic-0.5``: routing with the cheap
+built-in scorer), ``sizewise-bypass`` (a catalog model by name), ``litellm``, and with ``--baseline-src DIR``
+``baseline-routed``: the same gateway served from another checkout's ``src`` (say, the previous commit), to
+measure a change under the same load. Rounds alternate targets so
 background load hits all alike; the median over rounds is reported. Overhead = target - upstream.
 
-Usage: ``nice -n 10 .venv/bin/python bench/gateway.py [--rounds 3] [--seq 1000]``.
+Usage: ``nice -n 10 .venv/bin/python bench/gateway.py [--rounds 3] [--seq 1000] [--baseline-src DIR]``.
 """
 
 from __future__ import annotations
@@ -164,13 +166,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--router-requests", type=int, default=100, help="new prompts for the default router")
     parser.add_argument("--litellm", default="/tmp/litellm-venv/bin/litellm", help="litellm executable")
+    parser.add_argument("--baseline-src", help="also serve the gateway from this src/ folder (another checkout)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "gateway.json"))
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/results.md")
     args = parser.parse_args()
 
     procs: list[subprocess.Popen[bytes]] = []
     workdir = Path(tempfile.mkdtemp(prefix="sizewise-bench-gw-"))
-    up_port, gw_port, ll_port = free_port(), free_port(), free_port()
+    up_port, gw_port, ll_port, base_port = free_port(), free_port(), free_port(), free_port()
     # name -> (port, path, model, index in procs of the process that serves it)
     targets: dict[str, tuple[int, str, str, int]] = {
         "upstream": (up_port, "/v1/chat/completions", "ok-small", 0),
@@ -193,6 +196,12 @@ def main() -> None:
         ]
         procs.append(_start(gw, log=workdir / "gateway.log"))
         _wait(f"http://127.0.0.1:{gw_port}/healthz", procs[-1], 60)
+        if args.baseline_src:
+            env = {**os.environ, "PYTHONPATH": str(Path(args.baseline_src).resolve())}
+            gw[-2:] = [str(base_port), f"sqlite:///{workdir / 'baseline.sqlite'}"]
+            procs.append(_start(gw, env=env, log=workdir / "baseline.log"))
+            _wait(f"http://127.0.0.1:{base_port}/healthz", procs[-1], 60)
+            targets["baseline-routed"] = (base_port, "/v1/chat/completions", "router-heuristic-0.5", len(procs) - 1)
         if Path(args.litellm).exists():
             env = {
                 **os.environ,
@@ -222,7 +231,7 @@ def main() -> None:
             )
             try:
                 _wait(f"http://127.0.0.1:{ll_port}/health/liveliness", procs[-1], 180)
-                targets["litellm"] = (ll_port, "/v1/chat/completions", "small", 2)
+                targets["litellm"] = (ll_port, "/v1/chat/completions", "small", len(procs) - 1)
             except RuntimeError as error:
                 litellm_note = (
                     f"LiteLLM proxy did not start: {error}; log: {(workdir / 'litellm.log').read_text()[-500:]}"
@@ -275,6 +284,7 @@ def main() -> None:
         )
         verdict["rps_ratio_vs_litellm"] = routed["rps"] / summary["litellm"]["rps"]
         verdict["rps_goal_met"] = verdict["rps_ratio_vs_litellm"] >= GOAL_RPS_RATIO
+        verdict["litellm_overhead_p50_ms"] = summary["litellm"]["p50_ms"] - base["p50_ms"]
     payload = {
         "args": vars(args),
         "rounds": rounds,
@@ -305,6 +315,16 @@ def main() -> None:
             f"- p50 overhead of `sizewise` routing: {verdict['overhead_p50_ms']:.2f} ms "
             f"(goal <= {GOAL_OVERHEAD_MS} ms: {'met' if verdict['overhead_goal_met'] else 'NOT met'})",
         ]
+        if "litellm_overhead_p50_ms" in verdict:
+            lines.append(
+                f"- added latency p50 in the same run: sizewise {verdict['overhead_p50_ms']:.2f} ms, "
+                f"LiteLLM's proxy {verdict['litellm_overhead_p50_ms']:.2f} ms"
+            )
+        if "baseline-routed" in summary:
+            lines.append(
+                f"- `baseline-routed`: the gateway served from `{args.baseline_src}` in the same rounds, p50 overhead "
+                f"{summary['baseline-routed']['p50_ms'] - base['p50_ms']:.2f} ms"
+            )
         if "rps_ratio_vs_litellm" in verdict:
             lines.append(
                 f"- requests/s vs LiteLLM: {verdict['rps_ratio_vs_litellm']:.2f}x "
@@ -321,7 +341,8 @@ def main() -> None:
             )
         if litellm_note:
             lines.append(f"- {litellm_note}")
-        update_section("gateway", "Gateway overhead", "nice -n 10 .venv/bin/python bench/gateway.py", "\n".join(lines))
+        command = " ".join(["nice -n 10 .venv/bin/python bench/gateway.py", *sys.argv[1:]])
+        update_section("gateway", "Gateway overhead", command, "\n".join(lines))
 
 
 if __name__ == "__main__":

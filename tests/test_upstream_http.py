@@ -303,10 +303,10 @@ def test_a_307_redirect_is_followed_with_method_and_body(upstream: RudeUpstream)
 
 
 def test_a_slow_stream_arrives_piece_by_piece_past_the_read_timeout(upstream: RudeUpstream) -> None:
-    """4 events 0.3 s apart with a 0.5 s read timeout: the timeout is per read, and pieces are not buffered."""
+    """Events 0.3 s apart with a 0.8 s read timeout: the timeout is per read, and pieces are not buffered."""
 
     async def scenario() -> list[tuple[float, str]]:
-        backend = _backend(upstream.base_url, "slow", timeout_s=0.5)
+        backend = _backend(upstream.base_url, "slow", timeout_s=0.8)
         try:
             return [(time.perf_counter(), chunk.text) async for chunk in backend.stream(_ask("go"))]
         finally:
@@ -314,7 +314,7 @@ def test_a_slow_stream_arrives_piece_by_piece_past_the_read_timeout(upstream: Ru
 
     arrivals = asyncio.run(scenario())
     assert "".join(text for _, text in arrivals) == "".join(PIECES)
-    assert arrivals[-1][0] - arrivals[0][0] >= 0.8  # the first piece came before the last was written
+    assert arrivals[-1][0] - arrivals[0][0] >= 1.0  # longer than the timeout: the first came before the last
 
 
 @pytest.mark.parametrize("how", ["environment", "setting"])

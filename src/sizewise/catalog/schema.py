@@ -83,6 +83,9 @@ class GatewaySettings(_Strict):
     #: Models a cascade climbs, cheapest first (defaults to the catalog's local LLMs by size).
     ladder: list[str] = Field(default_factory=list)
     privacy: Literal["off", "local-only"] = "off"
+    #: Under ``local-only``, what the scan cannot read (images, audio, files): ``personal`` keeps it
+    #: on local models; ``allow`` lets it go to remote ones (only its readable text is judged).
+    privacy_opaque: Literal["personal", "allow"] = "personal"
     daily_budget_usd: float | None = Field(default=None, ge=0)
     monthly_budget_usd: float | None = Field(default=None, ge=0)
     api_keys: list[ApiKey] = Field(default_factory=list)

@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sizewise import storage
 from sizewise.errors import ConfigError
+from sizewise.policy.constraints.privacy import redact_error
 from sizewise.policy.types import Decision
 
 metadata = MetaData()
@@ -104,7 +105,8 @@ def _row(entry: LogEntry, log_text: bool) -> dict[str, Any]:
         "threshold": d.threshold if d else None,
         "escalated": d.escalated if d else None,
         "fallback_from": d.fallback_from if d else None,
-        "errors": json.dumps(d.errors) if d and d.errors else None,
+        # An upstream's error may quote the prompt: without log_text only the gateway's own words stay.
+        "errors": json.dumps(d.errors if log_text else [redact_error(e) for e in d.errors]) if d and d.errors else None,
         "filters": json.dumps(fired) if fired else None,
         "steps": len(d.steps) if d else 0,
         "prompt_tokens": entry.prompt_tokens,

@@ -19,6 +19,9 @@ Extension points (for routers, cascades and constraint filters written elsewhere
 * A filter may also define ``settle(ctx, decision, prompt_tokens, completion_tokens)``: the gateway calls
   it once when the request has finished (``decision`` is None or has no answer when it failed), e.g. to
   turn a budget reservation into the real cost.
+* A filter may also define ``async prepare(ctx)``: the engine awaits it before any filter runs, for
+  work too slow for the event loop (the privacy scan runs in a worker thread and leaves its result
+  in ``ctx.extras``).
 * Later registrations under the same name replace earlier ones in place, so a plug-in can swap a
   built-in filter without changing the documented order.
 """

@@ -124,7 +124,7 @@ def default_filters(
         validate_catalog(models, routes, settings)
     filters: list[Filter] = [ModalityFilter(), ContextFilter(gguf_resolver(catalog))]
     if settings.privacy == "local-only":
-        filters.append(PrivacyFilter())
+        filters.append(PrivacyFilter(opaque=settings.privacy_opaque))
     url = ledger_url or settings.log_url
     if measure is None and url != "none":
 
@@ -191,7 +191,7 @@ def _register() -> None:
         return ModalityFilter()
 
     def privacy(env: PolicyEnv) -> Filter | None:
-        return PrivacyFilter() if env.settings.privacy == "local-only" else None
+        return PrivacyFilter(opaque=env.settings.privacy_opaque) if env.settings.privacy == "local-only" else None
 
     def latency(env: PolicyEnv) -> Filter:
         url = env.settings.log_url

@@ -22,8 +22,10 @@ from sizewise.backends.base import Backend, BackendError, ChatChunk, ChatRequest
 from sizewise.catalog.schema import ModelSpec, OpenAISettings
 from sizewise.errors import ConfigError
 
-# Per upstream: enough concurrent requests for a busy gateway; idle connections kept for reuse.
-LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30)
+# Per upstream: enough concurrent requests for a busy gateway. Idle connections are dropped after httpx's
+# default 5 s, as the openai client does: shorter than most servers' idle timeouts, so a request is rarely
+# written on a connection the server is closing (that request fails; the engine's retry then sends it again).
+LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64)
 
 
 def tls_verify(name: str, settings: OpenAISettings, ca_bundle: Path | None = None) -> ssl.SSLContext | bool:

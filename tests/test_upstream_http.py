@@ -1,9 +1,9 @@
 """The upstream HTTP client against a rude raw-socket upstream on 127.0.0.1 (issue #16, item 1).
 
-The upstream writes its bytes by hand, as real servers and middleboxes may: 1xx responses before the
-answer, chunked bodies with trailers, a reset after reading the request, 307 redirects, slow streams.
-The hand-written transport these replaced took a 1xx for the answer and left the real one on the pooled
-connection for the next client; these tests failed on it.
+The upstream (``rude_upstream.py``) writes its bytes by hand, as real servers and middleboxes may: 1xx
+responses before the answer, chunked bodies with trailers, a reset after reading the request, 307
+redirects, slow streams. The hand-written transport these replaced took a 1xx for the answer and left the
+real one on the pooled connection for the next client; these tests failed on it.
 """
 
 from __future__ import annotations
@@ -12,14 +12,10 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import ssl
-import struct
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +23,7 @@ import openai
 import pytest
 
 from fakes import GatewayServer, fake_model, free_port
+from rude_upstream import PIECES, RudeUpstream
 from sizewise.backends.base import BackendError, ChatRequest
 from sizewise.backends.factory import make_backend
 from sizewise.backends.openai_compat import OpenAICompatBackend
@@ -34,154 +31,6 @@ from sizewise.catalog.loader import parse_catalog
 from sizewise.catalog.schema import CatalogSpec, ModelSpec
 from sizewise.errors import ConfigError
 from sizewise.gateway.app import create_app
-
-PIECES = ["one ", "two ", "three ", "four"]
-
-
-@dataclass
-class Seen:
-    """One request as the upstream read it."""
-
-    method: str
-    target: str
-    body: dict[str, Any]
-    connection: int
-
-
-def _chunk(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
-
-
-def _sse(event: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(event).encode() + b"\n\n"
-
-
-def _echo(body: dict[str, Any]) -> str:
-    return "echo: " + str(body["messages"][-1]["content"])
-
-
-def _completion(body: dict[str, Any]) -> bytes:
-    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
-    choice = {"index": 0, "message": {"role": "assistant", "content": _echo(body)}, "finish_reason": "stop"}
-    answer = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice]}
-    return json.dumps({**answer, "usage": usage}).encode()
-
-
-def _events(body: dict[str, Any], pieces: list[str]) -> list[bytes]:
-    events = [_sse({"choices": [{"index": 0, "delta": {"content": piece}}]}) for piece in pieces]
-    usage = {"prompt_tokens": 3, "completion_tokens": len(pieces)}
-    events.append(_sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}))
-    return [*events, b"data: [DONE]\n\n"]
-
-
-class RudeUpstream:
-    """A raw HTTP/1.1 server in a thread; the request's ``model`` picks how rude the answer is.
-
-    ``ok`` / ``proxied``: plain answer; ``hints``: ``103 Early Hints`` and ``100 Continue`` first; ``trailer``:
-    chunked with a trailer; ``reset``: reads the request, then resets the connection; ``hangup``: answers,
-    then closes; ``fail500``: a 500 on a kept-alive connection; ``redirect``: 307 to ``/v2/...``; ``slow``:
-    a stream with a pause between events.
-    """
-
-    def __init__(self, tls: ssl.SSLContext | None = None, pause_s: float = 0.3) -> None:
-        self.tls, self.pause_s = tls, pause_s
-        self.seen: list[Seen] = []
-        self.connections = 0
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
-
-    def posts(self, model: str) -> list[Seen]:
-        return [s for s in self.seen if s.method == "POST" and s.body.get("model") == model]
-
-    def __enter__(self) -> RudeUpstream:
-        self.thread.start()
-        start = asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
-        self.server = asyncio.run_coroutine_threadsafe(start, self.loop).result(10)
-        self.port = int(self.server.sockets[0].getsockname()[1])
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        async def stop() -> None:
-            self.server.close()
-            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        number = self.connections
-        try:
-            while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-                method, target, _ = head[0].split(" ", 2)
-                fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}
-                raw = await reader.readexactly(int(fields.get("content-length", "0")))
-                seen = Seen(method, target, json.loads(raw or b"{}"), number)
-                self.seen.append(seen)
-                if not await self._answer(seen, writer):
-                    return
-        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
-
-    async def _answer(self, seen: Seen, writer: asyncio.StreamWriter) -> bool:
-        """Write one answer; False when the connection must end."""
-        body, model = seen.body, seen.body.get("model")
-        if model == "reset":  # SO_LINGER 0: close sends RST, as a crashed upstream or a load balancer does
-            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
-            return False
-        if model == "redirect" and seen.target.startswith("/v1/"):
-            writer.write(
-                b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /v2/chat/completions\r\nContent-Length: 0\r\n\r\n"
-            )
-        elif model == "hangup":  # answers, then closes the connection without saying so (an idle timeout)
-            data = _completion(body)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
-            await writer.drain()
-            return False
-        elif model == "fail500":
-            error = b'{"error": {"message": "injected", "type": "server_error"}}'
-            writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n%s" % (len(error), error))
-        elif body.get("stream"):
-            if model == "hints":
-                writer.write(
-                    b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"
-                )
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-            pieces = PIECES if model == "slow" else [_echo(body)]
-            for event in _events(body, pieces):
-                writer.write(_chunk(event))
-                if model == "slow":
-                    await writer.drain()
-                    await asyncio.sleep(self.pause_s)
-            writer.write(b"0\r\nx-trailer: done\r\n\r\n" if model == "trailer" else b"0\r\n\r\n")
-        elif model == "trailer":
-            data = _completion(body)
-            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
-            writer.write(head + b"Trailer: x-checksum\r\n\r\n" + _chunk(data[:10]) + _chunk(data[10:]))
-            writer.write(b"0\r\nx-checksum: 1234\r\n\r\n")
-        else:
-            if model == "hints":
-                writer.write(
-                    b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"
-                )
-            data = _completion(body)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(data))
-            writer.write(data)
-        await writer.drain()
-        return True
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +50,25 @@ def _backend(base_url: str, model: str, **settings: Any) -> OpenAICompatBackend:
 
 def _ask(text: str) -> ChatRequest:
     return ChatRequest(messages=[{"role": "user", "content": text}], max_tokens=8)
+
+
+def _complete(base_url: str, model: str, text: str, **settings: Any) -> str:
+    """One non-streamed call through a fresh backend."""
+
+    async def scenario() -> str:
+        backend = _backend(base_url, model, **settings)
+        try:
+            return (await backend.complete(_ask(text))).text
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(scenario())
+
+
+def _no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
 
 
 @pytest.mark.parametrize(("model", "stream"), [("hints", False), ("hints", True), ("trailer", False)])
@@ -289,14 +157,7 @@ def test_a_connection_the_upstream_closed_while_idle_is_not_reused(upstream: Rud
 
 
 def test_a_307_redirect_is_followed_with_method_and_body(upstream: RudeUpstream) -> None:
-    async def scenario() -> str:
-        backend = _backend(upstream.base_url, "redirect")
-        try:
-            return (await backend.complete(_ask("where to"))).text
-        finally:
-            await backend.aclose()
-
-    assert asyncio.run(scenario()) == "echo: where to"
+    assert _complete(upstream.base_url, "redirect", "where to") == "echo: where to"
     first, second = upstream.posts("redirect")[-2:]
     assert (first.target, second.target) == ("/v1/chat/completions", "/v2/chat/completions")
     assert first.body == second.body
@@ -320,31 +181,20 @@ def test_a_slow_stream_arrives_piece_by_piece_past_the_read_timeout(upstream: Ru
 @pytest.mark.parametrize("how", ["environment", "setting"])
 def test_the_proxy_is_used(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """HTTP_PROXY (the default) or the ``proxy`` setting: the request goes to the proxy in absolute form."""
-    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+    _no_proxy_environment(monkeypatch)
     target = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: only the proxy can answer
     with RudeUpstream() as proxy:
         proxy_url = f"http://127.0.0.1:{proxy.port}"
         if how == "environment":
             monkeypatch.setenv("HTTP_PROXY", proxy_url)
         settings = {"proxy": proxy_url} if how == "setting" else {}
-
-        async def scenario() -> str:
-            backend = _backend(target, "proxied", **settings)
-            try:
-                return (await backend.complete(_ask("through the proxy"))).text
-            finally:
-                await backend.aclose()
-
-        assert asyncio.run(scenario()) == "echo: through the proxy"
+        assert _complete(target, "proxied", "through the proxy", **settings) == "echo: through the proxy"
         assert [s.target for s in proxy.posts("proxied")] == [f"{target}/chat/completions"]
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1: (cert.pem, key.pem)."""
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context with a self-signed certificate for 127.0.0.1, and the certificate's file."""
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a test certificate")
     folder = tmp_path_factory.mktemp("tls")
@@ -352,29 +202,34 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     command = "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1"
     command += " -addext subjectAltName=IP:127.0.0.1"
     subprocess.run([*command.split(), "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return cert, key
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    return tls, cert
 
 
 @pytest.mark.parametrize("settings", [{}, {"ca_bundle": "CERT"}, {"verify": False}])
-def test_tls_verify_and_ca_bundle(certificate: tuple[Path, Path], settings: dict[str, Any]) -> None:
-    cert, key = certificate
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
+def test_tls_verify_and_ca_bundle(certificate: tuple[ssl.SSLContext, Path], settings: dict[str, Any]) -> None:
+    tls, cert = certificate
     settings = {k: str(cert) if v == "CERT" else v for k, v in settings.items()}
     with RudeUpstream(tls=tls) as up:
-
-        async def scenario() -> str:
-            backend = _backend(up.base_url, "ok", **settings)
-            try:
-                return (await backend.complete(_ask("over tls"))).text
-            finally:
-                await backend.aclose()
-
         if settings:
-            assert asyncio.run(scenario()) == "echo: over tls"
+            assert _complete(up.base_url, "ok", "over tls", **settings) == "echo: over tls"
         else:  # the default checks the certificate against the system's CAs, which never signed this one
             with pytest.raises(BackendError, match="CERTIFICATE_VERIFY_FAILED"):
-                asyncio.run(scenario())
+                _complete(up.base_url, "ok", "over tls")
+
+
+def test_https_goes_through_the_environment_proxy_in_a_tunnel(
+    certificate: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY: a gateway behind an egress proxy reaches a TLS upstream through ``CONNECT``."""
+    _no_proxy_environment(monkeypatch)
+    tls, cert = certificate
+    with RudeUpstream(tls=tls) as up, RudeUpstream() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        assert _complete(up.base_url, "ok", "tunnelled", ca_bundle=str(cert)) == "echo: tunnelled"
+        assert [(s.method, s.target) for s in proxy.seen] == [("CONNECT", f"127.0.0.1:{up.port}")]
+        assert [s.body["messages"][-1]["content"] for s in up.posts("ok")] == ["tunnelled"]
 
 
 def test_a_bad_ca_bundle_is_a_one_line_config_error(tmp_path: Path) -> None:

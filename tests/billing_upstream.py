@@ -72,10 +72,25 @@ class BillingUpstream:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         }
+        if body.get("stream"):
+            await self._stream(send, payload)
+            return
         data = json.dumps(payload).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": data})
+
+    @staticmethod
+    async def _stream(send: Any, payload: dict[str, Any]) -> None:
+        chunk = {**payload, "object": "chat.completion.chunk", "usage": None}
+        chunk["choices"] = [{"index": 0, "delta": {"role": "assistant", "content": "ok"}, "finish_reason": None}]
+        final = {**payload, "object": "chat.completion.chunk"}
+        final["choices"] = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+        events = [f"data: {json.dumps(c)}\n\n".encode() for c in (chunk, final)] + [b"data: [DONE]\n\n"]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for event in events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
     def __enter__(self) -> BillingUpstream:
         self.thread.start()

@@ -15,9 +15,10 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
+import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from sizewise.policy.engine import AllModelsFailed, Engine
 from sizewise.policy.types import Decision, RequestContext, RequestRejected
 
 JSON = "application/json"
+logger = logging.getLogger("sizewise.gateway")
 
 
 def _unpack(catalog: Any) -> tuple[list[ModelSpec], GatewaySettings]:
@@ -140,6 +142,8 @@ def create_app(
     url = log_url or settings.log_url
     request_log = None if url == "none" else RequestLog(url, log_text=settings.log_text)
     metrics = Metrics.for_gateway(engine.by_name, settings.default_policy)
+    if request_log is not None:
+        request_log.register(metrics.registry)  # a writer that cannot write shows in /metrics
     # Request ids: a random per-app prefix plus a counter (unique, and cheaper than uuid4 per request).
     id_prefix = os.urandom(6).hex()
     id_counter = itertools.count(1)
@@ -194,7 +198,7 @@ def create_app(
                 except Exception:  # bookkeeping must not fail an answered request; the filter logs its own
                     metrics.errors.labels("settle").inc()
         metrics.observe(decision, status, latency, prompt_tokens, completion_tokens)
-        if request_log is not None:
+        if request_log is not None and status != 401:  # 401s are counted, not stored: no disk to fill for anyone
             request_log.write(
                 LogEntry(
                     request_id=request_id,
@@ -233,7 +237,7 @@ def create_app(
                 request_id=request_id,
             )
             if body.stream:
-                return await _stream(ctx, started, api_key)
+                return await _stream(ctx, started, api_key, request)
             result, decision = await engine.complete(ctx)
         except (GatewayError, RequestRejected, SizewiseError, AllModelsFailed) as error:
             failure = _error_status(error)
@@ -242,10 +246,14 @@ def create_app(
             finish(ctx, decision, failure.status, started, request_id=request_id, api_key=api_key)
             headers = _headers(decision, request_id) if decision else {"x-request-id": request_id}
             return error_response(failure.status, failure.message, failure.code, failure.param, headers)
+        except Exception as error:  # a bug: still logged, and one JSON line to the client, never a traceback
+            logger.exception("request %s: unexpected error", request_id)
+            finish(ctx, decision, 500, started, request_id=request_id, api_key=api_key)
+            return error_response(500, f"internal error: {type(error).__name__}: {error}", "internal_error")
         finish(
             ctx,
             decision,
-            200,
+            499 if await request.is_disconnected() else 200,  # a client gone before its answer: a disconnect
             started,
             request_id=request_id,
             api_key=api_key,
@@ -256,10 +264,13 @@ def create_app(
             _completion_body(result, decision, request_id), headers=_headers(decision, request_id), media_type=JSON
         )
 
-    async def _stream(ctx: RequestContext, started: float, api_key: str | None) -> Response:
+    async def _stream(ctx: RequestContext, started: float, api_key: str | None, request: Request) -> Response:
         chunks, decision, spec = await engine.open_stream(ctx)
 
+        done: list[int] = []
+
         def on_done(status: int, prompt_tokens: int, completion_tokens: int) -> None:
+            done.append(status)
             finish(
                 ctx,
                 decision,
@@ -271,8 +282,19 @@ def create_app(
                 completion_tokens=completion_tokens,
             )
 
+        async def if_never_started() -> None:  # the client left before the first byte: sse_events never ran
+            if not done:
+                closer = getattr(chunks, "aclose", None)
+                if closer is not None:
+                    await closer()
+                on_done(499, 0, 0)
+
+        if await request.is_disconnected():  # gone while the first chunk was awaited: nobody to send it to
+            await if_never_started()
+            return Response(status_code=499)
         events = sse_events(chunks, decision, spec.name, ctx.request_id, on_done)
-        return StreamingResponse(events, media_type="text/event-stream", headers=_headers(decision, ctx.request_id))
+        headers = _headers(decision, ctx.request_id)
+        return _ReportedStream(events, if_never_started, media_type="text/event-stream", headers=headers)
 
     def guarded(handler: Callable[[], Response]) -> Callable[[Request], Any]:
         """``handler`` behind the API key when keys are on (model names and usage are not public)."""
@@ -313,6 +335,20 @@ def create_app(
         return error_response(500, f"internal error: {type(error).__name__}: {error}", "internal_error")
 
     return app
+
+
+class _ReportedStream(StreamingResponse):
+    """A streaming response that runs ``after`` once it is over, sent or not (the log gets its row)."""
+
+    def __init__(self, content: AsyncIterator[bytes], after: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.after = after
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.after()
 
 
 def _default_backends(catalog: Any) -> Callable[[ModelSpec], Backend]:

@@ -19,8 +19,10 @@ def make_engine(url: str, *, what: str = "database", immediate: bool = False) ->
     makes every SQLite transaction take the write lock at BEGIN, so a read-decide-write sequence
     (the budget check) is atomic across threads and processes.
     """
+    # PostgreSQL: check a pooled connection before use, so a restarted server costs no write.
+    options = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        engine = create_engine(url)
+        engine = create_engine(url, **options)
     except (SQLAlchemyError, ImportError, ValueError) as error:
         raise ConfigError(f"{what} URL {url!r}: {error}") from None
     if engine.dialect.name != "sqlite":

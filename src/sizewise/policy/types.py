@@ -16,6 +16,9 @@ Extension points (for routers, cascades and constraint filters written elsewhere
   its steps. Register a factory for a ``model``-field prefix with :func:`register_policy` (e.g.
   ``"router-"`` or ``"cascade-"``) or an exact name (``"sizewise"``); the factory receives the whole
   model field and the :class:`PolicyEnv`. Modules holding factories are listed in ``POLICY_MODULES``.
+* A filter may also define ``admit(ctx, spec)``: the engine calls it right before each model call (first
+  choice, retry, fallback, cascade rung); raising a non-retryable ``BackendError`` skips that model
+  (the budget grows its reservation to the model really called).
 * A filter may also define ``settle(ctx, decision, prompt_tokens, completion_tokens)``: the gateway calls
   it once when the request has finished (``decision`` is None or has no answer when it failed), e.g. to
   turn a budget reservation into the real cost.

@@ -48,11 +48,13 @@ class Gateway:
 
     def __enter__(self) -> Gateway:
         cmd = [sys.executable, str(BENCH / "reliability.py"), "--serve", self._file.name, str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr to a file, not a pipe: a pipe nobody reads would block a gateway that logs a lot.
+        with Path(self._file.name + ".log").open("wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                raise RuntimeError(f"gateway exited: {Path(self._file.name + '.log').read_text()[-2000:]}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return self
@@ -68,6 +70,7 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         Path(self._file.name).unlink(missing_ok=True)
+        Path(self._file.name + ".log").unlink(missing_ok=True)
 
 
 def serve(catalog_file: str, port: int) -> None:

@@ -344,10 +344,14 @@ def main() -> None:
     write_json(args.out, results)
     if not args.no_docs:
         note = (
-            "All servers on 127.0.0.1; the gateway in its own process with the request log on SQLite. "
-            "Full numbers in docs/results/reliability.json."
+            "All servers on 127.0.0.1; the gateway in its own process, request log on SQLite. Budget: a $0.01 day, "
+            "100 parallel requests of 1,000 characters with max_tokens 100; the upstream bills one token per "
+            "non-ASCII character and per four ASCII ones, and every max_tokens token; PostgreSQL rows run when "
+            "SIZEWISE_TEST_POSTGRES_URL is set (.ci/run sets it). Run with PYTHONPATH=<other checkout>/src to "
+            "measure another version the same way. Full numbers in docs/results/reliability.json."
         )
-        update_section("reliability", "Reliability", ".venv/bin/python bench/reliability.py", f"{table}\n\n{note}")
+        command = "SIZEWISE_TEST_POSTGRES_URL=... .venv/bin/python bench/reliability.py"
+        update_section("reliability", "Reliability", command, f"{table}\n\n{note}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,6 +114,18 @@ def test_a_declared_length_over_the_limit_gets_413_without_sending_it(gateway: G
         sock.sendall(head.encode())
         status, body = _read_response(sock)
     _error(status, body, 413, "body_too_large")
+
+
+def test_a_client_gone_mid_upload_is_logged_as_a_disconnect(upstream: FakeUpstream, tmp_path: Path) -> None:
+    settings = {"log_url": f"sqlite:///{tmp_path / 'log.sqlite'}"}
+    with GatewayServer({"models": _models(upstream), "gateway": settings}) as gw:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+            head = f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+            sock.sendall(head.encode() + b'{"messages": [')
+        deadline = time.monotonic() + 10
+        while not (rows := gw.rows()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert [row["status"] for row in rows] == [499]  # was a 500 (an unexpected ClientDisconnect)
 
 
 def test_a_body_under_the_limit_is_answered(gateway: GatewayServer) -> None:

@@ -9,7 +9,7 @@ import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from sizewise.backends.base import ChatRequest
 from sizewise.gateway.errors import GatewayError, from_validation
@@ -153,10 +153,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(limit)
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _too_large(limit)
+    except ClientDisconnect:  # gone mid-upload: a disconnect (499 in the log), not a server error
+        raise GatewayError(499, "the client closed the connection before its body was sent", "client_closed") from None
     return bytes(body)
 
 

@@ -134,11 +134,14 @@ def _clean_value(column: Column[Any], value: Any) -> Any:
         return _text(value, kind.length)
     if isinstance(kind, Boolean):
         return bool(value)
-    if isinstance(kind, Integer):
-        return min(max(int(value), INT_MIN), INT_MAX)
-    if isinstance(kind, Float):
-        number = float(value)
-        return number if math.isfinite(number) else None
+    try:
+        if isinstance(kind, Integer):
+            return min(max(int(value), INT_MIN), INT_MAX)
+        if isinstance(kind, Float):
+            number = float(value)
+            return number if math.isfinite(number) else None
+    except (OverflowError, ValueError, TypeError):  # inf, nan, 10**400 as a float: unknown, not a lost row
+        return None
     return value
 
 

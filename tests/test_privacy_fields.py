@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +18,9 @@ import httpx
 import openai
 import pytest
 
-from fakes import GatewayServer
+from fakes import GatewayServer  # puts bench/ on sys.path
 from privacy_cases import CASES, Case
+from privacy_stall import numeric_prompt
 from sizewise.backends.base import ChatRequest
 from sizewise.policy.constraints.privacy import PrivacyFilter, redact_error, scan_request
 from test_constraints_gateway import Recorder, entry
@@ -199,12 +199,6 @@ def test_scan_reports_rules_and_unreadable_parts_never_data() -> None:
     assert scan_request(mixed).rules == ("email",) and "jane" not in repr(scan_request(mixed))
     with pytest.raises(ValueError, match="privacy_opaque"):
         PrivacyFilter(opaque="sometimes")
-
-
-def numeric_prompt(chars: int, seed: int = 0) -> str:
-    """Six-digit numbers: no personal data, but every group is a phone candidate (the slowest scan)."""
-    rng = random.Random(seed)
-    return " ".join(str(rng.randint(100_000, 999_999)) for _ in range(chars // 7))
 
 
 async def _tiny_latencies(url: str, duration_s: float) -> list[float]:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sizewise.backends.base import ChatRequest
@@ -197,6 +198,9 @@ def scan_request(
     return Scan(tuple(sorted({f.rule for f in findings})), tuple(sorted(out.opaque)))
 
 
+#: Requests of this many characters or more are scanned one at a time (see :meth:`PrivacyFilter.prepare`).
+LARGE_SCAN_CHARS = 16_000
+
 #: Where :meth:`PrivacyFilter.prepare` leaves its scan for :meth:`PrivacyFilter.apply`.
 _SCAN_KEY = "privacy_scan"
 _UPSTREAM_TEXT = re.compile(r"(upstream answered \d{3}).*", re.DOTALL)
@@ -235,14 +239,25 @@ class PrivacyFilter:
         self.rules = tuple(RULES if rules is None else rules)
         self.phone_regions = tuple(phone_regions)
         self.opaque = opaque
+        self._large: ThreadPoolExecutor | None = None
 
     def scan(self, request: ChatRequest) -> Scan:
         """:func:`scan_request` with this filter's rules."""
         return scan_request(request, self.rules, self.phone_regions)
 
     async def prepare(self, ctx: RequestContext) -> None:
-        """Scan in a worker thread before the filters run: a 100 KB prompt costs seconds of CPU."""
-        ctx.extras[_SCAN_KEY] = await asyncio.to_thread(self.scan, ctx.request)
+        """Scan in a worker thread before the filters run: a 100 KB prompt costs up to seconds of CPU.
+
+        Large requests are scanned one at a time in this filter's own thread, so a burst of them
+        competes with the event loop for the GIL through one thread only; small ones use the shared pool.
+        """
+        request = ctx.request
+        if len(str(request.messages)) + len(str(request.extra)) < LARGE_SCAN_CHARS:
+            ctx.extras[_SCAN_KEY] = await asyncio.to_thread(self.scan, request)
+            return
+        if self._large is None:
+            self._large = ThreadPoolExecutor(max_workers=1, thread_name_prefix="privacy-scan")
+        ctx.extras[_SCAN_KEY] = await asyncio.get_running_loop().run_in_executor(self._large, self.scan, request)
 
     def reasons(self, ctx: RequestContext) -> list[str]:
         """Why this request must stay local: rules that fired, then unreadable parts (if counted)."""

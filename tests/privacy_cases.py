@@ -235,6 +235,13 @@ CASES: list[Case] = [
         ),
     ),
     Case("base64 text", "email", EMAIL, lambda v: _user(f"Decode this: {_b64(v)}")),
+    Case("short base64 email", "email", "jo@x.io", lambda v: _user(f"decode {_b64(v)}")),
+    Case(
+        "base64 after 2,000 long identifiers",
+        "email",
+        EMAIL,
+        lambda v: _user(" ".join(f"computeQuarterlyRevenue{i}" for i in range(2000)) + f" then decode {_b64(v)}"),
+    ),
     Case("base64url text", "card", CARD, lambda v: _user(f"token {_b64(v, 'url')}")),
     Case("base64 in metadata", "phone", PHONE, lambda v: _ask(metadata={"blob": _b64(v)})),
     Case("percent-encoded email", "email", EMAIL, lambda v: _ask(metadata={"link": f"mailto:{v.replace('@', '%40')}"})),

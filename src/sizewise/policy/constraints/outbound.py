@@ -35,8 +35,9 @@ MAX_SCAN_CHARS = 1_000_000
 SEAM = 64
 #: A base64 run this long that does not decode to text counts as binary data (a file), not a token.
 MIN_BLOB = 256
-#: At most this many base64 runs are decoded per request (each is at least 16 characters).
-MAX_DECODED_RUNS = 256
+#: At most this many base64 runs (8+ characters) are decoded per request: a few microseconds each,
+#: so that long identifiers in a code prompt cannot use up the budget before the real base64 comes.
+MAX_DECODED_RUNS = 20_000
 
 #: Content part types whose payload is not text, and what they are.
 OPAQUE_PARTS = {
@@ -59,7 +60,7 @@ _FORMAT = re.compile(
 )
 _OTHER_DIGIT = re.compile(r"(?![0-9])\d")
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
-_BASE64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}")
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{8,}={0,2}")
 _LETTER = re.compile(r"[A-Za-z]")
 _DIGIT = re.compile(r"[0-9]")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\ufffd]")

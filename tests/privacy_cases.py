@@ -186,7 +186,9 @@ CASES: list[Case] = [
     Case("metadata value", "email", EMAIL, lambda v: _ask(metadata={"customer": v})),
     Case("metadata key", "email", EMAIL, lambda v: _ask(metadata={v: "vip"})),
     Case("metadata nested", "phone", PHONE, lambda v: _ask(metadata={"a": {"b": [{"c": v}]}})),
-    Case("phone as a JSON number", "phone", "6502530000", lambda v: _ask(metadata={"n": int(v)}), clean="17"),
+    Case(
+        "card as a JSON number", "card", "4111111111111111", lambda v: _ask(metadata={"n": int(v)}), clean="2147483647"
+    ),
     Case("prediction content", "card", CARD, lambda v: _ask(prediction={"type": "content", "content": v})),
     Case("tools description", "phone", PHONE, lambda v: _ask(tools=_tool(description=f"Calls {v}"))),
     Case("tools parameter default", "email", EMAIL, lambda v: _ask(tools=_tool(default=v))),

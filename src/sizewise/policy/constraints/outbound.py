@@ -5,12 +5,13 @@ A remote upstream receives the whole message list (every field of every message,
 gateway does not read itself (``ChatRequest.extra``: ``tools``, ``metadata``, ``prediction``...)
 and ``stop``. :func:`collect` walks all of it and returns :class:`Outbound`:
 
-* ``texts``: every string and number, normalised (NFKC, so full-width digits become ASCII; format
+* ``texts``: every string, normalised (NFKC, so full-width digits become ASCII; format
   characters such as zero-width spaces removed; other scripts' decimal digits mapped to 0-9), plus
   decoded variants where that is cheap: percent-encoding (URL query strings), HTML character
   references, ``data:`` URLs of a text type, and base64 runs that decode to UTF-8 text;
 * seams (in ``texts`` too): the joined text around each boundary between consecutive free-text
   strings, so an address split across two messages or two fields is seen whole;
+* ``numbers``: JSON integers long enough to be a card number (checked as cards only);
 * ``opaque``: what cannot be read: image, audio and file parts, binary ``data:`` URLs and base64
   blobs (their payload is not scanned, it is not text), text beyond :data:`MAX_SCAN_CHARS`.
 """
@@ -74,6 +75,8 @@ class Outbound:
 
     texts: list[str] = field(default_factory=list)
     opaque: set[str] = field(default_factory=set)
+    #: JSON integers of 13+ digits, checked as card numbers only.
+    numbers: list[str] = field(default_factory=list)
     chars: int = 0
     decoded_runs: int = 0
     #: Free-text strings in order, for the seams.
@@ -187,8 +190,10 @@ def _walk(value: Any, out: Outbound, key: str | None = None, in_opaque: bool = F
     elif isinstance(value, list | tuple):
         for item in value:
             _walk(item, out, key, in_opaque)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        out.add(str(value), free=False)  # a phone number sent as a JSON number
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 10**12:
+        # A bare number is only checked as a card: as a phone, ids, limits and timestamps would fire
+        # (2147483647 is a valid Dallas number).
+        out.numbers.append(str(value))
 
 
 def collect(request: ChatRequest) -> Outbound:

@@ -196,6 +196,8 @@ def scan_request(
     """Scan every string ``request`` would carry upstream (see :mod:`.outbound`)."""
     out = collect(request)
     findings = detect("\n".join(out.texts), rules, phone_regions, first_only=True)
+    if out.numbers and (rules is None or "card" in rules):
+        findings += detect("\n".join(out.numbers), ["card"], first_only=True)
     return Scan(tuple(sorted({f.rule for f in findings})), tuple(sorted(out.opaque)))
 
 

@@ -160,6 +160,25 @@ def test_the_same_placement_without_personal_data_may_go_remote(
     assert (status, code, model) == (200, None, "cloud") and reached_cloud(recorder, before)
 
 
+def test_a_streamed_request_is_scanned_the_same_way(strict: GatewayServer, recorder: Recorder) -> None:
+    client = openai.OpenAI(base_url=strict.url, api_key="unused", max_retries=0)
+    before = len(recorder.bodies)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="cloud",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            extra_body={"metadata": {"customer": "jane.doe@example.org"}},
+        )
+    assert info.value.code == "privacy_remote_model" and not reached_cloud(recorder, before)
+    chunks = client.chat.completions.create(
+        model="router-heuristic-0",
+        messages=[{"role": "user", "content": "hi", "name": "jane.doe@example.org"}],
+        stream=True,
+    )
+    assert {chunk.model for chunk in chunks} <= {"edge", "vault"} and not reached_cloud(recorder, before)
+
+
 def test_the_refusal_names_what_fired_never_the_data(strict: GatewayServer) -> None:
     client = openai.OpenAI(base_url=strict.url, api_key="unused", max_retries=0)
     with pytest.raises(openai.BadRequestError) as info:

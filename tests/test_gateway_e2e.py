@@ -143,7 +143,7 @@ def test_models_health_and_log_text(upstream: FakeUpstream, tmp_path: Path) -> N
         health = httpx.get(gw.url.removesuffix("/v1") + "/healthz").json()
         rows = gw.rows()
     assert {"sizewise", "small", "big"} <= ids and any(re.match("router-", i) for i in ids)
-    assert health == {"status": "ok", "models": 2}
+    assert health == {"status": "ok", "models": 2, "workers": {}}  # no local model in this catalog
     assert rows[-1]["prompt_text"] == "user: hi"
 
 

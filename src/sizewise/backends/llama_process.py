@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typing import IO, Any
 from sizewise.backends.base import BackendError
 from sizewise.catalog.schema import LlamaCppSettings
 
+_LOG = logging.getLogger("sizewise.llama")
 _REGISTRY_LOCK = threading.Lock()
 _PROCESSES: dict[str, ModelProcess] = {}
 PORTABLE_HINT = (
@@ -134,21 +136,12 @@ class ModelProcess:
             return worker
 
     def _read(self, worker: _Worker) -> None:
-        """Reader thread: hand each message to its call; on end of output, fail the calls of this worker."""
-        stdout: IO[bytes] | None = worker.proc.stdout
-        assert stdout is not None
-        for line in stdout:
-            try:
-                message = json.loads(line)
-            except ValueError:  # not the protocol (fd 1 points at stderr, so this should not happen)
-                continue
-            if not worker.ready.is_set():
-                worker.hello = message
-                worker.ready.set()
-                continue
-            call = self._calls.get(str(message.get("id")))
-            if call is not None:
-                call.post(message)
+        """Reader thread: hand each message to its call; when the output ends, fail the calls of this worker."""
+        try:
+            self._dispatch(worker)
+        except Exception:  # a reader that stops must not leave calls waiting: end the worker too
+            _LOG.exception("%s: reading the worker's answers failed; stopping the worker", self.model)
+            worker.proc.kill()
         worker.exit = describe_exit(worker.proc.wait())
         if worker.ready.is_set() and "ready" in worker.hello:
             self.crashes += 1
@@ -157,6 +150,19 @@ class ModelProcess:
         for call in list(self._calls.values()):
             if call.worker is worker:
                 call.post({"died": worker.exit})
+
+    def _dispatch(self, worker: _Worker) -> None:
+        stdout: IO[bytes] | None = worker.proc.stdout
+        assert stdout is not None
+        for line in stdout:
+            message = json.loads(line)
+            if not worker.ready.is_set():
+                worker.hello = message
+                worker.ready.set()
+                continue
+            call = self._calls.get(str(message.get("id")))
+            if call is not None:
+                call.post(message)
 
     def close(self) -> None:
         """Stop the worker: close its input (it exits), kill it if it lingers."""

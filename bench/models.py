@@ -120,14 +120,22 @@ def gateway_overhead(name: str, requests: int) -> dict[str, Any]:
 
     body = {"model": name, "messages": SHORT.messages, "max_tokens": 1, "temperature": 0}
     backend = backend_for(name, True)
-    with serve_in_thread(create_app(load_catalog(None))) as url, httpx.Client(base_url=url, timeout=120) as client:
-        client.post("/v1/chat/completions", json=body).raise_for_status()  # loads the worker
+
+    async def measure_both(url: str) -> tuple[list[float], list[float]]:
         via_gateway, direct = [], []
-        for _ in range(requests):  # interleaved, so drift hits both alike
-            start = time.perf_counter()
-            client.post("/v1/chat/completions", json=body).raise_for_status()
-            via_gateway.append(time.perf_counter() - start)
-            direct.append(timed(backend, SHORT)[0])
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            (await client.post("/v1/chat/completions", json=body)).raise_for_status()  # loads the worker
+            for _ in range(requests):  # interleaved in one event loop, so drift hits both alike
+                start = time.perf_counter()
+                (await client.post("/v1/chat/completions", json=body)).raise_for_status()
+                via_gateway.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                await backend.complete(SHORT)
+                direct.append(time.perf_counter() - start)
+        return via_gateway, direct
+
+    with serve_in_thread(create_app(load_catalog(None))) as url:
+        via_gateway, direct = asyncio.run(measure_both(url))
     p50_gateway, p50_direct = statistics.median(via_gateway), statistics.median(direct)
     return {
         "model": name,
@@ -177,13 +185,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gen-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--isolation", choices=["both", "process", "thread"], default="both")
+    parser.add_argument("--isolation", choices=["both", "process", "thread", "none"], default="both")
     parser.add_argument("--build", default="portable", help="label of the imported llama.cpp build")
     parser.add_argument("--gateway", type=int, default=0, metavar="N", help="also time N requests via the gateway")
     parser.add_argument("--models", nargs="*", help="catalog names (default: every embedded model)")
     args = parser.parse_args()
     names = args.models or [spec.name for spec in load_catalog(None).ladder() if spec.backend == "llamacpp"]
-    modes = {"both": [True, False], "process": [True], "thread": [False]}[args.isolation]
+    modes = {"both": [True, False], "process": [True], "thread": [False], "none": []}[args.isolation]
     rows = []
     for isolate in modes:
         for name in names:
@@ -196,7 +204,8 @@ def main() -> None:
     stored = _stored()
     stored["gen_tokens"] = args.gen_tokens
     stored["models"] = _merge(stored.get("models", []), rows)
-    stored.setdefault("builds", {})[args.build] = features()
+    if rows:
+        stored.setdefault("builds", {})[args.build] = features()
     if args.gateway:
         stored["gateway"] = [gateway_overhead(names[0], args.gateway)]
         print(markdown_table(stored["gateway"], digits=2), flush=True)

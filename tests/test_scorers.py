@@ -15,6 +15,7 @@ from sizewise.backends.base import Backend, ChatChunk, ChatRequest, ChatResult
 from sizewise.cascade.graders import extract_choice, extract_number, grade_choice, grade_exact, grade_numeric
 from sizewise.cascade.scorers import Answer, load_scorer, make_scorer, scorer_names
 from sizewise.errors import ConfigError, DataError, NotFittedError, RouterFileError, UnknownNameError
+from sizewise.learn import load_bundle
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -171,19 +172,6 @@ def test_answer_classifier_sees_skipped_quantities_and_the_prompts_load() -> Non
     assert harder[18:].sum() > full[18:].sum()
 
 
-@pytest.mark.parametrize("name", ["logprob", "verifier", "answer-classifier"])
-def test_fit_refuses_labels_that_do_not_match_or_are_not_probabilities(name: str) -> None:
-    answers = [Answer(f"What is {i}+{i}?", f"It is {2 * i}.", logprobs=[-0.1 * i], verdict=0.5) for i in range(6)]
-    labels = np.array([1.0, 0.0] * 3)
-    for bad in (labels[:4], np.full(6, np.nan), np.full(6, 5.0), ["yes"] * 6):
-        with pytest.raises(DataError):  # NaN labels used to count silently as "wrong"
-            make_scorer(name).fit(answers, bad)
-    with pytest.raises(DataError):
-        make_scorer(name).fit([], [])
-    with pytest.raises(DataError, match="Answer"):
-        make_scorer(name).fit(answers, labels).score(["an answer"])  # type: ignore[list-item]
-
-
 def test_verifier_treats_a_nan_verdict_as_unknown_and_refuses_one_outside_0_1() -> None:
     scorer = make_scorer("verifier")
     assert scorer.score([Answer("p", "a", verdict=float("nan"))]).tolist() == [0.5]
@@ -212,11 +200,13 @@ def test_invalid_scorer_parameters_are_named(name: str, params: dict[str, object
         make_scorer(name, **params)
 
 
-@pytest.mark.parametrize("name", ["logprob", "verifier", "answer-classifier"])
+@pytest.mark.parametrize("name", scorer_names())
 def test_tampered_scorer_files_are_refused(name: str, tmp_path: Path) -> None:
     answers, labels = planted_math(40, 6)
     answers = [a.with_(logprobs=[-0.1 * (i % 5)], verdict=0.2 + 0.5 * (i % 2)) for i, a in enumerate(answers)]
     path = make_scorer(name).fit(answers, labels).save(tmp_path / "scorer.zip")
+    if "coef" not in load_bundle(path, "scorer")[2]:
+        pytest.skip(f"{name} saves no learned head")
     cases = {
         "NaN": lambda a: {k: np.full(v.shape, np.nan) for k, v in a.items()},
         "shape": lambda a: {k: np.concatenate([v, v]) for k, v in a.items()},

@@ -1,17 +1,20 @@
 """The scorer contract: how confident are we that a model's answer is good? A value in [0, 1].
 
-A scorer sees the prompt *and* the answer (a router sees only the prompt). Scorers follow the
-routers' scikit-learn contract: parameters in ``__init__``, ``fit(answers, correct)`` returns self,
-learned state ends in ``_``, ``save``/``load`` through :mod:`sizewise.routers.persist` (kind
-``"scorer"``). Scorers that need extra model calls (more samples, a verifier) do them in
-``enrich`` so offline evaluation can replay recorded calls and the gateway can make live ones.
+A scorer sees the prompt *and* the answer (a router sees only the prompt). Scorers are
+:class:`sizewise.learn.Estimator` objects like the routers (scikit-learn's contract: parameters in
+``__init__``, ``fit(answers, correct)`` returns self, learned state ends in ``_``, ``save``/``load``
+through :mod:`sizewise.learn.persist`, kind ``"scorer"``). Scorers that need extra model calls (more
+samples, a verifier) do them in ``enrich`` so offline evaluation can replay recorded calls and the
+gateway can make live ones.
+
+Adding a scorer: one module with a :class:`Scorer` subclass decorated with ``@register``, plus its
+module name in ``SCORER_MODULES`` (or, from another package, an entry point in the
+``sizewise.scorers`` group).
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,19 +22,25 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
-from sizewise.errors import ConfigError, DataError, NotFittedError, RouterFileError, UnknownNameError
-from sizewise.routers.persist import load_bundle, save_bundle, saved_array
+from sizewise.errors import DataError, RouterFileError
+from sizewise.learn.estimator import Estimator
+from sizewise.learn.persist import saved_array
+from sizewise.learn.registry import Registry
 
 if TYPE_CHECKING:
     from sizewise.backends.base import Backend, ChatRequest
 
-_REGISTRY: dict[str, type[Scorer]] = {}
 SCORER_MODULES = [
     "sizewise.cascade.scorers.logprob",
     "sizewise.cascade.scorers.consistency",
     "sizewise.cascade.scorers.verifier",
     "sizewise.cascade.scorers.answer_classifier",
 ]
+#: Entry-point group through which other packages add scorers.
+ENTRY_POINT_GROUP = "sizewise.scorers"
+
+SCORERS: Registry[Scorer] = Registry("scorer", SCORER_MODULES, ENTRY_POINT_GROUP)
+_REGISTRY = SCORERS.classes
 
 
 @dataclass
@@ -77,65 +86,41 @@ def check_labels(answers: Sequence[Answer], correct: Sequence[float] | np.ndarra
 
 def register(cls: type[Scorer]) -> type[Scorer]:
     """Class decorator: make a scorer available by its ``name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_modules() -> None:
-    for module in SCORER_MODULES:
-        importlib.import_module(module)
+    return SCORERS.register(cls)
 
 
 def scorer_names() -> list[str]:
     """Every registered scorer name."""
-    _load_modules()
-    return sorted(_REGISTRY)
+    return SCORERS.names()
 
 
 def scorer_class(name: str) -> type[Scorer]:
     """The scorer class registered as ``name``."""
-    _load_modules()
-    if name not in _REGISTRY:
-        raise UnknownNameError(f"unknown scorer {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return SCORERS.get(name)
 
 
 def make_scorer(name: str, **params: Any) -> Scorer:
     """A new scorer by registry name; a :class:`ConfigError` for a parameter it does not take."""
-    cls = scorer_class(name)
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = [p for p in params if p not in accepted]
-    if unknown:
-        raise ConfigError(f"scorer {name!r}: bad parameter {unknown[0]!r}; it takes: {', '.join(accepted) or 'none'}")
-    return cls(**params)
+    return SCORERS.make(name, **params)
 
 
 def load_scorer(path: str | Path) -> Scorer:
     """Load any saved scorer; the file says which class it is."""
-    name, _, _ = load_bundle(path, "scorer")
-    return scorer_class(name).load(path)
+    return SCORERS.load(path)
 
 
-class Scorer(ABC):
+class Scorer(Estimator):
     """Base class. Subclasses set ``name`` and implement ``score`` (and ``fit`` when they learn)."""
 
-    name: ClassVar[str]
+    kind: ClassVar[str] = "scorer"
     #: False for scorers that work without training (consistency, verifier).
     needs_fit: ClassVar[bool] = True
     #: True for scorers whose ``enrich`` calls a model (consistency, verifier): ``collect`` can record those calls.
     calls_models: ClassVar[bool] = False
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters, read back from attributes of the same name."""
-        signature = inspect.signature(type(self).__init__)
-        return {p: getattr(self, p) for p in signature.parameters if p != "self"}
-
-    def clone(self) -> Self:
-        """A new unfitted scorer with the same parameters."""
-        return type(self)(**self.get_params())
-
     def fit(self, answers: Sequence[Answer], correct: Sequence[float] | np.ndarray) -> Self:
-        """Learn from answers labelled right (1) or wrong (0). Default: nothing to learn."""
+        """Learn from answers labelled right (1) or wrong (0). Default: nothing to learn (labels checked)."""
+        check_labels(answers, correct)
         self.fitted_ = True
         return self
 
@@ -146,35 +131,6 @@ class Scorer(ABC):
     async def enrich(self, answer: Answer, request: ChatRequest, own: Backend, next_up: Backend | None) -> Answer:
         """Make the extra model calls this scorer needs (live use). Default: none."""
         return answer
-
-    def check_fitted(self) -> None:
-        """Raise :class:`NotFittedError` unless ``fit`` ran (or the scorer needs none)."""
-        if self.needs_fit and not getattr(self, "fitted_", False):
-            raise NotFittedError(f"scorer {self.name!r} is not fitted: call fit() or load() first")
-
-    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {}, {}
-
-    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 - optional hook
-        """Restore what ``_state`` returned."""
-
-    def save(self, path: str | Path) -> Path:
-        """Write the scorer to ``path`` (zip of JSON + npz, no pickle)."""
-        self.check_fitted()
-        meta, arrays = self._state()
-        return save_bundle(path, "scorer", self.name, {"params": self.get_params(), "state": meta}, arrays)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        """Read a scorer written by ``save``."""
-        _, meta, arrays = load_bundle(path, "scorer", cls.name)
-        try:
-            scorer = cls(**meta.get("params", {}))
-            scorer._set_state(meta.get("state", {}), arrays)
-        except (KeyError, TypeError, ValueError, ConfigError) as error:
-            raise RouterFileError(f"{path}: {cls.name} file does not match this version ({error})") from None
-        scorer.fitted_ = True
-        return scorer
 
 
 def sigmoid(values: np.ndarray) -> np.ndarray:

@@ -94,6 +94,9 @@ class GatewaySettings(_Strict):
     log_text: bool = False
     sticky_sessions: bool = False
     request_timeout_s: float = Field(default=120.0, gt=0)
+    #: How long a request that fits the budget only once requests in flight settle waits for them
+    #: (never longer than ``request_timeout_s``); 0: a 429 at once.
+    budget_wait_s: float = Field(default=5.0, ge=0)
     #: Largest request body read (bytes); a larger one gets 413 before any of it is parsed.
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     #: Most messages in one chat request; more get 400.

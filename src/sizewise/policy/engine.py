@@ -215,7 +215,18 @@ class Engine:
             prepare = getattr(flt, "prepare", None)
             if prepare is not None:
                 await prepare(ctx)
-        candidates = self.filter(ctx, decision)
+        reports = len(decision.filters)
+        while True:
+            try:
+                candidates = self.filter(ctx, decision)
+                break
+            except RequestRejected as rejection:
+                # "Not now": a rejection may carry ``async wait() -> bool`` (the budget, held by requests in
+                # flight, waits for them to settle); True runs the chain again, False keeps the rejection.
+                wait = getattr(rejection, "wait", None)
+                if wait is None or not await wait():
+                    raise
+                del decision.filters[reports:]
         if isinstance(policy, RoutingPolicy):
             plan = await self._plan(ctx, policy, candidates)
             if not plan.models:

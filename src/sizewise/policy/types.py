@@ -25,6 +25,9 @@ Extension points (for routers, cascades and constraint filters written elsewhere
 * A filter may also define ``async prepare(ctx)``: the engine awaits it before any filter runs, for
   work too slow for the event loop (the privacy scan runs in a worker thread and leaves its result
   in ``ctx.extras``).
+* A rejection that holds only *for now* carries ``async wait() -> bool`` (the budget's
+  :class:`~sizewise.policy.constraints.budget_wait.BudgetBusy`): the engine awaits it and, on True,
+  runs the filters again; on False the rejection stands.
 * Later registrations under the same name replace earlier ones in place, so a plug-in can swap a
   built-in filter without changing the documented order.
 """

@@ -132,7 +132,7 @@ def default_filters(
             return measured_p95(url)
 
     filters.append(LatencyFilter(settings, measure))
-    budget = _budget(settings, models, url)
+    budget = _budget(settings, models, url, gguf_resolver(catalog))
     if budget is not None:
         filters.append(budget)
     if routes:
@@ -154,12 +154,14 @@ def gguf_resolver(catalog: Any) -> Callable[[ModelSpec], Any] | None:
     return resolve
 
 
-def _budget(settings: GatewaySettings, models: list[ModelSpec], url: str) -> BudgetFilter | None:
+def _budget(
+    settings: GatewaySettings, models: list[ModelSpec], url: str, gguf: Callable[[ModelSpec], Any] | None = None
+) -> BudgetFilter | None:
     limits = [settings.daily_budget_usd, settings.monthly_budget_usd]
     limits += [b for key in settings.api_keys for b in (key.daily_budget_usd, key.monthly_budget_usd)]
     if all(limit is None for limit in limits):
         return None
-    return BudgetFilter(settings, BudgetLedger(url), models)
+    return BudgetFilter(settings, BudgetLedger(url), models, gguf_path=gguf)
 
 
 def settle(
@@ -198,7 +200,7 @@ def _register() -> None:
         return LatencyFilter(env.settings, (lambda: measured_p95(url)) if url != "none" else None)
 
     def budget(env: PolicyEnv) -> Filter | None:
-        return _budget(env.settings, env.models, env.settings.log_url)
+        return _budget(env.settings, env.models, env.settings.log_url, gguf_resolver(env.catalog))
 
     def domain(env: PolicyEnv) -> Filter | None:
         models, routes, _ = env_parts(env)

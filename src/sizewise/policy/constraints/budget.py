@@ -19,54 +19,43 @@ Every read of current spend, decision and write happens in one write transaction
 gateways sharing the database, can never together reserve more than a limit.
 
 Expected cost = ``spec.cost_usd(prompt bound, max_tokens or DEFAULT_MAX_TOKENS)``. The prompt bound
-(:func:`prompt_bound`) holds for any tokenizer and any script: the UTF-8 bytes of everything forwarded
-(no tokenizer makes more tokens than bytes), plus the chat template's tokens per message and a
-generous count per image or audio part. Settlement uses the upstream's reported usage clamped to what
-is physically possible (the prompt bound and ``max_tokens``, both at most the context window), so an
-upstream that reports ``prompt_tokens = 2**64`` settles at that bound, not at $1.8e13. The guarantee
-is exact when clients set ``max_tokens``; without it a call that writes more than
-``DEFAULT_MAX_TOKENS`` tokens can settle above its reservation (never above the context window).
+(:func:`prompt_bound`) holds for any tokenizer and any script: the UTF-8 bytes of everything
+forwarded (no tokenizer makes more tokens than bytes), plus the chat template's tokens per message
+and a generous count per image or audio part. For a local GGUF model the same text is counted with
+the model's own vocabulary (:func:`gguf_prompt_tokens`, loaded vocabulary-only in the gateway, as
+the context filter does), which an English prompt needs about 4 times fewer of. Settlement uses the
+upstream's reported usage clamped to what is physically possible (the prompt bound and
+``max_tokens``, both at most the context window), so an upstream that reports ``prompt_tokens =
+2**64`` settles at that bound, not at $1.8e13. The guarantee is exact when clients set
+``max_tokens``; without it a call that writes more than ``DEFAULT_MAX_TOKENS`` tokens can settle
+above its reservation (never above the context window).
 
 Near the limit the filter *downgrades* instead of refusing: models whose expected cost no longer
 fits the remaining budget are removed, and once ``downgrade_at`` (default 80%) of a limit is used
 only the cheapest candidates stay. The report's note says so, and it is returned in the response's
 ``sizewise.filters``. Only when not even the cheapest model fits does the request get a 429.
 Reservations never settled (a crashed worker) stop counting after ``stale_after_s``.
+
+In a burst the byte bound holds most of the budget in reservations the calls will not spend. A request
+that does not fit *now*, but would once the reservations in flight settle, waits for them (up to
+``gateway.budget_wait_s``, never longer than the request timeout; :mod:`.budget_wait`) and tries again;
+it gets the 429 only when even the budget's settled spend leaves no room, or when the wait runs out.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
-
-from sqlalchemy import (
-    Boolean,
-    Column,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    case,
-    func,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.engine import Engine as SAEngine
-from sqlalchemy.exc import SQLAlchemyError
+from pathlib import Path
 
 from sizewise.backends.base import BackendError, ChatRequest
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
-from sizewise.errors import ConfigError
+from sizewise.policy.constraints.budget_ledger import BudgetLedger, Limit, Usage, ledger_table, period_start
+from sizewise.policy.constraints.budget_wait import BudgetBusy, wait_for_room
 from sizewise.policy.types import Decision, FilterReport, RequestContext, RequestRejected
-from sizewise.storage import make_engine
 
 DEFAULT_MAX_TOKENS = 1024
 #: Chat-template tokens per message (role markers, separators): real templates use 3-8.
@@ -75,19 +64,6 @@ TOKENS_PER_MESSAGE = 16
 TOKENS_PER_MEDIA_PART = 4096
 TOKENS_PER_REQUEST = 64
 _MEDIA = {"image_url", "image", "input_image", "input_audio", "audio", "file"}
-
-metadata = MetaData()
-ledger_table = Table(
-    "budget_ledger",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("time", Float, nullable=False, index=True),
-    Column("api_key", String(200), index=True),
-    Column("request_id", String(64)),
-    Column("reserved", Float, nullable=False),
-    Column("spent", Float),
-    Column("settled", Boolean, nullable=False, default=False),
-)
 
 
 def prompt_bound(request: ChatRequest) -> int:
@@ -98,28 +74,33 @@ def prompt_bound(request: ChatRequest) -> int:
     :data:`TOKENS_PER_MESSAGE` for the chat template and each image/audio/file part
     :data:`TOKENS_PER_MEDIA_PART` (an image costs tokens by its pixels, not by its URL's length).
     """
+    return len(_forwarded(request).encode("utf-8", "surrogatepass")) + _framing(request)
+
+
+def _forwarded(request: ChatRequest) -> str:
+    """Everything forwarded to a model, as JSON text (a superset of what its template renders)."""
     payload = {"messages": request.messages, "stop": request.stop, "extra": request.extra}
-    size = len(json.dumps(payload, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass"))
+    return json.dumps(payload, ensure_ascii=False, default=str)
+
+
+def _framing(request: ChatRequest) -> int:
+    """Tokens a model adds or reads beyond the forwarded text: template tokens, media parts."""
     media = 0
     for message in request.messages:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list):
             media += sum(1 for part in content if isinstance(part, dict) and part.get("type") in _MEDIA)
-    return size + TOKENS_PER_MESSAGE * len(request.messages) + TOKENS_PER_MEDIA_PART * media + TOKENS_PER_REQUEST
+    return TOKENS_PER_MESSAGE * len(request.messages) + TOKENS_PER_MEDIA_PART * media + TOKENS_PER_REQUEST
 
 
-@dataclass(frozen=True)
-class Limit:
-    """One spend limit: ``api_key`` None means global; ``period`` is ``day`` or ``month`` (UTC)."""
+def gguf_prompt_tokens(request: ChatRequest, gguf: Path) -> int:
+    """The prompt tokens of ``request`` counted with a local model's own vocabulary (its GGUF file,
+    loaded vocabulary-only once): the forwarded JSON text, special tokens read as text, plus
+    :func:`_framing`. JSON syntax and escapes only add tokens to what the chat template renders."""
+    from sizewise.policy.constraints.context import _gguf_vocab
 
-    api_key: str | None
-    period: str
-    usd: float
-
-    def label(self) -> str:
-        """E.g. ``key 'team-a' daily`` or ``global monthly``."""
-        who = "global" if self.api_key is None else f"key {self.api_key!r}"
-        return f"{who} {'daily' if self.period == 'day' else 'monthly'}"
+    text = _forwarded(request).encode("utf-8", "surrogatepass")
+    return len(_gguf_vocab(str(gguf)).tokenize(text, add_bos=False, special=False)) + _framing(request)
 
 
 @dataclass
@@ -138,101 +119,12 @@ class Hold:
     report: FilterReport | None = None
 
 
-def period_start(period: str, now: float) -> float:
-    """Unix time of the start of the current UTC day or month."""
-    moment = datetime.fromtimestamp(now, UTC)
-    start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "month":
-        start = start.replace(day=1)
-    return start.timestamp()
-
-
-def _engine(url: str) -> SAEngine:
-    # BEGIN IMMEDIATE: take the write lock before reading spend, so read-decide-insert is atomic.
-    return make_engine(url, what="budget ledger", immediate=True)
-
-
-class BudgetLedger:
-    """Reservations and settled spend in the ``budget_ledger`` table."""
-
-    def __init__(self, url: str, *, stale_after_s: float = 3600.0) -> None:
-        self.url = url
-        self.stale_after_s = stale_after_s
-        self.engine = _engine(url)
-        self._lock = threading.Lock()  # one writer per process; the DB lock covers other processes
-        try:
-            metadata.create_all(self.engine)
-        except SQLAlchemyError as error:
-            raise ConfigError(f"budget ledger {url!r}: cannot create table ({type(error).__name__})") from None
-
-    def _usage(self, connection: Any, limit: Limit, now: float) -> float:
-        t = ledger_table.c
-        amount = func.coalesce(func.sum(case((t.settled, func.coalesce(t.spent, 0.0)), else_=t.reserved)), 0.0)
-        query = select(amount).where(t.time >= period_start(limit.period, now))
-        query = query.where(t.settled | (t.time >= now - self.stale_after_s))
-        if limit.api_key is not None:
-            query = query.where(t.api_key == limit.api_key)
-        return float(connection.execute(query).scalar_one())
-
-    def _lock_table(self, connection: Any) -> None:
-        if self.engine.dialect.name == "postgresql":  # SQLite: BEGIN IMMEDIATE already holds the write lock
-            connection.exec_driver_sql("LOCK TABLE budget_ledger IN SHARE ROW EXCLUSIVE MODE")
-
-    def reserve(
-        self,
-        limits: list[Limit],
-        api_key: str | None,
-        request_id: str,
-        decide: Callable[[list[tuple[Limit, float]]], float | None],
-    ) -> int | None:
-        """Atomically read each limit's usage, let ``decide(usages)`` return the amount to reserve
-        (None: reserve nothing), and record it. Returns the reservation id."""
-        now = time.time()
-        with self._lock, self.engine.begin() as connection:
-            self._lock_table(connection)
-            usages = [(limit, self._usage(connection, limit, now)) for limit in limits]
-            amount = decide(usages)
-            if amount is None:
-                return None
-            row = {"time": now, "api_key": api_key, "request_id": request_id, "reserved": amount, "settled": False}
-            result = connection.execute(insert(ledger_table).values(**row))
-            key = result.inserted_primary_key
-            assert key is not None
-            return int(key[0])
-
-    def raise_to(self, reservation: int, limits: list[Limit], amount: float) -> bool:
-        """Atomically raise an open reservation to ``amount`` if every limit still allows it."""
-        now = time.time()
-        with self._lock, self.engine.begin() as connection:
-            self._lock_table(connection)
-            row = ledger_table.c.id == reservation
-            current = connection.execute(select(ledger_table.c.reserved).where(row)).scalar_one_or_none() or 0.0
-            for limit in limits:
-                if self._usage(connection, limit, now) - current + amount > limit.usd + 1e-12:
-                    return False
-            connection.execute(update(ledger_table).where(row).values(reserved=amount))
-            return True
-
-    def settle(self, reservation: int, spent: float) -> None:
-        """Replace a reservation by what the request really cost."""
-        with self._lock, self.engine.begin() as connection:
-            query = update(ledger_table).where(ledger_table.c.id == reservation).values(spent=spent, settled=True)
-            connection.execute(query)
-
-    def usage(self, limit: Limit) -> float:
-        """Current usage against ``limit`` (settled spend plus open reservations)."""
-        with self.engine.connect() as connection:
-            return self._usage(connection, limit, time.time())
-
-    def close(self) -> None:
-        """Release the database."""
-        self.engine.dispose()
-
-
 class BudgetFilter:
     """Spend limits per key and globally; downgrades near a limit, 429 only when nothing fits."""
 
     name = "budget"
+    #: ``apply`` and ``admit`` run SQL in a write transaction (up to a 10 s busy wait): off the event loop.
+    blocking = True
 
     def __init__(
         self,
@@ -242,11 +134,15 @@ class BudgetFilter:
         *,
         downgrade_at: float = 0.8,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        gguf_path: Callable[[ModelSpec], Path | None] | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.downgrade_at = downgrade_at
         self.default_max_tokens = default_max_tokens
+        #: Finds a local model's GGUF file (its vocabulary counts the prompt exactly); None: bytes only.
+        self.gguf_path = gguf_path
+        self._ggufs: dict[str, Path | None] = {}
         self._keys = {key.name: key for key in settings.api_keys}
         self._models = {spec.name: spec for spec in models or []}
 
@@ -272,9 +168,34 @@ class BudgetFilter:
             bound = ctx.extras["budget_prompt_bound"] = prompt_bound(ctx.request)
         return int(bound)
 
+    def _gguf(self, spec: ModelSpec) -> Path | None:
+        if self.gguf_path is None or spec.backend != "llamacpp":
+            return None
+        if spec.name not in self._ggufs:
+            try:
+                self._ggufs[spec.name] = self.gguf_path(spec)
+            except Exception:  # an unresolvable file only costs precision: the byte bound still holds
+                self._ggufs[spec.name] = None
+        return self._ggufs[spec.name]
+
+    def prompt_tokens(self, spec: ModelSpec, ctx: RequestContext) -> int:
+        """The prompt tokens reserved for a call of ``spec``: :func:`prompt_bound`, or for a local GGUF
+        model :func:`gguf_prompt_tokens` when smaller (once per request and file)."""
+        bound = self.prompt_bound(ctx)
+        gguf = self._gguf(spec)
+        if gguf is None:
+            return bound
+        key = f"budget_gguf:{gguf}"
+        if key not in ctx.extras:
+            try:
+                ctx.extras[key] = gguf_prompt_tokens(ctx.request, gguf)
+            except Exception:  # llama.cpp missing or the file unreadable: the byte bound still holds
+                ctx.extras[key] = bound
+        return min(bound, int(ctx.extras[key]))
+
     def expected_cost(self, spec: ModelSpec, ctx: RequestContext) -> float:
         """The amount reserved for one call of ``spec`` (see the module docstring)."""
-        prompt = min(self.prompt_bound(ctx), spec.context_window)
+        prompt = min(self.prompt_tokens(spec, ctx), spec.context_window)
         return spec.cost_usd(prompt, min(ctx.max_tokens or self.default_max_tokens, spec.context_window))
 
     def ceiling(self, spec: ModelSpec, ctx: RequestContext) -> float:
@@ -290,16 +211,22 @@ class BudgetFilter:
             return candidates, report
         expected = {spec.name: self.expected_cost(spec, ctx) for spec in candidates}
         kept: list[ModelSpec] = []
+        busy = False  # nothing fits now, but would once the reservations in flight settle
 
-        def decide(usages: list[tuple[Limit, float]]) -> float | None:
-            remaining = min(limit.usd - used for limit, used in usages)
-            tight = [(limit, used) for limit, used in usages if limit.usd <= 0 or used >= self.downgrade_at * limit.usd]
+        def decide(usages: list[Usage]) -> float | None:
+            nonlocal busy
+            remaining = min(limit.usd - used for limit, used, _ in usages)
+            tight = [
+                (limit, used) for limit, used, _ in usages if limit.usd <= 0 or used >= self.downgrade_at * limit.usd
+            ]
             affordable = [spec for spec in candidates if expected[spec.name] <= remaining + 1e-12]
             for spec in candidates:
                 if spec not in affordable:
                     report.removed[spec.name] = f"expected cost ${expected[spec.name]:.6f} > remaining ${remaining:.6f}"
             if not affordable:
                 report.note = self._note(usages, tight, affordable)
+                settled_room = min(limit.usd - used + held for limit, used, held in usages)
+                busy = min(expected.values(), default=math.inf) <= settled_room + 1e-12
                 return None
             cheapest = min(expected[spec.name] for spec in affordable)
             if tight:
@@ -314,16 +241,38 @@ class BudgetFilter:
 
         reservation = self.ledger.reserve(limits, ctx.api_key, ctx.request_id, decide)
         if not kept or reservation is None:
-            raise RequestRejected(
-                429, f"spend limit reached: {report.note or 'no model fits the remaining budget'}", "budget_exceeded"
-            )
+            message = f"spend limit reached: {report.note or 'no model fits the remaining budget'}"
+            if busy and self._may_wait(ctx):
+                waited = f" (the rest is held by requests in flight; waited up to {self._wait_s():g} s for them)"
+                raise BudgetBusy(message + waited, self._waiter(ctx, limits, min(expected.values())))
+            raise RequestRejected(429, message, "budget_exceeded")
         cheapest = min(expected[spec.name] for spec in kept)
         ctx.extras["budget"] = Hold(reservation, limits, reserved=cheapest, report=report)
         return kept, report
 
+    def _may_wait(self, ctx: RequestContext) -> bool:
+        """Whether this request's wait for the budget (started at its first refusal) has time left."""
+        deadline = ctx.extras.setdefault("budget_deadline", time.monotonic() + self._wait_s())
+        return bool(time.monotonic() < deadline)
+
+    def _wait_s(self) -> float:
+        return min(self.settings.budget_wait_s, self.settings.request_timeout_s)
+
+    def _waiter(self, ctx: RequestContext, limits: list[Limit], needed: float) -> Callable[[], Awaitable[bool]]:
+        """``wait()`` for :class:`BudgetBusy`: until ``needed`` USD may fit every limit, or nothing is in
+        flight any more (the next attempt then decides for good); False when the wait runs out."""
+
+        async def wait() -> bool:
+            deadline = float(ctx.extras["budget_deadline"])
+            return await wait_for_room(self.ledger.signal, lambda: self.ledger.may_fit(limits, needed), deadline)
+
+        return wait
+
     @staticmethod
-    def _note(usages: list[tuple[Limit, float]], tight: list[tuple[Limit, float]], affordable: list[ModelSpec]) -> str:
-        worst = tight[0] if tight else min(usages, key=lambda lu: lu[0].usd - lu[1])
+    def _note(usages: list[Usage], tight: list[tuple[Limit, float]], affordable: list[ModelSpec]) -> str:
+        worst = (
+            tight[0] if tight else min(((limit, used) for limit, used, _ in usages), key=lambda lu: lu[0].usd - lu[1])
+        )
         outcome = "downgraded to cheaper models" if affordable else "exhausted"
         return f"{worst[0].label()} budget ${worst[1]:.4f} of ${worst[0].usd:.4f} used: {outcome}"
 
@@ -368,3 +317,16 @@ class BudgetFilter:
             # An upstream's usage is a claim: never settle more than the calls could cost, nor less than 0.
             spent = min(max(spent, 0.0), hold.ceiling) if math.isfinite(spent) else hold.ceiling
         self.ledger.settle(hold.reservation, spent)
+
+
+__all__ = [
+    "BudgetBusy",
+    "BudgetFilter",
+    "BudgetLedger",
+    "Hold",
+    "Limit",
+    "gguf_prompt_tokens",
+    "ledger_table",
+    "period_start",
+    "prompt_bound",
+]

@@ -60,7 +60,8 @@ def _budget(part: dict[str, Any]) -> list[dict[str, str]]:
             f"+{run['overspend_pct']:.1f}% (spent ${run['spent_usd']:.4f} of ${run['limit_usd']}: "
             f"{run['used_pct']:.0f}% used; {run['answered_200']} answered, {run['refused_429']} refused)"
         )
-        rows.append({"what": f"budget overspend, {name}", "measured": measured, "goal": "0"})
+        goal = "0, and the budget used up to its last reservation"
+        rows.append({"what": f"budget overspend, {name}", "measured": measured, "goal": goal})
     return rows
 
 

@@ -23,12 +23,25 @@ from sizewise.embedding.cache import EmbeddingCache, text_key
 from sizewise.embedding.model import DIM, MAX_TOKENS, MODEL_ID, get_model
 from sizewise.embedding.static import embed_static
 
-__all__ = ["DIM", "MAX_TOKENS", "MODEL_ID", "clear_memo", "embed", "embed_static", "get_cache"]
+__all__ = ["DIM", "MAX_TOKENS", "MODEL_ID", "clear_memo", "embed", "embed_id", "embed_static", "get_cache"]
 
 _MEMO: OrderedDict[bytes, np.ndarray] = OrderedDict()
 _MEMO_SIZE = 50_000
 _CACHE: EmbeddingCache | None = None
 _WRITE_EVERY = 512  # texts encoded between cache writes, so an interrupted job keeps its progress
+
+
+def embed_id(name: object) -> str:
+    """The installed id of embedder ``name`` (``"minilm"`` or ``"static"``): its settings and a digest of
+    the MiniLM files. A router file records it, since a router is only valid with the embedding it was
+    trained on. A ``ValueError`` for an unknown name."""
+    from sizewise.embedding.static import source_digest, table_id
+
+    if name == "static":
+        return table_id()
+    if name == "minilm":
+        return f"{MODEL_ID}-{source_digest(MODEL_ID)}"
+    raise ValueError(f"unknown embedding {name!r}")
 
 
 def get_cache() -> EmbeddingCache | None:

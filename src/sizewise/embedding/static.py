@@ -34,7 +34,7 @@ DIM = PCA_DIM
 MAX_STATIC_TOKENS = 4096  # bounds one decision's cost; far beyond MiniLM's 256-token window
 _BUILD_BATCH = 512  # tokens per forward pass while building (3 positions each)
 
-__all__ = ["DIM", "STATIC_ID", "StaticTable", "build_table", "embed_static", "get_table", "token_vectors"]
+__all__ = ["DIM", "STATIC_ID", "StaticTable", "build_table", "embed_static", "get_table", "table_id", "token_vectors"]
 
 
 @dataclass(frozen=True)
@@ -98,18 +98,29 @@ def build_table(model: Any = None) -> StaticTable:
     return StaticTable(vectors, mean, components, weights)
 
 
-def table_path() -> Path:
-    """Where the table is cached; the name carries a digest of the MiniLM files it is built from."""
+def source_digest(label: str) -> str:
+    """16 hex digits of sha256 over ``label`` and the installed MiniLM files (size and head of each)."""
     from sizewise.embedding.model import model_dir
 
     folder = model_dir()
-    digest = hashlib.sha256(STATIC_ID.encode())
+    digest = hashlib.sha256(label.encode())
     for name in ("tokenizer.json", "model.safetensors"):
         path = folder / name
         digest.update(str(path.stat().st_size).encode())
         with path.open("rb") as handle:  # the head holds the safetensors header: enough to tell versions apart
             digest.update(handle.read(1 << 20))
-    return cache_dir() / "embeddings" / f"{STATIC_ID}-{digest.hexdigest()[:16]}.npz"
+    return digest.hexdigest()[:16]
+
+
+def table_id() -> str:
+    """The installed table's id: its settings (``STATIC_ID``) and a digest of the MiniLM files it is built
+    from. A router file records it, so one trained on another table is refused instead of fed garbage."""
+    return f"{STATIC_ID}-{source_digest(STATIC_ID)}"
+
+
+def table_path() -> Path:
+    """Where the table is cached; the name is the table's id."""
+    return cache_dir() / "embeddings" / f"{table_id()}.npz"
 
 
 def _save(table: StaticTable, path: Path) -> None:

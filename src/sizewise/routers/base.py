@@ -2,28 +2,33 @@
 
 A router reads prompts (never answers) and says how much each needs the strong
 model. Two-model routers implement ``score``; N-model routers also implement
-``predict_quality`` (one predicted quality per catalog model). Every router follows
-scikit-learn's contract: parameters in ``__init__`` (stored as given, nothing else),
-learning in ``fit`` (returns self, learned state ends in ``_``), and ``save``/``load``
-through :mod:`sizewise.routers.persist`.
+``predict_quality`` (one predicted quality per catalog model). Every router is a
+:class:`sizewise.learn.Estimator` (scikit-learn's contract: parameters in ``__init__``, stored as
+given and nothing else; learning in ``fit``, which returns self; learned state ends in ``_``;
+``save``/``load`` through one safe file that records the router's embedding).
+
+Adding a router: one module with a class that subclasses :class:`Router` and is decorated with
+``@register``, plus its module name in ``ROUTER_MODULES`` (or, from another package, an entry point
+in the ``sizewise.routers`` group).
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
-from abc import ABC, abstractmethod
+import math
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
-from sizewise.errors import ConfigError, NotFittedError, RouterFileError, UnknownNameError
-from sizewise.evaluation.table import OutcomeTable
-from sizewise.routers.persist import load_bundle, save_bundle
+from sizewise.errors import RouterFileError
+from sizewise.learn.estimator import Estimator
+from sizewise.learn.persist import read_header
+from sizewise.learn.registry import Registry
 
-_REGISTRY: dict[str, type[Router]] = {}
+if TYPE_CHECKING:
+    from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
 
 # Modules that define routers; imported on first registry lookup so `import sizewise` stays cheap.
 ROUTER_MODULES = [
@@ -35,73 +40,73 @@ ROUTER_MODULES = [
     "sizewise.routers.gbdt",
     "sizewise.routers.ensemble",
 ]
+#: Entry-point group through which other packages add routers.
+ENTRY_POINT_GROUP = "sizewise.routers"
+
+ROUTERS: Registry[Router] = Registry("router", ROUTER_MODULES, ENTRY_POINT_GROUP)
+_REGISTRY = ROUTERS.classes  # the name -> class dict (bench scripts read it)
 
 
 def register(cls: type[Router]) -> type[Router]:
     """Class decorator: make a router available by its ``name``."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"router name {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_modules() -> None:
-    for module in ROUTER_MODULES:
-        importlib.import_module(module)
+    return ROUTERS.register(cls)
 
 
 def router_names() -> list[str]:
     """Every registered router name."""
-    _load_modules()
-    return sorted(_REGISTRY)
+    return ROUTERS.names()
 
 
 def router_class(name: str) -> type[Router]:
     """The router class registered as ``name``."""
-    _load_modules()
-    if name not in _REGISTRY:
-        raise UnknownNameError(f"unknown router {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return ROUTERS.get(name)
 
 
 def make_router(name: str, **params: Any) -> Router:
     """A new, unfitted router by registry name."""
-    cls = router_class(name)
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = [p for p in params if p not in accepted]
-    if unknown:
-        options = ", ".join(accepted) or "none"
-        raise ConfigError(f"router {name!r}: bad parameter {unknown[0]!r}; it takes: {options}")
-    return cls(**params)
+    return ROUTERS.make(name, **params)
 
 
 def load_router(path: str | Path) -> Router:
     """Load any saved router; the file says which class it is."""
-    name, _, _ = load_bundle(path, "router")
-    return router_class(name).load(path)
+    return ROUTERS.load(path)
 
 
-class Router(ABC):
+def calibration_threshold(provenance: dict[str, Any]) -> float | None:
+    """The default threshold of a file's recorded calibration, None when it records none.
+
+    The calibration is ``{"default": KEY, "targets": {KEY: {"threshold": NUMBER, ...}, ...}}`` (what
+    :func:`sizewise.routers.calibration.calibrate` reports per target); anything else is a ``ValueError``.
+    """
+    calibration = provenance.get("calibration")
+    if calibration is None:
+        return None
+    targets = calibration.get("targets") if isinstance(calibration, dict) else None
+    default = calibration.get("default") if isinstance(calibration, dict) else None
+    if not isinstance(targets, dict) or not isinstance(default, str) or not isinstance(targets.get(default), dict):
+        raise ValueError("its calibration needs a 'default' naming one of its 'targets'")
+    for key, target in targets.items():
+        value = target.get("threshold") if isinstance(target, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"its calibration target {key!r} has no finite threshold")
+    return float(targets[default]["threshold"])
+
+
+def calibrated_threshold(path: str | Path) -> float | None:
+    """The default threshold recorded in a router file (None when it records no calibration), read
+    without loading the router; a :class:`RouterFileError` for an unreadable file or calibration."""
+    try:
+        return calibration_threshold(read_header(path, ROUTERS.kind).get("provenance") or {})
+    except ValueError as error:
+        raise RouterFileError(f"{path}: {error}") from None
+
+
+class Router(Estimator):
     """Base class. Subclasses set ``name`` and implement ``fit``, ``score`` and the state hooks."""
 
-    name: ClassVar[str]
-    #: True when the router ignores prompts (baselines); evaluation may special-case them.
-    needs_text: ClassVar[bool] = True
+    kind: ClassVar[str] = "router"
     #: Set by ``fit`` and ``load`` (scikit-learn's trailing underscore: learned, not a parameter).
     fitted_: bool
-
-    # -- scikit-learn style parameters --------------------------------------
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters, read back from attributes of the same name."""
-        signature = inspect.signature(type(self).__init__)
-        return {p: getattr(self, p) for p in signature.parameters if p != "self"}
-
-    def clone(self) -> Self:
-        """A new unfitted router with the same parameters."""
-        return type(self)(**self.get_params())
-
-    def _check_params(self) -> None:  # noqa: B027
-        """Raise a :class:`ConfigError` naming an invalid parameter; ``fit`` and ``load`` call it. Default: none."""
 
     # -- learning and prediction -----------------------------------------------
     @abstractmethod
@@ -120,37 +125,37 @@ class Router(ABC):
         """True where the prompt goes to the strong model (score >= threshold)."""
         return self.score(prompts) >= threshold
 
-    def check_fitted(self) -> None:
-        """Raise :class:`NotFittedError` unless ``fit`` ran."""
-        if not getattr(self, "fitted_", False):
-            raise NotFittedError(f"router {self.name!r} is not fitted: call fit() or load() first")
+    @property
+    def threshold_(self) -> float | None:
+        """The default threshold calibrated for this router, as its file records it (None if it records none)."""
+        return calibration_threshold(getattr(self, "provenance_", {}))
 
-    # -- persistence -------------------------------------------------------------
-    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """What ``save`` writes: JSON-able meta and numpy arrays. Default: parameters only."""
-        return {}, {}
+    # -- provenance: a router on embeddings records which ones, a calibrated one its thresholds ----------
+    def _provenance(self) -> dict[str, Any]:
+        from sizewise.embedding import embed_id
 
-    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:  # noqa: B027
-        """Restore what ``_state`` returned (default: nothing, as ``_state`` saves nothing)."""
+        embedding = self.get_params().get("embedding")
+        return {"embedding": {"name": embedding, "id": embed_id(embedding)}} if embedding is not None else {}
 
-    def save(self, path: str | Path) -> Path:
-        """Write the fitted router to ``path`` (a zip of JSON + npz, no pickle)."""
-        self.check_fitted()
-        meta, arrays = self._state()
-        return save_bundle(path, "router", self.name, {"params": self.get_params(), "state": meta}, arrays)
+    def _check_provenance(self, provenance: dict[str, Any]) -> None:
+        """A file recording another embedding than the one installed would be fed garbage: refuse it.
+        A calibration that cannot be read is refused too, rather than routing on a made-up threshold."""
+        from sizewise.embedding import embed_id
 
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        """Read a router written by ``save``; refuses a file of another router or a corrupt one."""
-        _, meta, arrays = load_bundle(path, "router", cls.name)
-        try:
-            router = cls(**meta.get("params", {}))
-            router._check_params()
-            router._set_state(meta.get("state", {}), arrays)
-        except (KeyError, TypeError, ValueError, ConfigError) as error:
-            raise RouterFileError(f"{path}: {cls.name} file does not match this version ({error})") from None
-        router.fitted_ = True
-        return router
+        calibration_threshold(provenance)
+        recorded = provenance.get("embedding")
+        if recorded is None:
+            return  # written before files recorded it: nothing to compare
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("id"), str):
+            raise ValueError(f"its provenance names no embedding id ({recorded!r})")
+        if recorded.get("name") != self.get_params().get("embedding"):
+            raise ValueError(f"its provenance names embedding {recorded.get('name')!r}, its parameters another")
+        installed = embed_id(recorded.get("name"))
+        if recorded["id"] != installed:
+            raise ValueError(
+                f"trained on embedding {recorded['id']}, but the installed one is {installed}: "
+                "retrain it with `sizewise train`, or install the embedding it was trained on"
+            )
 
 
 Factory = Callable[..., Router]

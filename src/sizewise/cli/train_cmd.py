@@ -36,19 +36,32 @@ def _params(items: list[str] | None) -> dict[str, Any]:
 
 
 def train(
-    router: Annotated[str, typer.Option("--router", help=ROUTER_HELP)],
-    out: Annotated[Path, typer.Option("--out", help="Where to write the router file (.zip).")],
+    router: Annotated[str | None, typer.Option("--router", help=ROUTER_HELP)] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write the router file (.zip).")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Named dataset, e.g. routellm-mmlu.")] = None,
     table: Annotated[Path | None, typer.Option("--table", help="Outcome table file (CSV/JSONL/Parquet).")] = None,
     weak: Annotated[str | None, typer.Option("--weak", help="Weak (cheap) model; default from the table.")] = None,
     strong: Annotated[str | None, typer.Option("--strong", help="Strong model; default from the table.")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="Router parameter KEY=VALUE (repeatable).")] = None,
+    default_router: Annotated[
+        bool,
+        typer.Option(
+            "--default-router",
+            help="Rebuild the pretrained default router from its recipe (RouteLLM + MMLU-Pro pairs, calibrated, "
+            "recording its embedding); --out defaults to the package's pretrained/default.zip.",
+        ),
+    ] = False,
 ) -> None:
-    """Fit a router on an outcome table and save it."""
+    """Fit a router on an outcome table and save it (or rebuild the default router: --default-router)."""
     import time
 
     from sizewise.routers.base import make_router
 
+    if default_router:
+        _train_default(router, out, _params(param), given=dataset or table or weak or strong)
+        return
+    if router is None or out is None:
+        raise ConfigError("give --router NAME and --out PATH (or --default-router)")
     estimator = make_router(router, **_params(param))  # a ConfigError for a --param the router does not take
     data = _table(dataset, table)
     start = time.perf_counter()
@@ -62,6 +75,18 @@ def train(
         f"(weak {getattr(estimator, 'weak_', weak)}, strong {getattr(estimator, 'strong_', strong)}) "
         f"in {time.perf_counter() - start:.1f}s -> {path}"
     )
+
+
+def _train_default(router: str | None, out: Path | None, params: dict[str, Any], given: object) -> None:
+    from sizewise.evaluation.default_router import DEFAULT_PARAMS, build_default_router, shipped_path
+
+    if given:
+        raise ConfigError("--default-router trains on its own recipe: drop --dataset, --table, --weak and --strong")
+    path = out or shipped_path()
+    if router is None:  # the shipped recipe: gbdt on the static embedding
+        router, params = "gbdt", {**DEFAULT_PARAMS, **params}
+    build_default_router(path, router, params, say=typer.echo)
+    typer.echo(f"default router -> {path}")
 
 
 def calibrate(

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from sizewise.errors import ConfigError, NotFittedError, RouterFileError
-from sizewise.learn.persist import read_bundle, save_bundle
+from sizewise.learn.persist import Bundle, read_bundle, save_bundle
 
 
 class Estimator(ABC):
@@ -106,7 +106,14 @@ class Estimator(ABC):
     def load(cls, path: str | Path) -> Self:
         """Read a file written by ``save``; refuses a file of another estimator, a corrupt one, or one
         built on something else than what is installed (a :class:`RouterFileError` naming it)."""
-        bundle = read_bundle(path, cls.kind, cls.name)
+        return cls.from_bundle(read_bundle(path, cls.kind, cls.name), path)
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, path: str | Path) -> Self:
+        """The estimator a file read by :func:`~sizewise.learn.persist.read_bundle` holds (``path`` names it
+        in errors)."""
+        if bundle.name != cls.name:
+            raise RouterFileError(f"{path}: holds {cls.kind} {bundle.name!r}, expected {cls.name!r}")
         try:
             estimator = cls(**bundle.meta.get("params", {}))
             estimator._check_params()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from sizewise.errors import ConfigError, UnknownNameError
-from sizewise.learn.persist import read_header
+from sizewise.learn.persist import read_bundle
 
 if TYPE_CHECKING:
     from sizewise.learn.estimator import Estimator
@@ -90,7 +90,8 @@ class Registry(Generic[E]):
 
     def load(self, path: str | Path) -> E:
         """Load any saved estimator of this kind; the file says which class it is."""
-        return self.get(str(read_header(path, self.kind)["name"])).load(path)
+        bundle = read_bundle(path, self.kind)  # read once: the file says which class it is
+        return self.get(bundle.name).from_bundle(bundle, path)
 
 
 def get_registry(kind: str) -> Registry[Any]:

@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 from constraint_helpers import model
 from sizewise.cli import choose_cmd
 from sizewise.errors import ConfigError, SizewiseError
-from sizewise.evaluation.table import OutcomeTable
-from sizewise.policy.choose import (
+from sizewise.evaluation.choose import (
     Constraints,
     choose,
     pareto,
@@ -24,6 +23,7 @@ from sizewise.policy.choose import (
     plot_frontier,
     render_markdown,
 )
+from sizewise.evaluation.table import OutcomeTable
 
 
 def make_table(n: int = 400, seed: int = 0) -> OutcomeTable:

@@ -7,12 +7,12 @@ import pytest
 from constraint_helpers import IMAGE, ctx, model
 from sizewise.catalog.schema import ApiKey, CatalogSpec, GatewaySettings, RouteSpec
 from sizewise.errors import ConfigError
-from sizewise.policy.constraints import ORDER, default_filters, validate_catalog
+from sizewise.policy.constraints import ORDER, validate_catalog
 from sizewise.policy.constraints.context import ContextFilter
 from sizewise.policy.constraints.latency import LatencyFilter
 from sizewise.policy.constraints.modality import ModalityFilter
 from sizewise.policy.constraints.privacy import PrivacyFilter
-from sizewise.policy.types import RequestRejected
+from sizewise.policy.types import PolicyEnv, RequestRejected, build_filters
 
 TEXT = model("text-llm")
 VISION_LLM = model("vl", kind="multimodal", modalities=["text", "image"])
@@ -122,16 +122,25 @@ def test_validate_catalog_lists_contradictions() -> None:
     validate_catalog([model("a"), model("coder")], routes, GatewaySettings(privacy="local-only"))
 
 
-def test_default_filters_follow_the_documented_order(tmp_path) -> None:
+def test_the_engines_filters_follow_the_documented_order(tmp_path, monkeypatch) -> None:
+    """build_filters is what the engine runs, so a change to production's order fails here."""
+    import numpy as np
+
+    import sizewise.policy.domains as domains
+
+    monkeypatch.setattr(domains, "_default_embed", lambda texts: np.ones((len(texts), 3)) / 3**0.5)
+
+    def env(spec: CatalogSpec) -> PolicyEnv:
+        return PolicyEnv(list(spec.models), spec.gateway, backend=lambda s: None, catalog=spec)  # type: ignore[arg-type,return-value]
+
     spec = CatalogSpec(
         models=[model("a"), model("b", location="remote", price_in=1.0)],
         routes=[RouteSpec(name="r", examples=["x"], models=["a"])],
         gateway=GatewaySettings(privacy="local-only", daily_budget_usd=1.0, log_url=f"sqlite:///{tmp_path}/l.db"),
     )
-    embedder = lambda texts: __import__("numpy").ones((len(texts), 3)) / 3**0.5  # noqa: E731
-    filters = default_filters(spec, embedder=embedder)
-    assert [f.name for f in filters] == list(ORDER)
-    assert [f.name for f in default_filters(CatalogSpec(models=[model("a")]))] == ["modality", "context", "latency"]
+    assert [f.name for f in build_filters(env(spec))] == list(ORDER)
+    plain = CatalogSpec(models=[model("a")], gateway=GatewaySettings(log_url="none"))
+    assert [f.name for f in build_filters(env(plain))] == ["modality", "context", "latency"]
 
 
 def test_measured_p95_from_the_request_log(tmp_path) -> None:

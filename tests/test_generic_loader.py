@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sizewise.core.prices import load_prices
+from sizewise.core.table import OutcomeTable
+from sizewise.core.tablefile import load_table
 from sizewise.errors import ConfigError, DataError, UnknownModelError
 from sizewise.evaluation.loaders import load_dataset
-from sizewise.evaluation.loaders.generic import load_table
-from sizewise.evaluation.prices import load_prices
-from sizewise.evaluation.table import OutcomeTable
 from sizewise.paths import data_dir
 
 GPT4 = "gpt-4-1106-preview"

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import sizewise.evaluation.tokens as tokens
+import sizewise.core.tokens as tokens
+from sizewise.core.prices import Price, default_price_path, load_prices, normalize_model_name
+from sizewise.core.tokens import count_tokens, count_tokens_cached, resolve_method
 from sizewise.errors import ConfigError, DataError, UnknownModelError
 from sizewise.evaluation.loaders import load_dataset
-from sizewise.evaluation.prices import Price, default_price_path, load_prices, normalize_model_name
-from sizewise.evaluation.tokens import count_tokens, count_tokens_cached, resolve_method
 from sizewise.paths import data_dir
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"

@@ -9,57 +9,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
-
-class BackendError(Exception):
-    """A model call failed. ``retryable`` says whether trying again (or another model) may help."""
-
-    def __init__(self, message: str, *, retryable: bool = True, status: int | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.status = status
-
-
-@dataclass
-class ChatRequest:
-    """What a backend is asked: OpenAI-style messages plus sampling settings."""
-
-    messages: list[dict[str, Any]]
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    stop: list[str] | None = None
-    seed: int | None = None
-    logprobs: bool = False
-    #: Other OpenAI parameters passed through to upstreams that understand them.
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ChatResult:
-    """A finished answer with its usage, latency and (when available) per-token logprobs."""
-
-    model: str
-    text: str
-    finish_reason: str = "stop"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    tokens: list[str] | None = None
-    logprobs: list[float] | None = None
-
-
-@dataclass
-class ChatChunk:
-    """A piece of a streamed answer. The last chunk has ``finish_reason`` and the usage counts."""
-
-    text: str = ""
-    finish_reason: str | None = None
-    logprob: float | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+# The chat types live on the ground floor (sizewise.core.chat); re-exported here for old imports.
+from sizewise.core.chat import BackendError as BackendError
+from sizewise.core.chat import ChatChunk as ChatChunk
+from sizewise.core.chat import ChatRequest as ChatRequest
+from sizewise.core.chat import ChatResult as ChatResult
 
 
 class Backend(ABC):

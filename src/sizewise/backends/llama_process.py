@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from sizewise.backends.base import BackendError
 from sizewise.catalog.schema import LlamaCppSettings
+from sizewise.core.chat import BackendError
 
 _LOG = logging.getLogger("sizewise.llama")
 _REGISTRY_LOCK = threading.Lock()

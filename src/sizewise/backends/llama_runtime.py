@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from sizewise.backends.base import BackendError, ChatRequest
 from sizewise.catalog.schema import LlamaCppSettings
+from sizewise.core.chat import BackendError, ChatRequest
 
 _LOAD_LOCK = threading.Lock()
 _MODELS: dict[str, Any] = {}
@@ -54,14 +54,6 @@ def load_llama(path: Path, settings: LlamaCppSettings, context_window: int) -> A
             except ValueError as error:
                 raise BackendError(f"cannot load {path}: {error}", retryable=False) from None
         return _MODELS[key]
-
-
-def unload_all() -> None:
-    """Drop every model this process loaded (tests, memory pressure)."""
-    with _LOAD_LOCK:
-        for llm in _MODELS.values():
-            llm.close()
-        _MODELS.clear()
 
 
 class _EndWhenSet:

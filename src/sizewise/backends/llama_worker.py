@@ -20,9 +20,9 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from sizewise.backends.base import BackendError
 from sizewise.backends.llama_runtime import execute, load_llama
 from sizewise.catalog.schema import LlamaCppSettings
+from sizewise.core.chat import BackendError
 
 
 class _Channel:

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from sizewise.backends import llama_runtime
-from sizewise.backends.base import Backend, BackendError, ChatChunk, ChatRequest, ChatResult
+from sizewise.backends.base import Backend
 from sizewise.backends.llama_process import model_process
 from sizewise.catalog.schema import LlamaCppSettings, ModelSpec
+from sizewise.core.chat import BackendError, ChatChunk, ChatRequest, ChatResult
 
 _RUN_LOCKS: dict[str, threading.Lock] = {}
 _ASYNC_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (

@@ -18,8 +18,9 @@ from typing import Any
 
 import httpx
 
-from sizewise.backends.base import Backend, BackendError, ChatChunk, ChatRequest, ChatResult
+from sizewise.backends.base import Backend
 from sizewise.catalog.schema import ModelSpec, OpenAISettings
+from sizewise.core.chat import BackendError, ChatChunk, ChatRequest, ChatResult
 from sizewise.errors import ConfigError
 
 # Per upstream: enough concurrent requests for a busy gateway. Idle connections are dropped after httpx's

@@ -1,7 +1,7 @@
 """Answers recorded in an outcome table, matched by prompt text: for tests and offline evaluation.
 
 A request matches a table row when its text equals the row's ``text`` in one of three forms: the whole
-conversation as :func:`~sizewise.evaluation.table.conversation_text` writes it, the last user message, or every
+conversation as :func:`~sizewise.core.text.conversation_text` writes it, the last user message, or every
 message's text joined by newlines. Recorded tokens and latency are reported as they were measured.
 """
 
@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sizewise.backends.base import Backend, BackendError, ChatChunk, ChatRequest, ChatResult
+from sizewise.backends.base import Backend
+from sizewise.core.chat import BackendError, ChatChunk, ChatRequest, ChatResult
+from sizewise.core.text import conversation_text
 
 if TYPE_CHECKING:
-    from sizewise.evaluation.table import OutcomeTable
+    from sizewise.core.table import OutcomeTable
 
 
 def _text(content: Any) -> str:
@@ -26,8 +28,6 @@ def _text(content: Any) -> str:
 
 def request_keys(messages: list[dict[str, Any]]) -> list[str]:
     """The texts a request may be recorded under, most specific first."""
-    from sizewise.evaluation.table import conversation_text
-
     keys = [conversation_text(messages)]
     users = [_text(m.get("content")) for m in messages if m.get("role") == "user"]
     if users:
@@ -47,8 +47,8 @@ class ReplayBackend(Backend):
     """Replays column ``model`` of an :class:`OutcomeTable` (a table object or a file for ``OutcomeTable.load``)."""
 
     def __init__(self, table: OutcomeTable | str | Path, *, model: str, name: str | None = None) -> None:
+        from sizewise.core.table import OutcomeTable  # pandas: only when a replay backend is built
         from sizewise.errors import DataError
-        from sizewise.evaluation.table import OutcomeTable
 
         if not isinstance(table, OutcomeTable) and Path(table).expanduser().is_dir():
             raise DataError(f"replay table {table} is a folder, not a table file")

@@ -4,5 +4,5 @@
 * :mod:`sizewise.cascade.policy`: ladders, thresholds and calibration on recorded outcome tables (and hybrid routing).
 * :mod:`sizewise.cascade.graders`: numeric / choice / exact-match graders.
 * :mod:`sizewise.cascade.collect`: ``sizewise collect``'s resumable recorder.
-* :mod:`sizewise.cascade.gateway_policy`: the gateway's ``cascade-<scorer>`` policy.
+* The gateway's live ``cascade-<scorer>`` policy is :mod:`sizewise.policy.cascading` (request path).
 """

@@ -25,7 +25,7 @@ from sizewise.errors import DataError
 if TYPE_CHECKING:
     from sizewise.backends.base import Backend
     from sizewise.cascade.scorers import Scorer
-    from sizewise.evaluation.table import OutcomeTable
+    from sizewise.core.table import OutcomeTable
 
 GSM8K_INSTRUCTION = (
     "Solve it with a few short steps (no code), then give the final number on the last line as '#### <number>'."
@@ -208,7 +208,7 @@ async def _answer(
     item: Item, model: str, backend: Backend, grade: Callable[[str, str], bool], max_tokens: int
 ) -> dict[str, Any]:
     """One graded answer as a row (an ``error`` row when the backend fails)."""
-    from sizewise.backends.base import BackendError, ChatRequest
+    from sizewise.core.chat import BackendError, ChatRequest
 
     request = ChatRequest(
         messages=[{"role": "user", "content": item.prompt}], max_tokens=max_tokens, temperature=0.0, logprobs=True
@@ -244,8 +244,8 @@ async def _enrich(
     item: Item, row: dict[str, Any], own: Backend, next_up: Backend, scorers: Sequence[Scorer], max_tokens: int
 ) -> dict[str, Any]:
     """Run each scorer's model calls on the row's answer; the fields to add to the row."""
-    from sizewise.backends.base import BackendError, ChatRequest
     from sizewise.cascade.scorers import Answer
+    from sizewise.core.chat import BackendError, ChatRequest
 
     request = ChatRequest(messages=[{"role": "user", "content": item.prompt}], max_tokens=max_tokens, temperature=0.0)
     answer = Answer(item.prompt, str(row["response"]), model=str(row["model"]))
@@ -273,7 +273,7 @@ def load_collected(path: str | Path, models: Sequence[str] | None = None, comple
     and ``meta["scorer_cpu_s"]`` what collection-time scorers recorded (None / {} where they did not run)."""
     import pandas as pd
 
-    from sizewise.evaluation.table import OutcomeTable, frame_rows
+    from sizewise.core.table import OutcomeTable, frame_rows
 
     rows = RowStore(path).rows
     if not rows:

@@ -191,7 +191,7 @@ def escalation_thresholds(scores: np.ndarray, share: float) -> list[float]:
 
 def ladder_arrays(table: object, ladder: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(quality, cost) columns of ``ladder`` from an :class:`OutcomeTable` (cost required)."""
-    from sizewise.evaluation.table import OutcomeTable
+    from sizewise.core.table import OutcomeTable
 
     if not isinstance(table, OutcomeTable):
         raise DataError("ladder_arrays needs an OutcomeTable")

@@ -43,8 +43,8 @@ def choose(
 ) -> None:
     """Measure every model on a labelled task and recommend the cheapest model or policy meeting the target."""
     from sizewise.cli.tables import is_collect_file, read_table
-    from sizewise.policy.choose import Constraints, plot_frontier, render_markdown
-    from sizewise.policy.choose import choose as run_choose
+    from sizewise.evaluation.choose import Constraints, plot_frontier, render_markdown
+    from sizewise.evaluation.choose import choose as run_choose
     from sizewise.policy.constraints import catalog_parts
 
     kwargs: dict[str, Any] = {}

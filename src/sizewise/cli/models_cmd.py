@@ -92,10 +92,10 @@ def _generate(key: str) -> str:
     """Generate a few tokens with embedded model ``key`` in a worker process; one line and exit 1 on failure."""
     import asyncio
 
-    from sizewise.backends.base import BackendError, ChatRequest
     from sizewise.backends.llamacpp import LlamaCppBackend
     from sizewise.catalog import embedded, load_catalog
     from sizewise.catalog.schema import LlamaCppSettings
+    from sizewise.core.chat import BackendError, ChatRequest
 
     catalog = load_catalog(None)
     spec = next(m for m in catalog if m.settings.get("embedded") == key)

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from sizewise.core.table import OutcomeTable
 from sizewise.errors import ConfigError, DataError
 from sizewise.evaluation import metrics
-from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers.base import Router, make_router
 
 

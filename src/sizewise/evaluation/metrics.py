@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sizewise.checks import check_choice as check_choice  # shared with the N-model routers; re-exported
 from sizewise.errors import DataError
 
 
@@ -221,17 +222,6 @@ def cost_at_quality(cost: object, quality: object, target: float, reference_cost
         return float(hc[0] / reference_cost)
     c0, c1, q0, q1 = hc[first - 1], hc[first], hq[first - 1], hq[first]
     return float((c0 + (target - q0) / (q1 - q0) * (c1 - c0)) / reference_cost)
-
-
-def check_choice(idx: np.ndarray, shape: tuple[int, ...]) -> None:
-    """A :class:`DataError` unless the integer vector ``idx`` names one model per row of a
-    ``(prompts, models)`` matrix of this ``shape``."""
-    if idx.size == 0:
-        raise DataError("no prompts: choice is empty")
-    if len(shape) != 2 or idx.size != shape[0]:
-        raise DataError(f"choice has {idx.size} entries for a quality matrix of shape {shape}")
-    if idx.min() < 0 or idx.max() >= shape[1]:
-        raise DataError(f"choice: model index out of range 0..{shape[1] - 1}")
 
 
 def routed_point(choice: object, quality: object, cost: object | None = None) -> tuple[float, float | None]:

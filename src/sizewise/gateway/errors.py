@@ -11,6 +11,8 @@ import json
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from sizewise.core.decision import RequestRejected
+
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -23,15 +25,8 @@ _TYPES = {
 }
 
 
-class GatewayError(Exception):
-    """An error answered to the client as OpenAI-style JSON."""
-
-    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
+#: The one rejection error (:class:`sizewise.core.decision.RequestRejected`) under the gateway's name.
+GatewayError = RequestRejected
 
 
 def error_body(status: int, message: str, code: str | None, param: str | None = None) -> dict[str, object]:

@@ -32,54 +32,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    Column,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    insert,
-    select,
-)
-from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy import Boolean, Column, Float, Integer, String, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from sizewise import storage
+from sizewise.core.decision import Decision
+
+# The table lives below the gateway (the latency filter reads it too); re-exported here.
+from sizewise.core.requestlog import make_engine as make_engine
+from sizewise.core.requestlog import metadata as metadata
+from sizewise.core.requestlog import requests_table as requests_table
 from sizewise.errors import ConfigError
 from sizewise.policy.constraints.privacy import redact_error
-from sizewise.policy.types import Decision
-
-metadata = MetaData()
-requests_table = Table(
-    "requests",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("time", Float, nullable=False, index=True),
-    Column("request_id", String(64), nullable=False),
-    Column("prompt_hash", String(64), nullable=False),
-    Column("prompt_text", Text),
-    Column("api_key", String(200)),
-    Column("user", String(200)),
-    Column("policy", String(200)),
-    Column("model", String(200)),
-    Column("score", Float),
-    Column("threshold", Float),
-    Column("escalated", Boolean),
-    Column("fallback_from", String(200)),
-    Column("errors", Text),
-    Column("filters", Text),
-    Column("steps", Integer),
-    Column("prompt_tokens", Integer),
-    Column("completion_tokens", Integer),
-    Column("cost", Float),
-    Column("big_cost", Float),
-    Column("latency_ms", Float),
-    Column("status", Integer, nullable=False),
-    Column("stream", Boolean),
-)
 
 
 @dataclass
@@ -105,11 +68,6 @@ INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 #: Rows kept for a retry while the database cannot take them; beyond this the oldest are dropped.
 MAX_BACKLOG = 100_000
 logger = logging.getLogger("sizewise.log")
-
-
-def make_engine(url: str) -> SAEngine:
-    """The request log's SQLAlchemy engine (SQLite in WAL mode by default)."""
-    return storage.make_engine(url, what="request log")
 
 
 def _text(value: Any, length: int | None) -> str:

@@ -12,9 +12,9 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 
-from sizewise.backends.base import ChatChunk
+from sizewise.core.chat import ChatChunk
+from sizewise.core.decision import Decision
 from sizewise.gateway.errors import error_body
-from sizewise.policy.types import Decision
 
 DONE = b"data: [DONE]\n\n"
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from sizewise.backends.base import Backend, BackendError, ChatChunk, ChatRequest, ChatResult
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
+from sizewise.core.text import conversation_text
 from sizewise.errors import SizewiseError, UnknownModelError
-from sizewise.evaluation.table import conversation_text
 from sizewise.policy.routing import BypassPolicy
 from sizewise.policy.types import (
     CascadePolicy,
@@ -39,7 +39,7 @@ from sizewise.policy.types import (
     RequestRejected,
     RoutingPolicy,
     Step,
-    filter_factories,
+    build_filters,
     load_extensions,
     policy_factory,
     policy_keys,
@@ -94,7 +94,7 @@ class Engine:
         self._backends: dict[str, Backend] = {}
         self.env = PolicyEnv(self.models, settings, self.backend, router_dir=router_dir, catalog=catalog)
         if filters is None:
-            filters = [f for f in (factory(self.env) for factory in filter_factories().values()) if f is not None]
+            filters = build_filters(self.env)
         self.filters = filters
         # Filters that must approve each model call just before it is made (the budget's reservation).
         self._admits = [admit for f in filters if (admit := getattr(f, "admit", None)) is not None]

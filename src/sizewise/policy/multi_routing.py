@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from sizewise.catalog.schema import ModelSpec
+from sizewise.core.decision import RequestRejected
 from sizewise.errors import UnknownNameError
-from sizewise.policy.routing import load_scorer, parse_router_field
-from sizewise.policy.types import Plan, PolicyEnv, RequestContext, RequestRejected, RoutingPolicy, register_policy
+from sizewise.policy.routing import load_router, parse_router_field
+from sizewise.policy.types import Plan, PolicyEnv, RequestContext, RoutingPolicy, register_policy
 from sizewise.routers.multi import cheapest_meeting
 
 PREFIX = "multi-"
@@ -81,7 +82,7 @@ def multi_policy(model_field: str, env: PolicyEnv) -> MultiRouterPolicy:
     name, target = parse_router_field(model_field, PREFIX)
     if not 0.0 <= target <= 1.0:
         raise UnknownNameError(f"model {model_field!r}: the target quality must be in [0, 1], got {target:g}")
-    router, _ = load_scorer(name, env)
+    router, _ = load_router(name, env)
     if not hasattr(router, "predict_quality"):
         raise UnknownNameError(
             f"model {model_field!r}: router {name!r} ({getattr(router, 'name', type(router).__name__)}) predicts no "

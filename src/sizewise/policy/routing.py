@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from sizewise.catalog.schema import ModelSpec
+from sizewise.core.decision import RequestRejected
 from sizewise.errors import ConfigError, NotFittedError, SizewiseError, UnknownNameError
-from sizewise.policy.types import Plan, PolicyEnv, RequestContext, RequestRejected, RoutingPolicy, register_policy
+from sizewise.policy.types import Plan, PolicyEnv, RequestContext, RoutingPolicy, register_policy
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def _find_router_file(name: str, env: PolicyEnv, trusted: bool) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-def load_scorer(name: str, env: PolicyEnv, *, trusted: bool = False) -> tuple[Any, float | None]:
+def load_router(name: str, env: PolicyEnv, *, trusted: bool = False) -> tuple[Any, float | None]:
     """A fitted router by file or registry name, and its saved threshold; loaded once per env.
 
     ``trusted`` (the catalog's own ``gateway.router``) may be a file path; a name from a request
@@ -104,12 +105,12 @@ def load_scorer(name: str, env: PolicyEnv, *, trusted: bool = False) -> tuple[An
     """
     key = f"router:{'config:' if trusted else ''}{name}"
     if key not in env.cache:
-        env.cache[key] = _load_scorer(name, env, trusted)
+        env.cache[key] = _load_router(name, env, trusted)
     return env.cache[key]
 
 
-def _load_scorer(name: str, env: PolicyEnv, trusted: bool) -> tuple[Any, float | None]:
-    from sizewise.routers.base import load_router, make_router
+def _load_router(name: str, env: PolicyEnv, trusted: bool) -> tuple[Any, float | None]:
+    from sizewise.routers import base as routers
 
     if name == HeuristicScorer.name:
         return HeuristicScorer(), 0.5
@@ -121,7 +122,7 @@ def _load_scorer(name: str, env: PolicyEnv, trusted: bool) -> tuple[Any, float |
     if path is None and name.endswith(".zip"):
         where = f" or in the router directory {env.router_dir}" if env.router_dir is not None else ""
         raise UnknownNameError(f"router file {name!r}: no such file (looked at {name}{where})")
-    router = load_router(path) if path is not None else make_router(name)
+    router = routers.load_router(path) if path is not None else routers.make_router(name)
     if path is None:
         try:
             router.score(["probe"])
@@ -197,7 +198,7 @@ def parse_router_field(model_field: str, prefix: str = "router-") -> tuple[str, 
 def router_policy(model_field: str, env: PolicyEnv) -> RouterPolicy:
     """Factory for ``router-<name>-<threshold>``."""
     name, threshold = parse_router_field(model_field)
-    scorer, _ = load_scorer(name, env)
+    scorer, _ = load_router(name, env)
     small, big = model_pair(env)
     return RouterPolicy(model_field, scorer, threshold, small, big)
 
@@ -228,16 +229,16 @@ def default_policy(model_field: str, env: PolicyEnv) -> RoutingPolicy:
         return BypassPolicy(env.llms()[0], reason="the catalog's only LLM")
     small, big = model_pair(env)
     if settings.router:
-        scorer, saved = load_scorer(settings.router, env, trusted=True)
+        scorer, saved = load_router(settings.router, env, trusted=True)
     else:
         local = env.router_dir / "default.zip" if env.router_dir is not None else None
         path, saved = (local, None) if local is not None and local.is_file() else shipped_router()
         scorer = HeuristicScorer()
         if path.is_file():
-            from sizewise.routers.base import load_router
+            from sizewise.routers import base as routers
 
             try:
-                scorer = load_router(path)
+                scorer = routers.load_router(path)
             except (SizewiseError, ImportError) as error:  # a broken file must not stop the gateway
                 logger.warning("default router %s unusable (%s); using the heuristic scorer", path, error)
                 saved = None

@@ -7,15 +7,15 @@ Extension points (for routers, cascades and constraint filters written elsewhere
   order, each on what the previous one kept. A filter that makes the request impossible raises
   :class:`RequestRejected` (status, message, code), which the gateway turns into an OpenAI-style error.
   Register a factory with :func:`register_filter`; it receives the :class:`PolicyEnv` and returns a
-  filter, or ``None`` when it is not configured. Modules holding factories are listed in
-  ``FILTER_MODULES`` (imported when an engine is built).
+  filter, or ``None`` when it is not configured. :func:`load_extensions` imports the modules holding
+  factories (the built-in ones by name, plug-ins through the ``sizewise.plugins`` entry-point group).
 * **Policies** choose the model. A :class:`RoutingPolicy` decides *before* generating: ``plan`` returns
   an ordered list of models to try (the first is the choice, the rest are fallbacks) with the score and
   threshold behind it. A :class:`CascadePolicy` decides *after* generating: ``run`` gets a ``call``
   function (retry + fault handling included) and climbs a ladder, returning the accepted answer and
   its steps. Register a factory for a ``model``-field prefix with :func:`register_policy` (e.g.
   ``"router-"`` or ``"cascade-"``) or an exact name (``"sizewise"``); the factory receives the whole
-  model field and the :class:`PolicyEnv`. Modules holding factories are listed in ``POLICY_MODULES``.
+  model field and the :class:`PolicyEnv`. Modules holding factories are imported by :func:`load_extensions`.
 * A filter may also define ``admit(ctx, spec)``: the engine calls it right before each model call (first
   choice, retry, fallback, cascade rung); raising a non-retryable ``BackendError`` skips that model
   (the budget grows its reservation to the model really called).
@@ -34,41 +34,29 @@ Extension points (for routers, cascades and constraint filters written elsewhere
 
 from __future__ import annotations
 
-import importlib
+import functools
 import math
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from sizewise.backends.base import ChatRequest, ChatResult
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
+from sizewise.core.chat import ChatRequest, ChatResult
+
+# The decision vocabulary lives on the ground floor (sizewise.core.decision); re-exported here.
+from sizewise.core.decision import Decision as Decision
+from sizewise.core.decision import FilterReport as FilterReport
+from sizewise.core.decision import RequestRejected as RequestRejected
+from sizewise.core.decision import Step as Step
 from sizewise.errors import UnknownModelError
 
 if TYPE_CHECKING:
     from sizewise.backends.base import Backend
 
-# Modules that register policies/filters; imported once when an engine is built.
-POLICY_MODULES = [
-    "sizewise.policy.routing",
-    "sizewise.policy.multi_routing",
-    "sizewise.cascade.gateway_policy",
-]
-FILTER_MODULES = [
-    "sizewise.policy.constraints",
-]
-
-
-class RequestRejected(Exception):
-    """The request cannot be served as asked (a client error): becomes an OpenAI-style JSON error."""
-
-    def __init__(self, status: int, message: str, code: str, *, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
+#: Entry-point group of plug-in modules: each registers its policies or filters when imported.
+PLUGIN_GROUP = "sizewise.plugins"
 
 
 @dataclass
@@ -99,20 +87,6 @@ class RequestContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class FilterReport:
-    """What one filter did: which models it removed and why."""
-
-    filter: str
-    removed: dict[str, str] = field(default_factory=dict)
-    note: str | None = None
-
-    @property
-    def fired(self) -> bool:
-        """True when the filter removed something or left a note."""
-        return bool(self.removed) or self.note is not None
-
-
 @runtime_checkable
 class Filter(Protocol):
     """A hard constraint on the candidate models of one request."""
@@ -122,78 +96,6 @@ class Filter(Protocol):
     def apply(self, ctx: RequestContext, candidates: list[ModelSpec]) -> tuple[list[ModelSpec], FilterReport]:
         """Keep the candidates that satisfy the constraint; may raise :class:`RequestRejected`."""
         ...
-
-
-@dataclass
-class Step:
-    """One model call made for a request (a cascade rung, a retry or a fallback)."""
-
-    model: str
-    score: float | None = None
-    threshold: float | None = None
-    accepted: bool = False
-    reason: str = ""
-    cost: float = 0.0
-    latency_s: float = 0.0
-    error: str | None = None
-
-
-@dataclass
-class Decision:
-    """What was decided for one request; returned in the ``sizewise`` body object and logged."""
-
-    policy: str
-    model: str | None = None
-    score: float | None = None
-    threshold: float | None = None
-    escalated: bool = False
-    steps: list[Step] = field(default_factory=list)
-    filters: list[FilterReport] = field(default_factory=list)
-    #: The model first chosen when a fault made the engine answer with another one.
-    fallback_from: str | None = None
-    errors: list[str] = field(default_factory=list)
-    cost: float = 0.0
-    reason: str = ""
-
-    @property
-    def fell_back(self) -> bool:
-        """True when the answer came from another model than the one chosen, because of a fault."""
-        return self.fallback_from is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (NaN scores become None)."""
-        # Written out (not dataclasses.asdict, which deep-copies recursively): this runs on every answer.
-        return {
-            "policy": self.policy,
-            "model": self.model,
-            "score": _finite(self.score),
-            "threshold": _finite(self.threshold),
-            "escalated": self.escalated,
-            "fallback": self.fallback_from is not None,
-            "fallback_from": self.fallback_from,
-            "cost": self.cost,
-            "reason": self.reason,
-            "steps": [
-                {
-                    "model": s.model,
-                    "score": _finite(s.score),
-                    "threshold": _finite(s.threshold),
-                    "accepted": s.accepted,
-                    "reason": s.reason,
-                    "cost": s.cost,
-                    "latency_s": s.latency_s,
-                    "error": s.error,
-                }
-                for s in self.steps
-            ],
-            "filters": [{"filter": f.filter, "removed": f.removed, "note": f.note} for f in self.filters if f.fired],
-            "filters_ran": [f.filter for f in self.filters],
-            "errors": self.errors,
-        }
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is None or math.isfinite(value) else None
 
 
 @dataclass
@@ -240,9 +142,6 @@ Caller = Callable[[ModelSpec, RequestContext], Awaitable[ChatResult]]
 class Policy:
     """Base of every policy; ``name`` is what the client put in the ``model`` field."""
 
-    #: False: decides before generating (:class:`RoutingPolicy`); True: after (:class:`CascadePolicy`).
-    decides_after: ClassVar[bool] = False
-
     def __init__(self, name: str) -> None:
         self.name = name
 
@@ -260,8 +159,6 @@ class CascadePolicy(Policy):
 
     Streamed requests are answered by buffering: the accepted answer is streamed once chosen.
     """
-
-    decides_after = True
 
     @abstractmethod
     async def run(self, ctx: RequestContext, candidates: list[ModelSpec], call: Caller) -> tuple[ChatResult, Decision]:
@@ -286,13 +183,23 @@ def register_filter(name: str, factory: FilterFactory) -> None:
 
 
 def load_extensions() -> None:
-    """Import the modules that register policies and filters (missing optional ones are skipped)."""
-    for module in (*POLICY_MODULES, *FILTER_MODULES):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name != module:
-                raise
+    """Register the built-in policies and filters, then those of installed plug-ins.
+
+    The built-in modules are imported by name here (not listed as strings) so the import graph shows
+    every arrow; a plug-in package adds its own module to the ``sizewise.plugins`` entry-point group.
+    """
+    from sizewise.policy import cascading, constraints, multi_routing, routing  # noqa: F401 - they register
+
+    _load_plugins()
+
+
+@functools.cache
+def _load_plugins() -> None:
+    """Import each plug-in module once per process (reading the installed packages' metadata is slow)."""
+    from importlib.metadata import entry_points
+
+    for plugin in entry_points(group=PLUGIN_GROUP):
+        plugin.load()
 
 
 def policy_factory(model_field: str) -> PolicyFactory | None:
@@ -311,3 +218,9 @@ def policy_keys() -> list[str]:
 def filter_factories() -> dict[str, FilterFactory]:
     """Registered filter factories by name."""
     return dict(_FILTERS)
+
+
+def build_filters(env: PolicyEnv) -> list[Filter]:
+    """Every registered filter that is configured for ``env``, in registration order (what the engine runs)."""
+    load_extensions()
+    return [flt for flt in (factory(env) for factory in _FILTERS.values()) if flt is not None]

@@ -8,14 +8,16 @@ model maximises the quality at every strong-call share, so it is the right score
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sizewise.checks import check_number  # the routers import it from here too
 from sizewise.errors import ConfigError, DataError
-from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers.persist import saved_array as array  # noqa: F401 (the routers import it from here)
+
+if TYPE_CHECKING:
+    from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
 
 
 def check_prompts(prompts: Sequence[str]) -> list[str]:
@@ -80,6 +82,8 @@ def pair_outcomes(
     table: OutcomeTable, weak: str | None, strong: str | None
 ) -> tuple[str, str, list[str], np.ndarray, np.ndarray]:
     """``(weak, strong, texts, q_weak, q_strong)`` over prompts where both qualities are known."""
+    from sizewise.core.table import OutcomeTable  # fitting only: scoring never imports pandas
+
     if not isinstance(table, OutcomeTable):
         raise DataError(f"fit needs an OutcomeTable, got {type(table).__name__}")
     table.require_nonempty()

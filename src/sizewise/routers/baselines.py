@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
 from sizewise.errors import DataError
-from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._learned import array, check_prompts, pair_outcomes
 from sizewise.routers.base import Router, register
+
+if TYPE_CHECKING:
+    from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
 
 
 class _Baseline(Router):
     """Fit only checks the table and remembers the pair."""
 
-    needs_text: ClassVar[bool] = False
     #: Share of strong calls when the router ignores thresholds (always-small/large); None for curves.
     fixed_share: ClassVar[float | None] = None
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from numbers import Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sizewise.errors import ConfigError, DataError
-from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._learned import check_number
+
+if TYPE_CHECKING:
+    from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
 
 
 @dataclass

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from sizewise.errors import ConfigError, DataError, NotFittedError, RouterFileError
-from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._learned import array, check_embedding, check_number, check_prompts, embed_prompts, embedding_dim
 from sizewise.routers.features import FEATURE_NAMES, text_features
 from sizewise.routers.persist import load_bundle, save_bundle
+
+if TYPE_CHECKING:
+    from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
 
 KIND = "cost-model"
 
@@ -44,6 +46,8 @@ class CostPredictor:
         """Learn from the table's per-prompt costs (cells with no or non-positive cost are skipped)."""
         check_number("cost model", "alpha", self.alpha, 0, strict=True)
         check_embedding(self.embedding)
+        from sizewise.core.table import OutcomeTable  # fitting only: predicting never imports pandas
+
         if not isinstance(table, OutcomeTable):
             raise DataError(f"fit needs an OutcomeTable, got {type(table).__name__}")
         if table.cost is None:

@@ -8,11 +8,10 @@ over the saved weights, so loading needs no scikit-learn and takes milliseconds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
-from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._learned import (
     array,
     check_embedding,
@@ -24,6 +23,9 @@ from sizewise.routers._learned import (
     sigmoid,
 )
 from sizewise.routers.base import Router, register
+
+if TYPE_CHECKING:
+    from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
 
 
 class _PerModelRouter(Router):

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from sizewise.errors import ConfigError, DataError
-from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._learned import array, check_embedding, check_number, check_seed, pair_outcomes
 from sizewise.routers.base import Router, register, router_class
+
+if TYPE_CHECKING:
+    from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
 
 COMBINES = ("rank-mean", "stack")
 #: Quantiles kept per member: enough that interpolation between them keeps the order of new scores.

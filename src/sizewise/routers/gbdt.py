@@ -12,12 +12,11 @@ JSON part of the router file (no pickle); prediction walks the trees in numpy
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from sizewise.errors import ConfigError
-from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._forest import Forest
 from sizewise.routers._learned import (
     check_embedding,
@@ -32,6 +31,9 @@ from sizewise.routers._learned import (
 )
 from sizewise.routers.base import Router, register
 from sizewise.routers.features import FEATURE_NAMES, text_features
+
+if TYPE_CHECKING:
+    from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
 
 TARGETS = ("gain", "difficulty")
 

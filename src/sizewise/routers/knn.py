@@ -9,12 +9,11 @@ one) and their outcome rows, so they also predict a quality for every model in t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from sizewise.errors import DataError
-from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._learned import (
     array,
     check_embedding,
@@ -24,6 +23,9 @@ from sizewise.routers._learned import (
     pair_outcomes,
 )
 from sizewise.routers.base import Router, register
+
+if TYPE_CHECKING:
+    from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
 
 _QUERY_CHUNK = 1024
 

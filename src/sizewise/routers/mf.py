@@ -11,12 +11,11 @@ Trained with full-batch Adam on soft-label cross-entropy over the known cells, i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from sizewise.errors import DataError
-from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._learned import (
     array,
     check_embedding,
@@ -29,6 +28,9 @@ from sizewise.routers._learned import (
     sigmoid,
 )
 from sizewise.routers.base import Router, register
+
+if TYPE_CHECKING:
+    from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
 
 
 def _adam(params: dict[str, np.ndarray], grad_fn: Any, steps: int, lr: float) -> None:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sizewise.checks import check_choice
 from sizewise.errors import ConfigError, DataError
-from sizewise.evaluation.metrics import check_choice
-from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._learned import check_number
+
+if TYPE_CHECKING:
+    from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
 
 
 def model_costs(table: OutcomeTable, models: Sequence[str]) -> np.ndarray:

@@ -9,12 +9,11 @@ probability that the strong model wins.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from sizewise.errors import DataError
-from sizewise.evaluation.table import OutcomeTable
 from sizewise.routers._learned import (
     array,
     check_number,
@@ -26,6 +25,9 @@ from sizewise.routers._learned import (
     sigmoid,
 )
 from sizewise.routers.base import Router, register
+
+if TYPE_CHECKING:
+    from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
 
 
 @register

@@ -19,7 +19,8 @@ from sizewise.checks import check_number
 from sizewise.errors import ConfigError
 
 if TYPE_CHECKING:
-    from sizewise.backends.base import Backend, ChatRequest
+    from sizewise.backends.base import Backend
+    from sizewise.core.chat import ChatRequest
 
 KINDS = ("numeric", "choice", "exact", "embedding")
 

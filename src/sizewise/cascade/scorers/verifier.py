@@ -19,7 +19,8 @@ from sizewise.checks import check_number
 from sizewise.errors import DataError
 
 if TYPE_CHECKING:
-    from sizewise.backends.base import Backend, ChatRequest
+    from sizewise.backends.base import Backend
+    from sizewise.core.chat import ChatRequest
 
 TEMPLATE = (
     "Here is a question and a proposed answer.\n\nQuestion:\n{prompt}\n\nProposed answer:\n{answer}\n\n"
@@ -82,7 +83,7 @@ class VerifierScorer(Scorer):
 
     async def enrich(self, answer: Answer, request: ChatRequest, own: Backend, next_up: Backend | None) -> Answer:
         """One prompt-only pass of the verifier model (``next_up``, else the answering model)."""
-        from sizewise.backends.base import ChatRequest
+        from sizewise.core.chat import ChatRequest
 
         verifier = next_up or own
         ask = ChatRequest(messages=verifier_messages(answer.prompt, answer.text), max_tokens=1, temperature=0.0)

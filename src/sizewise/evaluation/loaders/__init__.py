@@ -14,8 +14,8 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from sizewise.core.table import OutcomeTable
 from sizewise.errors import ConfigError, UnknownNameError
-from sizewise.evaluation.table import OutcomeTable
 
 # name -> (module, function, one-line description)
 DATASETS: dict[str, tuple[str, str, str]] = {
@@ -60,7 +60,7 @@ def load_dataset(name: str | Path, **kwargs: Any) -> OutcomeTable:
         table: OutcomeTable = loader(**kwargs)
         return table
     if is_table_file(key) or Path(key).expanduser().is_file():
-        from sizewise.evaluation.loaders.generic import load_table
+        from sizewise.core.tablefile import load_table
 
         _check_keywords(key, load_table, kwargs)
         return load_table(key, **kwargs)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sizewise.core.prices import PriceSheet, as_price_sheet
 from sizewise.errors import ConfigError, DataError
-from sizewise.evaluation.prices import PriceSheet, as_price_sheet
 
 SOURCES = ("local", "url")
 

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sizewise.core.prices import PriceSheet, normalize_model_name
+from sizewise.core.table import OutcomeTable
+from sizewise.core.tokens import count_tokens_cached
 from sizewise.errors import DataError, UnknownModelError
 from sizewise.evaluation.loaders._common import costs, require_file, source_root
-from sizewise.evaluation.prices import PriceSheet, normalize_model_name
-from sizewise.evaluation.table import OutcomeTable
-from sizewise.evaluation.tokens import count_tokens_cached
 
 # Ordered by accuracy on the shared questions, weakest first.
 MODELS = (

@@ -20,6 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sizewise.core.prices import PriceSheet
+from sizewise.core.table import OutcomeTable, frame_rows
+from sizewise.core.text import conversation_text
+from sizewise.core.tokens import count_tokens
 from sizewise.errors import DataError, UnknownModelError
 from sizewise.evaluation.loaders._common import (
     broadcast,
@@ -28,9 +32,6 @@ from sizewise.evaluation.loaders._common import (
     require_file,
     source_root,
 )
-from sizewise.evaluation.prices import PriceSheet
-from sizewise.evaluation.table import OutcomeTable, conversation_text, frame_rows
-from sizewise.evaluation.tokens import count_tokens
 
 WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 STRONG = "gpt-4-1106-preview"

@@ -17,10 +17,10 @@ only models that could really answer, and domain routing runs last so it never o
 constraint. Each filter's :class:`~sizewise.policy.types.FilterReport` lists what it removed and
 why; the gateway returns them in the response's ``sizewise.filters``.
 
-The engine builds these through the registry in :mod:`sizewise.policy.types` (this module is in
-``FILTER_MODULES``); :func:`default_filters` builds the same list directly, e.g. for tests or for
-``Engine(filters=...)``. :func:`validate_catalog` rejects a catalog that contradicts itself and runs
-whenever the filters are built, i.e. at gateway start-up.
+The engine builds these through the registry in :mod:`sizewise.policy.types`
+(:func:`~sizewise.policy.types.build_filters`; this module registers them when
+:func:`~sizewise.policy.types.load_extensions` imports it). :func:`validate_catalog` rejects a catalog that
+contradicts itself and runs whenever the filters are built, i.e. at gateway start-up.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sizewise.catalog.schema import CatalogSpec, GatewaySettings, ModelSpec, RouteSpec
+from sizewise.core.decision import Decision
 from sizewise.errors import ConfigError
 from sizewise.policy.constraints.budget import BudgetFilter, BudgetLedger
 from sizewise.policy.constraints.context import ContextFilter
 from sizewise.policy.constraints.latency import LatencyFilter, measured_p95
 from sizewise.policy.constraints.modality import CHAT_KINDS, ModalityFilter
 from sizewise.policy.constraints.privacy import PrivacyFilter
-from sizewise.policy.types import Decision, Filter, PolicyEnv, RequestContext
+from sizewise.policy.types import Filter, PolicyEnv, RequestContext
 
 ORDER = ("modality", "context", "privacy", "latency", "budget", "domain")
 
@@ -48,7 +49,6 @@ __all__ = [
     "ModalityFilter",
     "PrivacyFilter",
     "catalog_parts",
-    "default_filters",
     "settle",
     "validate_catalog",
 ]
@@ -103,45 +103,6 @@ def validate_catalog(
         raise ConfigError("catalog contradicts itself: " + "; ".join(problems))
 
 
-def default_filters(
-    catalog: Any,
-    settings: GatewaySettings | None = None,
-    *,
-    ledger_url: str | None = None,
-    measure: Callable[[], dict[str, float]] | None = None,
-    embedder: Callable[[Sequence[str]], Any] | None = None,
-    validate: bool = True,
-) -> list[Filter]:
-    """The constraint filters for ``catalog`` in :data:`ORDER` (only those that are configured).
-
-    ``settings`` overrides the catalog's gateway section; ``ledger_url`` the budget database
-    (default ``settings.log_url``); ``measure`` returns measured p95 latencies (default: from the
-    request log); ``embedder`` replaces the local embedding model for domain routes.
-    """
-    models, routes, catalog_settings = catalog_parts(catalog)
-    settings = settings or catalog_settings
-    if validate:
-        validate_catalog(models, routes, settings)
-    filters: list[Filter] = [ModalityFilter(), ContextFilter(gguf_resolver(catalog))]
-    if settings.privacy == "local-only":
-        filters.append(PrivacyFilter(opaque=settings.privacy_opaque))
-    url = ledger_url or settings.log_url
-    if measure is None and url != "none":
-
-        def measure() -> dict[str, float]:
-            return measured_p95(url)
-
-    filters.append(LatencyFilter(settings, measure))
-    budget = _budget(settings, models, url, gguf_resolver(catalog))
-    if budget is not None:
-        filters.append(budget)
-    if routes:
-        from sizewise.policy.domains import DomainFilter, DomainRouter
-
-        filters.append(DomainFilter(DomainRouter(routes, embedder=embedder), models))
-    return filters
-
-
 def gguf_resolver(catalog: Any) -> Callable[[ModelSpec], Any] | None:
     """``spec -> GGUF path`` from a loaded catalog (unverified: only the tokenizer is read), or None."""
     model_file = getattr(catalog, "model_file", None)
@@ -180,7 +141,7 @@ def settle(
             hook(ctx, decision, prompt_tokens, completion_tokens)
 
 
-# -- registration with the engine (sizewise.policy.types.FILTER_MODULES) ------------------------------
+# -- registration with the engine (imported by sizewise.policy.types.load_extensions) -----------------
 def _register() -> None:
     from sizewise.policy.types import register_filter
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from sizewise.catalog.schema import ModelSpec
-from sizewise.policy.types import FilterReport, RequestContext, RequestRejected
+from sizewise.core.decision import FilterReport, RequestRejected
+from sizewise.policy.types import RequestContext
 
 #: Estimates within this factor of a window are re-counted with a tokenizer.
 MARGIN = 2.0
@@ -61,7 +62,7 @@ def count_prompt_tokens(text: str, spec: ModelSpec, gguf: Path | None = None) ->
             return len(_tokenizer(path).encode(text, add_special_tokens=False))
         except Exception:  # an unreadable tokenizer file must not fail the request: use the generic count
             pass
-    from sizewise.evaluation.tokens import count_tokens
+    from sizewise.core.tokens import count_tokens
 
     return int(count_tokens([text])[0])
 

@@ -14,45 +14,14 @@ import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
-from sizewise.policy.types import FilterReport, RequestContext, RequestRejected
+from sizewise.core.decision import FilterReport, RequestRejected
 
-WINDOW = 500
-MIN_SAMPLES = 20
-
-
-def measured_p95(url: str, window: int = WINDOW, min_samples: int = MIN_SAMPLES) -> dict[str, float]:
-    """p95 latency (ms) per model from the request log's last ``window`` successful rows per model."""
-    from sqlalchemy import select
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from sizewise.gateway.log import make_engine, metadata, requests_table
-
-    try:
-        engine = make_engine(url)
-    except Exception:  # no log, no measurements
-        return {}
-    out: dict[str, float] = {}
-    try:
-        metadata.create_all(engine)
-        t = requests_table.c
-        query = select(t.model, t.latency_ms).where(t.status == 200).order_by(t.id.desc()).limit(window * 50)
-        with engine.connect() as connection:
-            rows = connection.execute(query).all()
-    except SQLAlchemyError:
-        return {}
-    finally:
-        engine.dispose()
-    by_model: dict[str, list[float]] = {}
-    for model, latency in rows:
-        if model and latency is not None and len(by_model.setdefault(model, [])) < window:
-            by_model[model].append(float(latency))
-    for model, values in by_model.items():
-        if len(values) >= min_samples:
-            out[model] = float(np.percentile(values, 95))
-    return out
+# The p95 query reads the request log's table, which lives below both the gateway and this filter.
+from sizewise.core.requestlog import MIN_SAMPLES as MIN_SAMPLES
+from sizewise.core.requestlog import WINDOW as WINDOW
+from sizewise.core.requestlog import measured_p95 as measured_p95
+from sizewise.policy.types import RequestContext
 
 
 class LatencyFilter:

@@ -9,7 +9,8 @@ from every chat request. When nothing is left the request gets a 400 naming the 
 from __future__ import annotations
 
 from sizewise.catalog.schema import ModelSpec
-from sizewise.policy.types import FilterReport, RequestContext, RequestRejected
+from sizewise.core.decision import FilterReport, RequestRejected
+from sizewise.policy.types import RequestContext
 
 #: Model kinds that answer chat messages.
 CHAT_KINDS = frozenset({"llm", "multimodal", "domain"})

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
-from sizewise.backends.base import ChatRequest
+from sizewise.core.chat import ChatRequest
 
 #: Past this many characters the text is not scanned (it would cost seconds of CPU) but counted opaque.
 MAX_SCAN_CHARS = 1_000_000

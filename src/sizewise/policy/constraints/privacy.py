@@ -42,10 +42,11 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sizewise.backends.base import ChatRequest
 from sizewise.catalog.schema import ModelSpec
+from sizewise.core.chat import ChatRequest
+from sizewise.core.decision import FilterReport, RequestRejected
 from sizewise.policy.constraints.outbound import collect
-from sizewise.policy.types import FilterReport, RequestContext, RequestRejected
+from sizewise.policy.types import RequestContext
 
 #: Regions whose national phone formats are recognised (international ``+`` numbers always are).
 PHONE_REGIONS = ("US", "GB", "DE", "FR")
@@ -175,11 +176,6 @@ def detect(
                 if first_only:
                     break
     return sorted(findings, key=lambda f: f.start)
-
-
-def contains_personal_data(text: str) -> bool:
-    """True when :func:`detect` finds anything."""
-    return bool(detect(text))
 
 
 @dataclass(frozen=True)

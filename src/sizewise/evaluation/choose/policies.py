@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sizewise.evaluation.table import OutcomeTable
+from sizewise.core.table import OutcomeTable
 
 if TYPE_CHECKING:
-    from sizewise.policy.choose import ModelRow
+    from sizewise.evaluation.choose import ModelRow
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """``sizewise choose``: which model (or policy) should I use, measured on a labelled task.
 
-Input: an :class:`~sizewise.evaluation.table.OutcomeTable` (a named dataset, a collected table or a
+Input: an :class:`~sizewise.core.table.OutcomeTable` (a named dataset, a collected table or a
 user's file), optional catalog entries for the table's models (location, size, p95 latency), the
 constraints (max p95 latency, budget per 1,000 requests, memory for local models, must-stay-local)
 and a quality target (absolute, e.g. ``0.7``, or relative to the best eligible model, ``95%``).
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from sizewise.catalog.schema import ModelSpec
+from sizewise.core.table import OutcomeTable
 from sizewise.errors import ConfigError, DataError
-from sizewise.evaluation.frontier import pareto, plot_frontier, render_markdown
-from sizewise.evaluation.table import OutcomeTable
-from sizewise.policy.choose_policies import PolicyResult, domain_policy, multi_router_policy, router_policy
+from sizewise.evaluation.choose.frontier import pareto, plot_frontier, render_markdown
+from sizewise.evaluation.choose.policies import PolicyResult, domain_policy, multi_router_policy, router_policy
 
 
 @dataclass

@@ -15,7 +15,7 @@ from constraint_helpers import model
 from sizewise.cli import choose_cmd
 from sizewise.errors import ConfigError, SizewiseError
 from sizewise.evaluation.choose import (
-    Constraints,
+    ChooseLimits,
     choose,
     pareto,
     parse_params,
@@ -70,12 +70,12 @@ def test_constraints_exclude_models_and_nothing_meets_target() -> None:
         model("mid-8B", location="local", params_b=8),
         model("big-70B", location="remote", params_b=70),
     ]
-    report = choose(make_table(), "0.9", Constraints(local_only=True, memory_gb=2.0), specs)
+    report = choose(make_table(), "0.9", ChooseLimits(local_only=True, memory_gb=2.0), specs)
     why = {r.model: r.why_not for r in report.rows}
     assert why["big-70B"] == "not local" and "GB" in why["mid-8B"] and why["small-1B"] == ""
     assert report.single is None and report.policy is None
     assert "Nothing meets the target" in report.recommendation
-    budget = choose(make_table(), "0.5", Constraints(budget_per_1k=5.0))
+    budget = choose(make_table(), "0.5", ChooseLimits(budget_per_1k=5.0))
     assert [r.model for r in budget.rows if r.eligible] == ["small-1B", "mid-8B"]
 
 
@@ -90,7 +90,7 @@ def test_constraints_exclude_models_and_nothing_meets_target() -> None:
 )
 def test_bad_constraints_and_unknown_router_are_refused(limits: dict, router: str | None, message: str) -> None:
     with pytest.raises(SizewiseError, match=message):
-        choose(make_table(), "0.5", Constraints(**limits), router=router)
+        choose(make_table(), "0.5", ChooseLimits(**limits), router=router)
 
 
 def test_relative_target_and_pareto() -> None:

@@ -43,7 +43,7 @@ def choose(
 ) -> None:
     """Measure every model on a labelled task and recommend the cheapest model or policy meeting the target."""
     from sizewise.cli.tables import is_collect_file, read_table
-    from sizewise.evaluation.choose import Constraints, plot_frontier, render_markdown
+    from sizewise.evaluation.choose import ChooseLimits, plot_frontier, render_markdown
     from sizewise.evaluation.choose import choose as run_choose
     from sizewise.policy.constraints import catalog_parts
 
@@ -56,7 +56,7 @@ def choose(
         table = table.select_models(names)
     # Catalog entries (location, size, p95) of the table's models: the given catalog, else the built-in one.
     specs = catalog_parts(_catalog(config))[0]
-    limits = Constraints(max_latency_ms, budget_per_1k, memory_gb, local_only)
+    limits = ChooseLimits(max_latency_ms, budget_per_1k, memory_gb, local_only)
     report = run_choose(table, target, limits, specs, router=router, seed=seed, route_sample=route_sample)
     plot = None
     if out is not None:

@@ -34,7 +34,7 @@ from sizewise.evaluation.choose.policies import PolicyResult, domain_policy, mul
 
 
 @dataclass
-class Constraints:
+class ChooseLimits:
     """What the deployment allows; None means no limit."""
 
     max_latency_ms: float | None = None
@@ -73,7 +73,7 @@ class ChooseReport:
     prompts: int
     target: float
     target_text: str
-    constraints: Constraints
+    constraints: ChooseLimits
     rows: list[ModelRow]
     frontier: list[str]
     single: ModelRow | None
@@ -113,7 +113,7 @@ def parse_target(text: str | float) -> tuple[float, bool]:
     return value, relative
 
 
-def measure_models(table: OutcomeTable, specs: dict[str, ModelSpec], constraints: Constraints) -> list[ModelRow]:
+def measure_models(table: OutcomeTable, specs: dict[str, ModelSpec], constraints: ChooseLimits) -> list[ModelRow]:
     """One :class:`ModelRow` per table model, with eligibility under ``constraints``."""
     rows = []
     for j, name in enumerate(table.models):
@@ -180,7 +180,7 @@ def priced(table: OutcomeTable, specs: dict[str, ModelSpec]) -> OutcomeTable:
 def choose(
     table: OutcomeTable,
     target: str | float,
-    constraints: Constraints | None = None,
+    constraints: ChooseLimits | None = None,
     specs: Sequence[ModelSpec] = (),
     *,
     router: str | None = None,
@@ -188,7 +188,7 @@ def choose(
     route_sample: int = 0,
 ) -> ChooseReport:
     """Measure every model of ``table``, find the frontier and recommend a model or policy."""
-    constraints = constraints or Constraints()
+    constraints = constraints or ChooseLimits()
     if len(table.prompts) < 2 or not table.models:
         raise DataError(f"table {table.name!r} needs at least two prompts and one model to choose from")
     value, relative = parse_target(target)
@@ -242,7 +242,7 @@ def choose(
 
 
 def _recommend(
-    single: ModelRow | None, policy: PolicyResult | None, rows: list[ModelRow], goal: float, c: Constraints
+    single: ModelRow | None, policy: PolicyResult | None, rows: list[ModelRow], goal: float, c: ChooseLimits
 ) -> tuple[str, str]:
     import yaml
 
@@ -285,4 +285,4 @@ def _recommend(
     return text, snippet
 
 
-__all__ = ["ChooseReport", "Constraints", "choose", "pareto", "plot_frontier", "render_markdown"]
+__all__ = ["ChooseLimits", "ChooseReport", "choose", "pareto", "plot_frontier", "render_markdown"]

@@ -10,7 +10,7 @@ from learned_helpers import prompts, table_from
 from sizewise.errors import ConfigError, DataError
 from sizewise.routers.mf import MFRouter
 from sizewise.routers.multi import (
-    MultiModelPolicy,
+    MultiModelChooser,
     calibrate_lambda,
     cheapest_meeting,
     max_utility,
@@ -126,9 +126,9 @@ def test_realised_refuses_a_choice_that_does_not_index_the_table(choice):
 )
 def test_policy_refuses_bad_costs_and_knobs(kwargs, error):
     with pytest.raises(error):
-        MultiModelPolicy(_Fitted(), **kwargs)
+        MultiModelChooser(_Fitted(), **kwargs)
     with pytest.raises(ConfigError, match="not fitted"):
-        MultiModelPolicy(MFRouter(), costs={"a": 1.0}, lam=0.1)
+        MultiModelChooser(MFRouter(), costs={"a": 1.0}, lam=0.1)
 
 
 def test_policy_saves_cost_at_near_best_quality(fitted):
@@ -141,10 +141,10 @@ def test_policy_saves_cost_at_near_best_quality(fitted):
     assert point.cost_per_1k < 0.4 * best_c
     curve = tradeoff_curve(pred, costs, test.quality, test.cost)
     assert curve[0].cost_per_1k >= curve[-1].cost_per_1k
-    policy = MultiModelPolicy(fitted, PRICE, lam=point.lam)
+    policy = MultiModelChooser(fitted, PRICE, lam=point.lam)
     assert set(policy.choose(test.texts[:50])) <= set(SKILL)
     with pytest.raises(ConfigError):
-        MultiModelPolicy(fitted, {"big": 1.0}, lam=0.1)
+        MultiModelChooser(fitted, {"big": 1.0}, lam=0.1)
 
 
 def test_an_ensemble_of_n_model_routers_routes_among_n_models():
@@ -160,7 +160,7 @@ def test_an_ensemble_of_n_model_routers_routes_among_n_models():
     assert np.allclose(pred, np.mean(members, axis=0))
     math_mid, code_mid = list(SKILL).index("math-mid"), list(SKILL).index("code-mid")
     assert pred[topics == 0, math_mid].mean() > pred[topics == 0, code_mid].mean() + 0.3
-    assert set(MultiModelPolicy(ensemble, PRICE, lam=0.01).choose(test.texts[:20])) <= set(SKILL)
+    assert set(MultiModelChooser(ensemble, PRICE, lam=0.01).choose(test.texts[:20])) <= set(SKILL)
     # Members that only score a pair cannot predict per-model quality: a clear error, not a wrong answer.
     with pytest.raises(ConfigError, match="per-model quality"):
         EnsembleRouter(members=("tfidf-logreg",)).fit(train).predict_quality(test.texts[:2])
@@ -190,8 +190,8 @@ def test_cost_model_lets_the_policy_spend_where_a_model_is_cheap(tmp_path):
     assert np.median(predicted[topics == 0, 0]) > 3.0 > 0.8 > np.median(predicted[topics != 0, 0])
     assert np.median(np.abs(np.log(predicted[:, 1]))) < 0.2  # "b": about 1.0 everywhere
     router = KNNRouter().fit(train)
-    fixed = MultiModelPolicy(router, model_mean_costs := {"a": 2.0, "b": 1.0}, lam=0.05)
-    aware = MultiModelPolicy(router, model_mean_costs, lam=0.05, cost_model=model)
+    fixed = MultiModelChooser(router, model_mean_costs := {"a": 2.0, "b": 1.0}, lam=0.05)
+    aware = MultiModelChooser(router, model_mean_costs, lam=0.05, cost_model=model)
     quality_fixed, cost_fixed = realised(fixed.choose_index(test.texts), test.quality, test.cost)
     quality_aware, cost_aware = realised(aware.choose_index(test.texts), test.quality, test.cost)
     assert cost_aware < 0.8 * cost_fixed and quality_aware > quality_fixed - 0.05
@@ -214,9 +214,9 @@ def test_cost_model_lets_the_policy_spend_where_a_model_is_cheap(tmp_path):
     with pytest.raises(ConfigError, match="alpha"):
         CostPredictor(alpha="1").fit(train)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="not fitted"):
-        MultiModelPolicy(router, cost_model=CostPredictor(), lam=0.1)
+        MultiModelChooser(router, cost_model=CostPredictor(), lam=0.1)
     with pytest.raises(ConfigError, match="cost model"):
-        MultiModelPolicy(router, lam=0.1)
+        MultiModelChooser(router, lam=0.1)
 
 
 def _collect_file(path, n: int, seed: int, skill: dict[str, tuple[float, float, float]]):

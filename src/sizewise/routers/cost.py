@@ -7,7 +7,7 @@ router that knows which prompts are expensive for which model can spend where it
 
 :class:`CostPredictor` regresses each model's log cost on the prompt embedding and the cheap text
 features (ridge, closed form), and predicts ``exp(mean + residual variance / 2)``, the mean of the
-log-normal. Pass it to :class:`sizewise.routers.multi.MultiModelPolicy` as ``cost_model``.
+log-normal. Pass it to :class:`sizewise.routers.multi.MultiModelChooser` as ``cost_model``.
 """
 
 from __future__ import annotations

@@ -144,8 +144,9 @@ def calibrate_lambda(
     return max(within, key=lambda p: p.quality)
 
 
-class MultiModelPolicy:
-    """Route among N models with a router that has ``predict_quality`` and ``models_``.
+class MultiModelChooser:
+    """Choose among N models with a router that has ``predict_quality`` and ``models_`` (in-process, offline;
+    the gateway's ``multi-<router>-<target>`` policy is :class:`sizewise.policy.multi_routing.MultiRouterPolicy`).
 
     ``costs`` maps model name to USD per 1,000 requests (e.g. from :func:`model_costs` or a price sheet).
     With a ``cost_model`` (:class:`sizewise.routers.cost.CostPredictor` fitted on the same models) the

@@ -111,7 +111,7 @@ def main() -> None:
         start = time.monotonic()
         with serve_in_thread(app) as url:
             done, ids, killed, latencies = asyncio.run(_run(url, args.requests, args.kills, args.concurrency))
-            assert app.state.request_log.flush(30)
+            assert app.state.gateway.log.flush(30)
         seconds = time.monotonic() - start
         rows = [row for row in read_rows(log_url) if row["request_id"] in set(ids)]
     killed_rows = [r for r in rows if any("SIGKILL" in e for e in json.loads(r["errors"] or "[]"))]

@@ -55,7 +55,7 @@ class GatewayServer:
         """The request log's rows, after waiting for queued writes."""
         from sizewise.gateway.log import read_rows
 
-        log = self.app.state.request_log
+        log = self.app.state.gateway.log
         assert log.flush(10)
         return read_rows(log.url)
 

@@ -261,7 +261,9 @@ def test_hundred_parallel_requests_never_overspend(tmp_path: Path) -> None:
             gw.rows()
         answered = [r for r in results if not isinstance(r, Exception)]
         refused = [r for r in results if isinstance(r, openai.RateLimitError)]
-        assert len(answered) + len(refused) == 100 and answered and refused
+        # Refusals are not required: with the budget's wait and downgrades to the cheaper model, how many of
+        # the burst fit depends on the order requests reach the ledger; overspending never may.
+        assert len(answered) + len(refused) == 100 and answered
         assert all(r.code == "budget_exceeded" for r in refused)
         with sqlite3.connect(log) as db:
             spent = db.execute("select sum(spent) from budget_ledger where settled").fetchone()[0]

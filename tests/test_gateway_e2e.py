@@ -14,7 +14,7 @@ import pytest
 from fakes import FakeUpstream, GatewayServer, fake_model
 from sizewise.evaluation.table import conversation_text
 from sizewise.policy.routing import HeuristicScorer, shipped_router
-from sizewise.policy.types import CascadePolicy, Decision, Step, register_policy
+from sizewise.policy.types import CascadePolicy, Step, register_policy
 
 EASY = [{"role": "user", "content": "hi"}]
 HARD = [
@@ -153,7 +153,7 @@ def test_default_policy_uses_the_pretrained_router(upstream: FakeUpstream, tmp_p
     assert path.is_file() and threshold is not None
     models = [fake_model("small", "ok-s", 0.5, upstream.base_url), fake_model("big", "ok-b", 1.5, upstream.base_url)]
     with GatewayServer({"models": models, "gateway": {"log_url": f"sqlite:///{tmp_path / 'l.sqlite'}"}}) as gw:
-        policy = gw.app.state.engine.policy("sizewise")
+        policy = gw.app.state.gateway.engine.policy("sizewise")
         assert not isinstance(policy.scorer, HeuristicScorer)
         client = openai.OpenAI(base_url=gw.url, api_key="x", max_retries=0, timeout=60)
         for messages in (EASY, HARD):
@@ -218,16 +218,15 @@ def test_tiny_model_answers_streaming(tiny_gateway: GatewayServer) -> None:
 class _TwoStep(CascadePolicy):
     """A minimal cascade: ask the smallest candidate, accept unless the prompt says 'escalate'."""
 
-    async def run(self, ctx, candidates, call):  # type: ignore[no-untyped-def]
+    async def run(self, ctx, candidates, call, decision):  # type: ignore[no-untyped-def]
         ladder = sorted(candidates, key=lambda m: m.params_b or 0)
-        decision = Decision(policy=self.name)
         for spec in ladder:
             result = await call(spec, ctx)
             accepted = "escalate" not in ctx.text or spec is ladder[-1]
             decision.steps.append(Step(spec.name, score=0.0 if not accepted else 1.0, accepted=accepted))
             if accepted:
                 decision.model, decision.escalated = spec.name, spec is not ladder[0]
-                return result, decision
+                return result
         raise AssertionError("unreachable")
 
 

@@ -6,6 +6,7 @@ Unknown top-level fields are kept and passed through to upstreams that understan
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -174,3 +175,17 @@ async def parse_request(request: Request, max_body_bytes: int, max_messages: int
         return ChatCompletionRequest.model_validate_json(raw, context={"max_messages": max_messages})
     except ValidationError as error:
         raise from_validation(error) from None
+
+
+def max_latency_header(headers: Mapping[str, str]) -> float | None:
+    """The request's latency target from header ``x-sizewise-max-latency-ms`` (None when absent)."""
+    raw = headers.get("x-sizewise-max-latency-ms")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise GatewayError(400, "header x-sizewise-max-latency-ms must be a number", "invalid_header") from None
+    if not math.isfinite(value) or value <= 0:
+        raise GatewayError(400, "header x-sizewise-max-latency-ms must be positive", "invalid_header")
+    return value

@@ -58,10 +58,12 @@ class LiveCascade(CascadePolicy):
         )
         return float(self.scorer.score([answer])[0])
 
-    async def run(self, ctx: RequestContext, candidates: list[ModelSpec], call: Caller) -> tuple[ChatResult, Decision]:
-        """Answer, score, escalate; every step (score, threshold, why it stopped) goes in the decision."""
+    async def run(
+        self, ctx: RequestContext, candidates: list[ModelSpec], call: Caller, decision: Decision
+    ) -> ChatResult:
+        """Answer, score, escalate; every rung (score, threshold, why it stopped) is a step of ``decision``."""
         ladder = self.ladder(candidates)
-        decision = Decision(policy=self.name, threshold=self.threshold)
+        decision.threshold = self.threshold
         inner = replace(ctx, request=replace(ctx.request, logprobs=True))
         kept: list[tuple[float, ChatResult, ModelSpec]] = []
         failed_first: str | None = None
@@ -115,7 +117,7 @@ class LiveCascade(CascadePolicy):
         if failed_first is not None:
             decision.fallback_from = failed_first
         decision.reason = f"cascade with {self.scorer.name}: answered by {spec.name} after {len(decision.steps)} steps"
-        return result, decision
+        return result
 
 
 def parse_name(model_field: str) -> tuple[str, float | None]:

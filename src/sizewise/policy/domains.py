@@ -364,6 +364,8 @@ class DomainFilter:
 
     name = "domain"
 
+    #: Matching embeds the prompt (MiniLM, tens of ms): off the event loop.
+    blocking = True
     def __init__(self, router: DomainRouter, models: Sequence[ModelSpec]) -> None:
         self.router = router
         self._names = {spec.name for spec in models}

@@ -12,16 +12,20 @@ Extension points (for routers, cascades and constraint filters written elsewhere
 * **Policies** choose the model. A :class:`RoutingPolicy` decides *before* generating: ``plan`` returns
   an ordered list of models to try (the first is the choice, the rest are fallbacks) with the score and
   threshold behind it. A :class:`CascadePolicy` decides *after* generating: ``run`` gets a ``call``
-  function (retry + fault handling included) and climbs a ladder, returning the accepted answer and
-  its steps. Register a factory for a ``model``-field prefix with :func:`register_policy` (e.g.
-  ``"router-"`` or ``"cascade-"``) or an exact name (``"sizewise"``); the factory receives the whole
-  model field and the :class:`PolicyEnv`. Modules holding factories are imported by :func:`load_extensions`.
+  function (retry + fault handling included) and the request's decision, climbs a ladder, writes its
+  steps into the decision and returns the accepted answer. Register a factory for a ``model``-field
+  prefix with :func:`register_policy` (e.g. ``"router-"`` or ``"cascade-"``) or an exact name
+  (``"sizewise"``); the factory receives the whole model field and the :class:`PolicyEnv`. Modules
+  holding factories are imported by :func:`load_extensions`.
 * A filter may also define ``admit(ctx, spec)``: the engine calls it right before each model call (first
   choice, retry, fallback, cascade rung); raising a non-retryable ``BackendError`` skips that model
   (the budget grows its reservation to the model really called).
-* A filter may also define ``settle(ctx, decision, prompt_tokens, completion_tokens)``: the gateway calls
-  it once when the request has finished (``decision`` is None or has no answer when it failed), e.g. to
-  turn a budget reservation into the real cost.
+* A filter that does blocking I/O or heavy work in ``apply`` (SQL, a log scan, an embedding model) sets
+  ``blocking = True``: the engine runs the chain from the first such filter on in a worker thread (order
+  kept), and such a filter's ``admit`` too, so other requests keep moving on the event loop.
+* A filter may also define ``settle(ctx, decision, prompt_tokens, completion_tokens)``: the engine calls
+  it once (``Engine.settle``) when the request has finished (``decision`` is None or has no answer when
+  it failed), e.g. to turn a budget reservation into the real cost.
 * A filter may also define ``async prepare(ctx)``: the engine awaits it before any filter runs, for
   work too slow for the event loop (the privacy scan runs in a worker thread and leaves its result
   in ``ctx.extras``).
@@ -37,7 +41,7 @@ from __future__ import annotations
 import functools
 import math
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -82,7 +86,6 @@ class RequestContext:
     user: str | None = None
     #: From header ``x-sizewise-max-latency-ms``.
     max_latency_ms: float | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
     #: Free slot for filters/policies to pass facts along (e.g. a domain match).
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -161,8 +164,11 @@ class CascadePolicy(Policy):
     """
 
     @abstractmethod
-    async def run(self, ctx: RequestContext, candidates: list[ModelSpec], call: Caller) -> tuple[ChatResult, Decision]:
-        """Climb the ladder; return the accepted answer and a :class:`Decision` listing each :class:`Step`."""
+    async def run(
+        self, ctx: RequestContext, candidates: list[ModelSpec], call: Caller, decision: Decision
+    ) -> ChatResult:
+        """Climb the ladder; return the accepted answer, writing each rung's :class:`Step` (and the model,
+        score, escalation) into ``decision``, which already holds the filters' reports."""
 
 
 PolicyFactory = Callable[[str, PolicyEnv], Policy]

@@ -10,6 +10,7 @@ limit exist, the stricter applies. When no model meets the target the request ge
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -42,12 +43,25 @@ class LatencyFilter:
         self._measured_at = -float("inf")
         self._lock = threading.Lock()
 
-    def p95(self, spec: ModelSpec) -> tuple[float | None, str]:
-        """(p95 in ms or None, where it came from)."""
-        if self._measure is not None and time.monotonic() - self._measured_at > self.refresh_s:
-            with self._lock:
+    def _due(self) -> bool:
+        return self._measure is not None and time.monotonic() - self._measured_at > self.refresh_s
+
+    def _refresh(self) -> None:
+        with self._lock:
+            if self._measure is not None and self._due():  # another request may have just refreshed them
                 self._measured = self._measure()
                 self._measured_at = time.monotonic()
+
+    async def prepare(self, ctx: RequestContext) -> None:
+        """Refresh due measurements in a worker thread (the log scan reads up to 25,000 rows) when this
+        request has a target, so :meth:`apply` finds them fresh without blocking the event loop."""
+        if self._due() and self.target(ctx) is not None:
+            await asyncio.to_thread(self._refresh)
+
+    def p95(self, spec: ModelSpec) -> tuple[float | None, str]:
+        """(p95 in ms or None, where it came from)."""
+        if self._due():  # called without prepare (a direct call): refresh here
+            self._refresh()
         if spec.name in self._measured:
             return self._measured[spec.name], "measured"
         return spec.p95_latency_ms, "catalog"

@@ -1,0 +1,86 @@
+"""The gateway's OpenAPI schema (``GET /openapi.json``): every endpoint with its request and response models.
+
+The handlers read their requests themselves (the chat body within ``gateway.max_body_bytes``, validated by
+:class:`~sizewise.gateway.schemas.ChatCompletionRequest`), so FastAPI is given the request body's schema
+here rather than a parameter to parse; responses are documented by the models of
+:mod:`sizewise.gateway.responses`.
+
+The app serves the handlers as plain Starlette routes and FastAPI builds the schema from ``APIRoute``
+descriptions of the same handlers: an ``APIRoute`` costs about 20 us more per request (its dependency
+solving: 30 vs 10 us in-process, FastAPI 0.165), and the gateway adds about 1.5 ms in all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+
+from sizewise.gateway.responses import ChatCompletion, ErrorBody, Health, ModelList
+from sizewise.gateway.schemas import ChatCompletionRequest
+
+_REQUEST_REF = "#/components/schemas/ChatCompletionRequest"
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody, "description": "an OpenAI-style error"} for status in statuses}
+
+
+#: Keyword arguments of ``add_api_route`` per path: summary, response models, the chat request body.
+ROUTE_DOCS: dict[str, dict[str, Any]] = {
+    "/v1/chat/completions": {
+        "summary": "Create a chat completion, routed to the smallest good-enough model",
+        "response_model": None,
+        "responses": {
+            200: {
+                "model": ChatCompletion,
+                "description": "the answer (JSON), or server-sent `chat.completion.chunk` events when `stream`",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **_errors(400, 401, 404, 413, 429, 499, 502),
+        },
+        "openapi_extra": {
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": _REQUEST_REF}}}}
+        },
+    },
+    "/v1/models": {
+        "summary": "The names the model field accepts",
+        "response_model": None,
+        "responses": {200: {"model": ModelList, "description": "catalog models and policies"}, **_errors(401)},
+    },
+    "/healthz": {
+        "summary": "Liveness and the local workers' state",
+        "response_model": None,
+        "responses": {200: {"model": Health, "description": "the gateway is up"}},
+    },
+    "/metrics": {
+        "summary": "Prometheus metrics",
+        "response_model": None,
+        "responses": {
+            200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            **_errors(401),
+        },
+    },
+}
+
+
+def install_schema(app: FastAPI, handlers: Mapping[str, tuple[Callable[..., Any], str]]) -> None:
+    """Make ``app.openapi()`` describe ``handlers`` (path -> (handler, method)) with :data:`ROUTE_DOCS`."""
+    routes = [
+        APIRoute(path, handler, methods=[method], **ROUTE_DOCS[path]) for path, (handler, method) in handlers.items()
+    ]
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=routes)
+            request = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(request.pop("$defs", {}))
+            components["ChatCompletionRequest"] = request
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

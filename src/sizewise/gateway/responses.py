@@ -1,0 +1,150 @@
+"""What the gateway answers: routing headers, the completion body, errors by exception, and the
+response models that the OpenAPI schema (``/openapi.json``) describes."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from sizewise.backends.base import ChatResult
+from sizewise.errors import UnknownModelError, UnknownNameError
+from sizewise.gateway.errors import GatewayError
+from sizewise.policy.types import Decision, RequestRejected
+from sizewise.serve.call import AllModelsFailed
+
+JSON = "application/json"
+
+
+def decision_headers(decision: Decision, request_id: str) -> dict[str, str]:
+    """The ``x-sizewise-*`` headers of an answer (what was decided) and its request id."""
+    return {
+        "x-sizewise-model": decision.model or "",
+        "x-sizewise-score": "" if decision.score is None else f"{decision.score:.6g}",
+        "x-sizewise-threshold": "" if decision.threshold is None else f"{decision.threshold:.6g}",
+        "x-sizewise-policy": decision.policy,
+        "x-sizewise-fallback": decision.fallback_from or "",
+        "x-request-id": request_id,
+    }
+
+
+def error_status(error: Exception) -> GatewayError:
+    """The client-facing error of a foreseen failure (status, message, code, param)."""
+    if isinstance(error, GatewayError):
+        return error
+    if isinstance(error, RequestRejected):
+        return GatewayError(error.status, error.message, error.code, error.param)
+    if isinstance(error, UnknownModelError | UnknownNameError):
+        return GatewayError(404, str(error), "model_not_found", "model")
+    if isinstance(error, AllModelsFailed):
+        return GatewayError(502, f"every model failed: {error}", "upstream_error")
+    return GatewayError(400, str(error), "invalid_request")
+
+
+def completion_body(result: ChatResult, decision: Decision, request_id: str) -> bytes:
+    """An OpenAI ``chat.completion`` object with the decision in ``sizewise``."""
+    body = {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": decision.model or result.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text},
+                "logprobs": None,
+                "finish_reason": result.finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens,
+        },
+        "sizewise": decision.to_dict(),
+    }
+    return json.dumps(body).encode()
+
+
+def model_list(names: list[str]) -> bytes:
+    """The ``/v1/models`` body (encoded once per app: it never changes)."""
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "sizewise"} for name in names]
+    return json.dumps({"object": "list", "data": data}).encode()
+
+
+# -- response models: documentation only (the handlers write their bodies themselves, for speed) --------------
+class AssistantMessage(BaseModel):
+    """The answer's message."""
+
+    role: str = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    """One answer (sizewise always returns one)."""
+
+    index: int
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: str
+
+
+class Usage(BaseModel):
+    """Token counts as the answering model reported them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    """OpenAI's ``chat.completion``; streams send ``chat.completion.chunk`` events instead (SSE)."""
+
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    sizewise: dict[str, Any] = Field(description="the decision: policy, model, score, threshold, steps, filters")
+
+
+class ModelEntry(BaseModel):
+    """A name the ``model`` field accepts: a catalog model, ``sizewise`` or a policy pattern."""
+
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "sizewise"
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``."""
+
+    object: str = "list"
+    data: list[ModelEntry]
+
+
+class Health(BaseModel):
+    """``GET /healthz``."""
+
+    status: str
+    models: int
+    workers: dict[str, Any] = Field(description="state of each local model's worker process")
+
+
+class ErrorDetail(BaseModel):
+    """OpenAI's error shape."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error the gateway answers."""
+
+    error: ErrorDetail

@@ -186,13 +186,18 @@ class ModelProcess:
         if worker is None or worker.exit is not None or worker.proc.poll() is not None:
             worker = await asyncio.to_thread(self.start)
         call_id = str(next(self._ids))
-        call = self._calls[call_id] = _Call(worker, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        call = self._calls[call_id] = _Call(worker, loop)
         finished = False
+        # The call is written in a thread (a long prompt can fill the pipe); a cancellation must follow it on the
+        # pipe, never overtake it, or the worker would run the whole abandoned call.
+        sent: asyncio.Future[None] = loop.run_in_executor(
+            None, _send_quietly, worker, {"id": call_id, "op": op, **payload}
+        )
         try:
             if worker.exit is not None:  # died between start and registration: the reader has gone
                 call.post({"died": worker.exit})
-            else:
-                await asyncio.to_thread(_send_quietly, worker, {"id": call_id, "op": op, **payload})
+            await asyncio.shield(sent)
             while True:
                 message = await call.queue.get()
                 if "chunk" in message:
@@ -214,8 +219,7 @@ class ModelProcess:
         finally:
             self._calls.pop(call_id, None)
             if not finished:  # the caller gave up (timeout, client gone): stop generating at the next token
-                with contextlib.suppress(OSError, ValueError):
-                    worker.send({"cancel": call_id})
+                sent.add_done_callback(lambda _: _send_quietly(worker, {"cancel": call_id}))
 
 
 def _send_quietly(worker: _Worker, message: dict[str, Any]) -> None:

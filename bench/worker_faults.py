@@ -76,7 +76,7 @@ async def _run(
                 body = {
                     "model": SMALL,
                     "messages": [{"role": "user", "content": f"Request {i}: write a short poem about the sea."}],
-                    "max_tokens": 48,
+                    "max_tokens": 16,
                     "temperature": 0,
                 }
                 start = time.monotonic()
@@ -91,7 +91,8 @@ async def _run(
                     done["answered"] += 1
 
         await client.post(
-            "/v1/chat/completions", json={"model": SMALL, "messages": [{"role": "user", "content": "hi"}]}
+            "/v1/chat/completions",
+            json={"model": SMALL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
         )
         killer = asyncio.create_task(_killer(client, done, total, kills, killed))
         await asyncio.gather(*(send() for _ in range(concurrency)))

@@ -291,3 +291,22 @@ def test_settle_reports_a_failed_hook_without_raising() -> None:
     engine, _ = make_engine(filters=[Settling("budget", [])])
     assert engine.settle(ctx(), None) is False
     assert make_engine()[0].settle(ctx(), None) is True
+
+
+async def test_the_built_in_slow_filters_stay_off_the_event_loop() -> None:
+    from sizewise.policy.constraints.budget import BudgetFilter
+    from sizewise.policy.constraints.latency import LatencyFilter
+    from sizewise.policy.domains import DomainFilter
+
+    assert BudgetFilter.blocking and DomainFilter.blocking  # SQL and an embedding model: the engine threads them
+    threads: list[int] = []
+
+    def measure() -> dict[str, float]:  # the request log's p95 scan
+        threads.append(threading.get_ident())
+        return {"small": 50.0, "big": 5000.0}
+
+    engine, _ = make_engine(filters=[LatencyFilter(GatewaySettings(log_url="none"), measure)])
+    request = ChatRequest(messages=[{"role": "user", "content": "hi"}])
+    result, decision = await engine.complete(build_context(request, model_field="small", max_latency_ms=100.0))
+    assert result.text == "small: hi" and "big" in decision.filters[0].removed
+    assert threads and threading.get_ident() not in threads

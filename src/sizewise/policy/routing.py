@@ -12,7 +12,8 @@ Model-field names served here:
   3. the pretrained router shipped in the package (``sizewise/routers/pretrained/default.zip``, a
      ``gbdt`` router on static embeddings distilled from MiniLM + text features, under 1 ms per new
      prompt, see its README) with the threshold
-     calibrated for 50% big-model calls on held-out data (``thresholds.json``, key ``share_0.5``);
+     calibrated for 50% big-model calls on held-out data, recorded in the file with the id of the
+     embedding it was trained on (a file that does not fit the installed embedding stops start-up);
   4. the built-in :class:`HeuristicScorer` (prompt length, step/math/code markers, turns) with
      threshold 0.5, only when no router file can be loaded.
 
@@ -27,7 +28,6 @@ qwen2.5-coder-0.5b (small) and qwen2.5-coder-1.5b (big); the tiny model is a fau
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -203,22 +203,18 @@ def router_policy(model_field: str, env: PolicyEnv) -> RouterPolicy:
     return RouterPolicy(model_field, scorer, threshold, small, big)
 
 
-#: The router shipped in the package and the calibration in its thresholds.json used by default.
+#: The router shipped in the package; its file records its calibration (the default threshold among them).
 PRETRAINED_PACKAGE = "sizewise.routers"
 PRETRAINED_FILE = "pretrained/default.zip"
-PRETRAINED_CALIBRATION = "share_0.5"
 
 
 def shipped_router() -> tuple[Path, float | None]:
-    """(path of the pretrained default router, its calibrated default threshold or None)."""
-    base = files(PRETRAINED_PACKAGE).joinpath("pretrained")
-    threshold = None
-    try:
-        calibration = json.loads(base.joinpath("thresholds.json").read_text())["calibration"]
-        threshold = float(calibration[PRETRAINED_CALIBRATION]["threshold"])
-    except (OSError, KeyError, TypeError, ValueError):
-        pass
-    return Path(str(files(PRETRAINED_PACKAGE).joinpath(PRETRAINED_FILE))), threshold
+    """(path of the pretrained default router, the default threshold recorded in it or None); a
+    :class:`RouterFileError` for a file or calibration that cannot be read."""
+    from sizewise.routers.base import calibrated_threshold
+
+    path = Path(str(files(PRETRAINED_PACKAGE).joinpath(PRETRAINED_FILE)))
+    return path, (calibrated_threshold(path) if path.is_file() else None)
 
 
 def default_policy(model_field: str, env: PolicyEnv) -> RoutingPolicy:
@@ -232,18 +228,20 @@ def default_policy(model_field: str, env: PolicyEnv) -> RoutingPolicy:
         scorer, saved = load_router(settings.router, env, trusted=True)
     else:
         local = env.router_dir / "default.zip" if env.router_dir is not None else None
-        path, saved = (local, None) if local is not None and local.is_file() else shipped_router()
+        shipped = Path(str(files(PRETRAINED_PACKAGE).joinpath(PRETRAINED_FILE)))
+        path, saved = (local if local is not None and local.is_file() else shipped), None
         scorer = HeuristicScorer()
         if path.is_file():
             from sizewise.routers import base as routers
 
             try:
-                scorer = routers.load_router(path)
-            except (SizewiseError, ImportError) as error:  # a broken file must not stop the gateway
+                scorer = routers.load_router(path)  # its threshold_ is the calibration recorded in the file
+            except ImportError as error:  # a router needing a library this install lacks: route by heuristic
                 logger.warning("default router %s unusable (%s); using the heuristic scorer", path, error)
-                saved = None
+            except SizewiseError as error:  # corrupt, or built on another embedding: never route on garbage
+                raise ConfigError(f"default router unusable: {error}") from None
             else:
-                saved = saved if saved is not None else getattr(scorer, "threshold_", None)
+                saved = scorer.threshold_
         if isinstance(scorer, HeuristicScorer):
             saved = 0.5
     threshold = settings.threshold if settings.threshold is not None else (saved if saved is not None else 0.5)

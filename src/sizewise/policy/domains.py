@@ -363,9 +363,9 @@ class DomainFilter:
     """Keep only the matched route's models (soft: keeps everything when none of them is left)."""
 
     name = "domain"
-
     #: Matching embeds the prompt (MiniLM, tens of ms): off the event loop.
     blocking = True
+
     def __init__(self, router: DomainRouter, models: Sequence[ModelSpec]) -> None:
         self.router = router
         self._names = {spec.name for spec in models}

@@ -7,8 +7,8 @@ from typing import Any
 
 from sizewise.backends.base import ChatRequest
 from sizewise.catalog.schema import ModelSpec
-from sizewise.evaluation.table import conversation_text
 from sizewise.core.text import modalities as _modalities
+from sizewise.evaluation.table import conversation_text
 from sizewise.policy.types import RequestContext
 
 

@@ -154,7 +154,8 @@ class Router(Estimator):
         if recorded["id"] != installed:
             raise ValueError(
                 f"trained on embedding {recorded['id']}, but the installed one is {installed}: "
-                "retrain it with `sizewise train`, or install the embedding it was trained on"
+                "retrain it with `sizewise train` (the shipped default: `sizewise train --default-router`) "
+                "or install the embedding it was trained on"
             )
 
 

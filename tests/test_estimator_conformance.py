@@ -136,7 +136,9 @@ def test_every_kind_has_a_registry_of_estimators() -> None:
         base = Router if kind == "router" else Scorer
         for name in reg.names():
             cls = reg.get(name)
-            assert issubclass(cls, base) and issubclass(cls, Estimator) and cls.kind == kind and cls.name == name
+            assert (
+                issubclass(cls, base) and issubclass(cls, Estimator) and cls.estimator_kind == kind and cls.name == name
+            )
 
 
 @pytest.mark.parametrize(("kind", "name"), CASES)
@@ -222,7 +224,7 @@ def test_bad_input_gives_a_clear_error(kind: str, name: str) -> None:
 
 
 class PluginEstimator(Estimator):
-    kind: ClassVar[str] = "test-plugin"
+    estimator_kind: ClassVar[str] = "test-plugin"
     name: ClassVar[str] = "plugged"
 
     def __init__(self, level: int = 1) -> None:

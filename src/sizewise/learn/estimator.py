@@ -7,7 +7,7 @@
   records the estimator's provenance: what it was built on (its embedding's id) and, where given,
   its calibration. ``load`` refuses a file whose provenance does not match this installation.
 
-Subclasses set ``kind`` (the registry they belong to) and ``name``, and implement the state hooks.
+Subclasses set ``estimator_kind`` (the registry they belong to) and ``name``, and implement the state hooks.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from sizewise.learn.persist import Bundle, read_bundle, save_bundle
 class Estimator(ABC):
     """Base of routers and scorers: parameters, fitted check, persistence with provenance."""
 
-    #: The registry this estimator belongs to (``"router"``, ``"scorer"``); also the file's kind. Read it
-    #: from the class (``type(self).kind``): a parameter may be called ``kind`` too (``consistency``'s is).
-    kind: ClassVar[str]
+    #: The registry this estimator belongs to (``"router"``, ``"scorer"``); also the file's kind. Not
+    #: ``kind``: that is a parameter of some estimators (``consistency``'s).
+    estimator_kind: ClassVar[str]
     name: ClassVar[str]
     #: False for estimators usable without ``fit`` (some scorers).
     needs_fit: ClassVar[bool] = True
@@ -52,9 +52,8 @@ class Estimator(ABC):
         accepted = self.param_names()
         for key in params:
             if key not in accepted:
-                raise ConfigError(
-                    f"{type(self).kind} {self.name!r}: bad parameter {key!r}; it takes: {', '.join(accepted) or 'none'}"
-                )
+                options = ", ".join(accepted) or "none"
+                raise ConfigError(f"{self.estimator_kind} {self.name!r}: bad parameter {key!r}; it takes: {options}")
         for key, value in params.items():
             setattr(self, key, value)
         return self
@@ -74,7 +73,7 @@ class Estimator(ABC):
     def check_fitted(self) -> None:
         """Raise :class:`NotFittedError` unless ``fit`` ran (or the estimator needs none)."""
         if self.needs_fit and not self.is_fitted():
-            raise NotFittedError(f"{type(self).kind} {self.name!r} is not fitted: call fit() or load() first")
+            raise NotFittedError(f"{self.estimator_kind} {self.name!r} is not fitted: call fit() or load() first")
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """What ``save`` writes besides the parameters: JSON-able meta and numpy arrays. Default: nothing."""
@@ -99,21 +98,21 @@ class Estimator(ABC):
         meta, arrays = self._state()
         recorded = {**self._provenance(), **(provenance or {})}
         return save_bundle(
-            path, type(self).kind, self.name, {"params": self.get_params(), "state": meta}, arrays, recorded
+            path, self.estimator_kind, self.name, {"params": self.get_params(), "state": meta}, arrays, recorded
         )
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
         """Read a file written by ``save``; refuses a file of another estimator, a corrupt one, or one
         built on something else than what is installed (a :class:`RouterFileError` naming it)."""
-        return cls.from_bundle(read_bundle(path, cls.kind, cls.name), path)
+        return cls.from_bundle(read_bundle(path, cls.estimator_kind, cls.name), path)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, path: str | Path) -> Self:
         """The estimator a file read by :func:`~sizewise.learn.persist.read_bundle` holds (``path`` names it
         in errors)."""
         if bundle.name != cls.name:
-            raise RouterFileError(f"{path}: holds {cls.kind} {bundle.name!r}, expected {cls.name!r}")
+            raise RouterFileError(f"{path}: holds {cls.estimator_kind} {bundle.name!r}, expected {cls.name!r}")
         try:
             estimator = cls(**bundle.meta.get("params", {}))
             estimator._check_params()

@@ -63,7 +63,7 @@ class Registry(Generic[E]):
                 raise ConfigError(
                     f"{self.kind} plug-in {point.name!r} ({point.value}) does not load: {error}"
                 ) from None
-            if inspect.isclass(found) and getattr(found, "kind", None) == self.kind:
+            if inspect.isclass(found) and getattr(found, "estimator_kind", None) == self.kind:
                 self.register(cast("type[E]", found))  # an entry point may name the class instead of its module
 
     def names(self) -> list[str]:
@@ -108,5 +108,5 @@ def kinds() -> list[str]:
 
 
 def register(cls: type[E]) -> type[E]:
-    """Class decorator: register ``cls`` under its ``name`` in the registry of its ``kind``."""
-    return get_registry(cls.kind).register(cls)
+    """Class decorator: register ``cls`` under its ``name`` in the registry of its ``estimator_kind``."""
+    return get_registry(cls.estimator_kind).register(cls)

@@ -104,7 +104,7 @@ def calibrated_threshold(path: str | Path) -> float | None:
 class Router(Estimator):
     """Base class. Subclasses set ``name`` and implement ``fit``, ``score`` and the state hooks."""
 
-    kind: ClassVar[str] = "router"
+    estimator_kind: ClassVar[str] = "router"
     #: Set by ``fit`` and ``load`` (scikit-learn's trailing underscore: learned, not a parameter).
     fitted_: bool
 

@@ -112,7 +112,7 @@ def load_scorer(path: str | Path) -> Scorer:
 class Scorer(Estimator):
     """Base class. Subclasses set ``name`` and implement ``score`` (and ``fit`` when they learn)."""
 
-    kind: ClassVar[str] = "scorer"
+    estimator_kind: ClassVar[str] = "scorer"
     #: False for scorers that work without training (consistency, verifier).
     needs_fit: ClassVar[bool] = True
     #: True for scorers whose ``enrich`` calls a model (consistency, verifier): ``collect`` can record those calls.

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from starlette.requests import ClientDisconnect, Request
 
-from sizewise.backends.base import ChatRequest
+from sizewise.core.chat import ChatRequest
 from sizewise.gateway.errors import GatewayError, from_validation
 
 #: Fields handled here; everything else a client sends is passed through in ``ChatRequest.extra``.

@@ -35,8 +35,9 @@ import numpy as np
 
 from sizewise.catalog.schema import ModelSpec, RouteSpec
 from sizewise.checks import check_number
+from sizewise.core.decision import FilterReport
 from sizewise.errors import ConfigError, DataError
-from sizewise.policy.types import FilterReport, RequestContext
+from sizewise.policy.types import RequestContext
 
 #: Defaults chosen by ``bench/domains.py`` (30 examples per route) on the calibration part of
 #: held-out MMLU-Pro and off-domain prompts; the threshold is the one balanced between in-domain and

@@ -51,11 +51,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sizewise.backends.base import BackendError, ChatRequest
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
+from sizewise.core.chat import BackendError, ChatRequest
+from sizewise.core.decision import Decision, FilterReport, RequestRejected
 from sizewise.policy.constraints.budget_ledger import BudgetLedger, Limit, Usage, ledger_table, period_start
 from sizewise.policy.constraints.budget_wait import BudgetBusy, wait_for_room
-from sizewise.policy.types import Decision, FilterReport, RequestContext, RequestRejected
+from sizewise.policy.types import RequestContext
 
 DEFAULT_MAX_TOKENS = 1024
 #: Chat-template tokens per message (role markers, separators): real templates use 3-8.

@@ -9,9 +9,16 @@ generation with per-token logprobs on (the cascade's ``logprob`` scorer). ``call
 one-token answer to a short prompt (what the process boundary adds per call). ``rss_mb``: the worker's resident
 memory, or what loading added to this process. Median of ``--rounds``.
 
-``--build`` labels the llama.cpp build that is imported (the Makefile's portable one by default). To compare a
-native build, install it elsewhere and put it first on the path: ``PYTHONPATH=/tmp/llama-native python
-bench/models.py --build native --isolation process`` (a worker that dies is reported, not fatal). ``--gateway``
+``--build`` labels the llama.cpp build that is imported (the Makefile's portable one by default). To compare
+another build, install it elsewhere and put it first on the path (a worker that dies is reported, not fatal)::
+
+    CMAKE_ARGS="-DGGML_NATIVE=ON" pip wheel --no-deps --no-cache-dir --no-binary llama-cpp-python \\
+        -w /tmp/native-wheel llama-cpp-python==0.3.36
+    pip install --no-deps --target /tmp/llama-native /tmp/native-wheel/*.whl
+    PYTHONPATH=/tmp/llama-native python bench/models.py --build native --isolation process
+
+The ``avx512`` row of docs/results.md is built the same way with the Makefile's x86-64 flags but AVX-512 (F, VBMI,
+VNNI, BF16) and AVX-VNNI on, AMX off. ``--gateway``
 adds the gateway's own latency per local request: a real HTTP server on 127.0.0.1 vs the same call made directly.
 Rows are merged into docs/results/models.json by (build, isolation, model); the ``models`` section of
 docs/results.md is rewritten from all stored rows.
@@ -151,8 +158,9 @@ def _stored() -> dict[str, Any]:
 
 
 def _merge(rows: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored rows with ``new`` replacing those of the same (build, isolation, model); unlabelled rows dropped."""
     keys = {(r["build"], r["isolation"], r["model"]) for r in new}
-    kept = [r for r in rows if (r.get("build"), r.get("isolation"), r.get("model")) not in keys]
+    kept = [r for r in rows if "build" in r and (r["build"], r["isolation"], r["model"]) not in keys]
     return kept + new
 
 
@@ -214,8 +222,14 @@ def main() -> None:
 
 
 def _command() -> str:
-    native = "PYTHONPATH=/tmp/llama-native python bench/models.py --build native --isolation process"
-    return f"python bench/models.py --gateway 30; {native}"
+    return "; ".join(
+        [
+            "python bench/models.py",
+            "PYTHONPATH=/tmp/llama-avx512 python bench/models.py --build avx512 --isolation process",
+            "PYTHONPATH=/tmp/llama-native python bench/models.py --build native --isolation process",
+            "python bench/models.py --isolation none --gateway 50",
+        ]
+    )
 
 
 if __name__ == "__main__":

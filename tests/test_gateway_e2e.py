@@ -230,8 +230,17 @@ class _TwoStep(CascadePolicy):
         raise AssertionError("unreachable")
 
 
-def test_cascade_policy_plugs_into_the_engine(client: openai.OpenAI) -> None:
+@pytest.fixture
+def twostep_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Registered for this test only: the registry is process-wide, and a leftover would serve later tests.
+    from sizewise.policy import types
+
+    monkeypatch.setattr(types, "_POLICIES", dict(types._POLICIES))
     register_policy("cascade-twostep", lambda name, env: _TwoStep(name))
+
+
+@pytest.mark.usefixtures("twostep_registered")
+def test_cascade_policy_plugs_into_the_engine(client: openai.OpenAI) -> None:
     easy = client.chat.completions.with_raw_response.create(model="cascade-twostep", messages=EASY)
     assert easy.headers["x-sizewise-model"] == "tiny"
     assert [s["model"] for s in easy.parse().model_extra["sizewise"]["steps"]] == ["tiny"]

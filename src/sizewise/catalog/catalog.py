@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from sizewise.catalog.schema import CatalogSpec, GatewaySettings, ModelSpec, RouteSpec
@@ -73,10 +73,9 @@ class Catalog:
 
         Otherwise every ``llm``/``multimodal`` model ordered by size (unknown size last), then price.
         """
-        if self.gateway.ladder:
-            return [self.get(name) for name in self.gateway.ladder]
-        chat = [m for m in self.models.values() if m.kind in ("llm", "multimodal")]
-        return sorted(chat, key=_ladder_key)
+        for name in self.gateway.ladder:
+            self.get(name)  # an unknown name is an error here, not a shorter ladder
+        return order_ladder(self.models.values(), self.gateway.ladder)
 
     def resolve(self, value: str | Path) -> Path:
         """A path from the catalog, relative to ``base_dir`` unless absolute (``~`` expanded)."""
@@ -100,6 +99,20 @@ class Catalog:
         return path
 
 
-def _ladder_key(model: ModelSpec) -> tuple[float, float, str]:
+def ladder_key(model: ModelSpec) -> tuple[float, float, str]:
+    """The one size order of sizewise, smallest first: parameters (unknown size counts as largest), price, name.
+
+    Every "smaller/larger" decision uses it: the ladder, the routing pair, the cascade's climb, the fallbacks
+    (largest first = this order reversed), so a model without ``params_b`` is the largest for all of them.
+    """
     size = model.params_b if model.params_b is not None else math.inf
     return (size, model.price_in + model.price_out, model.name)
+
+
+def order_ladder(models: Iterable[ModelSpec], names: Sequence[str] = ()) -> list[ModelSpec]:
+    """Chat models smallest first: exactly ``names`` (``gateway.ladder``) in their order when given, else every
+    ``llm``/``multimodal`` model by :func:`ladder_key`."""
+    if names:
+        by_name = {m.name: m for m in models}
+        return [by_name[name] for name in names if name in by_name]
+    return sorted((m for m in models if m.kind in ("llm", "multimodal")), key=ladder_key)

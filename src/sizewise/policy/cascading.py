@@ -47,9 +47,9 @@ class LiveCascade(CascadePolicy):
         self.env = env
 
     def ladder(self, candidates: list[ModelSpec]) -> list[ModelSpec]:
-        """Candidates smallest first (the catalog's order of text models)."""
-        order = {spec.name: i for i, spec in enumerate(self.env.llms())}
-        return sorted(candidates, key=lambda s: order.get(s.name, len(order)))
+        """The candidates on the ladder (``gateway.ladder`` when set, else every text model), smallest first."""
+        order = {spec.name: i for i, spec in enumerate(self.env.ladder())}
+        return sorted((s for s in candidates if s.name in order), key=lambda s: order[s.name])
 
     async def _score(self, ctx: RequestContext, spec: ModelSpec, nxt: ModelSpec | None, result: ChatResult) -> float:
         answer = Answer(ctx.text, result.text, model=spec.name, logprobs=result.logprobs)

@@ -13,11 +13,11 @@ predicted first; candidates the router does not know come last, largest first.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
+from sizewise.catalog.catalog import ladder_key
 from sizewise.catalog.schema import ModelSpec
 from sizewise.core.decision import RequestRejected
 from sizewise.errors import UnknownNameError
@@ -28,9 +28,9 @@ from sizewise.routers.multi import cheapest_meeting
 PREFIX = "multi-"
 
 
-def cost_order(spec: ModelSpec) -> tuple[float, float]:
+def cost_order(spec: ModelSpec) -> tuple[float, float, float, str]:
     """Sort key, cheapest first: price per token, then size (unknown size last, as in the ladder)."""
-    return (spec.price_in + spec.price_out, spec.params_b or math.inf)
+    return (spec.price_in + spec.price_out, *ladder_key(spec))
 
 
 class MultiRouterPolicy(RoutingPolicy):
@@ -62,7 +62,7 @@ class MultiRouterPolicy(RoutingPolicy):
         choice = known[int(cheapest_meeting(predicted, np.arange(len(known)), self.target)[0])]
         meeting = quality[choice.name] >= self.target
         rest = sorted((spec for spec in known if spec is not choice), key=lambda spec: -quality[spec.name])
-        unknown = sorted((spec for spec in candidates if spec.name not in quality), key=lambda m: -(m.params_b or 0.0))
+        unknown = sorted((spec for spec in candidates if spec.name not in quality), key=ladder_key, reverse=True)
         if meeting:
             reason = f"cheapest with predicted quality {quality[choice.name]:.3f} >= target {self.target:g}"
         else:

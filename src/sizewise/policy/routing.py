@@ -36,6 +36,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from sizewise.catalog.catalog import ladder_key
 from sizewise.catalog.schema import ModelSpec
 from sizewise.core.decision import RequestRejected
 from sizewise.errors import ConfigError, NotFittedError, SizewiseError, UnknownNameError
@@ -75,12 +76,10 @@ class HeuristicScorer:
 
 def model_pair(env: PolicyEnv) -> tuple[ModelSpec, ModelSpec]:
     """(small, big) for two-model routing: the last two of ``gateway.ladder``, else the two largest LLMs."""
-    if len(env.settings.ladder) >= 2:
-        return env.get(env.settings.ladder[-2]), env.get(env.settings.ladder[-1])
-    llms = env.llms()
-    if len(llms) < 2:
+    ladder = env.ladder()
+    if len(ladder) < 2:
         raise ConfigError("routing needs at least two LLMs in the catalog (or gateway.ladder)")
-    return llms[-2], llms[-1]
+    return ladder[-2], ladder[-1]
 
 
 #: A router or scorer file name a request may give: a plain name inside the router directory, never a
@@ -154,7 +153,8 @@ class RouterPolicy(RoutingPolicy):
         # Remaining candidates serve as fault fallbacks, largest first.
         order += sorted(
             (spec for spec in candidates if spec.name not in (first.name, second.name)),
-            key=lambda m: -(m.params_b or 0.0),
+            key=ladder_key,
+            reverse=True,
         )
         reason = f"score {score:.3f} {'>=' if want_big else '<'} threshold {self.threshold:g}"
         if order and order[0].name != first.name:
@@ -181,7 +181,7 @@ class BypassPolicy(RoutingPolicy):
     async def plan(self, ctx: RequestContext, candidates: list[ModelSpec]) -> Plan:
         if not any(spec.name == self.spec.name for spec in candidates):
             raise RequestRejected(400, f"model {self.spec.name!r} cannot serve this request", "model_not_suitable")
-        others = sorted((s for s in candidates if s.name != self.spec.name), key=lambda m: -(m.params_b or 0.0))
+        others = sorted((s for s in candidates if s.name != self.spec.name), key=ladder_key, reverse=True)
         return Plan([self.spec, *others], reason=self.reason)
 
 

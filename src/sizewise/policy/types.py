@@ -39,13 +39,13 @@ Extension points (for routers, cascades and constraint filters written elsewhere
 from __future__ import annotations
 
 import functools
-import math
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from sizewise.catalog.catalog import order_ladder
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
 from sizewise.core.chat import ChatRequest, ChatResult
 
@@ -133,9 +133,12 @@ class PolicyEnv:
         raise UnknownModelError(f"unknown model {name!r}")
 
     def llms(self) -> list[ModelSpec]:
-        """Text LLMs of the catalog, smallest first (by params, then price)."""
-        llms = [m for m in self.models if m.kind in ("llm", "multimodal")]
-        return sorted(llms, key=lambda m: (m.params_b or math.inf, m.price_in + m.price_out))
+        """Text LLMs of the catalog, smallest first (:func:`~sizewise.catalog.catalog.ladder_key`)."""
+        return order_ladder(self.models)
+
+    def ladder(self) -> list[ModelSpec]:
+        """What a cascade climbs and what "the big model" is: ``gateway.ladder`` when set, else :meth:`llms`."""
+        return order_ladder(self.models, self.settings.ladder)
 
 
 #: ``call(model, ctx) -> ChatResult``: one model call with the engine's retry; raises BackendError when it fails.

@@ -122,10 +122,8 @@ class Engine:
         return ["sizewise", *(patterns[key] for key in policy_keys() if key in patterns)]
 
     def _big_model(self) -> ModelSpec:
-        if self.settings.ladder:
-            return self.by_name[self.settings.ladder[-1]]
-        llms = self.env.llms()
-        return llms[-1] if llms else self.models[-1]
+        ladder = self.env.ladder()
+        return ladder[-1] if ladder else self.models[-1]
 
     # -- deciding --------------------------------------------------------------
     def filter(self, ctx: RequestContext, decision: Decision) -> list[ModelSpec]:

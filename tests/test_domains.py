@@ -285,7 +285,7 @@ def test_cli_routes_test_shows_route_and_why(tmp_path) -> None:
                 "name": n,
                 "backend": "openai",
                 "context_window": 4096,
-                "settings": {"base_url": "http://x/v1", "model": n},
+                "settings": {"base_url": "http://127.0.0.1:9/v1", "model": n},
             }
             for n in ("coder", "med")
         ],

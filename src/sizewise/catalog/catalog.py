@@ -22,6 +22,8 @@ class Catalog:
         self.path = path
         self.base_dir = base_dir or (path.parent if path is not None else Path.cwd())
         self.models: dict[str, ModelSpec] = {}
+        #: Lines the loader had to say (a location it inferred, a model it mapped); ``sizewise serve`` prints them.
+        self.notes: list[str] = []
         for model in spec.models:
             if model.name in self.models:
                 raise ConfigError(f"duplicate model name {model.name!r} in the catalog")

@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from sizewise.catalog.catalog import Catalog
+from sizewise.catalog.remote import apply_remote_rules
 from sizewise.catalog.schema import BACKEND_SETTINGS, CatalogSpec
 from sizewise.errors import ConfigError
 
@@ -75,6 +76,8 @@ def parse_catalog(text: str, *, source: str = "<catalog>", base_dir: Path | None
             return f"{label} field {rest!r}" if rest else label
         return "field " + repr(".".join(str(part) for part in loc)) if loc else "catalog"
 
+    notes: list[str] = []
+    apply_remote_rules(data, where, entry, notes)
     try:
         spec = CatalogSpec.model_validate(data)
     except ValidationError as error:
@@ -100,6 +103,7 @@ def parse_catalog(text: str, *, source: str = "<catalog>", base_dir: Path | None
             raise ConfigError(f"{where(sub)}: {entry(sub)}: {_message(first)} (backend {model.backend})") from None
     catalog = Catalog(spec, base_dir=base_dir)
     _check_references(catalog, where, entry)
+    catalog.notes = notes
     return catalog
 
 

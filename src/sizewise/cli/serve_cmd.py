@@ -28,6 +28,8 @@ def serve(
     from sizewise.gateway.app import _unpack, create_app
 
     catalog = load_catalog(config)
+    for note in catalog.notes:
+        typer.echo(note, err=True)
     _, settings = _unpack(catalog)
     app = create_app(catalog, router_dir=router_dir, log_url=log_url)
     host = host or settings.host

@@ -60,3 +60,49 @@ def test_loopback_detection() -> None:
     assert is_loopback("http://127.0.0.2/v1") and is_loopback("http://api.localhost/v1")
     assert not is_loopback("https://api.openai.com/v1") and not is_loopback("http://192.168.1.4/v1")
     assert not is_loopback("http://localhost.evil.com/v1")
+
+
+ENV = """\
+models:
+  - name: ${NAME:-cloud}
+    context_window: ${CTX}
+    price_in: 0.15
+    price_out: 0.6
+    backend: openai
+    settings:
+      base_url: "${BASE:-https://api.openai.com}/v1"
+      model: gpt-4o-mini
+      headers: {x-cost: "$$5"}
+"""
+
+
+def test_environment_variables_and_defaults_fill_string_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Old code: "${CTX}" reached the schema as text and context_window failed to parse.
+    monkeypatch.setenv("CTX", "16384")
+    monkeypatch.setenv("BASE", "http://127.0.0.1:8001")
+    monkeypatch.delenv("NAME", raising=False)
+    catalog = parse_catalog(ENV)
+    model = catalog.get("cloud")
+    assert model.context_window == 16384
+    assert model.settings["base_url"] == "http://127.0.0.1:8001/v1" and model.location == "local"
+    assert model.settings["headers"] == {"x-cost": "$5"}
+
+
+def test_an_empty_variable_takes_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTX", "4096")
+    monkeypatch.setenv("BASE", "")
+    assert parse_catalog(ENV).get("cloud").settings["base_url"] == "https://api.openai.com/v1"
+
+
+def test_an_unset_variable_without_default_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CTX", raising=False)
+    with pytest.raises(ConfigError) as info:
+        parse_catalog(ENV, source="c.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("c.yaml line 3:") and "environment variable CTX is not set" in message
+
+
+def test_a_malformed_reference_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r"c.yaml line 3: '\$\{1X\}' is not"):
+        parse_catalog(ENV.replace("${CTX}", "${1X}"), source="c.yaml")

@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from sizewise.catalog.catalog import Catalog
+from sizewise.catalog.interpolate import interpolate
 from sizewise.catalog.remote import apply_remote_rules
 from sizewise.catalog.schema import BACKEND_SETTINGS, CatalogSpec
 from sizewise.errors import ConfigError
@@ -76,6 +77,7 @@ def parse_catalog(text: str, *, source: str = "<catalog>", base_dir: Path | None
             return f"{label} field {rest!r}" if rest else label
         return "field " + repr(".".join(str(part) for part in loc)) if loc else "catalog"
 
+    data = interpolate(data, where)
     notes: list[str] = []
     apply_remote_rules(data, where, entry, notes)
     try:

@@ -62,6 +62,16 @@ def upstream_client(settings: OpenAISettings, verify: ssl.SSLContext | bool = Tr
     )
 
 
+def missing_api_key(spec: ModelSpec) -> str | None:
+    """Why ``spec`` cannot be called now: its ``api_key_env`` variable is unset or empty (else None)."""
+    if spec.backend != "openai":
+        return None
+    variable = spec.settings.get("api_key_env")
+    if variable and not os.environ.get(variable):
+        return f"environment variable {variable} (its API key) is not set"
+    return None
+
+
 def _body(request: ChatRequest, model: str, stream: bool) -> dict[str, Any]:
     body: dict[str, Any] = {**request.extra, "model": model, "messages": request.messages}
     for name in ("max_tokens", "temperature", "top_p", "stop", "seed"):

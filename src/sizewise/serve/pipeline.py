@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from sizewise.backends.base import Backend, BackendError, ChatChunk, ChatResult
+from sizewise.backends.openai_compat import missing_api_key
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
-from sizewise.errors import UnknownModelError
+from sizewise.errors import ConfigError, UnknownModelError
 from sizewise.policy.routing import BypassPolicy
 from sizewise.policy.types import (
     CascadePolicy,
@@ -45,6 +47,8 @@ from sizewise.serve.call import ANSWER, STREAM, AllModelsFailed, Calls, fall_bac
 MAX_STICKY_SESSIONS = 10_000
 MAX_CACHED_POLICIES = 256
 
+logger = logging.getLogger(__name__)
+
 
 class Engine:
     """Decides and calls models for chat requests. One per app; safe to share across requests."""
@@ -60,7 +64,13 @@ class Engine:
         filters: list[Filter] | None = None,
     ) -> None:
         load_extensions()
-        self.models = list(models)
+        #: Models that cannot be called (an unset API-key variable): left out of routing and fallbacks.
+        self.unavailable = {spec.name: why for spec in models if (why := missing_api_key(spec)) is not None}
+        for name, why in self.unavailable.items():
+            logger.warning("model %s skipped: %s", name, why)
+        self.models = [spec for spec in models if spec.name not in self.unavailable]
+        if not self.models:
+            raise ConfigError(f"no model can be called: {'; '.join(f'{n}: {w}' for n, w in self.unavailable.items())}")
         self.by_name = {spec.name: spec for spec in self.models}
         self.settings = settings
         self._backend_factory = backend_factory
@@ -97,6 +107,9 @@ class Engine:
         policy = self._policies.get(model_field)
         if policy is not None:
             return policy
+        if model_field in self.unavailable:
+            message = f"model {model_field!r} is unavailable: {self.unavailable[model_field]}"
+            raise RequestRejected(503, message, "model_unavailable", "model")
         if model_field in self.by_name:
             policy = BypassPolicy(self.by_name[model_field])
         else:

@@ -146,8 +146,11 @@ def _register() -> None:
     from sizewise.policy.types import register_filter
 
     def env_parts(env: PolicyEnv) -> tuple[list[ModelSpec], list[RouteSpec], GatewaySettings]:
-        routes = catalog_parts(env.catalog)[1] if env.catalog is not None else []
-        return env.models, routes, env.settings
+        if env.catalog is None:
+            return env.models, [], env.settings
+        # The whole catalog: a route or ladder may name a model the engine skipped (its API key unset).
+        models, routes, _ = catalog_parts(env.catalog)
+        return models, routes, env.settings
 
     def modality(env: PolicyEnv) -> Filter:
         validate_catalog(*env_parts(env))  # first factory the engine builds: start-up check of the catalog

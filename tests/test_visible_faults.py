@@ -1,0 +1,79 @@
+"""Faults a user can see (#18): a model without its API key, a named model that fails, ``Retry-After``.
+
+The official openai client talks to a real gateway on 127.0.0.1; upstreams are the fake of tests/fakes.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from fakes import FakeUpstream, GatewayServer, fake_model
+
+MESSAGES = [{"role": "user", "content": "hello there gateway"}]
+UNSET = "SIZEWISE_TEST_KEY_THAT_IS_NOT_SET"
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as up:
+        yield up
+
+
+def _client(gateway: GatewayServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0, timeout=20)
+
+
+def _catalog(models: list[dict[str, Any]], tmp_path: Path, **gateway: Any) -> dict[str, Any]:
+    return {"models": models, "gateway": {"log_url": f"sqlite:///{tmp_path / 'log.sqlite'}", **gateway}}
+
+
+def _keyed_cloud(base_url: str) -> dict[str, Any]:
+    """A cloud model (no params_b: the largest) whose API-key variable is unset."""
+    cloud = fake_model("cloud", "ok-cloud", 1.0, base_url)
+    del cloud["params_b"]
+    cloud["settings"]["api_key_env"] = UNSET
+    return cloud
+
+
+# -- (a) a model whose API-key variable is unset ---------------------------------------------------------------
+def test_model_without_its_key_is_reported_at_start_up_and_skipped(
+    upstream: FakeUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(UNSET, raising=False)
+    models = [fake_model("local", "ok-local", 1.0, upstream.base_url), _keyed_cloud(upstream.base_url)]
+    calls_before = upstream.calls["ok-cloud"]
+    with caplog.at_level(logging.WARNING, logger="sizewise"):
+        gateway = GatewayServer(_catalog(models, tmp_path))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "cloud" in r.getMessage()]
+    assert len(warnings) == 1 and UNSET in warnings[0], warnings
+    with gateway:
+        client = _client(gateway)
+        # Named: a clear 503 naming the variable, not a silent answer from the local model.
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="cloud", messages=MESSAGES, max_tokens=8)
+        assert caught.value.status_code == 503
+        assert UNSET in caught.value.message and "cloud" in caught.value.message
+        # Routed: the skipped model is never planned nor tried (no failed step names it).
+        for stream in (False, True):
+            raw = client.chat.completions.with_raw_response.create(
+                model="sizewise", messages=MESSAGES, max_tokens=8, stream=stream
+            )
+            assert raw.headers["x-sizewise-model"] == "local"
+            assert not raw.headers.get("x-sizewise-fallback")
+    assert upstream.calls["ok-cloud"] == calls_before
+
+
+def test_a_catalog_where_no_model_has_its_key_fails_at_start_up(
+    upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(UNSET, raising=False)
+    from sizewise.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"no model can be called: cloud: environment variable {UNSET}"):
+        GatewayServer(_catalog([_keyed_cloud(upstream.base_url)], tmp_path))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import openai
 import pytest
+import yaml
 
+from fakes import FakeUpstream, GatewayServer, fake_model
 from sizewise.catalog import parse_catalog
 from sizewise.catalog.remote import is_loopback
 from sizewise.errors import ConfigError
@@ -106,3 +109,54 @@ def test_an_unset_variable_without_default_is_a_one_line_error(monkeypatch: pyte
 def test_a_malformed_reference_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match=r"c.yaml line 3: '\$\{1X\}' is not"):
         parse_catalog(ENV.replace("${CTX}", "${1X}"), source="c.yaml")
+
+
+def test_extends_builtin_adds_models_to_the_embedded_ones() -> None:
+    # Old code: 'extends' was an unknown key; the three embedded models had to be re-declared.
+    catalog = parse_catalog("extends: builtin\n" + remote() + "gateway: {port: 8100}\n")
+    assert catalog.names() == ["cloud", "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+    assert [m.name for m in catalog.local()] == catalog.names()[1:] and catalog.gateway.port == 8100
+    assert catalog.ladder()[-1].name == "cloud"  # no params_b: the largest
+
+
+def test_extends_builtin_alone_and_replacing_an_embedded_model() -> None:
+    assert len(parse_catalog("extends: builtin\n")) == 3
+    tiny = "{name: smollm2-135m, context_window: 2048, backend: llamacpp, settings: {embedded: tiny}}"
+    own = f"extends: builtin\nmodels:\n  - {tiny}\n"
+    catalog = parse_catalog(own)
+    assert len(catalog) == 3 and catalog.get("smollm2-135m").context_window == 2048
+
+
+def test_extends_anything_else_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"c.yaml line 1: extends 'litellm': the only catalog to extend is 'builtin'"):
+        parse_catalog("extends: litellm\n", source="c.yaml")
+
+
+@pytest.mark.parametrize(
+    ("alias", "expected"),
+    [("other", r"alias 'other' already names model 'other'"), ("sizewise", "is a routing name")],
+)
+def test_an_alias_names_one_model(alias: str, expected: str) -> None:
+    up = 'backend: openai, settings: {base_url: "http://127.0.0.1:9/v1"}'
+    text = (
+        f"models:\n  - {{name: cloud, context_window: 8, aliases: [{alias}], {up}}}\n"
+        f"  - {{name: other, context_window: 8, {up}}}\n"
+    )
+    with pytest.raises(ConfigError, match=expected):
+        parse_catalog(text)
+
+
+def test_a_client_sending_an_alias_gets_that_model() -> None:
+    # Old code: 'aliases' was an unknown key, and "gpt-4o-mini" was a 404 unless it was a catalog name.
+    with FakeUpstream() as up:
+        small = fake_model("small", "ok-s", 1.0, up.base_url)
+        cloud = fake_model("cloud-mini", "ok-c", 8.0, up.base_url, aliases=["gpt-4o-mini"])
+        catalog = parse_catalog(yaml.safe_dump({"models": [small, cloud], "gateway": {"log_url": "none"}}))
+        with GatewayServer(catalog) as gw:
+            client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0, timeout=30)
+            answer = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert answer.headers["x-sizewise-model"] == "cloud-mini"
+            assert answer.parse().choices[0].message.content
+        assert up.calls["ok-c"] == 1 and up.calls["ok-s"] == 0

@@ -78,6 +78,7 @@ def parse_catalog(text: str, *, source: str = "<catalog>", base_dir: Path | None
         return "field " + repr(".".join(str(part) for part in loc)) if loc else "catalog"
 
     data = interpolate(data, where)
+    _extend(data, where)
     notes: list[str] = []
     apply_remote_rules(data, where, entry, notes)
     try:
@@ -103,10 +104,40 @@ def parse_catalog(text: str, *, source: str = "<catalog>", base_dir: Path | None
             first = error.errors()[0]
             sub = (*loc, "settings", *first["loc"])
             raise ConfigError(f"{where(sub)}: {entry(sub)}: {_message(first)} (backend {model.backend})") from None
+    _check_aliases(spec, where, entry)
     catalog = Catalog(spec, base_dir=base_dir)
     _check_references(catalog, where, entry)
     catalog.notes = notes
     return catalog
+
+
+def _extend(data: dict[str, Any], where: Any) -> None:
+    """``extends: builtin``: the built-in models follow the file's own (a model of the same name replaces one)."""
+    if "extends" not in data:
+        return
+    base = data.pop("extends")
+    if base != "builtin":
+        raise ConfigError(f"{where(('extends',))}: extends {base!r}: the only catalog to extend is 'builtin'")
+    own = data.setdefault("models", [])
+    if not isinstance(own, list):
+        return  # the schema reports it
+    names = {item.get("name") for item in own if isinstance(item, dict)}
+    builtin = yaml.safe_load(default_catalog_text())["models"]
+    own.extend(item for item in builtin if item["name"] not in names)
+
+
+def _check_aliases(spec: CatalogSpec, where: Any, entry: Any) -> None:
+    """An alias names one model: never another model's name, another alias or a routing name."""
+    owner = {model.name: model.name for model in spec.models}
+    for index, model in enumerate(spec.models):
+        for a_index, alias in enumerate(model.aliases):
+            loc: Loc = ("models", index, "aliases", a_index)
+            taken = owner.get(alias)
+            if alias == "sizewise" or alias.startswith(("router-", "multi-", "cascade-")):
+                raise ConfigError(f"{where(loc)}: {entry(loc)}: alias {alias!r} is a routing name")
+            if taken is not None and taken != model.name:
+                raise ConfigError(f"{where(loc)}: {entry(loc)}: alias {alias!r} already names model {taken!r}")
+            owner[alias] = model.name
 
 
 def _check_references(catalog: Catalog, where: Any, entry: Any) -> None:

@@ -40,6 +40,8 @@ class ModelSpec(_Strict):
     #: openai {base_url, model, api_key_env, timeout_s, verify, ca_bundle, proxy}; replay {table, model}.
     settings: dict[str, Any] = Field(default_factory=dict)
     domains: list[str] = Field(default_factory=list)
+    #: Other names clients may send in ``model`` for this model (``gpt-4o-mini`` for ``cloud-mini``).
+    aliases: list[str] = Field(default_factory=list)
     #: Measured p95 latency in ms (filled from the request log when known).
     p95_latency_ms: float | None = Field(default=None, gt=0)
 
@@ -93,6 +95,9 @@ class GatewaySettings(_Strict):
     log_url: str = "sqlite:///sizewise-log.sqlite"
     log_text: bool = False
     sticky_sessions: bool = False
+    #: A request that names a catalog model gets that model or an error; ``true`` lets a fault fall back to
+    #: the other models (largest first), as for a routed request.
+    fallback_for_named_models: bool = False
     request_timeout_s: float = Field(default=120.0, gt=0)
     #: How long a request that fits the budget only once requests in flight settle waits for them
     #: (never longer than ``request_timeout_s``); 0: a 429 at once.

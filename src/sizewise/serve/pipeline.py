@@ -72,6 +72,8 @@ class Engine:
         if not self.models:
             raise ConfigError(f"no model can be called: {'; '.join(f'{n}: {w}' for n, w in self.unavailable.items())}")
         self.by_name = {spec.name: spec for spec in self.models}
+        #: Other names a client may send for a model (its catalog ``aliases``).
+        self.aliases = {alias: spec.name for spec in models for alias in spec.aliases}
         self.settings = settings
         self._backend_factory = backend_factory
         self._backends: dict[str, Backend] = {}
@@ -107,11 +109,12 @@ class Engine:
         policy = self._policies.get(model_field)
         if policy is not None:
             return policy
-        if model_field in self.unavailable:
-            message = f"model {model_field!r} is unavailable: {self.unavailable[model_field]}"
+        name = self.aliases.get(model_field, model_field)
+        if name in self.unavailable:
+            message = f"model {name!r} is unavailable: {self.unavailable[name]}"
             raise RequestRejected(503, message, "model_unavailable", "model")
-        if model_field in self.by_name:
-            policy = BypassPolicy(self.by_name[model_field])
+        if name in self.by_name:
+            policy = BypassPolicy(self.by_name[name], fallback=self.settings.fallback_for_named_models)
         else:
             target = model_field
             if model_field == "sizewise" and self.settings.default_policy != "sizewise":
@@ -177,7 +180,7 @@ class Engine:
         return candidates
 
     async def _plan(self, ctx: RequestContext, policy: RoutingPolicy, candidates: list[ModelSpec]) -> Plan:
-        if self.settings.sticky_sessions and ctx.user:
+        if self.settings.sticky_sessions and ctx.user and not isinstance(policy, BypassPolicy):  # named: no substitute
             name = self._sticky.get(ctx.user)
             spec = self.by_name.get(name) if name else None
             if spec is not None and spec in candidates:

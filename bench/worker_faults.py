@@ -39,7 +39,9 @@ SMALL, FALLBACK = "smollm2-135m", "qwen2.5-coder-0.5b"
 def _catalog(log_url: str) -> CatalogSpec:
     built_in = load_catalog(None)
     models = [built_in.get(name).model_dump() for name in (SMALL, FALLBACK)]
-    return CatalogSpec.model_validate({"models": models, "gateway": {"log_url": log_url}})
+    # The requests name SMALL: a killed worker may fall back only when the catalog allows it for named models.
+    gateway = {"log_url": log_url, "fallback_for_named_models": True}
+    return CatalogSpec.model_validate({"models": models, "gateway": gateway})
 
 
 async def _worker_pid(client: httpx.AsyncClient) -> int | None:

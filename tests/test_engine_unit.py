@@ -83,7 +83,8 @@ def make_engine(
     small: list[str] | None = None, big: list[str] | None = None, *, filters: list[Any] | None = None, **kw: Any
 ) -> tuple[Engine, dict[str, ScriptedBackend]]:
     backends = {"small": ScriptedBackend("small", small or [], logprob=-3.0), "big": ScriptedBackend("big", big or [])}
-    settings = GatewaySettings(log_url="none", **kw)
+    # These tests name "small" to drive the fallback loop: named models may fall back here.
+    settings = GatewaySettings(log_url="none", **{"fallback_for_named_models": True, **kw})
     engine = Engine([SMALL, BIG], settings, lambda s: backends[s.name], filters=filters or [])
     return engine, backends
 
@@ -125,6 +126,13 @@ async def test_retry_once_then_fall_back_to_the_next_model() -> None:
         ("big", "answered"),
     ]
     assert backends["small"].calls == 2 and len(decision.errors) == 2
+
+
+async def test_a_named_model_does_not_fall_back_by_default() -> None:
+    engine, backends = make_engine(small=["retryable", "retryable"], fallback_for_named_models=False)
+    with pytest.raises(AllModelsFailed, match="small: "):
+        await engine.complete(ctx())
+    assert backends["small"].calls == 2 and backends["big"].calls == 0
 
 
 async def test_non_retryable_error_falls_back_without_a_retry() -> None:

@@ -1,4 +1,8 @@
-"""Faults with a real local HTTP upstream: retry once, then fall back, and say so in the answer and the log."""
+"""Faults with a real local HTTP upstream: retry once, then fall back, and say so in the answer and the log.
+
+These requests name the failing model, so the catalogs allow ``fallback_for_named_models``; without it a
+named model answers or fails (tests/test_visible_faults.py).
+"""
 
 from __future__ import annotations
 
@@ -35,7 +39,8 @@ def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
         fake_model("flaky", "flaky", 0.3, base),
     ]
     log = Path(tmp_path_factory.mktemp("log")) / "log.sqlite"
-    with GatewayServer({"models": models, "gateway": {"log_url": f"sqlite:///{log}"}}) as gw:
+    gateway = {"log_url": f"sqlite:///{log}", "fallback_for_named_models": True}  # these tests name the failing model
+    with GatewayServer({"models": models, "gateway": gateway}) as gw:
         yield gw
 
 
@@ -105,7 +110,8 @@ def test_stream_cut_after_bytes_were_sent_is_reported(client: openai.OpenAI, gat
 def test_every_model_failing_is_a_502_json_error(upstream: FakeUpstream, tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
     models = [fake_model("a", "fail500", 1.0, upstream.base_url), fake_model("b", "ok", 2.0, dead)]
-    with GatewayServer({"models": models, "gateway": {"log_url": f"sqlite:///{tmp_path / 'l.sqlite'}"}}) as gw:
+    gateway = {"log_url": f"sqlite:///{tmp_path / 'l.sqlite'}", "fallback_for_named_models": True}
+    with GatewayServer({"models": models, "gateway": gateway}) as gw:
         response = httpx.post(f"{gw.url}/chat/completions", json={"model": "a", "messages": MESSAGES}, timeout=20)
         assert response.status_code == 502
         error = response.json()["error"]

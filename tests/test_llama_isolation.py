@@ -128,7 +128,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]
         }
         models = [local, fake_model("cloud", "ok-cloud", 8.0, upstream.base_url)]
         log = Path(tmp_path_factory.mktemp("log")) / "log.sqlite"
-        with GatewayServer({"models": models, "gateway": {"log_url": f"sqlite:///{log}"}}) as gw:
+        gateway = {"log_url": f"sqlite:///{log}", "fallback_for_named_models": True}  # requests name "tiny"
+        with GatewayServer({"models": models, "gateway": gateway}) as gw:
             yield gw
 
 

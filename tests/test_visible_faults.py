@@ -77,3 +77,38 @@ def test_a_catalog_where_no_model_has_its_key_fails_at_start_up(
 
     with pytest.raises(ConfigError, match=f"no model can be called: cloud: environment variable {UNSET}"):
         GatewayServer(_catalog([_keyed_cloud(upstream.base_url)], tmp_path))
+
+
+# -- (b) a request that names a model gets that model or an error ----------------------------------------------
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_named_model_that_fails_is_an_error_naming_the_failure_not_a_substitute(
+    upstream: FakeUpstream, tmp_path: Path, stream: bool
+) -> None:
+    models = [
+        fake_model("good", "ok-good-b", 8.0, upstream.base_url),
+        fake_model("broken", "fail500", 1.0, upstream.base_url),
+    ]
+    good_before = upstream.calls["ok-good-b"]
+    with GatewayServer(_catalog(models, tmp_path)) as gateway:
+        with pytest.raises(openai.APIStatusError) as caught:
+            answer = _client(gateway).chat.completions.create(
+                model="broken", messages=MESSAGES, max_tokens=8, stream=stream
+            )
+            list(answer) if stream else None  # pragma: no branch
+        rows = gateway.rows()
+    assert caught.value.status_code == 502
+    assert "broken: upstream answered 500" in caught.value.message
+    assert upstream.calls["ok-good-b"] == good_before  # the other model was never asked
+    assert rows[-1]["status"] == 502 and rows[-1]["model"] in (None, "", "broken") and not rows[-1]["fallback_from"]
+
+
+def test_fallback_for_named_models_lets_a_named_model_fall_back(upstream: FakeUpstream, tmp_path: Path) -> None:
+    models = [
+        fake_model("good", "ok-good-c", 8.0, upstream.base_url),
+        fake_model("broken", "fail500", 1.0, upstream.base_url),
+    ]
+    with GatewayServer(_catalog(models, tmp_path, fallback_for_named_models=True)) as gateway:
+        raw = _client(gateway).chat.completions.with_raw_response.create(
+            model="broken", messages=MESSAGES, max_tokens=8
+        )
+    assert raw.headers["x-sizewise-model"] == "good" and raw.headers["x-sizewise-fallback"] == "broken"

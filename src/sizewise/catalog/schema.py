@@ -95,6 +95,9 @@ class GatewaySettings(_Strict):
     log_url: str = "sqlite:///sizewise-log.sqlite"
     log_text: bool = False
     sticky_sessions: bool = False
+    #: A request that names a catalog model gets that model or an error; ``true`` lets a fault fall back to
+    #: the other models (largest first), as for a routed request.
+    fallback_for_named_models: bool = False
     request_timeout_s: float = Field(default=120.0, gt=0)
     #: How long a request that fits the budget only once requests in flight settle waits for them
     #: (never longer than ``request_timeout_s``); 0: a 429 at once.

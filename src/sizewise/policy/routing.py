@@ -171,16 +171,20 @@ class RouterPolicy(RoutingPolicy):
 
 
 class BypassPolicy(RoutingPolicy):
-    """The client named a catalog model: use it; on a fault fall back to the others, largest first."""
+    """The client named a catalog model: use it; with ``fallback``, on a fault fall back to the others, largest
+    first (else a fault is the answer: ``gateway.fallback_for_named_models`` is off by default)."""
 
-    def __init__(self, spec: ModelSpec, reason: str = "model named in the request") -> None:
+    def __init__(self, spec: ModelSpec, reason: str = "model named in the request", *, fallback: bool = True) -> None:
         super().__init__(spec.name)
         self.spec = spec
         self.reason = reason
+        self.fallback = fallback
 
     async def plan(self, ctx: RequestContext, candidates: list[ModelSpec]) -> Plan:
         if not any(spec.name == self.spec.name for spec in candidates):
             raise RequestRejected(400, f"model {self.spec.name!r} cannot serve this request", "model_not_suitable")
+        if not self.fallback:
+            return Plan([self.spec], reason=self.reason)
         others = sorted((s for s in candidates if s.name != self.spec.name), key=ladder_key, reverse=True)
         return Plan([self.spec, *others], reason=self.reason)
 

@@ -114,7 +114,7 @@ class Engine:
             message = f"model {name!r} is unavailable: {self.unavailable[name]}"
             raise RequestRejected(503, message, "model_unavailable", "model")
         if name in self.by_name:
-            policy = BypassPolicy(self.by_name[name])
+            policy = BypassPolicy(self.by_name[name], fallback=self.settings.fallback_for_named_models)
         else:
             target = model_field
             if model_field == "sizewise" and self.settings.default_policy != "sizewise":
@@ -180,7 +180,7 @@ class Engine:
         return candidates
 
     async def _plan(self, ctx: RequestContext, policy: RoutingPolicy, candidates: list[ModelSpec]) -> Plan:
-        if self.settings.sticky_sessions and ctx.user:
+        if self.settings.sticky_sessions and ctx.user and not isinstance(policy, BypassPolicy):  # named: no substitute
             name = self._sticky.get(ctx.user)
             spec = self.by_name.get(name) if name else None
             if spec is not None and spec in candidates:

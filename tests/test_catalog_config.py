@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import openai
 import pytest
 import yaml
 
 from fakes import FakeUpstream, GatewayServer, fake_model
-from sizewise.catalog import parse_catalog
+from sizewise.catalog import load_catalog, parse_catalog
 from sizewise.catalog.remote import is_loopback
 from sizewise.errors import ConfigError
 
@@ -160,3 +162,70 @@ def test_a_client_sending_an_alias_gets_that_model() -> None:
             assert answer.headers["x-sizewise-model"] == "cloud-mini"
             assert answer.parse().choices[0].message.content
         assert up.calls["ok-c"] == 1 and up.calls["ok-s"] == 0
+
+
+QUICKSTART = Path(__file__).parent / "data" / "litellm_quickstart.yaml"  # LiteLLM docs, proxy/configs, Quick Start
+
+
+def test_the_litellm_quickstart_config_loads_unchanged() -> None:
+    # Old code: "field 'models': required field is missing".
+    catalog = load_catalog(QUICKSTART)
+    assert catalog.names() == ["vllm-models", "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+    vllm = catalog.get("vllm-models")
+    assert vllm.backend == "openai" and vllm.location == "local"  # 0.0.0.0 is this machine
+    assert vllm.settings == {"base_url": "http://0.0.0.0:4000/v1", "model": "facebook/opt-125m"}
+    model_notes = [note for note in catalog.notes if "model_list[" in note]
+    assert len(model_notes) == 6  # one line per LiteLLM entry: mapped or skipped, and why
+    assert sum("skipped: provider 'azure'" in note for note in model_notes) == 2
+    assert sum("skipped: provider 'bedrock'" in note for note in model_notes) == 2
+    assert any("line 22" in note and "'vllm-models' -> openai backend" in note for note in model_notes)
+    assert [key.name for key in catalog.gateway.api_keys] == ["master_key"]
+
+
+def test_litellm_keys_prices_and_repeated_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_BASE", "http://127.0.0.1:8001/v1")
+    text = """\
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY,
+                     input_cost_per_token: 0.0000025, output_cost_per_token: 0.00001}
+    model_info: {max_input_tokens: 128000}
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, api_base: os.environ/VLLM_BASE, timeout: 30}
+  - model_name: llama
+    litellm_params: {model: ollama/llama3.1}
+"""
+    catalog = parse_catalog(text, source="l.yaml")
+    gpt = catalog.get("gpt-4o")
+    assert gpt.settings == {"base_url": "https://api.openai.com/v1", "model": "gpt-4o", "api_key_env": "OPENAI_API_KEY"}
+    assert (gpt.price_in, gpt.price_out, gpt.location, gpt.context_window) == (2.5, 10.0, "remote", 128000)
+    second = catalog.get("gpt-4o-2")
+    assert second.settings == {"base_url": "http://127.0.0.1:8001/v1", "model": "gpt-4o", "timeout_s": 30}
+    assert catalog.get("llama").settings["base_url"] == "http://localhost:11434/v1"
+    assert any("'gpt-4o-2'" in note and "no load balancing" in note for note in catalog.notes)
+    assert any("no 'location' given" in note and "'gpt-4o'" in note for note in catalog.notes)
+
+
+def test_an_unpriced_remote_litellm_model_names_the_litellm_line() -> None:
+    text = "model_list:\n  - model_name: gpt-4o\n    litellm_params: {model: openai/gpt-4o}\n"
+    with pytest.raises(ConfigError, match=r"l.yaml line 2: models\[0\] \('gpt-4o'\): a remote model .* price_in"):
+        parse_catalog(text, source="l.yaml")
+
+
+def test_a_gateway_answers_through_the_litellm_quickstart_model() -> None:
+    try:
+        upstream = FakeUpstream(port=4000)  # the Quick Start's vllm-models api_base: http://0.0.0.0:4000/v1
+        upstream.__enter__()
+    except (OSError, RuntimeError):
+        pytest.skip("port 4000 is taken on this machine")
+    try:
+        with GatewayServer(load_catalog(QUICKSTART), log_url="none") as gw:
+            client = openai.OpenAI(base_url=gw.url, api_key="sk-1234", max_retries=0, timeout=30)  # its master_key
+            assert {m.id for m in client.models.list()} >= {"vllm-models", "smollm2-135m", "qwen2.5-coder-1.5b"}
+            answer = client.chat.completions.create(model="vllm-models", messages=[{"role": "user", "content": "hi"}])
+            assert answer.choices[0].message.content
+            with pytest.raises(openai.AuthenticationError):
+                openai.OpenAI(base_url=gw.url, api_key="wrong", max_retries=0).models.list()
+        assert upstream.calls["facebook/opt-125m"] == 1
+    finally:
+        upstream.__exit__()

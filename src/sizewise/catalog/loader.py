@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from sizewise.catalog.catalog import Catalog
 from sizewise.catalog.interpolate import interpolate
+from sizewise.catalog.litellm import from_litellm, is_litellm
 from sizewise.catalog.remote import apply_remote_rules
 from sizewise.catalog.schema import BACKEND_SETTINGS, CatalogSpec
 from sizewise.errors import ConfigError
@@ -78,8 +79,10 @@ def parse_catalog(text: str, *, source: str = "<catalog>", base_dir: Path | None
         return "field " + repr(".".join(str(part) for part in loc)) if loc else "catalog"
 
     data = interpolate(data, where)
-    _extend(data, where)
     notes: list[str] = []
+    if is_litellm(data):
+        data = from_litellm(data, where, lines, notes)
+    _extend(data, where)
     apply_remote_rules(data, where, entry, notes)
     try:
         spec = CatalogSpec.model_validate(data)

@@ -1,9 +1,9 @@
 """Remote models are never silently local or free.
 
-A model with an ``openai`` backend whose ``base_url`` is not a loopback address (127.0.0.0/8, ::1,
-``localhost``) is another machine's: without ``location`` it is ``remote`` (said by a warning line),
-and it must state ``price_in`` and ``price_out`` (a budget or a "cost vs always-big" report would
-otherwise count it as free).
+A model with an ``openai`` backend whose ``base_url`` is not this machine (127.0.0.0/8, ``::1``,
+``localhost``; 0.0.0.0 and ``::`` reach it too) is another machine's: without ``location`` it is
+``remote`` (said by a warning line), and it must state ``price_in`` and ``price_out`` (a budget or a
+"cost vs always-big" report would otherwise count it as free).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ Loc = tuple[str | int, ...]
 
 
 def is_loopback(url: str) -> bool:
-    """Whether ``url``'s host is this machine: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    """Whether ``url``'s host is this machine: ``localhost``, 127.0.0.0/8, ``::1``, 0.0.0.0 or ``::``."""
     try:
         host = urlsplit(url).hostname or ""
     except ValueError:
@@ -27,9 +27,10 @@ def is_loopback(url: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return address.is_loopback or address.is_unspecified  # 0.0.0.0 and :: reach this machine
 
 
 def apply_remote_rules(

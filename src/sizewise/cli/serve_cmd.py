@@ -10,7 +10,12 @@ import typer
 
 def serve(
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Catalog file (sizewise.yaml); default: built-in catalog.")
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Catalog file (sizewise.yaml, or a LiteLLM config.yaml with model_list); default: built-in catalog.",
+        ),
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Address to listen on (default from config).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default from config, 8000).")] = None,

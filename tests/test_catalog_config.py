@@ -156,6 +156,7 @@ def test_a_client_sending_an_alias_gets_that_model() -> None:
         catalog = parse_catalog(yaml.safe_dump({"models": [small, cloud], "gateway": {"log_url": "none"}}))
         with GatewayServer(catalog) as gw:
             client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0, timeout=30)
+            assert {"small", "cloud-mini", "gpt-4o-mini"} <= {m.id for m in client.models.list()}
             answer = client.chat.completions.with_raw_response.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
             )

@@ -329,7 +329,8 @@ def build_state(
     metrics = Metrics.for_gateway(engine.by_name, settings.default_policy)
     if request_log is not None:
         request_log.register(metrics.registry)  # a writer that cannot write shows in /metrics
-    names = [*engine.policy_names(), *engine.by_name]
+    aliases = [alias for alias, name in engine.aliases.items() if name in engine.by_name]  # a picker offers them
+    names = [*engine.policy_names(), *engine.by_name, *aliases]
     return GatewayState(engine, settings, metrics, request_log, KeyChecker(settings.api_keys), model_list(names))
 
 

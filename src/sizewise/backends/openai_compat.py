@@ -8,11 +8,12 @@ are ``retryable`` (another try or another model may work); other 4xx are not (th
 
 from __future__ import annotations
 
+import email.utils
 import json
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,22 @@ def missing_api_key(spec: ModelSpec) -> str | None:
     if variable and not os.environ.get(variable):
         return f"environment variable {variable} (its API key) is not set"
     return None
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds an upstream's ``Retry-After`` asks to wait (a number or an HTTP date); None if absent or unreadable."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(seconds, 0.0) if seconds == seconds else None  # NaN: unreadable
 
 
 def _body(request: ChatRequest, model: str, stream: bool) -> dict[str, Any]:
@@ -140,9 +157,15 @@ class OpenAICompatBackend(Backend):
         return BackendError(f"{self.model}: {error}", retryable=True)
 
     @staticmethod
-    def _status_error(model: str, status: int, text: str) -> BackendError:
+    def _status_error(model: str, response: httpx.Response, text: str) -> BackendError:
+        status = response.status_code
         retryable = status >= 500 or status in (408, 429)
-        return BackendError(f"{model}: upstream answered {status}: {text[:200]}", retryable=retryable, status=status)
+        return BackendError(
+            f"{model}: upstream answered {status}: {text[:200]}",
+            retryable=retryable,
+            status=status,
+            retry_after_s=retry_after(response.headers) if retryable else None,
+        )
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         """POST ``chat/completions`` and return the first choice."""
@@ -154,7 +177,7 @@ class OpenAICompatBackend(Backend):
         except httpx.HTTPError as error:
             raise self._error(error) from None
         if response.status_code >= 400:
-            raise self._status_error(self.model, response.status_code, response.text)
+            raise self._status_error(self.model, response, response.text)
         try:
             data = response.json()
             choice = data["choices"][0]
@@ -185,7 +208,7 @@ class OpenAICompatBackend(Backend):
             ) as response:
                 if response.status_code >= 400:
                     text = (await response.aread()).decode("utf-8", errors="replace")
-                    raise self._status_error(self.model, response.status_code, text)
+                    raise self._status_error(self.model, response, text)
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue

@@ -98,6 +98,9 @@ class GatewaySettings(_Strict):
     #: A request that names a catalog model gets that model or an error; ``true`` lets a fault fall back to
     #: the other models (largest first), as for a routed request.
     fallback_for_named_models: bool = False
+    #: Longest ``Retry-After`` (a 429/503 upstream's) the gateway waits out before its retry of the same
+    #: model; a longer one counts as the model failing now.
+    max_retry_after_s: float = Field(default=5.0, ge=0)
     request_timeout_s: float = Field(default=120.0, gt=0)
     #: How long a request that fits the budget only once requests in flight settle waits for them
     #: (never longer than ``request_timeout_s``); 0: a 429 at once.

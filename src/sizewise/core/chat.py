@@ -10,12 +10,16 @@ from typing import Any
 
 
 class BackendError(Exception):
-    """A model call failed. ``retryable`` says whether trying again (or another model) may help."""
+    """A model call failed. ``retryable`` says whether trying again (or another model) may help;
+    ``retry_after_s`` is how long the upstream asked to wait first (its ``Retry-After``), when it did."""
 
-    def __init__(self, message: str, *, retryable: bool = True, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool = True, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+        self.retry_after_s = retry_after_s
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 A model call that raises (timeout, connection refused, 5xx, a stream cut before its first chunk) is
 retried once on the same model when the error is retryable, then the next model of the plan is tried
-(:func:`fall_back`). A cascade uses only the retry (:func:`retry`): it climbs its own ladder. Each
+(:func:`fall_back`). An upstream's ``Retry-After`` is waited out before that retry when it is short (at most
+``Calls.max_retry_after_s`` and the request timeout); a longer one counts as the model failing now.
+A cascade uses only the retry (:func:`retry`): it climbs its own ladder. Each
 attempt is a :class:`Step` of the decision; ``decision.fallback_from`` names the model that was
 chosen when another one answered.
 
@@ -51,11 +53,18 @@ def as_backend_error(spec: ModelSpec, error: Exception, timeout_s: float) -> Bac
 
 @dataclass(frozen=True)
 class Calls:
-    """How to reach a model: its backend, the request timeout and the admission check."""
+    """How to reach a model: its backend, the request timeout, the admission check and the longest
+    ``Retry-After`` waited out before a retry."""
 
     backend: Callable[[ModelSpec], Backend]
     timeout_s: float
     admit: Admit
+    max_retry_after_s: float = 5.0
+
+    @property
+    def longest_wait_s(self) -> float:
+        """The longest ``Retry-After`` honoured: the setting, never past the request timeout."""
+        return min(self.max_retry_after_s, self.timeout_s)
 
 
 async def answer(calls: Calls, spec: ModelSpec, ctx: RequestContext) -> ChatResult:
@@ -106,15 +115,23 @@ STREAM: Mode[AsyncIterator[ChatChunk]] = Mode(first_chunk, "stream attempt", "st
 
 
 async def retry(calls: Calls, mode: Mode[T], spec: ModelSpec, ctx: RequestContext, decision: Decision) -> T | None:
-    """Call ``spec``, once more when the error is retryable; each attempt is a step of ``decision``."""
+    """Call ``spec``, once more when the error is retryable (after its ``Retry-After`` when that is short);
+    each attempt is a step of ``decision``."""
     for number in (1, 2):
         started = time.perf_counter()
         try:
             value = await mode.attempt(calls, spec, ctx)
         except BackendError as error:
-            record_failure(decision, spec, f"{mode.failed} {number} failed", started, str(error))
-            if not error.retryable:
+            message, again = str(error), error.retryable and number == 1
+            wait = error.retry_after_s if again else None
+            if wait is not None and wait > calls.longest_wait_s:
+                message += f" (Retry-After {wait:g}s is longer than the {calls.longest_wait_s:g}s the gateway waits)"
+                again = False
+            record_failure(decision, spec, f"{mode.failed} {number} failed", started, message)
+            if not again:
                 return None
+            if wait:
+                await asyncio.sleep(wait)
             continue
         cost = mode.cost(spec, value)
         decision.steps.append(

@@ -92,7 +92,7 @@ class Engine:
         self._admit_pool = ThreadPoolExecutor(4, thread_name_prefix="sizewise-admit") if self._admits else None
         #: The model a request's cost is compared with (the log's ``big_cost``): the top of the ladder.
         self.big = self._big_model()
-        self.calls = Calls(self.backend, settings.request_timeout_s, self.admit)
+        self.calls = Calls(self.backend, settings.request_timeout_s, self.admit, settings.max_retry_after_s)
         self._policies: dict[str, Policy] = {}
         self._sticky: OrderedDict[str, str] = OrderedDict()
 

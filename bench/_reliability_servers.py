@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from fake_upstream import free_port
+from fake_upstream import free_port, read_body
 
 BENCH = Path(__file__).resolve().parent
 
@@ -100,12 +100,7 @@ class UsageApp:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         self.bodies.append(body)
         request = json.loads(body)
         text = "".join(str(m.get("content", "")) for m in request.get("messages", []))

@@ -27,6 +27,16 @@ from typing import Any
 import uvicorn
 
 
+async def read_body(receive: Any) -> bytes:
+    """The whole body of an ASGI HTTP request (every ``http.request`` message until ``more_body`` is false)."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as sock:
@@ -55,12 +65,7 @@ class FakeApp:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         if scope["path"].endswith("/models"):
             await _send(send, 200, {"object": "list", "data": [{"id": "fake-ok", "object": "model"}]})
             return

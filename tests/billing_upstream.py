@@ -17,7 +17,7 @@ from typing import Any
 
 import uvicorn
 
-from fakes import free_port
+from fakes import free_port, read_body
 
 Usage = Callable[[dict[str, Any]], tuple[int, int]]
 
@@ -53,12 +53,7 @@ class BillingUpstream:
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         body = json.loads(raw or b"{}")
         if self.delay_s:
             await asyncio.sleep(self.delay_s)

@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 
 from constraint_helpers import IMAGE
-from fakes import GatewayServer, free_port
+from fakes import GatewayServer, free_port, read_body
 from sizewise.catalog.schema import CatalogSpec
 from sizewise.errors import ConfigError
 from sizewise.gateway.app import create_app
@@ -49,12 +49,7 @@ class Recorder:
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         body = json.loads(raw or b"{}")
         self.bodies.append(body)
         if self.delay_s:

@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from fakes import GatewayServer  # puts bench/ on sys.path
+from fakes import GatewayServer, read_body  # fakes puts bench/ on sys.path
 from privacy_cases import CASES, Case
 from privacy_stall import numeric_prompt
 from sizewise.backends.base import ChatRequest
@@ -41,12 +41,7 @@ class Quoter(Recorder):
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         body = json.loads(raw or b"{}")
         if body.get("model") != "up-quoter":
             replay = iter([{"type": "http.request", "body": raw, "more_body": False}])

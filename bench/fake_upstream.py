@@ -146,6 +146,23 @@ class FakeApp:
         )
 
 
+async def send_answer(send: Any, model: str, text: str, usage: dict[str, int], *, stream: bool = False) -> None:
+    """Answer a chat request with ``text``: one JSON completion, or (``stream``) a content event, a final event
+    with ``finish_reason`` and ``usage``, then ``[DONE]``. For test upstreams that only record or bill."""
+    if not stream:
+        await _send(send, 200, {**_completion(model, text, 0, 0), "usage": usage})
+        return
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+    events = [
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}]},
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage},
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    for event in events:
+        await send({"type": "http.response.body", "body": f"data: {json.dumps(event)}\n\n".encode(), "more_body": True})
+    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
 def _completion(model: str, text: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",

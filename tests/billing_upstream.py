@@ -17,7 +17,7 @@ from typing import Any
 
 import uvicorn
 
-from fakes import free_port, read_body
+from fakes import free_port, read_body, send_answer
 
 Usage = Callable[[dict[str, Any]], tuple[int, int]]
 
@@ -59,33 +59,8 @@ class BillingUpstream:
             await asyncio.sleep(self.delay_s)
         prompt, completion = self.usage(body)
         self.billed.append((str(body.get("model")), prompt, completion))
-        payload = {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-        }
-        if body.get("stream"):
-            await self._stream(send, payload)
-            return
-        data = json.dumps(payload).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
-
-    @staticmethod
-    async def _stream(send: Any, payload: dict[str, Any]) -> None:
-        chunk = {**payload, "object": "chat.completion.chunk", "usage": None}
-        chunk["choices"] = [{"index": 0, "delta": {"role": "assistant", "content": "ok"}, "finish_reason": None}]
-        final = {**payload, "object": "chat.completion.chunk"}
-        final["choices"] = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
-        events = [f"data: {json.dumps(c)}\n\n".encode() for c in (chunk, final)] + [b"data: [DONE]\n\n"]
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-        for event in events:
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        await send_answer(send, str(body.get("model")), "ok", usage, stream=bool(body.get("stream")))
 
     def __enter__(self) -> BillingUpstream:
         self.thread.start()

@@ -12,11 +12,11 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from fake_upstream import FakeUpstream, free_port, read_body
+from fake_upstream import FakeUpstream, free_port, read_body, send_answer
 from sizewise.catalog.schema import CatalogSpec
 from sizewise.gateway.app import create_app
 
-__all__ = ["FakeUpstream", "GatewayServer", "fake_model", "free_port", "read_body"]
+__all__ = ["FakeUpstream", "GatewayServer", "fake_model", "free_port", "read_body", "send_answer"]
 
 
 def fake_model(name: str, upstream_model: str, params_b: float, base_url: str, **extra: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 
 from constraint_helpers import IMAGE
-from fakes import GatewayServer, free_port, read_body
+from fakes import GatewayServer, free_port, read_body, send_answer
 from sizewise.catalog.schema import CatalogSpec
 from sizewise.errors import ConfigError
 from sizewise.gateway.app import create_app
@@ -56,35 +56,8 @@ class Recorder:
             await asyncio.sleep(self.delay_s)
         completion = body.get("max_tokens") or 5
         text = json.dumps(body.get("messages", []))
-        payload = {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": len(text) // 4, "completion_tokens": completion},
-        }
-        if body.get("stream"):
-            await self._stream(send, payload)
-            return
-        data = json.dumps(payload).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
-
-    async def _stream(self, send: Any, payload: dict[str, Any]) -> None:
-        """Server-sent events: one content chunk, a final chunk with finish_reason and usage, [DONE]."""
-        base = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": payload["model"]}
-        events = [
-            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "ok"}, "finish_reason": None}]},
-            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": payload["usage"]},
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-        for event in events:
-            await send(
-                {"type": "http.response.body", "body": f"data: {json.dumps(event)}\n\n".encode(), "more_body": True}
-            )
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+        usage = {"prompt_tokens": len(text) // 4, "completion_tokens": completion}
+        await send_answer(send, str(body.get("model")), "ok", usage, stream=bool(body.get("stream")))
 
     def __enter__(self) -> Recorder:
         self.thread.start()

@@ -74,7 +74,8 @@ class LlamaCppBackend(Backend):
     async def _run(self, op: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         payload = {**payload, "request": dataclasses.asdict(payload["request"])}
         if self.settings.isolate:
-            path = await asyncio.to_thread(lambda: self.path)  # an embedded model may be assembled on first use
+            # Only the first call resolves the file (an embedded model may be assembled then): off the event loop.
+            path = self._path or await asyncio.to_thread(lambda: self.path)
             runner = model_process(self.model, path, self.settings, self.spec.context_window).run(op, payload)
         else:
             runner = self._run_in_thread(op, payload)

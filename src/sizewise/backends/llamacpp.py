@@ -75,7 +75,7 @@ class LlamaCppBackend(Backend):
         payload = {**payload, "request": dataclasses.asdict(payload["request"])}
         if self.settings.isolate:
             # Only the first call resolves the file (an embedded model may be assembled then): off the event loop.
-            path = self._path or await asyncio.to_thread(lambda: self.path)
+            path = self._path if self._path is not None else await asyncio.to_thread(lambda: self.path)
             runner = model_process(self.model, path, self.settings, self.spec.context_window).run(op, payload)
         else:
             runner = self._run_in_thread(op, payload)

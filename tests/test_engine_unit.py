@@ -266,6 +266,7 @@ async def _worst_loop_stall(blocking: bool) -> float:
     ticker = asyncio.create_task(tick())
     await asyncio.sleep(0.02)
     await engine.complete(ctx())
+    await asyncio.sleep(0.02)  # let the ticker see the gap: complete() may return without suspending
     ticker.cancel()
     return max(gaps)
 

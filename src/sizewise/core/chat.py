@@ -49,6 +49,11 @@ class ChatResult:
     latency_s: float = 0.0
     tokens: list[str] | None = None
     logprobs: list[float] | None = None
+    #: OpenAI-format tool calls ``[{"id", "type": "function", "function": {"name", "arguments"}}]``.
+    tool_calls: list[dict[str, Any]] | None = None
+    #: The upstream's own answer fields kept verbatim where it sent them: ``id``, ``system_fingerprint``,
+    #: ``logprobs`` (the choice's OpenAI logprobs object), ``refusal``, ``choices`` (all of them, for ``n > 1``).
+    upstream: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,3 +65,7 @@ class ChatChunk:
     logprob: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    #: OpenAI-format tool call deltas of this chunk ``[{"index", "id"?, "type"?, "function": {...}}]``.
+    tool_calls: list[dict[str, Any]] | None = None
+    #: The upstream's own chunk fields kept verbatim (``id``, ``system_fingerprint``, ``logprobs``).
+    upstream: dict[str, Any] = field(default_factory=dict)

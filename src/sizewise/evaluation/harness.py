@@ -2,9 +2,12 @@
 
 Cross-validation: the prompts with a known quality for both models are split into ``cv`` folds
 (``sklearn.model_selection.KFold``, shuffled with ``seed``, so the folds are the same for every router
-and every run). Each router is cloned and fitted on K−1 folds and scores the held-out fold; the
-out-of-fold scores of all prompts then make one routing curve. Transfer (``train_on``): fit once on
-another table, score every prompt of this one. A router loaded from a file is only scored.
+and every run). Each router is cloned and fitted on K−1 folds and scores the held-out fold; each
+fold's scores become ranks within that fold (:func:`fold_ranks`), and the ranks of all prompts make
+one routing curve. Raw scores of different fits are not comparable: pooled, an offset between folds
+(a router constant within each fold) would read as skill or as harm. ``apgr_fold_mean`` (the mean of
+the per-fold APGRs) is reported beside the pooled APGR. Transfer (``train_on``): fit once on another
+table, score every prompt of this one. A router loaded from a file is only scored.
 """
 
 from __future__ import annotations
@@ -100,6 +103,14 @@ def fold_indices(n: int, cv: int, seed: int) -> list[tuple[np.ndarray, np.ndarra
     return list(KFold(n_splits=cv, shuffle=True, random_state=seed).split(np.arange(n)))
 
 
+def fold_ranks(scores: np.ndarray) -> np.ndarray:
+    """Scores of one fold as mid-ranks in (0, 1), ties averaged: a fold-constant router maps to 0.5
+    in every fold, whatever the fold's size, so pooled folds tie instead of ordering by fold."""
+    from scipy.stats import rankdata
+
+    return (rankdata(scores, method="average") - 0.5) / scores.size
+
+
 def _check_scores(name: str, scores: np.ndarray, n: int) -> np.ndarray:
     scores = np.asarray(scores, dtype=float).reshape(-1)
     if scores.size != n:
@@ -169,7 +180,7 @@ def evaluate(
                 for train_idx, test_idx in folds:
                     model = router.clone().fit(data.subset(train_idx), weak, strong)
                     part = _check_scores(router.name, model.score_table(data.subset(test_idx)), test_idx.size)
-                    scores[test_idx] = part
+                    scores[test_idx] = fold_ranks(part)
                     if getattr(router, "fixed_share", None) is None:
                         curve = metrics.routing_curve(part, q_weak[test_idx], q_strong[test_idx])
                         fold_apgr.append(metrics.summarize(curve)["apgr"])
@@ -202,7 +213,11 @@ def _result(
     fixed = getattr(router, "fixed_share", None)
     if fixed is None:
         curve = metrics.routing_curve(scores, q_weak, q_strong, c_weak, c_strong)
-        return RouterResult(router.name, curve, metrics.summarize(curve), fold_apgr)
+        values = metrics.summarize(curve)
+        known = [a for a in fold_apgr if a is not None]
+        if fold_apgr:  # cross-validation only: transfer and fitted routers have one fit, nothing to average
+            values["apgr_fold_mean"] = float(np.mean(known)) if known else None
+        return RouterResult(router.name, curve, values, fold_apgr)
     # always-small / always-large: one operating point, no curve to integrate
     full = metrics.routing_curve(np.zeros(len(scores)), q_weak, q_strong, c_weak, c_strong)
     at_end = fixed >= 1.0

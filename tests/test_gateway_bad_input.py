@@ -117,10 +117,12 @@ def test_prompt_longer_than_every_context(gateway: GatewayServer) -> None:
     assert "4096" in error["message"]
 
 
-def test_n_greater_than_one(gateway: GatewayServer) -> None:
+@pytest.mark.parametrize("n", [0, 129])
+def test_n_out_of_range(gateway: GatewayServer, n: int) -> None:
+    # n > 1 itself passes through (tests/test_passthrough.py); n outside 1..128 is a 400 naming the field.
     client = openai.OpenAI(base_url=gateway.url, api_key="x", max_retries=0)
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="sizewise", messages=OK, n=2)
+        client.chat.completions.create(model="sizewise", messages=OK, n=n)
     assert caught.value.body["param"] == "n"
 
 

@@ -35,7 +35,10 @@ def _ref(schema: dict[str, Any], ref: str) -> dict[str, Any]:
 
 
 def test_every_endpoint_is_in_the_schema(schema: dict[str, Any]) -> None:
-    assert set(schema["paths"]) == set(HANDLERS) == {"/v1/chat/completions", "/v1/models", "/healthz", "/metrics"}
+    assert set(schema["paths"]) == set(HANDLERS)
+    assert set(HANDLERS) >= {"/v1/chat/completions", "/v1/models", "/healthz", "/metrics", "/v1/feedback"}
+    feedback = schema["paths"]["/v1/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "score" in feedback["properties"]
     assert set(schema["paths"]["/v1/chat/completions"]) == {"post"}
 
 

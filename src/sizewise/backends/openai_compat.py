@@ -90,16 +90,22 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def _body(request: ChatRequest, model: str, stream: bool) -> dict[str, Any]:
+    """The upstream request: the client's fields as it sent them (``request.extra`` holds every field the gateway
+    does not read: tools, tool_choice, response_format, n, user, metadata, reasoning_effort, top_logprobs...)."""
     body: dict[str, Any] = {**request.extra, "model": model, "messages": request.messages}
-    for name in ("max_tokens", "temperature", "top_p", "stop", "seed"):
+    for name in ("temperature", "top_p", "stop", "seed"):
         value = getattr(request, name)
         if value is not None:
             body[name] = value
+    # A client's max_completion_tokens travels as itself (OpenAI's reasoning models reject max_tokens).
+    if request.max_tokens is not None and "max_completion_tokens" not in body:
+        body["max_tokens"] = request.max_tokens
     if request.logprobs:
         body["logprobs"] = True
     if stream:
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        # The usage counts are sizewise's own need (budgets, the log); the client's other options stay.
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     return body
 
 
@@ -108,6 +114,76 @@ def _logprobs(choice: dict[str, Any]) -> tuple[list[str], list[float]] | None:
     if not content:
         return None
     return [str(item.get("token", "")) for item in content], [float(item["logprob"]) for item in content]
+
+
+#: Top-level answer fields kept verbatim (``ChatResult.upstream`` / ``ChatChunk.upstream``) and written back.
+KEPT = ("id", "created", "system_fingerprint", "service_tier")
+
+
+def _kept(data: dict[str, Any]) -> dict[str, Any]:
+    return {name: data[name] for name in KEPT if data.get(name) is not None}
+
+
+def parse_answer(model: str, data: Any, latency_s: float) -> ChatResult:
+    """A ``chat.completion`` object as a :class:`ChatResult`; choice 0 in its fields, the rest verbatim."""
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+        raise ValueError("no choices")
+    choice = data["choices"][0]
+    message = choice["message"]
+    content = message.get("content")
+    if not isinstance(content, str | None) or not isinstance(message.get("tool_calls") or [], list):
+        raise ValueError("bad message")
+    usage = data.get("usage") or {}
+    upstream = _kept(data)
+    # The message's other fields (refusal, annotations, audio, reasoning_content; content null) stay as sent.
+    others = {k: v for k, v in message.items() if k not in ("role", "tool_calls") and (k != "content" or v is None)}
+    if others:
+        upstream["message"] = others
+    if choice.get("logprobs") is not None:
+        upstream["logprobs"] = choice["logprobs"]
+    if len(data["choices"]) > 1:  # n > 1: every choice goes back to the client as the upstream wrote it
+        upstream["choices"] = data["choices"]
+    result = ChatResult(
+        model=model,
+        text=content or "",
+        finish_reason=choice.get("finish_reason") or "stop",
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        latency_s=latency_s,
+        tool_calls=message.get("tool_calls") or None,
+        upstream=upstream,
+    )
+    if (pairs := _logprobs(choice)) is not None:
+        result.tokens, result.logprobs = pairs
+    return result
+
+
+def parse_event(event: Any) -> tuple[ChatChunk | None, str | None, dict[str, Any] | None]:
+    """One ``chat.completion.chunk``: the chunk to pass on (None when it carries nothing for the client), choice
+    0's finish reason and the usage. Choices other than 0 (``n > 1``) ride verbatim in ``upstream["choices"]``."""
+    if not isinstance(event, dict):
+        raise ValueError("not an object")
+    chunk = ChatChunk(upstream=_kept(event))
+    finish: str | None = None
+    carries = False
+    for choice in event.get("choices") or []:
+        if choice.get("index", 0) != 0:
+            chunk.upstream.setdefault("choices", []).append(choice)
+            carries = True
+            continue
+        delta = choice.get("delta") or {}
+        chunk.text = delta.get("content") or ""
+        chunk.tool_calls = delta.get("tool_calls") or None
+        others = {k: v for k, v in delta.items() if k not in ("role", "content", "tool_calls") and v is not None}
+        if others:  # refusal, reasoning_content...
+            chunk.upstream["delta"] = others
+        if choice.get("logprobs") is not None:
+            chunk.upstream["logprobs"] = choice["logprobs"]
+            if (pairs := _logprobs(choice)) is not None:
+                chunk.logprob = sum(pairs[1])
+        finish = choice.get("finish_reason") or None
+        carries = carries or bool(chunk.text or chunk.tool_calls or others or "logprobs" in chunk.upstream)
+    return (chunk if carries else None), finish, event.get("usage")
 
 
 class OpenAICompatBackend(Backend):
@@ -179,23 +255,9 @@ class OpenAICompatBackend(Backend):
         if response.status_code >= 400:
             raise self._status_error(self.model, response, response.text)
         try:
-            data = response.json()
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-        except (ValueError, KeyError, IndexError, TypeError):
+            return parse_answer(self.model, response.json(), time.perf_counter() - start)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise BackendError(f"{self.model}: upstream sent a malformed answer", retryable=True) from None
-        usage = data.get("usage") or {}
-        result = ChatResult(
-            model=self.model,
-            text=text,
-            finish_reason=choice.get("finish_reason") or "stop",
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            latency_s=time.perf_counter() - start,
-        )
-        if (pairs := _logprobs(choice)) is not None:
-            result.tokens, result.logprobs = pairs
-        return result
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """Stream server-sent events; a stream that ends without a finish reason or ``[DONE]`` is an error."""
@@ -217,16 +279,13 @@ class OpenAICompatBackend(Backend):
                         done = True
                         break
                     try:
-                        event = json.loads(payload)
-                    except ValueError:
+                        chunk, finished, new_usage = parse_event(json.loads(payload))
+                    except (ValueError, KeyError, TypeError, AttributeError):
                         raise BackendError(f"{self.model}: upstream sent a malformed event", retryable=True) from None
-                    usage = event.get("usage") or usage
-                    for choice in event.get("choices") or []:
-                        piece = (choice.get("delta") or {}).get("content") or ""
-                        pairs = _logprobs(choice)
-                        finish = choice.get("finish_reason") or finish
-                        if piece:
-                            yield ChatChunk(text=piece, logprob=sum(pairs[1]) if pairs else None)
+                    usage = new_usage if isinstance(new_usage, dict) else usage
+                    finish = finished or finish
+                    if chunk is not None:
+                        yield chunk
         except httpx.HTTPError as error:
             raise self._error(error) from None
         if finish is None and not done:

@@ -72,6 +72,9 @@ class Decision:
     errors: list[str] = field(default_factory=list)
     cost: float = 0.0
     reason: str = ""
+    #: Gateway reports added to the ``sizewise`` object beside the decision: ``savings`` (cost vs always-big
+    #: and quality retained, :mod:`sizewise.learn.savings`), ``feedback`` (what became of ``sizewise.feedback``).
+    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fell_back(self) -> bool:
@@ -107,6 +110,7 @@ class Decision:
             "filters": [{"filter": f.filter, "removed": f.removed, "note": f.note} for f in self.filters if f.fired],
             "filters_ran": [f.filter for f in self.filters],
             "errors": self.errors,
+            **self.notes,
         }
 
 

@@ -123,8 +123,7 @@ async def chat_completions(request: Request) -> Response:
         record = state.keys.check(request.headers)
         api_key = record.name if record else None
         body = await parse_request(request, state.settings.max_body_bytes, state.settings.max_messages)
-        if body.n > 1:
-            raise GatewayError(400, "n > 1 is not supported: send one request per answer", "unsupported_n", "n")
+        # n > 1 passes through: upstreams answer n choices, local models n samples in turn (docs/gateway.md).
         ctx = build_context(
             body.to_chat_request(),
             model_field=body.model,
@@ -158,7 +157,7 @@ async def chat_completions(request: Request) -> Response:
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
     )
-    body_bytes = completion_body(result, decision, request_id)
+    body_bytes = completion_body(result, decision, request_id, logprobs=body.logprobs)
     return Response(body_bytes, headers=decision_headers(decision, request_id), media_type=JSON)
 
 
@@ -170,7 +169,9 @@ async def _stream(
     if await request.is_disconnected():  # gone while the first chunk was awaited: nobody to send it to
         await report.if_never_started()
         return Response(status_code=499)
-    events = sse_events(chunks, decision, spec.name, ctx.request_id, report.done)
+    asked = ctx.request.extra.get("stream_options") or {}
+    include_usage = isinstance(asked, dict) and asked.get("include_usage") is True
+    events = sse_events(chunks, decision, spec.name, ctx.request_id, report.done, include_usage=include_usage)
     headers = decision_headers(decision, ctx.request_id)
     return _ReportedStream(events, report.if_never_started, media_type="text/event-stream", headers=headers)
 

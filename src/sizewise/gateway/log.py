@@ -29,6 +29,7 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,6 +176,10 @@ class RequestLog:
         #: Rows the database refused (stored in minimal form), and rows given up (backlog full, or at close).
         self.failed = 0
         self.dropped = 0
+        #: With ``log_text`` off, called in the writer thread with ``(request_id, prompt text)`` of each
+        #: answered request, so learning can keep a vector instead of the text (set by the gateway).
+        self.keep_features: Callable[[list[tuple[str, str]]], None] | None = None
+        self.features_failed = 0
         self._thread = threading.Thread(target=self._run, name="sizewise-log", daemon=True)
         self._thread.start()
 
@@ -215,6 +220,7 @@ class RequestLog:
             except Exception:  # the writer thread must never die: keep every row for the next try
                 logger.exception("request log: unexpected error while writing %d rows", len(rows))
                 left = rows
+            self._keep_features([e for e in batch if e is not None])
             if stop and left:
                 logger.error("request log: %d rows could not be written before shutdown: lost", len(left))
                 self.dropped += len(left)
@@ -232,6 +238,19 @@ class RequestLog:
                 self._done.notify_all()
             if stop:
                 return
+
+    def _keep_features(self, entries: list[LogEntry]) -> None:
+        """Hand the answered prompts to ``keep_features`` (text off); a failure costs the vectors, never rows."""
+        keep = self.keep_features
+        items = [(e.request_id, e.text) for e in entries if e.status == 200 and e.text]
+        if keep is None or self.log_text or not items:
+            return
+        try:
+            keep(items)
+        except Exception as error:
+            self.features_failed += len(items)
+            if self.features_failed == len(items):  # the first failure in full, then only counted
+                logger.exception("request log: cannot keep prompt vectors (%s)", type(error).__name__)
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         with self.engine.begin() as connection:

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
+from sizewise.gateway.feedback import FeedbackRequest
 from sizewise.gateway.responses import ChatCompletion, ErrorBody, Health, ModelList
 from sizewise.gateway.schemas import ChatCompletionRequest
 
@@ -55,6 +56,17 @@ ROUTE_DOCS: dict[str, dict[str, Any]] = {
         "summary": "Liveness and the local workers' state",
         "response_model": None,
         "responses": {200: {"model": Health, "description": "the gateway is up"}},
+    },
+    "/v1/feedback": {
+        "summary": "Rate an answer by its request id (score in [0, 1] or thumbs), optionally with a reference",
+        "response_model": None,
+        "responses": {200: {"description": "the stored outcome"}, **_errors(400, 401, 404, 409, 503)},
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": FeedbackRequest.model_json_schema()}},
+            }
+        },
     },
     "/metrics": {
         "summary": "Prometheus metrics",

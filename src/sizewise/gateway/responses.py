@@ -43,21 +43,38 @@ def error_status(error: Exception) -> GatewayError:
     return GatewayError(400, str(error), "invalid_request")
 
 
-def completion_body(result: ChatResult, decision: Decision, request_id: str) -> bytes:
-    """An OpenAI ``chat.completion`` object with the decision in ``sizewise``."""
-    body = {
-        "id": f"chatcmpl-{request_id}",
+def answer_message(result: ChatResult) -> dict[str, Any]:
+    """The answer's OpenAI ``message``: content (null when the model answered only with tool calls or a
+    refusal, or the upstream said null), ``tool_calls``, and the upstream message's other fields as sent."""
+    others = result.upstream.get("message") or {}
+    message: dict[str, Any] = {"role": "assistant", **others, "content": result.text}
+    if not result.text and (result.tool_calls or others.get("refusal") or ("content" in others)):
+        message["content"] = None
+    if result.tool_calls:
+        message["tool_calls"] = result.tool_calls
+    return message
+
+
+def completion_body(result: ChatResult, decision: Decision, request_id: str, *, logprobs: bool = True) -> bytes:
+    """An OpenAI ``chat.completion`` object with the decision in ``sizewise``.
+
+    The upstream's ``id``, ``created``, ``system_fingerprint``, logprobs object and choices past the first
+    (``n > 1``) are kept as it sent them; ``logprobs=False`` (the client did not ask; a cascade's scorer did)
+    leaves the logprobs out."""
+    upstream = result.upstream
+    choice = {
+        "index": 0,
+        "message": answer_message(result),
+        "logprobs": upstream.get("logprobs") if logprobs else None,
+        "finish_reason": result.finish_reason,
+    }
+    body: dict[str, Any] = {
+        "id": upstream.get("id") or f"chatcmpl-{request_id}",
         "object": "chat.completion",
-        "created": int(time.time()),
+        "created": upstream.get("created") or int(time.time()),
         "model": decision.model or result.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": result.text},
-                "logprobs": None,
-                "finish_reason": result.finish_reason,
-            }
-        ],
+        **{k: upstream[k] for k in ("system_fingerprint", "service_tier") if k in upstream},
+        "choices": [choice, *(upstream.get("choices") or [])[1:]],
         "usage": {
             "prompt_tokens": result.prompt_tokens,
             "completion_tokens": result.completion_tokens,
@@ -79,15 +96,16 @@ class AssistantMessage(BaseModel):
     """The answer's message."""
 
     role: str = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class Choice(BaseModel):
-    """One answer (sizewise always returns one)."""
+    """One answer (``n`` of them when the client asked an upstream for ``n``)."""
 
     index: int
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
     finish_reason: str
 
 

@@ -32,6 +32,8 @@ _KNOWN = {
     "logprobs",
 }
 
+#: Fields read here that upstreams get as the client sent them (through ``ChatRequest.extra``).
+_FORWARDED = ("max_completion_tokens", "n", "stream_options", "user")
 
 #: Upper bounds for client integers: a 400-digit ``max_tokens`` is a 400 here, not an overflow later
 #: (cost arithmetic, a 64-bit database column, an upstream's own int32).
@@ -135,8 +137,12 @@ class ChatCompletionRequest(BaseModel):
         """The backend-facing request."""
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
         extra = {k: v for k, v in (self.model_extra or {}).items() if k not in _KNOWN}
+        # Read here, and still passed through as the client sent them (n, user, stream_options, and
+        # max_completion_tokens, which must not become max_tokens upstream).
+        extra.update((name, getattr(self, name)) for name in _FORWARDED if name in self.model_fields_set)
         return ChatRequest(
-            messages=[m.model_dump(exclude_none=True) for m in self.messages],
+            # As sent: an assistant turn's ``content: null`` beside its tool_calls stays null.
+            messages=[m.model_dump(exclude_unset=True) for m in self.messages],
             max_tokens=self.max_completion_tokens or self.max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,

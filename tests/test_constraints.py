@@ -140,7 +140,7 @@ def test_the_engines_filters_follow_the_documented_order(tmp_path, monkeypatch) 
     )
     assert [f.name for f in build_filters(env(spec))] == list(ORDER)
     plain = CatalogSpec(models=[model("a")], gateway=GatewaySettings(log_url="none"))
-    assert [f.name for f in build_filters(env(plain))] == ["modality", "context", "latency"]
+    assert [f.name for f in build_filters(env(plain))] == ["modality", "capability", "context", "latency"]
 
 
 def test_measured_p95_from_the_request_log(tmp_path) -> None:

@@ -122,14 +122,21 @@ def test_multi_turn_is_routed_on_the_whole_conversation(client: openai.OpenAI) -
 
 def test_sticky_sessions_keep_a_conversation_on_its_model(upstream: FakeUpstream, tmp_path: Path) -> None:
     models = [fake_model("small", "ok-s", 0.5, upstream.base_url), fake_model("big", "ok-b", 1.5, upstream.base_url)]
-    settings = {"log_url": f"sqlite:///{tmp_path / 'l.sqlite'}", "sticky_sessions": True, "router": "heuristic"}
+    # The older setting: the OpenAI user field names the session; no margin: the session never leaves its model.
+    settings = {
+        "log_url": f"sqlite:///{tmp_path / 'l.sqlite'}",
+        "sticky_sessions": True,
+        "session_margin": None,
+        "router": "heuristic",
+    }
     with GatewayServer({"models": models, "gateway": settings}) as gw:
         client = openai.OpenAI(base_url=gw.url, api_key="x", max_retries=0)
         first = client.chat.completions.with_raw_response.create(model="sizewise", messages=EASY, user="alice")
         later = client.chat.completions.with_raw_response.create(model="sizewise", messages=HARD, user="alice")
         other = client.chat.completions.with_raw_response.create(model="sizewise", messages=HARD, user="bob")
     assert first.headers["x-sizewise-model"] == later.headers["x-sizewise-model"] == "small"
-    assert later.parse().model_extra["sizewise"]["reason"] == "sticky session"
+    assert later.parse().model_extra["sizewise"]["reason"].startswith("sticky session: kept small over big")
+    assert later.parse().model_extra["sizewise"]["session"] == "kept"
     assert other.headers["x-sizewise-model"] == "big"
 
 

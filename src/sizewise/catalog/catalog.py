@@ -102,13 +102,14 @@ class Catalog:
 
 
 def ladder_key(model: ModelSpec) -> tuple[float, float, str]:
-    """The one size order of sizewise, smallest first: parameters (unknown size counts as largest), price, name.
+    """The one size order of sizewise, smallest first: parameters (unknown size counts as largest), expected
+    price (output priced by ``output_factor``, so a reasoning model's efforts climb low to high), name.
 
     Every "smaller/larger" decision uses it: the ladder, the routing pair, the cascade's climb, the fallbacks
     (largest first = this order reversed), so a model without ``params_b`` is the largest for all of them.
     """
     size = model.params_b if model.params_b is not None else math.inf
-    return (size, model.price_in + model.price_out, model.name)
+    return (size, model.price_in + model.price_out * model.output_factor, model.name)
 
 
 def order_ladder(models: Iterable[ModelSpec], names: Sequence[str] = ()) -> list[ModelSpec]:

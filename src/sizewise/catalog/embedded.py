@@ -38,6 +38,9 @@ class EmbeddedModel:
     version: str
     #: For a single-file model: the file's path inside the distribution. Chunks: every file under ``data/``.
     member: str | None = None
+    #: What the catalog entry can do (``sizewise.catalog.capabilities``): llama.cpp grammars give every
+    #: local model JSON, JSON-schema and tool-call output, and token logprobs; none of the three reasons.
+    capabilities: tuple[str, ...] = ("tools", "json_object", "json_schema", "logprobs")
 
     @property
     def chunked(self) -> bool:

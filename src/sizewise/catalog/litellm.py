@@ -105,12 +105,41 @@ def _model(
         cost = params.get(theirs, info.get(theirs))
         if isinstance(cost, int | float):
             model[ours] = cost * 1e6
+    model.update(_capabilities(info))
     what = f"openai backend {settings['base_url']} model {upstream!r}"
     if "api_key_env" in settings:
         what += f", key from ${settings['api_key_env']}"
     if context == DEFAULT_CONTEXT and not info.get("max_input_tokens") and not info.get("max_tokens"):
         what += f", context_window {DEFAULT_CONTEXT} (set model_info.max_input_tokens)"
     return model, what
+
+
+#: LiteLLM ``model_info`` flags -> the sizewise capability each one states.
+CAPABILITY_FLAGS = {
+    "supports_function_calling": "tools",
+    "supports_response_schema": "json_schema",
+    "supports_reasoning": "reasoning",
+}
+
+
+def _capabilities(info: Mapping[str, Any]) -> dict[str, Any]:
+    """``capabilities`` (and ``modalities``) where LiteLLM's ``model_info`` states them; unstated ones keep
+    the openai backend's defaults (:data:`sizewise.catalog.capabilities.REMOTE`)."""
+    from sizewise.catalog.capabilities import REMOTE
+
+    out: dict[str, Any] = {}
+    stated = {flag: info[flag] for flag in CAPABILITY_FLAGS if isinstance(info.get(flag), bool)}
+    if stated:
+        caps = set(REMOTE)
+        for flag, value in stated.items():
+            (caps.add if value else caps.discard)(CAPABILITY_FLAGS[flag])
+        out["capabilities"] = sorted(caps)
+    modalities = ["text"]
+    modalities += ["image"] if info.get("supports_vision") is True else []
+    modalities += ["audio"] if info.get("supports_audio_input") is True else []
+    if len(modalities) > 1:
+        out["modalities"] = modalities
+    return out
 
 
 def _value(value: Any, loc: Loc, where: Callable[[Loc], str], env: Mapping[str, str]) -> str | None:

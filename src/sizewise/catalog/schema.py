@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 Modality = Literal["text", "image", "audio", "file"]
 ModelKind = Literal["llm", "multimodal", "vision", "classifier", "embedding", "domain"]
 BackendName = Literal["llamacpp", "openai", "replay"]
+#: What a model can do besides reading its modalities (``vision`` / ``audio`` come from ``modalities``).
+Capability = Literal["tools", "json_object", "json_schema", "reasoning", "logprobs"]
+ReasoningEffort = Literal["minimal", "low", "medium", "high"]
 
 
 def _text_only() -> list[Modality]:
@@ -44,6 +47,17 @@ class ModelSpec(_Strict):
     aliases: list[str] = Field(default_factory=list)
     #: Measured p95 latency in ms (filled from the request log when known).
     p95_latency_ms: float | None = Field(default=None, gt=0)
+    #: What requests this model can serve (tools, json_schema, ...); None: its backend's defaults
+    #: (``sizewise.catalog.capabilities``); ``[]``: plain text only.
+    capabilities: list[Capability] | None = None
+    #: Efforts a reasoning model may be called at: the catalog turns the entry into one rung per effort,
+    #: ``<name>@<effort>`` (``sizewise.catalog.effort``).
+    reasoning_efforts: list[ReasoningEffort] = Field(default_factory=list)
+    #: The effort this entry is called at (sent upstream as ``reasoning_effort``); set on each rung.
+    reasoning_effort: ReasoningEffort | None = None
+    #: Output tokens expected per answer token (reasoning spends tokens it does not show): what the ladder
+    #: order prices this model's answers by; the real cost counts the tokens the upstream billed.
+    output_factor: float = Field(default=1.0, gt=0)
 
     def cost_usd(self, tokens_in: float, tokens_out: float) -> float:
         """Price of one call with these token counts."""
@@ -70,6 +84,31 @@ class ApiKey(_Strict):
     max_latency_ms: float | None = Field(default=None, gt=0)
 
 
+class ShadowSettings(_Strict):
+    """Shadow judging (docs/learning.md): after some answers, the decision's other model answers too and a
+    judge scores both, off the request path."""
+
+    enabled: bool = False
+    #: Chance that any routed request is shadowed (the uniform slice, for unbiased estimates).
+    uniform_rate: float = Field(default=0.02, ge=0, le=1)
+    #: Mean extra chance, given to requests whose router score lies near the threshold (active learning).
+    active_rate: float = Field(default=0.05, ge=0, le=1)
+    #: Width of "near the threshold", in units of the spread of recent router scores.
+    active_width: float = Field(default=0.5, gt=0)
+    #: Catalog model that judges pairwise (both orders); default: the top of the ladder.
+    judge: str | None = None
+    #: Most USD a UTC day for shadow and judge calls (catalog prices), counted in the request log's database.
+    daily_cap_usd: float = Field(default=1.0, ge=0)
+    #: Jobs waiting; a request chosen while the queue is full is dropped (and counted in /metrics).
+    queue_size: int = Field(default=64, ge=1)
+    #: Jobs run at once.
+    concurrency: int = Field(default=2, ge=1)
+    #: How long shutdown waits for running jobs before dropping them.
+    shutdown_wait_s: float = Field(default=2.0, ge=0)
+    #: Where outcomes are stored (SQLAlchemy URL); default the request log's URL.
+    outcomes_url: str | None = None
+
+
 class GatewaySettings(_Strict):
     """How the gateway decides and what it records."""
 
@@ -94,7 +133,24 @@ class GatewaySettings(_Strict):
     #: SQLAlchemy URL of the request log; default a SQLite file in the working directory.
     log_url: str = "sqlite:///sizewise-log.sqlite"
     log_text: bool = False
+    #: Session affinity (``sizewise.serve.session``): where a request's session id comes from, first found
+    #: wins: ``header`` (x-sizewise-session-id), ``metadata`` (metadata.session_id), ``user`` (the OpenAI
+    #: ``user`` field), ``prefix`` (the conversation's opening); ``[]`` turns affinity off.
+    session_keys: list[Literal["header", "metadata", "user", "prefix"]] = Field(
+        default_factory=lambda: ["header", "metadata", "prefix"]
+    )
+    #: A session leaves its model only when the router's score is further than this from the threshold
+    #: (a confident switch); ``null``: never on a score, only when the model cannot serve the request.
+    session_margin: float | None = Field(default=0.2, ge=0)
+    session_ttl_s: float = Field(default=3600.0, gt=0)
+    max_sessions: int = Field(default=10_000, ge=1)
+    #: Older spelling: ``true`` also takes the OpenAI ``user`` field as a session id.
     sticky_sessions: bool = False
+    #: Output-token factor of each reasoning effort (prices the ``<name>@<effort>`` rungs): a prior, about
+    #: doubling per step; measure your own from the request log's completion tokens.
+    effort_output_factor: dict[ReasoningEffort, float] = Field(
+        default_factory=lambda: {"minimal": 1.0, "low": 2.0, "medium": 4.0, "high": 8.0}
+    )
     #: A request that names a catalog model gets that model or an error; ``true`` lets a fault fall back to
     #: the other models (largest first), as for a routed request.
     fallback_for_named_models: bool = False
@@ -109,6 +165,10 @@ class GatewaySettings(_Strict):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     #: Most messages in one chat request; more get 400.
     max_messages: int = Field(default=2048, ge=1)
+    #: Browser origins allowed to call the gateway (CORS), e.g. ``["http://localhost:3000"]``; ``["*"]`` any;
+    #: default none (a browser page on another origin cannot read the answers).
+    cors_origins: list[str] = Field(default_factory=list)
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
 
 
 class CatalogSpec(_Strict):
@@ -118,6 +178,10 @@ class CatalogSpec(_Strict):
     routes: list[RouteSpec] = Field(default_factory=list)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
+    def model_post_init(self, __context: Any) -> None:
+        from sizewise.catalog.effort import expand_efforts
+
+        expand_efforts(self)  # one ladder rung per reasoning effort, before anything reads the models
 
 # Backend settings, one model per backend: the loader validates ``ModelSpec.settings`` against these
 # so an unknown or mistyped key fails at start-up instead of at the first request.

@@ -72,6 +72,9 @@ class Decision:
     errors: list[str] = field(default_factory=list)
     cost: float = 0.0
     reason: str = ""
+    #: What session affinity did (``sizewise.serve.session``): new, same, kept (it overrode the router),
+    #: switched (the router was beyond the margin) or moved (the session's model could not serve); None: no session.
+    session: str | None = None
     #: Gateway reports added to the ``sizewise`` object beside the decision: ``savings`` (cost vs always-big
     #: and quality retained, :mod:`sizewise.learn.savings`), ``feedback`` (what became of ``sizewise.feedback``).
     notes: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +97,7 @@ class Decision:
             "fallback_from": self.fallback_from,
             "cost": self.cost,
             "reason": self.reason,
+            "session": self.session,
             "steps": [
                 {
                     "model": s.model,

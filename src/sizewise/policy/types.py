@@ -86,6 +86,12 @@ class RequestContext:
     user: str | None = None
     #: From header ``x-sizewise-max-latency-ms``.
     max_latency_ms: float | None = None
+    #: From header ``x-sizewise-session-id``.
+    session_id: str | None = None
+    #: Session key, set by the engine (``sizewise.serve.session``): a session id or the conversation's opening.
+    session: str | None = None
+    #: Whether to look the session up (False on a conversation's first turn: it is only recorded).
+    session_lookup: bool = False
     #: Free slot for filters/policies to pass facts along (e.g. a domain match).
     extras: dict[str, Any] = field(default_factory=dict)
 

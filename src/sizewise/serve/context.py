@@ -23,6 +23,7 @@ def build_context(
     api_key: str | None = None,
     request_id: str | None = None,
     max_latency_ms: float | None = None,
+    session_id: str | None = None,
 ) -> RequestContext:
     """The context of a validated request: its text, modalities and a cheap prompt size."""
     text = conversation_text(request.messages)
@@ -39,4 +40,5 @@ def build_context(
         api_key=api_key,
         user=user,
         max_latency_ms=max_latency_ms,
+        session_id=session_id,
     )

@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from sizewise.backends.base import Backend, BackendError, ChatChunk, ChatResult
+from sizewise.backends.effort import EffortBackend
 from sizewise.backends.openai_compat import missing_api_key
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
 from sizewise.errors import ConfigError, UnknownModelError
@@ -43,8 +43,8 @@ from sizewise.policy.types import (
     policy_keys,
 )
 from sizewise.serve.call import ANSWER, STREAM, AllModelsFailed, Calls, fall_back, replay, retry
+from sizewise.serve.session import Affinity, MemorySessionStore, session_of, sources
 
-MAX_STICKY_SESSIONS = 10_000
 MAX_CACHED_POLICIES = 256
 
 logger = logging.getLogger(__name__)
@@ -94,14 +94,20 @@ class Engine:
         self.big = self._big_model()
         self.calls = Calls(self.backend, settings.request_timeout_s, self.admit, settings.max_retry_after_s)
         self._policies: dict[str, Policy] = {}
-        self._sticky: OrderedDict[str, str] = OrderedDict()
+        #: Where session ids come from (none: no session affinity), and the sessions' models.
+        self.session_sources = sources(settings)
+        store = MemorySessionStore(settings.max_sessions, settings.session_ttl_s)
+        self.sessions = Affinity(store, settings.session_margin)
 
     # -- set-up ----------------------------------------------------------------
     def backend(self, spec: ModelSpec) -> Backend:
         """The (lazily created, shared) backend of a catalog model."""
         backend = self._backends.get(spec.name)
         if backend is None:
-            backend = self._backends[spec.name] = self._backend_factory(spec)
+            backend = self._backend_factory(spec)
+            if spec.reasoning_effort is not None:  # a reasoning-effort rung: its effort goes upstream
+                backend = EffortBackend(backend, spec.reasoning_effort)
+            self._backends[spec.name] = backend
         return backend
 
     def policy(self, model_field: str) -> Policy:
@@ -179,20 +185,22 @@ class Engine:
                 raise RequestRejected(400, f"no model satisfies this request ({flt.name})", "no_model_available")
         return candidates
 
-    async def _plan(self, ctx: RequestContext, policy: RoutingPolicy, candidates: list[ModelSpec]) -> Plan:
-        if self.settings.sticky_sessions and ctx.user and not isinstance(policy, BypassPolicy):  # named: no substitute
-            name = self._sticky.get(ctx.user)
-            spec = self.by_name.get(name) if name else None
-            if spec is not None and spec in candidates:
-                self._sticky.move_to_end(ctx.user)
-                return Plan([spec, *(s for s in candidates if s is not spec)], reason="sticky session")
-        return await policy.plan(ctx, candidates)
+    async def _plan(
+        self, ctx: RequestContext, policy: RoutingPolicy, candidates: list[ModelSpec], decision: Decision
+    ) -> Plan:
+        plan = await policy.plan(ctx, candidates)
+        if isinstance(policy, BypassPolicy) or not self.session_sources:  # a named model: no substitute
+            return plan
+        if ctx.session is None:
+            found = session_of(ctx.request, self.session_sources, header=ctx.session_id, user=ctx.user)
+            ctx.session, ctx.session_lookup = found if found else (None, False)
+        if ctx.session is None:
+            return plan
+        plan, decision.session = self.sessions.steer(ctx, plan, candidates)
+        return plan
 
-    def _remember(self, ctx: RequestContext, model: str) -> None:
-        if self.settings.sticky_sessions and ctx.user and ctx.user not in self._sticky:
-            self._sticky[ctx.user] = model
-            if len(self._sticky) > MAX_STICKY_SESSIONS:
-                self._sticky.popitem(last=False)
+    def _remember(self, ctx: RequestContext, decision: Decision, model: str) -> None:
+        self.sessions.remember(ctx, decision.session, model)
 
     async def decide(self, ctx: RequestContext) -> tuple[Policy, Decision, list[ModelSpec]]:
         """Filters and the policy: returns (policy, decision so far, models to try in order)."""
@@ -200,7 +208,7 @@ class Engine:
         decision = Decision(policy=policy.name)
         candidates = await self._filter(ctx, decision)
         if isinstance(policy, RoutingPolicy):
-            plan = await self._plan(ctx, policy, candidates)
+            plan = await self._plan(ctx, policy, candidates, decision)
             if not plan.models:
                 raise RequestRejected(400, "the policy found no model for this request", "no_model_available")
             decision.model = plan.models[0].name
@@ -223,10 +231,9 @@ class Engine:
         policy, decision, order = await self.decide(ctx)
         if isinstance(policy, CascadePolicy):
             result = await self._cascade(ctx, policy, order, decision)
-            self._remember(ctx, result.model)
             return result, decision
         result, spec = await fall_back(self.calls, ANSWER, order, ctx, decision)
-        self._remember(ctx, spec.name)
+        self._remember(ctx, decision, spec.name)
         return result, decision
 
     async def open_stream(self, ctx: RequestContext) -> tuple[AsyncIterator[ChatChunk], Decision, ModelSpec]:
@@ -239,10 +246,9 @@ class Engine:
         policy, decision, order = await self.decide(ctx)
         if isinstance(policy, CascadePolicy):
             result = await self._cascade(ctx, policy, order, decision)
-            self._remember(ctx, result.model)
             return replay(result), decision, self.by_name.get(result.model, order[0])
         chunks, spec = await fall_back(self.calls, STREAM, order, ctx, decision)
-        self._remember(ctx, spec.name)
+        self._remember(ctx, decision, spec.name)
         return chunks, decision, spec
 
     async def _cascade(

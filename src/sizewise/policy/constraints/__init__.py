@@ -2,6 +2,8 @@
 
 1. ``modality`` (:mod:`.modality`): what a model *can* read: image/audio parts only go to models
    that accept them; non-chat kinds (vision classifiers, embedders) never get chat requests.
+   ``capability`` (:mod:`.capability`): what a model *can* do: tools, a JSON schema, reasoning
+   effort, logprobs go only to models that have them.
 2. ``context`` (:mod:`.context`): prompt + ``max_tokens`` must fit the context window.
 3. ``privacy`` (:mod:`.privacy`): what a model *may* read: with ``gateway.privacy: local-only``,
    personal data goes only to ``local`` models.
@@ -32,18 +34,20 @@ from sizewise.catalog.schema import CatalogSpec, GatewaySettings, ModelSpec, Rou
 from sizewise.core.decision import Decision
 from sizewise.errors import ConfigError
 from sizewise.policy.constraints.budget import BudgetFilter, BudgetLedger
+from sizewise.policy.constraints.capability import CapabilityFilter
 from sizewise.policy.constraints.context import ContextFilter
 from sizewise.policy.constraints.latency import LatencyFilter, measured_p95
 from sizewise.policy.constraints.modality import CHAT_KINDS, ModalityFilter
 from sizewise.policy.constraints.privacy import PrivacyFilter
 from sizewise.policy.types import Filter, PolicyEnv, RequestContext
 
-ORDER = ("modality", "context", "privacy", "latency", "budget", "domain")
+ORDER = ("modality", "capability", "context", "privacy", "latency", "budget", "domain")
 
 __all__ = [
     "ORDER",
     "BudgetFilter",
     "BudgetLedger",
+    "CapabilityFilter",
     "ContextFilter",
     "LatencyFilter",
     "ModalityFilter",
@@ -175,6 +179,7 @@ def _register() -> None:
         return DomainFilter(DomainRouter(routes), models)
 
     register_filter("modality", modality)
+    register_filter("capability", lambda env: CapabilityFilter({a: s.name for s in env.models for a in s.aliases}))
     register_filter("context", lambda env: ContextFilter(gguf_resolver(env.catalog)))
     register_filter("privacy", privacy)
     register_filter("latency", latency)

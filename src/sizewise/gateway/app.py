@@ -30,14 +30,18 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response, StreamingResponse
 
 from sizewise.backends.base import Backend, BackendError, ChatChunk
 from sizewise.catalog.schema import CatalogSpec, GatewaySettings, ModelSpec
 from sizewise.errors import ConfigError, SizewiseError
 from sizewise.gateway.auth import KeyChecker
+from sizewise.gateway.embeddings import embeddings
+from sizewise.gateway.endpoints import advertised_names, model_by_id, route
 from sizewise.gateway.errors import GatewayError, error_response
 from sizewise.gateway.log import LogEntry, RequestLog
+from sizewise.gateway.messages import messages
 from sizewise.gateway.metrics import Metrics
 from sizewise.gateway.openapi import install_schema
 from sizewise.gateway.responses import JSON, completion_body, decision_headers, error_status, model_list
@@ -256,6 +260,10 @@ HANDLERS: dict[str, tuple[Callable[[Request], Awaitable[Response]], str]] = {
     "/v1/models": (list_models, "GET"),
     "/healthz": (healthz, "GET"),
     "/metrics": (metrics_endpoint, "GET"),
+    "/v1/messages": (messages, "POST"),
+    "/v1/models/{model_id:path}": (model_by_id, "GET"),
+    "/v1/embeddings": (embeddings, "POST"),
+    "/v1/route": (route, "POST"),
 }
 
 
@@ -288,6 +296,14 @@ def create_app(
     install_schema(app, HANDLERS)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+    if state.settings.cors_origins:  # browser pages on these origins may call the gateway and read its headers
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=state.settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=[*decision_headers(Decision(policy=""), ""), "retry-after"],
+        )
     return app
 
 
@@ -331,8 +347,7 @@ def build_state(
     metrics = Metrics.for_gateway(engine.by_name, settings.default_policy)
     if request_log is not None:
         request_log.register(metrics.registry)  # a writer that cannot write shows in /metrics
-    aliases = [alias for alias, name in engine.aliases.items() if name in engine.by_name]  # a picker offers them
-    names = [*engine.policy_names(), *engine.by_name, *aliases]
+    names = advertised_names(engine)  # real names a picker can offer; the patterns are in docs/gateway.md
     return GatewayState(engine, settings, metrics, request_log, KeyChecker(settings.api_keys), model_list(names))
 
 

@@ -18,12 +18,30 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from sizewise.gateway.feedback import FeedbackRequest
-from sizewise.gateway.responses import ChatCompletion, ErrorBody, Health, ModelList
+from sizewise.gateway.anthropic import AnthropicRequest
+from sizewise.gateway.embeddings import EmbeddingRequest
+from sizewise.gateway.responses import ChatCompletion, ErrorBody, Health, ModelEntry, ModelList
 from sizewise.gateway.schemas import ChatCompletionRequest
 
 _REQUEST_REF = "#/components/schemas/ChatCompletionRequest"
+#: Request bodies the handlers validate themselves, by component name.
+_REQUESTS: dict[str, type[BaseModel]] = {
+    "ChatCompletionRequest": ChatCompletionRequest,
+    "AnthropicRequest": AnthropicRequest,
+    "EmbeddingRequest": EmbeddingRequest,
+}
+
+
+def _body(name: str) -> dict[str, Any]:
+    """``openapi_extra`` for a request body validated by the handler with component ``name``."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": _ref(name)}}}}}
+
+
+def _ref(name: str) -> str:
+    return f"#/components/schemas/{name}"
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -68,6 +86,36 @@ ROUTE_DOCS: dict[str, dict[str, Any]] = {
             }
         },
     },
+    "/v1/messages": {
+        "summary": "Anthropic Messages API, routed like a chat completion",
+        "response_model": None,
+        "responses": {
+            200: {
+                "description": "an Anthropic `message` (JSON), or Anthropic's server-sent events when `stream`",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **_errors(400, 401, 404, 413, 429, 502),
+        },
+        "openapi_extra": _body("AnthropicRequest"),
+    },
+    "/v1/models/{model_id:path}": {
+        "summary": "One name the model field accepts",
+        "response_model": None,
+        "responses": {200: {"model": ModelEntry, "description": "the model"}, **_errors(401, 404)},
+        "openapi_extra": {"parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {}}]},
+    },
+    "/v1/embeddings": {
+        "summary": "Embeddings from the local MiniLM or a catalog embedding model",
+        "response_model": None,
+        "responses": {200: {"description": "OpenAI's embedding list"}, **_errors(400, 401, 404, 502)},
+        "openapi_extra": _body("EmbeddingRequest"),
+    },
+    "/v1/route": {
+        "summary": "The routing decision for a chat request, without calling a model",
+        "response_model": None,
+        "responses": {200: {"description": "the chosen model and fallbacks"}, **_errors(400, 401, 404, 429)},
+        "openapi_extra": _body("ChatCompletionRequest"),
+    },
     "/metrics": {
         "summary": "Prometheus metrics",
         "response_model": None,
@@ -88,10 +136,11 @@ def install_schema(app: FastAPI, handlers: Mapping[str, tuple[Callable[..., Any]
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=routes)
-            request = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(request.pop("$defs", {}))
-            components["ChatCompletionRequest"] = request
+            for name, model in _REQUESTS.items():
+                request = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(request.pop("$defs", {}))
+                components[name] = request
             app.openapi_schema = schema
         return app.openapi_schema
 

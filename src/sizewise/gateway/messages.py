@@ -1,0 +1,104 @@
+"""``POST /v1/messages``: Anthropic's Messages API through the same decision, model call and request log as
+``/v1/chat/completions`` (the translation is :mod:`sizewise.gateway.anthropic`, the events
+:mod:`sizewise.gateway.anthropic_stream`).
+
+Keys: ``x-api-key`` (what Anthropic clients send) or ``Authorization: Bearer``. ``anthropic-version`` and
+``anthropic-beta`` are accepted and not checked: the answer has the fields every version reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sizewise.errors import SizewiseError
+from sizewise.gateway.anthropic import error_response, message_body, parse_messages
+from sizewise.gateway.anthropic_stream import anthropic_events
+from sizewise.gateway.errors import GatewayError
+from sizewise.gateway.responses import JSON, decision_headers, error_status
+from sizewise.gateway.schemas import max_latency_header, read_body
+from sizewise.policy.types import Decision, RequestContext, RequestRejected
+from sizewise.serve.call import AllModelsFailed
+from sizewise.serve.context import build_context
+
+if TYPE_CHECKING:
+    from sizewise.gateway.app import GatewayState
+
+logger = logging.getLogger("sizewise.gateway")
+
+
+async def messages(request: Request) -> Response:
+    """``POST /v1/messages``: translate, decide, call, answer (JSON or Anthropic events), log."""
+    state: GatewayState = request.app.state.gateway
+    started = time.perf_counter()
+    request_id = state.next_id()
+    ctx: RequestContext | None = None
+    api_key: str | None = None
+    decision: Decision | None = None
+    stops: list[str] | None = None
+    try:
+        record = state.keys.check(request.headers)
+        api_key = record.name if record else None
+        raw = await read_body(request, state.settings.max_body_bytes)
+        body, chat = parse_messages(raw, state.settings.max_messages)
+        stops = body.stop_sequences
+        ctx = build_context(
+            chat.to_chat_request(),
+            model_field=chat.model,
+            stream=body.stream,
+            user=chat.user,
+            api_key=api_key,
+            request_id=request_id,
+            max_latency_ms=max_latency_header(request.headers),
+        )
+        if body.stream:
+            return await _stream(state, ctx, started, api_key, request, stops)
+        result, decision = await state.engine.complete(ctx)
+    except (GatewayError, RequestRejected, SizewiseError, AllModelsFailed) as error:
+        failure = error_status(error)
+        if isinstance(error, AllModelsFailed):
+            decision = error.decision
+        state.finish(ctx, decision, failure.status, started, request_id=request_id, api_key=api_key)
+        headers = decision_headers(decision, request_id) if decision else {"x-request-id": request_id}
+        return error_response(failure.status, failure.message, headers)
+    except Exception as error:  # a bug: still logged, and one JSON line to the client, never a traceback
+        logger.exception("request %s: unexpected error", request_id)
+        state.finish(ctx, decision, 500, started, request_id=request_id, api_key=api_key)
+        return error_response(500, f"internal error: {type(error).__name__}: {error}")
+    state.finish(
+        ctx,
+        decision,
+        499 if await request.is_disconnected() else 200,
+        started,
+        request_id=request_id,
+        api_key=api_key,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+    )
+    body_bytes = message_body(result, decision, request_id, stops)
+    return Response(body_bytes, headers=decision_headers(decision, request_id), media_type=JSON)
+
+
+async def _stream(
+    state: GatewayState,
+    ctx: RequestContext,
+    started: float,
+    api_key: str | None,
+    request: Request,
+    stops: list[str] | None,
+) -> Response:
+    # Imported here: app.py imports this module for its route table.
+    from sizewise.gateway.app import _ReportedStream, _StreamReport
+
+    chunks, decision, spec = await state.engine.open_stream(ctx)
+    report = _StreamReport(state, ctx, decision, chunks, started, api_key)
+    if await request.is_disconnected():  # gone while the first chunk was awaited: nobody to send it to
+        await report.if_never_started()
+        return Response(status_code=499)
+    events = anthropic_events(chunks, decision, spec.name, ctx.request_id, stops, report.done)
+    headers = decision_headers(decision, ctx.request_id)
+    return _ReportedStream(events, report.if_never_started, media_type="text/event-stream", headers=headers)

@@ -168,9 +168,6 @@ class GatewaySettings(_Strict):
     #: Browser origins allowed to call the gateway (CORS), e.g. ``["http://localhost:3000"]``; ``["*"]`` any;
     #: default none (a browser page on another origin cannot read the answers).
     cors_origins: list[str] = Field(default_factory=list)
-    #: Browser origins allowed to call the gateway (CORS), e.g. ``["http://localhost:3000"]``; ``["*"]`` any;
-    #: default none (a browser page on another origin cannot read the answers).
-    cors_origins: list[str] = Field(default_factory=list)
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
 
 

@@ -40,6 +40,7 @@ from sizewise.gateway.auth import KeyChecker
 from sizewise.gateway.embeddings import embeddings
 from sizewise.gateway.endpoints import advertised_names, model_by_id, route
 from sizewise.gateway.errors import GatewayError, error_response
+from sizewise.gateway.feedback import GatewayOutcomes, outcome_notes, post_feedback, start_outcomes, take_inline
 from sizewise.gateway.log import LogEntry, RequestLog
 from sizewise.gateway.messages import messages
 from sizewise.gateway.metrics import Metrics
@@ -69,6 +70,8 @@ class GatewayState:
     #: Request ids: a random per-app prefix plus a counter (unique, and cheaper than uuid4 per request).
     id_prefix: str = field(default_factory=lambda: os.urandom(6).hex())
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    #: Feedback, kept prompt vectors and the savings estimate (:mod:`sizewise.gateway.feedback`); None without a log.
+    outcomes: GatewayOutcomes | None = None
 
     def next_id(self) -> str:
         """A new request id."""
@@ -127,6 +130,8 @@ async def chat_completions(request: Request) -> Response:
         record = state.keys.check(request.headers)
         api_key = record.name if record else None
         body = await parse_request(request, state.settings.max_body_bytes, state.settings.max_messages)
+        # The `sizewise` object (feedback on an earlier answer) is the gateway's, never sent upstream.
+        notes = await outcome_notes(state.outcomes, take_inline(body.model_extra), api_key)
         # n > 1 passes through: upstreams answer n choices, local models n samples in turn (docs/gateway.md).
         ctx = build_context(
             body.to_chat_request(),
@@ -139,8 +144,9 @@ async def chat_completions(request: Request) -> Response:
             session_id=request.headers.get("x-sizewise-session-id"),
         )
         if body.stream:
-            return await _stream(state, ctx, started, api_key, request)
+            return await _stream(state, ctx, started, api_key, request, notes)
         result, decision = await state.engine.complete(ctx)
+        decision.notes.update(notes)
     except (GatewayError, RequestRejected, SizewiseError, AllModelsFailed) as error:
         failure = error_status(error)
         if isinstance(error, AllModelsFailed):
@@ -167,9 +173,15 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _stream(
-    state: GatewayState, ctx: RequestContext, started: float, api_key: str | None, request: Request
+    state: GatewayState,
+    ctx: RequestContext,
+    started: float,
+    api_key: str | None,
+    request: Request,
+    notes: dict[str, Any] | None = None,
 ) -> Response:
     chunks, decision, spec = await state.engine.open_stream(ctx)
+    decision.notes.update(notes or {})
     report = _StreamReport(state, ctx, decision, chunks, started, api_key)
     if await request.is_disconnected():  # gone while the first chunk was awaited: nobody to send it to
         await report.if_never_started()
@@ -260,6 +272,7 @@ HANDLERS: dict[str, tuple[Callable[[Request], Awaitable[Response]], str]] = {
     "/v1/models": (list_models, "GET"),
     "/healthz": (healthz, "GET"),
     "/metrics": (metrics_endpoint, "GET"),
+    "/v1/feedback": (post_feedback, "POST"),
     "/v1/messages": (messages, "POST"),
     "/v1/models/{model_id:path}": (model_by_id, "GET"),
     "/v1/embeddings": (embeddings, "POST"),
@@ -291,6 +304,7 @@ def create_app(
         options["telemetry"] = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
     app = FastAPI(title="sizewise gateway", lifespan=_lifespan, docs_url=None, redoc_url=None, **options)
     app.state.gateway = state
+    state.outcomes = start_outcomes(state)  # feedback, kept vectors, savings estimate (None without a log)
     for path, (handler, method) in HANDLERS.items():  # plain routes: no dependency solving per request
         app.add_route(path, handler, methods=[method])
     install_schema(app, HANDLERS)
@@ -314,6 +328,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await state.engine.aclose()
     if state.log is not None:
         state.log.close()
+    if state.outcomes is not None:  # after the log: its writer hands the last prompts to the outcome store
+        state.outcomes.close()
 
 
 def build_state(

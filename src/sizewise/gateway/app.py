@@ -47,6 +47,7 @@ from sizewise.gateway.metrics import Metrics
 from sizewise.gateway.openapi import install_schema
 from sizewise.gateway.responses import JSON, completion_body, decision_headers, error_status, model_list
 from sizewise.gateway.schemas import max_latency_header, parse_request
+from sizewise.gateway.shadowing import ShadowHook, build_shadow, take_label
 from sizewise.gateway.streaming import sse_events
 from sizewise.policy.types import Decision, RequestContext, RequestRejected
 from sizewise.serve.call import AllModelsFailed
@@ -70,6 +71,8 @@ class GatewayState:
     #: Request ids: a random per-app prefix plus a counter (unique, and cheaper than uuid4 per request).
     id_prefix: str = field(default_factory=lambda: os.urandom(6).hex())
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    #: Shadow judging (``gateway.shadow``), None when off.
+    shadow: ShadowHook | None = None
     #: Feedback, kept prompt vectors and the savings estimate (:mod:`sizewise.gateway.feedback`); None without a log.
     outcomes: GatewayOutcomes | None = None
 
@@ -130,6 +133,7 @@ async def chat_completions(request: Request) -> Response:
         record = state.keys.check(request.headers)
         api_key = record.name if record else None
         body = await parse_request(request, state.settings.max_body_bytes, state.settings.max_messages)
+        label = take_label(body.model_extra)  # sizewise.reference / answer_format: what shadow judging grades by
         # The `sizewise` object (feedback on an earlier answer) is the gateway's, never sent upstream.
         notes = await outcome_notes(state.outcomes, take_inline(body.model_extra), api_key)
         # n > 1 passes through: upstreams answer n choices, local models n samples in turn (docs/gateway.md).
@@ -169,7 +173,9 @@ async def chat_completions(request: Request) -> Response:
         completion_tokens=result.completion_tokens,
     )
     body_bytes = completion_body(result, decision, request_id, logprobs=body.logprobs)
-    return Response(body_bytes, headers=decision_headers(decision, request_id), media_type=JSON)
+    # Shadow judging starts only once the response is sent (a background task), never on the request path.
+    later = state.shadow.after(ctx, decision, result, label) if state.shadow is not None else None
+    return Response(body_bytes, headers=decision_headers(decision, request_id), media_type=JSON, background=later)
 
 
 async def _stream(
@@ -325,6 +331,8 @@ def create_app(
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     state: GatewayState = app.state.gateway
+    if state.shadow is not None:  # before the backends close: running shadow jobs use them
+        await state.shadow.aclose()
     await state.engine.aclose()
     if state.log is not None:
         state.log.close()
@@ -364,7 +372,9 @@ def build_state(
     if request_log is not None:
         request_log.register(metrics.registry)  # a writer that cannot write shows in /metrics
     names = advertised_names(engine)  # real names a picker can offer; the patterns are in docs/gateway.md
-    return GatewayState(engine, settings, metrics, request_log, KeyChecker(settings.api_keys), model_list(names))
+    state = GatewayState(engine, settings, metrics, request_log, KeyChecker(settings.api_keys), model_list(names))
+    state.shadow = build_shadow(engine, settings, url, metrics.registry)
+    return state
 
 
 def _unpack(catalog: Any) -> tuple[list[ModelSpec], GatewaySettings]:

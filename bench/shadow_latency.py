@@ -1,0 +1,176 @@
+"""Does shadow judging slow the client? Client latency with shadowing off, on at about 7% of requests
+(the defaults: 2% uniform + 5% active) and on at 100% (every answer shadowed and judged in both orders:
+three more upstream calls per request), through a live gateway with the official openai client.
+
+The upstream (weak, strong and judge models) runs in its own process and answers after
+``--delay-ms``; the gateway runs in this process in a thread (as in the tests), the client in the main
+thread, sequential requests. Configurations are interleaved in rounds so drift hits them alike.
+
+    .venv/bin/python bench/shadow_latency.py [--requests 200] [--rounds 3] [--delay-ms 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_upstream import free_port, read_body, send_answer
+from sizewise.catalog.schema import CatalogSpec
+from sizewise.gateway.app import create_app
+
+USAGE = {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}
+PROMPTS = ["What is 2+2?", "Name a colour.", "Say hello in French.", "What is the capital of Italy?"]
+
+
+def upstream_app(delay_s: float) -> Any:
+    """weak-up / strong-up answer after ``delay_s``; judge-up answers ``A`` after ``delay_s``."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = json.loads(await read_body(receive) or b"{}")
+        await asyncio.sleep(delay_s)
+        model = str(body.get("model"))
+        await send_answer(send, model, "A" if model == "judge-up" else f"{model} says hi", USAGE)
+
+    return app
+
+
+class Upstream:
+    """The upstream in a child process: ``with Upstream(delay) as up: up.base_url``."""
+
+    def __init__(self, delay_ms: float) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve-upstream", str(self.port), "--delay-ms", str(delay_ms)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> Upstream:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.base_url, timeout=0.5)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("upstream did not start")
+
+    def __exit__(self, *_: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Gateway:
+    """``create_app`` on uvicorn in a thread."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.app = create_app(CatalogSpec.model_validate(spec))
+        self.port = free_port()
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Gateway:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def catalog(base_url: str, log: Path, shadow: dict[str, Any] | None) -> dict[str, Any]:
+    def model(name: str, upstream: str, size: float) -> dict[str, Any]:
+        settings = {"base_url": base_url, "model": upstream, "timeout_s": 10.0}
+        entry = {"name": name, "backend": "openai", "context_window": 4096, "params_b": size, "location": "local"}
+        return entry | {"price_in": size, "price_out": 2 * size, "settings": settings}
+
+    gateway: dict[str, Any] = {"ladder": ["weak", "strong"], "log_url": f"sqlite:///{log}"}
+    if shadow is not None:
+        gateway["shadow"] = {"enabled": True, "judge": "judge", "daily_cap_usd": 100.0, **shadow}
+    models = [model("weak", "weak-up", 1), model("strong", "strong-up", 2), model("judge", "judge-up", 3)]
+    return {"models": models, "gateway": gateway}
+
+
+def measure(gw: Gateway, requests: int) -> list[float]:
+    """Client latencies (ms) of ``requests`` sequential answers from the weak model."""
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="unused", max_retries=0)
+    out = []
+    for i in range(requests):
+        started = time.perf_counter()
+        client.chat.completions.create(
+            model="router-heuristic-0.9", messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
+        )
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def jobs(gw: Gateway) -> dict[str, int]:
+    text = gw.app.state.gateway.metrics.render().decode()
+    return {
+        line.split('"')[1]: int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("sizewise_shadow_jobs_total{")
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200, help="requests per configuration and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--delay-ms", type=float, default=10.0, help="each upstream answer's delay")
+    parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_upstream:
+        uvicorn.run(upstream_app(args.delay_ms / 1000), host="127.0.0.1", port=args.serve_upstream, log_level="error")
+        return
+    configs: dict[str, dict[str, Any] | None] = {
+        "off": None,
+        "on, defaults (~7%)": {},
+        "on, every request": {"uniform_rate": 1.0, "active_rate": 0.0, "queue_size": 10_000},
+    }
+    latencies: dict[str, list[float]] = {name: [] for name in configs}
+    counts: dict[str, dict[str, int]] = {name: {} for name in configs}
+    with Upstream(args.delay_ms) as up, tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(args.rounds):
+            for name, shadow in configs.items():
+                log = Path(tmp) / f"{round_}-{len(latencies[name])}-{abs(hash(name))}.sqlite"
+                with Gateway(catalog(up.base_url, log, shadow)) as gw:
+                    measure(gw, 10)  # warm-up: connections, the first policy build
+                    latencies[name] += measure(gw, args.requests)
+                    for event, n in jobs(gw).items():
+                        counts[name][event] = counts[name].get(event, 0) + n
+    print(f"upstream delay {args.delay_ms:g} ms, {args.rounds} rounds x {args.requests} requests per configuration\n")
+    print("| shadowing | requests | p50 ms | p95 ms | mean ms | shadow jobs judged / dropped |")
+    print("|---|---|---|---|---|---|")
+    for name, values in latencies.items():
+        p50, p95 = statistics.quantiles(values, n=100)[49], statistics.quantiles(values, n=100)[94]
+        judged, dropped = counts[name].get("judged", 0), counts[name].get("dropped", 0)
+        shadow = "-" if configs[name] is None else f"{judged} / {dropped}"
+        print(f"| {name} | {len(values)} | {p50:.2f} | {p95:.2f} | {statistics.fmean(values):.2f} | {shadow} |")
+
+
+if __name__ == "__main__":
+    main()

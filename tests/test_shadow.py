@@ -1,0 +1,294 @@
+"""Shadow judging (#22 item 2): a live gateway with the official openai client; the weak, strong and judge
+models are one recording upstream on 127.0.0.1 (the strong one can be held, to prove the shadow call is
+not on the request path; the judge answers A or B by what it reads, or always A)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import uvicorn
+
+from fakes import GatewayServer, fake_model, free_port, read_body, send_answer
+from privacy_cases import CASES
+from sizewise.learn.judges import grade, judge_prompt, pairwise_request, parse_verdict, reference_score
+from sizewise.learn.outcomes import OutcomeStore
+from sizewise.learn.shadow import Sampler
+from sizewise.learn.shadow_spend import SpendLedger
+
+USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+WEAK_ROUTE = "router-heuristic-0.9"  # a short prompt scores far below 0.9: the weak model answers
+
+
+class Upstream:
+    """weak-up / strong-up (held while ``hold`` is set) / strong-leaky (answers with an email) /
+    judge-smart (prefers the answer saying "strong") / judge-a (always A). ``bodies`` records every call."""
+
+    def __init__(self) -> None:
+        self.bodies: list[tuple[float, dict[str, Any]]] = []
+        self.hold = threading.Event()
+        self.port = free_port()
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off", interface="asgi3"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def calls(self, model: str) -> list[dict[str, Any]]:
+        return [body for _, body in self.bodies if body.get("model") == model]
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = json.loads(await read_body(receive) or b"{}")
+        self.bodies.append((time.monotonic(), body))
+        model = body.get("model", "")
+        text = {"weak-up": "weak answer", "strong-up": "strong answer"}.get(model, "")
+        if model == "strong-up":
+            deadline = time.monotonic() + 10
+            while self.hold.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        elif model == "strong-leaky":
+            text = "strong answer: write to jane.doe@example.org"
+        elif model.startswith("judge"):
+            user = body["messages"][-1]["content"]
+            first = user.split("[Answer A]", 1)[1].split("[Answer B]", 1)[0]
+            text = "A" if model == "judge-a" or "strong" in first else "B"
+        await send_answer(send, model, text, USAGE)
+
+    def __enter__(self) -> Upstream:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    with Upstream() as up:
+        yield up
+
+
+@pytest.fixture
+def up(upstream: Upstream) -> Upstream:
+    upstream.bodies.clear()
+    upstream.hold.clear()
+    return upstream
+
+
+def catalog(
+    up: Upstream, tmp_path: Path, *, judge: str = "judge-smart", strong: str = "strong-up", **shadow: Any
+) -> dict[str, Any]:
+    weak_where = shadow.pop("weak_location", "remote")
+    strong_where = shadow.pop("strong_location", "remote")
+    privacy = shadow.pop("privacy", "off")
+    models = [
+        fake_model("weak", "weak-up", 1, up.base_url, location=weak_where),
+        fake_model("strong", strong, 2, up.base_url, location=strong_where, timeout_s=15.0),
+        fake_model("judge", judge, 3, up.base_url),
+    ]
+    settings = {"uniform_rate": 1.0, "active_rate": 0.0, "judge": "judge", "concurrency": 1, **shadow}
+    gateway = {
+        "ladder": ["weak", "strong"],
+        "privacy": privacy,
+        "log_url": f"sqlite:///{tmp_path / 'log.sqlite'}",
+        "shadow": {"enabled": True, **settings},
+    }
+    return {"models": models, "gateway": gateway}
+
+
+def ask(gw: GatewayServer, content: Any = "What is 2+2?", timeout: float = 5.0, **body: Any) -> tuple[str, float]:
+    """(request id, client latency in seconds) of one non-streamed request."""
+    client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0, timeout=timeout)
+    messages = body.pop("messages", [{"role": "user", "content": content}])
+    started = time.perf_counter()
+    raw = client.chat.completions.with_raw_response.create(model=WEAK_ROUTE, messages=messages, **body)
+    latency = time.perf_counter() - started
+    assert raw.headers["x-sizewise-model"] == "weak"
+    return raw.headers["x-request-id"], latency
+
+
+def events(gw: GatewayServer) -> dict[str, float]:
+    text = gw.app.state.gateway.metrics.render().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("sizewise_shadow_jobs_total{"):
+            name, value = line.split("} ")
+            out[name.split('"')[1]] = float(value)
+    return out
+
+
+def wait_for(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def settled(gw: GatewayServer, done: float) -> Callable[[], bool]:
+    """True once ``done`` jobs have ended (judged, capped, dropped, failed or stopped for privacy)."""
+    ended = ("judged", "capped", "failed", "privacy", "dropped")
+    return lambda: sum(v for k, v in events(gw).items() if k in ended) >= done
+
+
+# -- live gateway ------------------------------------------------------------------------------------------
+def test_the_shadow_call_comes_after_the_answer_and_is_judged_in_both_orders(up: Upstream, tmp_path: Path) -> None:
+    spec = catalog(up, tmp_path)
+    up.hold.set()  # the strong model answers only when released: on the request path, the client would wait
+    with GatewayServer(spec) as gw:
+        request_id, latency = ask(gw, timeout=3.0)
+        assert latency < 2.0
+        wait_for(lambda: len(up.calls("strong-up")) == 1)  # the shadow call came, after the answer
+        assert not up.calls("judge-smart")
+        up.hold.clear()
+        store = OutcomeStore(gw.app.state.gateway.settings.log_url)
+        wait_for(lambda: len(store.outcomes()) == 2)
+    judged = up.calls("judge-smart")
+    assert len(judged) == 2
+    shown = [call["messages"][-1]["content"].split("[Answer B]") for call in judged]
+    assert "weak answer" in shown[0][0] and "strong answer" in shown[0][1]  # A = served, B = shadow
+    assert "strong answer" in shown[1][0] and "weak answer" in shown[1][1]  # then swapped
+    outcomes = {o.model: o for o in store.outcomes()}
+    assert {o.request_id for o in outcomes.values()} == {request_id}
+    assert (outcomes["strong"].score, outcomes["weak"].score) == (1.0, 0.0)
+    assert outcomes["weak"].source == "llm-judge" and outcomes["weak"].other_model == "strong"
+    assert outcomes["weak"].detail["served"] and not outcomes["strong"].detail["served"]
+    assert outcomes["weak"].detail["inclusion_p"] == 1.0 and outcomes["weak"].detail["chosen_by"] == "uniform"
+    assert outcomes["weak"].detail["verdicts"] == ["B", "A"]
+
+
+def test_a_judge_that_always_says_a_gives_a_tie(up: Upstream, tmp_path: Path) -> None:
+    with GatewayServer(catalog(up, tmp_path, judge="judge-a")) as gw:
+        ask(gw)
+        store = OutcomeStore(gw.app.state.gateway.settings.log_url)
+        wait_for(lambda: len(store.outcomes()) == 2)
+    assert {o.model: o.score for o in store.outcomes()} == {"weak": 0.5, "strong": 0.5}
+
+
+def test_a_labelled_request_is_graded_without_the_judge(up: Upstream, tmp_path: Path) -> None:
+    with GatewayServer(catalog(up, tmp_path)) as gw:
+        label = {"reference": "strong answer", "answer_format": "exact"}
+        ask(gw, extra_body={"sizewise": label})
+        store = OutcomeStore(gw.app.state.gateway.settings.log_url)
+        wait_for(lambda: len(store.outcomes()) == 2)
+    assert {o.model: (o.score, o.source, o.other_model) for o in store.outcomes()} == {
+        "weak": (0.0, "grader", None),
+        "strong": (1.0, "grader", None),
+    }
+    assert not up.calls("judge-smart")
+    assert all("sizewise" not in body for body in up.calls("strong-up"))  # the label is not sent upstream
+
+
+def test_the_daily_cap_stops_shadow_calls_and_survives_a_restart(up: Upstream, tmp_path: Path) -> None:
+    spec = catalog(up, tmp_path, daily_cap_usd=1e-9)  # the first job spends more than this
+    with GatewayServer(spec) as gw:
+        ask(gw)
+        wait_for(settled(gw, 1))
+        ask(gw)
+        wait_for(settled(gw, 2))
+        assert events(gw)["capped"] == 1
+    assert len(up.calls("strong-up")) == 1 and len(up.calls("judge-smart")) == 2
+    with GatewayServer(spec) as gw:  # a new process on the same database: today's spend is still counted
+        ask(gw)
+        wait_for(settled(gw, 1))
+        assert events(gw)["capped"] == 1
+    assert len(up.calls("strong-up")) == 1
+    assert SpendLedger(spec["gateway"]["log_url"]).today() == pytest.approx(4e-5 + 2 * 6e-5)
+
+
+PERSONAL = [case for case in CASES if case.readable and case.twin is not None][:4]
+
+
+@pytest.mark.parametrize("case", PERSONAL, ids=lambda c: f"{c.name}-{c.kind}")
+def test_personal_data_is_not_shadowed_to_a_remote_model(up: Upstream, tmp_path: Path, case: Any) -> None:
+    spec = catalog(up, tmp_path, privacy="local-only", weak_location="local")
+    with GatewayServer(spec) as gw:
+        ask(gw, **case.body)
+        ask(gw, **case.twin)  # jobs run one at a time, in order: once the twin's is judged, both are done
+        wait_for(settled(gw, 1))
+    assert len(up.calls("strong-up")) == 1 and len(up.calls("judge-smart")) == 2  # the twin's only
+    assert case.value not in json.dumps([body for _, body in up.bodies if body["model"] != "weak-up"])
+
+
+def test_a_remote_judge_never_sees_personal_data_from_a_prompt_or_an_answer(up: Upstream, tmp_path: Path) -> None:
+    local = {"privacy": "local-only", "weak_location": "local", "strong_location": "local"}
+    with GatewayServer(catalog(up, tmp_path, **local)) as gw:
+        ask(gw, "Please write to jane.doe@example.org today.")
+        wait_for(settled(gw, 1))
+        assert events(gw)["privacy"] == 1
+    assert len(up.calls("strong-up")) == 1 and not up.calls("judge-smart")  # the local model may see it
+    with GatewayServer(catalog(up, tmp_path, strong="strong-leaky", **local)) as gw:
+        ask(gw)
+        wait_for(settled(gw, 1))
+        assert events(gw)["privacy"] == 1
+    assert not up.calls("judge-smart")
+
+
+def test_a_full_queue_drops_jobs_and_counts_them_and_shutdown_does_not_wait_long(up: Upstream, tmp_path: Path) -> None:
+    up.hold.set()
+    with GatewayServer(catalog(up, tmp_path, queue_size=1, shutdown_wait_s=0.2)) as gw:
+        latencies = [ask(gw, timeout=3.0)[1] for _ in range(4)]  # 1 running (held), 1 queued, 2 dropped
+        assert max(latencies) < 2.0
+        assert events(gw)["dropped"] == 2
+        started = time.monotonic()
+    assert time.monotonic() - started < 5.0  # not the 10 s the held call would take
+    assert events(gw)["dropped"] == 4  # the running and the queued job, at shutdown
+    up.hold.clear()
+
+
+# -- parts -------------------------------------------------------------------------------------------------
+def test_the_sampler_prefers_scores_near_the_threshold_and_reports_the_inclusion_probability() -> None:
+    rng = random.Random(0)
+    sampler = Sampler(0.02, 0.1, 0.5, rng=random.Random(1))
+    picked: list[tuple[float, str, float]] = []
+    scores = [rng.gauss(0.3, 0.2) for _ in range(20_000)]
+    for score in scores:
+        chosen = sampler.choose(score, 0.3)
+        if chosen is not None:
+            picked.append((score, *chosen))
+    share = len(picked) / len(scores)
+    assert 0.09 < share < 0.13  # about uniform + (1 - uniform) * active
+    near = sum(abs(s - 0.3) for s, _, _ in picked) / len(picked)
+    assert near < 0.6 * sum(abs(s - 0.3) for s in scores) / len(scores)
+    uniform = [p for _, how, p in picked if how == "uniform"]
+    assert 0.015 < len(uniform) / len(scores) < 0.025
+    assert all(0.02 <= p <= 1 for _, _, p in picked)
+    # Horvitz-Thompson: the chosen requests weighted by 1/p estimate the traffic's size.
+    assert sum(1 / p for _, _, p in picked) == pytest.approx(len(scores), rel=0.1)
+
+
+def test_the_uniform_slice_alone_has_a_constant_inclusion_probability() -> None:
+    sampler = Sampler(0.5, 0.0, 0.5, rng=random.Random(2))
+    chosen = [sampler.choose(s / 100, 0.5) for s in range(100)]
+    assert {c for c in chosen if c is not None} == {("uniform", 0.5)}
+
+
+def test_verdicts_prompt_and_graders() -> None:
+    assert [parse_verdict(t) for t in ("A", " b.", "Tie", "[[A]]")] == ["A", "B", "tie", "A"]
+    with pytest.raises(Exception, match="not A, B or tie"):
+        parse_verdict("Answer A is better")
+    prompt = judge_prompt()
+    assert set(prompt) == {"system", "user"} and "{answer_b}" in prompt["user"]
+    request = pairwise_request("q?", "first", "x" * 10_000)
+    assert "first" in request.messages[1]["content"] and len(request.messages[1]["content"]) < 5000
+    assert grade({"a": "so the answer is 42", "b": "41"}, "42", "numeric").scores == {"a": 1.0, "b": 0.0}
+    assert reference_score("The answer is (C).", "C") == 1.0 and reference_score("B", "C") == 0.0
+    assert reference_score("Paris is the capital", "paris") == 1.0
+    assert reference_score("It is Lyon", "Paris France") == 0.0

@@ -60,16 +60,18 @@ def rungs(spec: ModelSpec, factors: dict[str, float]) -> list[ModelSpec]:
 
 def expand_efforts(catalog: CatalogSpec) -> None:
     """Replace every entry that lists ``reasoning_efforts`` by its rungs, in place; a ladder or route
-    naming the entry names all its rungs (low to high) instead."""
+    naming the entry names all its rungs instead, in ladder order (low to high)."""
     if not any(spec.reasoning_efforts for spec in catalog.models):
         return
+    from sizewise.catalog.catalog import ladder_key
+
     factors = dict(catalog.gateway.effort_output_factor)
     expanded: dict[str, list[str]] = {}
     models: list[ModelSpec] = []
     for spec in catalog.models:
         new = rungs(spec, factors)
         if spec.reasoning_efforts:
-            expanded[spec.name] = [rung.name for rung in new]
+            expanded[spec.name] = [rung.name for rung in sorted(new, key=ladder_key)]  # cheapest effort first
         models += new
 
     def names(listed: list[str]) -> list[str]:

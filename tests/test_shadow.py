@@ -66,7 +66,7 @@ class Upstream:
             user = body["messages"][-1]["content"]
             first = user.split("[Answer A]", 1)[1].split("[Answer B]", 1)[0]
             text = "A" if model == "judge-a" or "strong" in first else "B"
-        await send_answer(send, model, text, USAGE)
+        await send_answer(send, model, text, USAGE, stream=bool(body.get("stream")))
 
     def __enter__(self) -> Upstream:
         self.thread.start()
@@ -172,6 +172,29 @@ def test_the_shadow_call_comes_after_the_answer_and_is_judged_in_both_orders(up:
     assert outcomes["weak"].detail["served"] and not outcomes["strong"].detail["served"]
     assert outcomes["weak"].detail["inclusion_p"] == 1.0 and outcomes["weak"].detail["chosen_by"] == "uniform"
     assert outcomes["weak"].detail["verdicts"] == ["B", "A"]
+
+
+def test_a_streamed_answer_is_shadowed_once_the_stream_is_over(up: Upstream, tmp_path: Path) -> None:
+    with GatewayServer(catalog(up, tmp_path)) as gw:
+        client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0, timeout=5.0)
+        stream = client.chat.completions.create(
+            model=WEAK_ROUTE, messages=[{"role": "user", "content": "What is 2+2?"}], stream=True
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        assert text == "weak answer"
+        store = OutcomeStore(gw.app.state.gateway.settings.log_url)
+        wait_for(lambda: len(store.outcomes()) == 2)
+    assert {o.model: o.score for o in store.outcomes()} == {"weak": 0.0, "strong": 1.0}
+    assert "weak answer" in up.calls("judge-smart")[0]["messages"][-1]["content"]
+
+
+def test_tool_requests_are_not_shadowed(up: Upstream, tmp_path: Path) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    with GatewayServer(catalog(up, tmp_path)) as gw:
+        ask(gw, tools=[tool])
+        ask(gw)  # jobs run in order: once this one is judged, a job for the first would have run
+        wait_for(settled(gw, 1))
+    assert len(up.calls("strong-up")) == 1 and "tools" not in up.calls("strong-up")[0]
 
 
 def test_a_judge_that_always_says_a_gives_a_tie(up: Upstream, tmp_path: Path) -> None:

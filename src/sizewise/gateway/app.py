@@ -47,7 +47,7 @@ from sizewise.gateway.metrics import Metrics
 from sizewise.gateway.openapi import install_schema
 from sizewise.gateway.responses import JSON, completion_body, decision_headers, error_status, model_list
 from sizewise.gateway.schemas import max_latency_header, parse_request
-from sizewise.gateway.shadowing import ShadowHook, build_shadow, take_label
+from sizewise.gateway.shadowing import LABEL_KEY, ShadowHook, build_shadow, take_label
 from sizewise.gateway.streaming import sse_events
 from sizewise.policy.types import Decision, RequestContext, RequestRejected
 from sizewise.serve.call import AllModelsFailed
@@ -148,6 +148,7 @@ async def chat_completions(request: Request) -> Response:
             session_id=request.headers.get("x-sizewise-session-id"),
         )
         if body.stream:
+            ctx.extras[LABEL_KEY] = label  # for shadow judging, once the stream is over
             return await _stream(state, ctx, started, api_key, request, notes)
         result, decision = await state.engine.complete(ctx)
         decision.notes.update(notes)
@@ -194,7 +195,10 @@ async def _stream(
         return Response(status_code=499)
     asked = ctx.request.extra.get("stream_options") or {}
     include_usage = isinstance(asked, dict) and asked.get("include_usage") is True
-    events = sse_events(chunks, decision, spec.name, ctx.request_id, report.done, include_usage=include_usage)
+    shown, on_done = chunks, report.done
+    if state.shadow is not None:  # a chosen stream keeps its text; its shadow job is queued when it is over
+        shown, on_done = state.shadow.tap(ctx, decision, chunks, report.done)
+    events = sse_events(shown, decision, spec.name, ctx.request_id, on_done, include_usage=include_usage)
     headers = decision_headers(decision, ctx.request_id)
     return _ReportedStream(events, report.if_never_started, media_type="text/event-stream", headers=headers)
 

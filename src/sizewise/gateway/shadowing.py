@@ -12,25 +12,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 from starlette.background import BackgroundTask
 
-from sizewise.backends.base import ChatRequest, ChatResult
+from sizewise.backends.base import ChatChunk, ChatRequest, ChatResult
 from sizewise.cascade.graders import GRADERS
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
 from sizewise.core.decision import Decision
 from sizewise.errors import ConfigError
 from sizewise.gateway.errors import GatewayError
+from sizewise.gateway.streaming import OnDone
 from sizewise.policy.types import RequestContext
 from sizewise.serve.pipeline import Engine
+
+if TYPE_CHECKING:
+    from sizewise.learn.shadow import ShadowJob
 
 EVENTS = ("queued", "dropped", "capped", "privacy", "failed", "judged")
 
 
+#: Where a streamed request's label waits in ``ctx.extras`` for :meth:`ShadowHook.tap`.
+LABEL_KEY = "shadow_label"
 #: Longest reference answer a request may carry (characters).
 MAX_REFERENCE = 100_000
 
@@ -74,29 +80,70 @@ class ShadowHook:
         self, ctx: RequestContext, decision: Decision, result: ChatResult, label: Label | None = None
     ) -> BackgroundTask | None:
         """A task to run once ``result`` is sent, when this request is chosen; None otherwise (most requests)."""
+        if result.tool_calls:
+            return None  # a tool call is no text answer to judge
+        job = self._choose(ctx, decision, label)
+        if job is None:
+            return None
+        job.answer = result.text
+        return BackgroundTask(self._submit, job)
+
+    def tap(
+        self, ctx: RequestContext, decision: Decision, chunks: AsyncIterator[ChatChunk], on_done: OnDone
+    ) -> tuple[AsyncIterator[ChatChunk], OnDone]:
+        """For a stream: when chosen, chunks whose text is kept and an end report that queues the job once the
+        stream is over (the client has its last event); else both unchanged (no cost per chunk)."""
+        job = self._choose(ctx, decision, ctx.extras.get(LABEL_KEY))
+        if job is None:
+            return chunks, on_done
+        parts: list[str] = []
+        tools: list[bool] = []
+
+        async def kept() -> AsyncIterator[ChatChunk]:
+            try:
+                async for chunk in chunks:
+                    parts.append(chunk.text)
+                    tools.append(bool(chunk.tool_calls))
+                    yield chunk
+            finally:  # the client may stop reading: close the upstream stream as sse_events would
+                closer = getattr(chunks, "aclose", None)
+                if closer is not None:
+                    await closer()
+
+        def done(status: int, prompt_tokens: int, completion_tokens: int) -> None:
+            on_done(status, prompt_tokens, completion_tokens)
+            if status == 200 and not any(tools):
+                job.answer = "".join(parts)
+                self.runner.submit(job)
+
+        return kept(), done
+
+    def _choose(self, ctx: RequestContext, decision: Decision, label: Label | None) -> ShadowJob | None:
+        """A job for this request when the sampler picks it (its answer still to be filled in), else None."""
         from sizewise.learn.shadow import ShadowJob
 
         score, threshold = decision.score, decision.threshold
         if score is None or threshold is None or not math.isfinite(score) or decision.model is None:
             return None
+        if "tools" in ctx.request.extra or (ctx.request.extra.get("n") or 1) != 1:
+            return None  # tool calls and several choices are not what the judges compare
         others = self._others(ctx, decision)
         if not others:
             return None
         chosen = self.sampler.choose(score, threshold)
         if chosen is None:
             return None
-        job = ShadowJob(
+        return ShadowJob(
             request_id=ctx.request_id,
             request=dataclasses.replace(ctx.request, logprobs=False),
             question=ctx.text,
             served=decision.model,
-            answer=result.text,
+            answer="",
             others=others,
             reference=label.reference if label else None,
             answer_format=label.answer_format if label else None,
             detail={"chosen_by": chosen[0], "inclusion_p": chosen[1], "router_score": score, "threshold": threshold},
         )
-        return BackgroundTask(self._submit, job)
 
     async def _submit(self, job: Any) -> None:
         # A coroutine, so Starlette runs it on the event loop (a plain function would go to a thread).

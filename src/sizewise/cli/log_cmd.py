@@ -34,19 +34,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def log(
-    db: Annotated[str | None, typer.Option("--db", help="Request log SQLAlchemy URL or SQLite file path.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Catalog to take gateway.log_url from.")] = None,
-    hours: Annotated[float | None, typer.Option("--hours", help="Only the last N hours.")] = None,
-) -> None:
-    """Print totals of the gateway's request log."""
-    import math
-
+def resolve_db(db: str | None, config: Path | None) -> str:
+    """The request log's SQLAlchemy URL: ``--db`` (a URL or a SQLite file), else the catalog's
+    ``gateway.log_url``, else the default; a :class:`ConfigError` when a SQLite file is not there."""
     from sizewise.errors import ConfigError
-    from sizewise.gateway.log import read_rows
-
-    if hours is not None and not 0 < hours < math.inf:
-        raise ConfigError(f"--hours must be a positive number, got {hours}")
 
     if db is None:
         if config is not None:
@@ -64,7 +55,50 @@ def log(
         db = f"sqlite:///{db}"
     if db.startswith("sqlite:///") and not Path(db.removeprefix("sqlite:///")).is_file():
         raise ConfigError(f"no request log at {db.removeprefix('sqlite:///')} (start `sizewise serve` first)")
-    rows = read_rows(db, since=time.time() - hours * 3600 if hours else None)
+    return db
+
+
+def since_hours(hours: float | None) -> float | None:
+    """The unix time ``hours`` ago (None for all); a :class:`ConfigError` for a bad number."""
+    import math
+
+    from sizewise.errors import ConfigError
+
+    if hours is not None and not 0 < hours < math.inf:
+        raise ConfigError(f"--hours must be a positive number, got {hours}")
+    return time.time() - hours * 3600 if hours else None
+
+
+def savings_line(db: str, since: float | None, big: str | None) -> str:
+    """Cost against always-big and the quality retained (:mod:`sizewise.learn.savings`), in one line."""
+    from sizewise.errors import SizewiseError
+    from sizewise.learn.outcomes import OutcomeStore
+    from sizewise.learn.savings import savings_of
+
+    try:
+        store = OutcomeStore(db)
+    except SizewiseError as error:  # e.g. a read-only database without the outcome tables yet
+        return f"quality unknown ({error})"
+    try:
+        return savings_of(store, big=big, since=since).line()
+    finally:
+        store.close()
+
+
+def log(
+    db: Annotated[str | None, typer.Option("--db", help="Request log SQLAlchemy URL or SQLite file path.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Catalog to take gateway.log_url from.")] = None,
+    hours: Annotated[float | None, typer.Option("--hours", help="Only the last N hours.")] = None,
+    big: Annotated[
+        str | None, typer.Option("--big", help="The always-big model (default: the one whose cost is always-big's).")
+    ] = None,
+) -> None:
+    """Print totals of the gateway's request log."""
+    from sizewise.gateway.log import read_rows
+
+    since = since_hours(hours)
+    db = resolve_db(db, config)
+    rows = read_rows(db, since=since)
     s = summarize(rows)
     typer.echo(f"requests: {s['requests']} ({s['ok']} answered; errors by status: {s['errors'] or 'none'})")
     for model, share in s["share"].items():
@@ -72,6 +106,7 @@ def log(
     typer.echo(f"escalated: {s['escalated']}  fallbacks after faults: {s['fallbacks']}")
     ratio = f" ({s['cost_ratio']:.1%} of always-big)" if s["cost_ratio"] is not None else ""
     typer.echo(f"cost: ${s['cost_usd']:.6f} vs always-big ${s['always_big_cost_usd']:.6f}{ratio}")
+    typer.echo(f"savings: {savings_line(db, since, big)}")
     if s["p50_ms"] is not None:
         typer.echo(f"latency: p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms")
 

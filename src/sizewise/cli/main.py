@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "sizewise.cli.models_cmd",
     "sizewise.cli.collect_cmd",
     "sizewise.cli.data_cmd",
+    "sizewise.cli.outcomes_cmd",
 ]
 
 app = typer.Typer(

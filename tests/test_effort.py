@@ -58,8 +58,12 @@ def test_an_entry_with_efforts_becomes_one_rung_per_effort_priced_by_its_factor(
 
 def test_the_output_factors_are_a_setting() -> None:
     gateway = {"effort_output_factor": {"low": 1.5, "high": 30}}
-    spec = CatalogSpec.model_validate({"models": [reasoner(reasoning_efforts=["low", "high"])], "gateway": gateway})
-    assert [m.output_factor for m in spec.models] == [1.5, 30.0]
+    spec = CatalogSpec.model_validate(
+        {"models": [reasoner(reasoning_efforts=["low", "medium", "high"])], "gateway": gateway}
+    )
+    assert [m.output_factor for m in spec.models] == [1.5, 4.0, 30.0]  # medium keeps its default
+    with pytest.raises(ValueError, match=r"give reasoning_efforts .* or reasoning_effort .* not both"):
+        CatalogSpec.model_validate({"models": [reasoner(reasoning_efforts=["low"], reasoning_effort="high")]})
     with pytest.raises(ValueError, match="effort_output_factor"):
         CatalogSpec.model_validate({"models": [reasoner()], "gateway": {"effort_output_factor": {"huge": 2}}})
 

@@ -11,6 +11,7 @@ the upstream's default effort (the middle one listed when ``medium`` is not).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,15 +26,20 @@ def rung_name(name: str, effort: str) -> str:
     return f"{name}{SEPARATOR}{effort}"
 
 
-def default_effort(efforts: list[str]) -> str:
+def default_effort(efforts: Sequence[str]) -> str:
     """The rung the entry's own name points at: ``medium`` when listed, else the middle one."""
     return "medium" if "medium" in efforts else efforts[len(efforts) // 2]
 
 
-def rungs(spec: ModelSpec, factors: dict[str, float]) -> list[ModelSpec]:
+def rungs(spec: ModelSpec, factors: Mapping[str, float]) -> list[ModelSpec]:
     """The rungs of one entry (the entry itself, alone, when it lists no efforts)."""
     if not spec.reasoning_efforts:
         return [spec]
+    if spec.reasoning_effort is not None:
+        raise ValueError(
+            f"model {spec.name!r}: give reasoning_efforts (one rung per effort) or reasoning_effort (always "
+            "that one), not both"
+        )
     efforts = list(dict.fromkeys(spec.reasoning_efforts))  # a repeated effort would be a duplicate model
     default = default_effort(efforts)
     out = []
@@ -64,8 +70,11 @@ def expand_efforts(catalog: CatalogSpec) -> None:
     if not any(spec.reasoning_efforts for spec in catalog.models):
         return
     from sizewise.catalog.catalog import ladder_key
+    from sizewise.catalog.schema import GatewaySettings
 
-    factors = dict(catalog.gateway.effort_output_factor)
+    # A partial effort_output_factor keeps the defaults of the efforts it leaves out.
+    merged = GatewaySettings().effort_output_factor | catalog.gateway.effort_output_factor
+    factors = {str(effort): factor for effort, factor in merged.items()}
     expanded: dict[str, list[str]] = {}
     models: list[ModelSpec] = []
     for spec in catalog.models:

@@ -22,6 +22,17 @@ def _text_only() -> list[Modality]:
     return ["text"]
 
 
+SessionKey = Literal["header", "metadata", "user", "prefix"]
+
+
+def _session_keys() -> list[SessionKey]:
+    return ["header", "metadata", "prefix"]
+
+
+def _effort_factors() -> dict[ReasoningEffort, float]:
+    return {"minimal": 1.0, "low": 2.0, "medium": 4.0, "high": 8.0}
+
+
 class _Strict(BaseModel):
     # No NaN or infinity anywhere: a price, budget or threshold of .inf or .nan is a typo, not a setting.
     model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
@@ -136,9 +147,7 @@ class GatewaySettings(_Strict):
     #: Session affinity (``sizewise.serve.session``): where a request's session id comes from, first found
     #: wins: ``header`` (x-sizewise-session-id), ``metadata`` (metadata.session_id), ``user`` (the OpenAI
     #: ``user`` field), ``prefix`` (the conversation's opening); ``[]`` turns affinity off.
-    session_keys: list[Literal["header", "metadata", "user", "prefix"]] = Field(
-        default_factory=lambda: ["header", "metadata", "prefix"]
-    )
+    session_keys: list[SessionKey] = Field(default_factory=_session_keys)
     #: A session leaves its model only when the router's score is further than this from the threshold
     #: (a confident switch); ``null``: never on a score, only when the model cannot serve the request.
     session_margin: float | None = Field(default=0.2, ge=0)
@@ -148,9 +157,7 @@ class GatewaySettings(_Strict):
     sticky_sessions: bool = False
     #: Output-token factor of each reasoning effort (prices the ``<name>@<effort>`` rungs): a prior, about
     #: doubling per step; measure your own from the request log's completion tokens.
-    effort_output_factor: dict[ReasoningEffort, float] = Field(
-        default_factory=lambda: {"minimal": 1.0, "low": 2.0, "medium": 4.0, "high": 8.0}
-    )
+    effort_output_factor: dict[ReasoningEffort, float] = Field(default_factory=_effort_factors)
     #: A request that names a catalog model gets that model or an error; ``true`` lets a fault fall back to
     #: the other models (largest first), as for a routed request.
     fallback_for_named_models: bool = False

@@ -122,7 +122,7 @@ def session_of(
 
 def sources(settings: GatewaySettings) -> list[str]:
     """Where session ids come from; ``sticky_sessions: true`` (the older setting) adds ``user``."""
-    keys = list(settings.session_keys)
+    keys: list[str] = list(settings.session_keys)
     if settings.sticky_sessions and "user" not in keys:
         keys.insert(keys.index("prefix") if "prefix" in keys else len(keys), "user")
     return keys

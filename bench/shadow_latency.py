@@ -168,8 +168,8 @@ def main() -> None:
     for name, values in latencies.items():
         p50, p95 = statistics.quantiles(values, n=100)[49], statistics.quantiles(values, n=100)[94]
         judged, dropped = counts[name].get("judged", 0), counts[name].get("dropped", 0)
-        shadow = "-" if configs[name] is None else f"{judged} / {dropped}"
-        print(f"| {name} | {len(values)} | {p50:.2f} | {p95:.2f} | {statistics.fmean(values):.2f} | {shadow} |")
+        jobs_cell = "-" if configs[name] is None else f"{judged} / {dropped}"
+        print(f"| {name} | {len(values)} | {p50:.2f} | {p95:.2f} | {statistics.fmean(values):.2f} | {jobs_cell} |")
 
 
 if __name__ == "__main__":

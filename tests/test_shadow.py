@@ -315,3 +315,40 @@ def test_verdicts_prompt_and_graders() -> None:
     assert reference_score("The answer is (C).", "C") == 1.0 and reference_score("B", "C") == 0.0
     assert reference_score("Paris is the capital", "paris") == 1.0
     assert reference_score("It is Lyon", "Paris France") == 0.0
+
+
+def test_a_bad_label_is_a_400_naming_the_field_and_a_good_one_needs_no_shadowing(up: Upstream, tmp_path: Path) -> None:
+    spec = catalog(up, tmp_path)
+    spec["gateway"]["shadow"]["enabled"] = False
+    with GatewayServer(spec) as gw:
+        ask(gw, extra_body={"sizewise": {"reference": "4", "answer_format": "numeric"}})
+        for label, param in [
+            ({"reference": "4", "answer_format": "regex"}, "sizewise.answer_format"),
+            ({"reference": {"x": 1}}, "sizewise.reference"),
+            ({"answer_format": "numeric"}, "sizewise.reference"),
+        ]:
+            with pytest.raises(openai.BadRequestError) as error:
+                ask(gw, extra_body={"sizewise": label})
+            assert error.value.status_code == 400 and error.value.body["param"] == param  # type: ignore[index]
+    assert not up.calls("strong-up")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"judge": "nobody"}, "gateway.shadow.judge: 'nobody' is not a catalog model"),
+        ({"log_url": "none"}, "gateway.shadow needs a database"),
+    ],
+)
+def test_a_bad_shadow_setting_fails_at_start_up(
+    up: Upstream, tmp_path: Path, change: dict[str, str], message: str
+) -> None:
+    from sizewise.errors import ConfigError
+
+    spec = catalog(up, tmp_path)
+    if "log_url" in change:
+        spec["gateway"]["log_url"] = change["log_url"]
+    else:
+        spec["gateway"]["shadow"].update(change)
+    with pytest.raises(ConfigError, match=message):
+        GatewayServer(spec)

@@ -53,12 +53,12 @@ class Label:
 def take_label(extra: dict[str, Any] | None) -> Label | None:
     """Remove ``reference`` and ``answer_format`` from the request's ``sizewise`` object (never sent upstream;
     the object's other fields are the feedback's) and return them; a 400 naming the field when malformed."""
-    own = (extra or {}).get("sizewise")
-    if not isinstance(own, dict) or not ({"reference", "answer_format"} & own.keys()):
+    own = extra.get("sizewise") if extra else None
+    if extra is None or not isinstance(own, dict) or not ({"reference", "answer_format"} & own.keys()):
         return None
     reference, answer_format = own.pop("reference", None), own.pop("answer_format", None)
     if not own:
-        del extra["sizewise"]  # type: ignore[index]
+        del extra["sizewise"]
     if not isinstance(reference, str) or not reference.strip() or len(reference) > MAX_REFERENCE:
         message = f"sizewise.reference must be a non-empty string of at most {MAX_REFERENCE:,} characters"
         raise GatewayError(400, message, "invalid_value", "sizewise.reference")

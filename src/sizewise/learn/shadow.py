@@ -243,6 +243,7 @@ class ShadowRunner:
         """Stop taking jobs; wait up to ``shutdown_wait_s`` for queued and running ones, then drop the rest."""
         self._closed = True
         if self._queue is None:
+            self._release()
             return
         try:
             await asyncio.wait_for(self._queue.join(), self.settings.shutdown_wait_s)
@@ -254,6 +255,14 @@ class ShadowRunner:
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        self._release()
+
+    def _release(self) -> None:
+        """Close the databases (the store's and the ledger's engines)."""
+        self.ledger.close()
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
 
 
 def _outcomes(job: ShadowJob, other: str, verdict: Verdict) -> list[Outcome]:

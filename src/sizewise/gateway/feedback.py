@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -83,10 +84,14 @@ class GatewayOutcomes:
     # -- feedback ----------------------------------------------------------------------------------------
     def _find(self, request_id: str) -> dict[str, Any] | None:
         row = self.store.request(request_id)
-        if row is None and self.log is not None:
-            self.log.flush(FLUSH_WAIT_S)  # answered a moment ago: its row may still be queued
-            row = self.store.request(request_id)
-        return row
+        if row is not None or self.log is None:
+            return row
+        queued = self.log.queued(request_id)  # answered a moment ago: its row is still in the writer's queue
+        if queued is not None:
+            model = queued.decision.model if queued.decision is not None else None
+            return {"request_id": request_id, "model": model, "api_key": queued.api_key, "status": queued.status}
+        self.log.flush(FLUSH_WAIT_S)  # taken by the writer between the two looks: written within its batch
+        return self.store.request(request_id)
 
     def record(self, feedback: FeedbackRequest, api_key: str | None, *, via: str = "feedback") -> Outcome:
         """Store ``feedback`` from the client holding ``api_key`` (None: keys are off); a
@@ -134,11 +139,13 @@ class GatewayOutcomes:
 
         def run() -> None:
             while True:
+                started = time.perf_counter()
                 try:
                     self.refresh()
                 except Exception:  # a database hiccup costs one refresh, never the thread
                     logger.exception("savings estimate: refresh failed")
-                if self._stop.wait(every_s):
+                # A large log makes a refresh slow: wait 20x its duration at least, so it takes <= 5% of a core.
+                if self._stop.wait(max(every_s, 20 * (time.perf_counter() - started))):
                     return
 
         self._thread = threading.Thread(target=run, name="sizewise-savings", daemon=True)

@@ -180,6 +180,8 @@ class RequestLog:
         #: answered request, so learning can keep a vector instead of the text (set by the gateway).
         self.keep_features: Callable[[list[tuple[str, str]]], None] | None = None
         self.features_failed = 0
+        #: Entries queued and not yet written, by request id: feedback on an answer given a moment ago finds it.
+        self._queued: dict[str, LogEntry] = {}
         self._thread = threading.Thread(target=self._run, name="sizewise-log", daemon=True)
         self._thread.start()
 
@@ -192,7 +194,12 @@ class RequestLog:
         """Queue a row (returns at once)."""
         with self._done:
             self._pending += 1
+        self._queued[entry.request_id] = entry
         self._queue.put(entry)
+
+    def queued(self, request_id: str) -> LogEntry | None:
+        """The entry of ``request_id`` if it is queued and not yet written."""
+        return self._queued.get(request_id)
 
     def _next(self) -> list[LogEntry | None]:
         """The next batch: wait for one entry (or for the retry time when rows are waiting), then a
@@ -221,6 +228,9 @@ class RequestLog:
                 logger.exception("request log: unexpected error while writing %d rows", len(rows))
                 left = rows
             self._keep_features([e for e in batch if e is not None])
+            for entry in batch:
+                if entry is not None:
+                    self._queued.pop(entry.request_id, None)
             if stop and left:
                 logger.error("request log: %d rows could not be written before shutdown: lost", len(left))
                 self.dropped += len(left)

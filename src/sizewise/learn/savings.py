@@ -100,8 +100,9 @@ def _scores(outcomes: list[Outcome]) -> tuple[dict[str, float], dict[str, float]
         else:
             pairwise.setdefault((model, other), []).append(outcome.score)
             pairwise.setdefault((other, model), []).append(1.0 - outcome.score)
-    return {m: float(np.mean(v)) for m, v in absolute.items()}, {
-        f"{a}\x00{b}": float(np.mean(v)) for (a, b), v in pairwise.items()
+    # Plain sums: a handful of scores per request, thousands of requests per refresh (np.mean costs 10x here).
+    return {m: sum(v) / len(v) for m, v in absolute.items()}, {
+        f"{a}\x00{b}": sum(v) / len(v) for (a, b), v in pairwise.items()
     }
 
 

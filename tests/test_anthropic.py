@@ -325,3 +325,34 @@ def test_x_api_key_is_the_gateway_key(upstream: ToolUpstream) -> None:
                 model="up", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
             )
         assert denied.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+
+
+# -- the real tiny model (llama.cpp) ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_gateway() -> Iterator[GatewayServer]:
+    from sizewise.catalog import load_catalog
+
+    tiny = load_catalog(None).get("smollm2-135m")
+    with GatewayServer({"models": [tiny.model_dump()], "gateway": {"log_url": "none"}}) as gw:
+        yield gw
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_a_local_model_answers_messages_streamed_and_not(tiny_gateway: GatewayServer) -> None:
+    client = anthropic.Anthropic(base_url=tiny_gateway.url.removesuffix("/v1"), api_key="x", max_retries=0, timeout=120)
+    ask = {
+        "model": "sizewise",
+        "max_tokens": 6,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Say hello."}],
+    }
+    message = client.messages.create(**ask)  # type: ignore[arg-type]
+    assert message.model == "smollm2-135m" and message.content[0].text.strip()  # type: ignore[union-attr]
+    assert message.stop_reason in ("end_turn", "max_tokens") and 0 < message.usage.output_tokens <= 6
+    with client.messages.stream(**ask) as stream:  # type: ignore[arg-type]
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.strip() and final.usage.input_tokens > 0 and 0 < final.usage.output_tokens <= 6

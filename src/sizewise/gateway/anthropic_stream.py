@@ -45,7 +45,12 @@ class Blocks:
         position = int(delta.get("index") or 0)
         function = delta.get("function") or {}
         if position not in self.tool_blocks:
-            start = {"type": "tool_use", "id": delta.get("id") or "", "name": function.get("name") or "", "input": {}}
+            start: dict[str, Any] = {
+                "type": "tool_use",
+                "id": delta.get("id") or "",
+                "name": function.get("name") or "",
+                "input": {},
+            }
             yield from self._open(start, "tool_use")
             self.tool_blocks[position] = self.index
             self.tool_calls += 1
@@ -83,7 +88,7 @@ async def anthropic_events(
     """Encode backend chunks as Anthropic events; report the outcome through ``on_done`` exactly once."""
     prompt_tokens = completion_tokens = 0
     status = 499  # the client went away, unless set below
-    start = {
+    start: dict[str, Any] = {
         "id": f"msg_{request_id}",
         "type": "message",
         "role": "assistant",

@@ -100,6 +100,7 @@ async def route(request: Request) -> Response:
             api_key=record.name if record else None,
             request_id=request_id,
             max_latency_ms=max_latency_header(request.headers),
+            session_id=request.headers.get("x-sizewise-session-id"),
         )
         policy, decision, order = await state.engine.decide(ctx)
     except (GatewayError, RequestRejected, SizewiseError) as error:

@@ -54,6 +54,7 @@ async def messages(request: Request) -> Response:
             api_key=api_key,
             request_id=request_id,
             max_latency_ms=max_latency_header(request.headers),
+            session_id=request.headers.get("x-sizewise-session-id"),
         )
         if body.stream:
             return await _stream(state, ctx, started, api_key, request, stops)

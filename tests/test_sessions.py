@@ -60,9 +60,13 @@ def serve(upstream: RecordingUpstream, tmp: Path, **settings: Any) -> GatewaySer
 
 
 def ask(gw: GatewayServer, messages: list[dict[str, Any]], **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    """(the model that answered, the ``sizewise`` decision object), streamed (from the last chunk) or not."""
     client = openai.OpenAI(base_url=gw.url, api_key="x", max_retries=0)
     raw = client.chat.completions.with_raw_response.create(model="sizewise", messages=messages, **kwargs)
-    return raw.headers["x-sizewise-model"], raw.parse().model_extra["sizewise"]
+    if not kwargs.get("stream"):
+        return raw.headers["x-sizewise-model"], raw.parse().model_extra["sizewise"]
+    decisions = [chunk.model_extra["sizewise"] for chunk in raw.parse() if "sizewise" in (chunk.model_extra or {})]
+    return raw.headers["x-sizewise-model"], decisions[-1]
 
 
 def test_ten_agent_turns_stay_on_one_model_although_the_router_would_switch(
@@ -77,9 +81,11 @@ def test_ten_agent_turns_stay_on_one_model_although_the_router_would_switch(
     assert scores[0] < 0.5 <= scores[-1] < 0.5 + GatewaySettings().session_margin  # type: ignore[operator]
     with serve(upstream, tmp_path) as gw:
         before = len(upstream.bodies)
-        answers = [ask(gw, messages, tools=TOOLS) for messages in turns]
+        # Agents stream: every other turn is streamed (the session is pinned and kept either way).
+        answers = [ask(gw, messages, tools=TOOLS, stream=turn % 2 == 1) for turn, messages in enumerate(turns)]
     assert [model for model, _ in answers] == ["small"] * 10
     assert upstream.models()[before:] == ["up-small"] * 10
+    assert [bool(body.get("stream")) for body in upstream.bodies[before:]] == [turn % 2 == 1 for turn in range(10)]
     assert upstream.bodies[-1]["messages"][-1]["role"] == "tool"  # tool messages in history reached the model
     sessions = [decision["session"] for _, decision in answers]
     assert sessions[0] == "new" and set(sessions[1:]) == {"same", "kept"}

@@ -54,6 +54,7 @@ class CapabilityFilter:
     def __init__(self, aliases: dict[str, str] | None = None) -> None:
         #: Other names of catalog models (``aliases``), so a request naming one is judged as naming the model.
         self.aliases = aliases or {}
+        self._capabilities: dict[str, frozenset[str]] = {}  # by model name: a catalog's entries do not change
 
     def apply(self, ctx: RequestContext, candidates: list[ModelSpec]) -> tuple[list[ModelSpec], FilterReport]:
         report = FilterReport(self.name)
@@ -63,7 +64,10 @@ class CapabilityFilter:
         named = self.aliases.get(ctx.model_field, ctx.model_field)
         kept = []
         for spec in candidates:
-            missing = [cap for cap in need if cap not in capabilities(spec)]
+            caps = self._capabilities.get(spec.name)
+            if caps is None:
+                caps = self._capabilities[spec.name] = capabilities(spec)
+            missing = [cap for cap in need if cap not in caps]
             if not missing:
                 kept.append(spec)
                 continue

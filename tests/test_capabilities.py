@@ -38,6 +38,8 @@ def spec(**fields: Any) -> ModelSpec:
         ({}, False, []),
         ({"tools": TOOLS}, False, ["tools"]),
         ({"tools": TOOLS, "tool_choice": "none"}, False, []),
+        ({"tools": TOOLS, "tool_choice": "required"}, False, ["tools"]),
+        ({"functions": [TOOLS[0]["function"]]}, False, ["tools"]),
         ({"tools": []}, False, []),
         ({"response_format": SCHEMA}, False, ["json_schema"]),
         ({"response_format": {"type": "json_object"}}, False, ["json_object"]),

@@ -35,6 +35,8 @@ def needed(request: ChatRequest) -> list[str]:
     need = set()
     if extra.get("tools") and extra.get("tool_choice") != "none":
         need.add("tools")
+    if extra.get("functions") and extra.get("function_call") != "none":  # the older spelling of tools
+        need.add("tools")
     response_format = extra.get("response_format")
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if kind in ("json_schema", "json_object"):
@@ -76,8 +78,8 @@ class CapabilityFilter:
                 raise RequestRejected(
                     400,
                     f"model {spec.name!r} does not support {' and '.join(missing)} (this request sends "
-                    f"{', '.join(sorted({FIELDS[m] for m in missing}))}); name a model with "
-                    f"capabilities {missing} or send model 'sizewise'",
+                    f"{', '.join(sorted({FIELDS[m] for m in missing}))}); name a model that does, or "
+                    "send model 'sizewise' to be routed to one",
                     "model_lacks_capability",
                     param=FIELDS[missing[0]],
                 )
@@ -85,7 +87,8 @@ class CapabilityFilter:
             raise RequestRejected(
                 400,
                 f"no model in the catalog supports {' and '.join(need)} (this request sends "
-                f"{', '.join(sorted({FIELDS[n] for n in need}))}); add {need} to a model's capabilities",
+                f"{', '.join(sorted({FIELDS[n] for n in need}))}); list {', '.join(need)} in the "
+                "capabilities of a catalog model that has them",
                 "unsupported_capability",
                 param=FIELDS[need[0]],
             )

@@ -287,6 +287,20 @@ def test_errors_have_anthropics_shape(client: anthropic.Anthropic, gateway: Gate
     assert rejected.status_code == 400 and "web_search_20250305" in rejected.json()["error"]["message"]
 
 
+def test_count_tokens_estimates_without_calling(client: anthropic.Anthropic, upstream: ToolUpstream) -> None:
+    sent = len(upstream.requests)
+    text = "word " * 400  # 2,000 characters
+    plain = client.messages.count_tokens(model="up", messages=[{"role": "user", "content": text}])
+    with_tools = client.messages.count_tokens(
+        model="up",
+        messages=[{"role": "user", "content": text}],
+        tools=[WEATHER],  # type: ignore[list-item]
+    )
+    assert 500 <= plain.input_tokens <= 510  # "user: " + 2,000 characters, / 4
+    assert with_tools.input_tokens > plain.input_tokens + 30  # the tool schema counts
+    assert len(upstream.requests) == sent
+
+
 def test_a_stream_cut_midway_ends_with_an_error_event(client: anthropic.Anthropic) -> None:
     with (
         pytest.raises(anthropic.APIStatusError, match="upstream stream failed"),

@@ -40,7 +40,7 @@ def test_every_endpoint_is_in_the_schema(schema: dict[str, Any]) -> None:
     feedback = schema["paths"]["/v1/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "score" in feedback["properties"]
     assert paths >= {"/v1/chat/completions", "/v1/models", "/healthz", "/metrics", "/v1/messages", "/v1/route"}
-    assert paths >= {"/v1/models/{model_id}", "/v1/embeddings"}
+    assert paths >= {"/v1/models/{model_id}", "/v1/embeddings", "/v1/messages/count_tokens"}
     assert set(schema["paths"]["/v1/chat/completions"]) == {"post"}
 
 

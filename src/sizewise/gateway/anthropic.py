@@ -73,11 +73,19 @@ class AnthropicRequest(BaseModel):
     tool_choice: dict[str, Any] | None = None
 
 
-def parse_messages(raw: bytes, max_messages: int) -> tuple[AnthropicRequest, ChatCompletionRequest]:
+class CountTokensRequest(AnthropicRequest):
+    """``/v1/messages/count_tokens``: a Messages request without ``max_tokens``."""
+
+    max_tokens: int = Field(default=1, ge=1, le=MAX_TOKENS, strict=True)
+
+
+def parse_messages(
+    raw: bytes, max_messages: int, model: type[AnthropicRequest] = AnthropicRequest
+) -> tuple[AnthropicRequest, ChatCompletionRequest]:
     """The Messages request in ``raw`` and its chat-completions form, both validated; a :class:`GatewayError`
     (400) naming the first bad field otherwise."""
     try:
-        body = AnthropicRequest.model_validate_json(raw)
+        body = model.model_validate_json(raw)
     except ValidationError as error:
         raise from_validation(error) from None
     try:

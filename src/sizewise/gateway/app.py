@@ -42,7 +42,7 @@ from sizewise.gateway.endpoints import advertised_names, model_by_id, route
 from sizewise.gateway.errors import GatewayError, error_response
 from sizewise.gateway.feedback import GatewayOutcomes, outcome_notes, post_feedback, start_outcomes, take_inline
 from sizewise.gateway.log import LogEntry, RequestLog
-from sizewise.gateway.messages import messages
+from sizewise.gateway.messages import count_tokens, messages
 from sizewise.gateway.metrics import Metrics
 from sizewise.gateway.openapi import install_schema
 from sizewise.gateway.responses import JSON, completion_body, decision_headers, error_status, model_list
@@ -284,6 +284,7 @@ HANDLERS: dict[str, tuple[Callable[[Request], Awaitable[Response]], str]] = {
     "/metrics": (metrics_endpoint, "GET"),
     "/v1/feedback": (post_feedback, "POST"),
     "/v1/messages": (messages, "POST"),
+    "/v1/messages/count_tokens": (count_tokens, "POST"),
     "/v1/models/{model_id:path}": (model_by_id, "GET"),
     "/v1/embeddings": (embeddings, "POST"),
     "/v1/route": (route, "POST"),

@@ -8,15 +8,18 @@ Keys: ``x-api-key`` (what Anthropic clients send) or ``Authorization: Bearer``. 
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sizewise.core.text import conversation_text
 from sizewise.errors import SizewiseError
-from sizewise.gateway.anthropic import error_response, message_body, parse_messages
+from sizewise.gateway.anthropic import CountTokensRequest, error_response, message_body, parse_messages
 from sizewise.gateway.anthropic_stream import anthropic_events
 from sizewise.gateway.errors import GatewayError
 from sizewise.gateway.responses import JSON, decision_headers, error_status
@@ -103,3 +106,20 @@ async def _stream(
     events = anthropic_events(chunks, decision, spec.name, ctx.request_id, stops, report.done)
     headers = decision_headers(decision, ctx.request_id)
     return _ReportedStream(events, report.if_never_started, media_type="text/event-stream", headers=headers)
+
+
+async def count_tokens(request: Request) -> Response:
+    """``POST /v1/messages/count_tokens``: the prompt's size as the gateway estimates it on the request path
+    (characters / 4 of its text, tool calls and tool schemas), not any model's tokenizer."""
+    state: GatewayState = request.app.state.gateway
+    try:
+        state.keys.check(request.headers)
+        raw = await read_body(request, state.settings.max_body_bytes)
+        _, chat = parse_messages(raw, state.settings.max_messages, CountTokensRequest)
+    except GatewayError as error:
+        return error_response(error.status, error.message)
+    asked = chat.to_chat_request()
+    calls = [message["tool_calls"] for message in asked.messages if message.get("tool_calls")]
+    chars = len(conversation_text(asked.messages)) + len(json.dumps(calls)) * bool(calls)
+    chars += len(json.dumps(asked.extra["tools"])) if asked.extra.get("tools") else 0
+    return Response(json.dumps({"input_tokens": math.ceil(chars / 4)}).encode(), media_type=JSON)

@@ -98,6 +98,12 @@ ROUTE_DOCS: dict[str, dict[str, Any]] = {
         },
         "openapi_extra": _body("AnthropicRequest"),
     },
+    "/v1/messages/count_tokens": {
+        "summary": "Anthropic's token count: the gateway's estimate (characters / 4), no model is called",
+        "response_model": None,
+        "responses": {200: {"description": '`{"input_tokens": N}`'}, **_errors(400, 401, 413)},
+        "openapi_extra": _body("AnthropicRequest"),
+    },
     "/v1/models/{model_id:path}": {
         "summary": "One name the model field accepts",
         "response_model": None,

@@ -40,7 +40,7 @@ from sizewise.gateway.auth import KeyChecker
 from sizewise.gateway.embeddings import embeddings
 from sizewise.gateway.endpoints import advertised_names, model_by_id, route
 from sizewise.gateway.errors import GatewayError, error_response
-from sizewise.gateway.feedback import GatewayOutcomes, outcome_notes, post_feedback, start_outcomes, take_inline
+from sizewise.gateway.feedback import GatewayOutcomes, PendingNotes, post_feedback, start_outcomes, take_inline
 from sizewise.gateway.log import LogEntry, RequestLog
 from sizewise.gateway.messages import count_tokens, messages
 from sizewise.gateway.metrics import Metrics
@@ -135,7 +135,7 @@ async def chat_completions(request: Request) -> Response:
         body = await parse_request(request, state.settings.max_body_bytes, state.settings.max_messages)
         label = take_label(body.model_extra)  # sizewise.reference / answer_format: what shadow judging grades by
         # The `sizewise` object (feedback on an earlier answer) is the gateway's, never sent upstream.
-        notes = await outcome_notes(state.outcomes, take_inline(body.model_extra), api_key)
+        notes = PendingNotes(state.outcomes, take_inline(body.model_extra), api_key)  # stored while the model answers
         # n > 1 passes through: upstreams answer n choices, local models n samples in turn (docs/gateway.md).
         ctx = build_context(
             body.to_chat_request(),
@@ -151,7 +151,7 @@ async def chat_completions(request: Request) -> Response:
             ctx.extras[LABEL_KEY] = label  # for shadow judging, once the stream is over
             return await _stream(state, ctx, started, api_key, request, notes)
         result, decision = await state.engine.complete(ctx)
-        decision.notes.update(notes)
+        decision.notes.update(await notes.result())
     except (GatewayError, RequestRejected, SizewiseError, AllModelsFailed) as error:
         failure = error_status(error)
         if isinstance(error, AllModelsFailed):
@@ -185,10 +185,10 @@ async def _stream(
     started: float,
     api_key: str | None,
     request: Request,
-    notes: dict[str, Any] | None = None,
+    notes: PendingNotes | None = None,
 ) -> Response:
     chunks, decision, spec = await state.engine.open_stream(ctx)
-    decision.notes.update(notes or {})
+    decision.notes.update(await notes.result() if notes is not None else {})
     report = _StreamReport(state, ctx, decision, chunks, started, api_key)
     if await request.is_disconnected():  # gone while the first chunk was awaited: nobody to send it to
         await report.if_never_started()

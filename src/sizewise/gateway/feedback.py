@@ -238,8 +238,23 @@ async def outcome_notes(
             report["stored"] = True
         except GatewayError as error:
             report["error"] = error.message
+        except Exception as error:  # a database fault costs the feedback, never the chat answer
+            logger.exception("feedback on %s: not stored", feedback.request_id)
+            report["error"] = f"not stored: {type(error).__name__}"
     notes["feedback"] = report
     return notes
+
+
+class PendingNotes:
+    """:func:`outcome_notes` started at once, so feedback is stored while the model answers."""
+
+    def __init__(self, outcomes: GatewayOutcomes | None, feedback: FeedbackRequest | None, api_key: str | None):
+        self._task = asyncio.ensure_future(outcome_notes(outcomes, feedback, api_key)) if feedback else None
+        self._ready = {"savings": outcomes.savings_compact} if outcomes is not None and outcomes.savings else {}
+
+    async def result(self) -> dict[str, Any]:
+        """The notes for the answer's ``sizewise`` object."""
+        return await self._task if self._task is not None else self._ready
 
 
 def start_outcomes(state: Any) -> GatewayOutcomes | None:

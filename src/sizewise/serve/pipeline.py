@@ -40,7 +40,6 @@ from sizewise.policy.types import (
     filter_factories,
     load_extensions,
     policy_factory,
-    policy_keys,
 )
 from sizewise.serve.call import ANSWER, STREAM, AllModelsFailed, Calls, fall_back, replay, retry
 from sizewise.serve.session import Affinity, MemorySessionStore, session_of, sources
@@ -137,11 +136,6 @@ class Engine:
             self._policies.clear()
         self._policies[model_field] = policy
         return policy
-
-    def policy_names(self) -> list[str]:
-        """Names to advertise in ``/v1/models`` besides the catalog models."""
-        patterns = {"router-": "router-<name>-<threshold>", "multi-": "multi-<router>-<target>"}
-        return ["sizewise", *(patterns[key] for key in policy_keys() if key in patterns)]
 
     def _big_model(self) -> ModelSpec:
         ladder = self.env.ladder()

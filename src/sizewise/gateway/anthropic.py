@@ -115,7 +115,27 @@ def to_openai(body: AnthropicRequest) -> dict[str, Any]:
         chat["tools"] = [_tool(tool, index) for index, tool in enumerate(body.tools)]
     if body.tool_choice:
         chat.update(_tool_choice(body.tool_choice))
+    extra = body.model_extra or {}
+    config: dict[str, Any] = extra["output_config"] if isinstance(extra.get("output_config"), dict) else {}
+    output = config.get("format") or extra.get("output_format")  # output_format: the structured-outputs beta
+    if output is not None:
+        chat["response_format"] = _response_format(output)
     return chat
+
+
+def _response_format(output: Any) -> dict[str, Any]:
+    """Anthropic's structured output (``{"type": "json_schema", "schema": ...}``) as OpenAI's ``response_format``,
+    so the capability filter sends it only to models that honour a schema."""
+    if (
+        not isinstance(output, dict)
+        or output.get("type") != "json_schema"
+        or not isinstance(output.get("schema"), dict)
+    ):
+        where = "output_config.format"
+        raise GatewayError(
+            400, f"{where}: expected {{'type': 'json_schema', 'schema': {{...}}}}", "invalid_value", where
+        )
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": output["schema"], "strict": True}}
 
 
 def _system_text(system: str | list[dict[str, Any]]) -> str:

@@ -31,7 +31,8 @@ class Blocks:
 
     index: int = -1
     kind: str | None = None
-    tool_blocks: dict[int, int] = field(default_factory=dict)
+    #: OpenAI tool-call index -> (its block's index, its call id).
+    tool_blocks: dict[int, tuple[int, str | None]] = field(default_factory=dict)
     tool_calls: int = 0
 
     def text(self, text: str) -> Iterator[bytes]:
@@ -44,7 +45,10 @@ class Blocks:
         """Events for one OpenAI tool-call delta (a new ``tool_use`` block at its first piece)."""
         position = int(delta.get("index") or 0)
         function = delta.get("function") or {}
-        if position not in self.tool_blocks:
+        known = self.tool_blocks.get(position)
+        call_id = delta.get("id") or None
+        # A new id at a known index is a new call (a backend that sends whole calls may leave index at 0).
+        if known is None or (call_id is not None and call_id != known[1]):
             start: dict[str, Any] = {
                 "type": "tool_use",
                 "id": delta.get("id") or "",
@@ -52,9 +56,9 @@ class Blocks:
                 "input": {},
             }
             yield from self._open(start, "tool_use")
-            self.tool_blocks[position] = self.index
+            self.tool_blocks[position] = (self.index, call_id)
             self.tool_calls += 1
-        elif self.tool_blocks[position] != self.index:  # interleaved calls: Anthropic blocks cannot reopen
+        elif known[0] != self.index:  # interleaved calls: Anthropic blocks cannot reopen
             return
         arguments = function.get("arguments")
         if arguments:

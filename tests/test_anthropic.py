@@ -358,6 +358,14 @@ def test_errors_have_anthropics_shape(client: anthropic.Anthropic, gateway: Gate
     assert rejected.status_code == 400 and "web_search_20250305" in rejected.json()["error"]["message"]
 
 
+def test_the_anthropic_client_lists_and_retrieves_models(client: anthropic.Anthropic) -> None:
+    listed = [model.id for model in client.models.list()]
+    assert {"up", "claude-sonnet-4-5", "sizewise"} <= set(listed)
+    assert client.models.retrieve("claude-sonnet-4-5").display_name == "claude-sonnet-4-5"
+    with pytest.raises(anthropic.NotFoundError):
+        client.models.retrieve("claude-opus-9")
+
+
 def test_count_tokens_estimates_without_calling(client: anthropic.Anthropic, upstream: ToolUpstream) -> None:
     sent = len(upstream.requests)
     text = "word " * 400  # 2,000 characters

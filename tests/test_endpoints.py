@@ -153,6 +153,8 @@ def test_route_names_the_model_a_request_names_and_rejects_what_none_can_serve(g
     refused = _route(gateway, {"messages": [{"role": "user", "content": [image]}]})
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "unsupported_modality"
     assert _route(gateway, {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}).status_code == 404
+    cascade = _route(gateway, {"model": "cascade-logprob", "messages": [{"role": "user", "content": "hi"}]}).json()
+    assert cascade["cascade"] is True and cascade["model"] == cascade["order"][0] == "small"  # its first rung
     assert _route(gateway, {"messages": []}).json()["error"]["param"] == "messages"
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from sizewise.errors import SizewiseError
 from sizewise.gateway.errors import GatewayError, error_response
-from sizewise.gateway.responses import JSON, decision_headers, error_status
+from sizewise.gateway.responses import JSON, decision_headers, error_status, model_entry
 from sizewise.gateway.schemas import max_latency_header, parse_request
 from sizewise.policy.types import CascadePolicy, RequestContext, RequestRejected
 from sizewise.serve.context import build_context
@@ -55,11 +55,6 @@ def _buildable(engine: Engine, name: str) -> bool:
     except (SizewiseError, RequestRejected):
         return False
     return True
-
-
-def model_entry(name: str) -> dict[str, Any]:
-    """One OpenAI ``model`` object."""
-    return {"id": name, "object": "model", "created": 0, "owned_by": "sizewise"}
 
 
 async def model_by_id(request: Request) -> Response:

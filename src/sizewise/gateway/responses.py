@@ -85,10 +85,18 @@ def completion_body(result: ChatResult, decision: Decision, request_id: str, *, 
     return json.dumps(body).encode()
 
 
+def model_entry(name: str) -> dict[str, Any]:
+    """One model in OpenAI's shape with Anthropic's fields beside (``type``, ``display_name``, ``created_at``),
+    so both clients' ``models.list()`` read it."""
+    anthropic = {"type": "model", "display_name": name, "created_at": "1970-01-01T00:00:00Z"}
+    return {"id": name, "object": "model", "created": 0, "owned_by": "sizewise", **anthropic}
+
+
 def model_list(names: list[str]) -> bytes:
-    """The ``/v1/models`` body (encoded once per app: it never changes)."""
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": "sizewise"} for name in names]
-    return json.dumps({"object": "list", "data": data}).encode()
+    """The ``/v1/models`` body (encoded once per app: it never changes); Anthropic's paging fields too."""
+    data = [model_entry(name) for name in names]
+    pages = {"has_more": False, "first_id": names[0] if names else None, "last_id": names[-1] if names else None}
+    return json.dumps({"object": "list", "data": data, **pages}).encode()
 
 
 # -- response models: documentation only (the handlers write their bodies themselves, for speed) --------------

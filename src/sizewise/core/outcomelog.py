@@ -14,8 +14,10 @@ from typing import Any
 
 from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, Text, func, insert, select, text
 from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.exc import SQLAlchemyError
 
 from sizewise.core.requestlog import requests_table
+from sizewise.errors import ConfigError
 
 metadata = MetaData()
 outcomes_table = Table(
@@ -44,13 +46,17 @@ _REQUEST_ID_INDEX = "CREATE INDEX IF NOT EXISTS ix_requests_request_id ON reques
 
 
 def create_tables(engine: SAEngine) -> None:
-    """Create the outcome tables (and the request log's table with its request-id index) if missing."""
+    """Create the outcome tables (and the request log's table with its request-id index) if missing;
+    a :class:`ConfigError` naming the database when it refuses."""
     from sizewise.core.requestlog import metadata as log_metadata
 
-    log_metadata.create_all(engine)
-    metadata.create_all(engine)
-    with engine.begin() as connection:
-        connection.execute(text(_REQUEST_ID_INDEX))
+    try:
+        log_metadata.create_all(engine)
+        metadata.create_all(engine)
+        with engine.begin() as connection:
+            connection.execute(text(_REQUEST_ID_INDEX))
+    except SQLAlchemyError as error:
+        raise ConfigError(f"outcome store {engine.url!r}: cannot create tables ({type(error).__name__})") from None
 
 
 def insert_outcomes(engine: SAEngine, rows: Sequence[dict[str, Any]]) -> None:

@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from sizewise.core import outcomelog
 from sizewise.core.requestlog import make_engine
 from sizewise.errors import ConfigError, DataError
@@ -40,17 +38,19 @@ class Outcome:
 
     def check(self) -> Outcome:
         """``self`` if every field is valid; a :class:`DataError` naming the first bad one otherwise."""
-        for name in ("request_id", "model", "source"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise DataError(f"outcome: {name} must be a non-empty string, got {getattr(self, name)!r}")
+        for name, longest in (("request_id", 64), ("model", 200), ("source", 32)):  # the columns' lengths
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or len(value) > longest or "\x00" in value:
+                raise DataError(f"outcome: {name} must be a string of 1 to {longest} characters, got {value!r:.80}")
         if self.source not in SOURCES:
             raise DataError(f"outcome: source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if isinstance(self.score, bool) or not isinstance(self.score, int | float) or not 0 <= self.score <= 1:
             raise DataError(f"outcome: score must be a number in [0, 1], got {self.score!r}")
         if not isinstance(self.time, int | float) or not math.isfinite(self.time):
             raise DataError(f"outcome: time must be a finite unix time, got {self.time!r}")
-        if self.other_model is not None and (not isinstance(self.other_model, str) or self.other_model == self.model):
-            raise DataError(f"outcome: other_model must be another model's name, got {self.other_model!r}")
+        other = self.other_model
+        if other is not None and (not isinstance(other, str) or not 0 < len(other) <= 200 or other == self.model):
+            raise DataError(f"outcome: other_model must be another model's name, got {other!r:.80}")
         try:
             json.dumps(self.detail, allow_nan=False)
         except (TypeError, ValueError) as error:
@@ -107,9 +107,9 @@ class OutcomeStore:
         self.engine = make_engine(url)
         try:
             outcomelog.create_tables(self.engine)
-        except SQLAlchemyError as error:
+        except ConfigError:
             self.engine.dispose()
-            raise ConfigError(f"outcome store {url!r}: cannot create tables ({type(error).__name__})") from None
+            raise
 
     def add(self, outcome: Outcome) -> None:
         """Store one outcome (checked first: a :class:`DataError` for a bad field)."""

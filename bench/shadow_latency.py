@@ -136,6 +136,28 @@ def jobs(gw: Gateway) -> dict[str, int]:
     }
 
 
+def hook_cost_us(base_url: str, log: Path, calls: int = 20_000) -> tuple[float, float]:
+    """Microseconds a request spends in the gateway's shadow hook (the only shadow work on the request path):
+    (not chosen, chosen: a job and its background task built). No server: the hook alone, timed."""
+    from sizewise.core.chat import ChatRequest, ChatResult
+    from sizewise.core.decision import Decision
+    from sizewise.serve.context import build_context
+
+    timings = []
+    for rate in (0.0, 1.0):
+        shadow = {"uniform_rate": rate, "active_rate": 0.0}
+        hook = create_app(CatalogSpec.model_validate(catalog(base_url, log, shadow))).state.gateway.shadow
+        request = ChatRequest(messages=[{"role": "user", "content": PROMPTS[0]}])
+        ctx = build_context(request, model_field="router-heuristic-0.9", request_id="bench")
+        decision = Decision(policy="router-heuristic-0.9", model="weak", score=0.1, threshold=0.9)
+        result = ChatResult(model="weak", text="weak-up says hi")
+        started = time.perf_counter()
+        for _ in range(calls):
+            hook.after(ctx, decision, result)
+        timings.append((time.perf_counter() - started) / calls * 1e6)
+    return timings[0], timings[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="requests per configuration and round")
@@ -148,10 +170,12 @@ def main() -> None:
         return
     configs: dict[str, dict[str, Any] | None] = {
         "off": None,
+        "off, again (A/A: the noise)": None,
         "on, defaults (~7%)": {},
         "on, every request": {"uniform_rate": 1.0, "active_rate": 0.0, "queue_size": 10_000},
     }
     latencies: dict[str, list[float]] = {name: [] for name in configs}
+    round_p50: dict[str, list[float]] = {name: [] for name in configs}
     counts: dict[str, dict[str, int]] = {name: {} for name in configs}
     with Upstream(args.delay_ms) as up, tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
@@ -159,17 +183,25 @@ def main() -> None:
                 log = Path(tmp) / f"{round_}-{len(latencies[name])}-{abs(hash(name))}.sqlite"
                 with Gateway(catalog(up.base_url, log, shadow)) as gw:
                     measure(gw, 10)  # warm-up: connections, the first policy build
-                    latencies[name] += measure(gw, args.requests)
+                    values = measure(gw, args.requests)
+                    latencies[name] += values
+                    round_p50[name].append(statistics.median(values))
                     for event, n in jobs(gw).items():
                         counts[name][event] = counts[name].get(event, 0) + n
+        skipped, chosen = hook_cost_us(up.base_url, Path(tmp) / "hook.sqlite")
     print(f"upstream delay {args.delay_ms:g} ms, {args.rounds} rounds x {args.requests} requests per configuration\n")
-    print("| shadowing | requests | p50 ms | p95 ms | mean ms | shadow jobs judged / dropped |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| shadowing | requests | p50 ms | p50 per round, min-max | p95 ms | mean ms | shadow jobs judged / dropped |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, values in latencies.items():
         p50, p95 = statistics.quantiles(values, n=100)[49], statistics.quantiles(values, n=100)[94]
         judged, dropped = counts[name].get("judged", 0), counts[name].get("dropped", 0)
         jobs_cell = "-" if configs[name] is None else f"{judged} / {dropped}"
-        print(f"| {name} | {len(values)} | {p50:.2f} | {p95:.2f} | {statistics.fmean(values):.2f} | {jobs_cell} |")
+        spread = f"{min(round_p50[name]):.2f}-{max(round_p50[name]):.2f}"
+        mean = statistics.fmean(values)
+        print(f"| {name} | {len(values)} | {p50:.2f} | {spread} | {p95:.2f} | {mean:.2f} | {jobs_cell} |")
+    print(f"\nshadow hook on the request path: {skipped:.1f} us a request not chosen, {chosen:.1f} us one chosen")
 
 
 if __name__ == "__main__":

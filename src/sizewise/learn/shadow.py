@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,7 +92,7 @@ class Sampler:
         """(``uniform`` or ``active``, inclusion probability) when this request is chosen, else None."""
         self._scores.append(score)
         self._seen += 1
-        if self._seen % REFRESH_EVERY == 0 or (self._spread is None and len(self._scores) >= MIN_SCORES):
+        if self._seen % REFRESH_EVERY == 0 or self._seen == MIN_SCORES:
             self._refresh()
         active = self.active_chance(score, threshold)
         chance = self.uniform_rate + (1 - self.uniform_rate) * active
@@ -193,19 +194,22 @@ class ShadowRunner:
             self.count("privacy")
         outcomes: list[Outcome] = []
         for spec in others:
-            answer = await self._shadow(job, spec)
-            if answer is None:
+            shadow = await self._shadow(job, spec)
+            if shadow is None:
                 continue
+            answer, measured = shadow
             verdict = await self._verdict(job, spec.name, answer, personal)
             if verdict is not None:
-                outcomes += _outcomes(job, spec.name, verdict)
+                outcomes += _outcomes(job, spec.name, verdict, measured)
         if outcomes:
             await asyncio.to_thread(self.store.add_many, outcomes)
             self.count("judged")
         return outcomes
 
-    async def _shadow(self, job: ShadowJob, spec: ModelSpec) -> str | None:
-        """The other model's answer (its cost recorded), or None when it failed."""
+    async def _shadow(self, job: ShadowJob, spec: ModelSpec) -> tuple[str, dict[str, Any]] | None:
+        """The other model's answer and what it cost (``cost``, ``tokens_out``, ``latency`` in seconds: what
+        ``sizewise outcomes export`` puts in that model's row), or None when it failed. The cost is recorded."""
+        started = time.perf_counter()
         try:
             result = await asyncio.wait_for(self.backend(spec).complete(job.request), self.timeout_s)
         except (BackendError, TimeoutError) as error:
@@ -214,7 +218,8 @@ class ShadowRunner:
             return None
         cost = spec.cost_usd(result.prompt_tokens, result.completion_tokens)
         await asyncio.to_thread(self.ledger.add, job.request_id, spec.name, "shadow", cost)
-        return result.text
+        latency = result.latency_s or time.perf_counter() - started
+        return result.text, {"cost": cost, "tokens_out": result.completion_tokens, "latency": latency}
 
     async def _verdict(self, job: ShadowJob, other: str, answer: str, personal: bool) -> Verdict | None:
         """Grader or reference when the request carries a label, else the LLM judge (unless privacy forbids)."""
@@ -265,13 +270,16 @@ class ShadowRunner:
             close()
 
 
-def _outcomes(job: ShadowJob, other: str, verdict: Verdict) -> list[Outcome]:
-    """One outcome per model of the pair; an LLM judge's are pairwise (``other_model`` set)."""
+def _outcomes(job: ShadowJob, other: str, verdict: Verdict, measured: dict[str, Any]) -> list[Outcome]:
+    """One outcome per model of the pair; an LLM judge's are pairwise (``other_model`` set); the shadow
+    model's carries what its answer cost."""
     pairwise = verdict.source == "llm-judge"
     out = []
     for model, score in verdict.scores.items():
         rival = other if model == job.served else job.served
         detail = {**job.detail, **verdict.detail, "served": model == job.served, "pair": rival}
+        if model == other:
+            detail.update(measured)
         against = rival if pairwise else None
         out.append(Outcome(job.request_id, model, score, verdict.source, other_model=against, detail=detail))
     return out

@@ -112,7 +112,9 @@ def gateway_costs(rounds: int = 200) -> dict[str, float]:
         spec = CatalogSpec.model_validate({"models": models, "gateway": {"log_url": f"sqlite:///{tmp}/log.sqlite"}})
         with GatewayServer(spec) as gw, httpx.Client(base_url=gw.url, timeout=10) as client:
             body = {"model": "small", "messages": [{"role": "user", "content": "What is 6 * 7?"}], "max_tokens": 4}
-            plain, inline, feedback = [], [], []
+            plain: list[float] = []
+            inline: list[float] = []
+            feedback: list[float] = []
             last = ""
             for i in range(rounds):
                 start = time.perf_counter()

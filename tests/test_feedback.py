@@ -161,6 +161,11 @@ def test_feedback_rides_on_the_next_chat_request_and_never_goes_upstream(keyed: 
     )
     finals = [chunk.model_extra["sizewise"] for chunk in stream if (chunk.model_extra or {}).get("sizewise")]
     assert finals[-1]["feedback"] == {"request_id": second, "stored": True}
+    assert set(finals[-1]["savings"]) == {"cost_ratio", "quality", "interval", "judged"}
+    # Riding on a chat request changes nothing about trust: team-b cannot rate team-a's answer this way either.
+    _, sizewise = _ask(keyed, key="key-b", extra_body={"sizewise": {"feedback": {"request_id": first, "score": 0}}})
+    assert sizewise["feedback"] == {"request_id": first, "stored": False, "error": f"unknown request id {first!r}"}
+    assert [o.score for o in _stored(keyed, first)] == [0.5]
 
 
 def test_malformed_inline_feedback_is_a_400_naming_the_field(keyed: GatewayServer) -> None:

@@ -4,6 +4,7 @@ decision object of a real gateway."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -173,3 +174,9 @@ def test_the_gateway_reports_savings_in_log_metrics_and_the_decision(tmp_path: P
     cost = (18 * 1 + 4 * 4) / (22 * 4)
     pattern = rf"savings: {cost * 100:.0f}% of always-big cost at {in_log * 100:.0f}% \(\d+-\d+%\) of its quality"
     assert re.search(pattern + ", from 20 judged requests", stdout), stdout
+    # The same from the catalog file (its ladder names the big model), JSON being YAML.
+    catalog = tmp_path / "sizewise.yaml"
+    catalog.write_text(json.dumps({"models": models, "gateway": {"log_url": f"sqlite:///{db}"}}))
+    code, from_config, stderr = run_cli("log", "--config", str(catalog))
+    assert code == 0, stderr
+    assert re.search(pattern + ", from 20 judged requests", from_config), from_config

@@ -58,6 +58,19 @@ def resolve_db(db: str | None, config: Path | None) -> str:
     return db
 
 
+def catalog_big(config: Path | None) -> str | None:
+    """The always-big model of the catalog at ``config`` (the top of its ladder), None without one."""
+    if config is None:
+        return None
+    from sizewise.catalog import load_catalog
+    from sizewise.catalog.catalog import order_ladder
+    from sizewise.gateway.app import _unpack
+
+    models, settings = _unpack(load_catalog(config))
+    ladder = order_ladder(models, settings.ladder)
+    return ladder[-1].name if ladder else None
+
+
 def since_hours(hours: float | None) -> float | None:
     """The unix time ``hours`` ago (None for all); a :class:`ConfigError` for a bad number."""
     import math
@@ -90,7 +103,8 @@ def log(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Catalog to take gateway.log_url from.")] = None,
     hours: Annotated[float | None, typer.Option("--hours", help="Only the last N hours.")] = None,
     big: Annotated[
-        str | None, typer.Option("--big", help="The always-big model (default: the one whose cost is always-big's).")
+        str | None,
+        typer.Option("--big", help="The always-big model (default: the top of --config's ladder, else inferred)."),
     ] = None,
 ) -> None:
     """Print totals of the gateway's request log."""
@@ -106,7 +120,7 @@ def log(
     typer.echo(f"escalated: {s['escalated']}  fallbacks after faults: {s['fallbacks']}")
     ratio = f" ({s['cost_ratio']:.1%} of always-big)" if s["cost_ratio"] is not None else ""
     typer.echo(f"cost: ${s['cost_usd']:.6f} vs always-big ${s['always_big_cost_usd']:.6f}{ratio}")
-    typer.echo(f"savings: {savings_line(db, since, big)}")
+    typer.echo(f"savings: {savings_line(db, since, big or catalog_big(config))}")
     if s["p50_ms"] is not None:
         typer.echo(f"latency: p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms")
 

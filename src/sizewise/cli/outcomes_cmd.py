@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sizewise.cli.log_cmd import resolve_db, since_hours
+from sizewise.cli.log_cmd import catalog_big, resolve_db, since_hours
 
 app = typer.Typer(help="Outcomes the gateway collected (feedback, shadow judging): export them as a table.")
 
@@ -42,7 +42,7 @@ def export(
     try:
         requests = store.judged_requests(since)
         outcomes = store.outcomes()
-        big = big or infer_big(store.served_totals(since), outcomes)
+        big = big or catalog_big(config) or infer_big(store.served_totals(since), outcomes)
         features = store.features([r["request_id"] for r in requests if not r.get("prompt_text")])
     finally:
         store.close()

@@ -40,6 +40,7 @@ PACKAGES = {
     "sizewise.catalog": ("catalog", "catalog"),
     "sizewise.embedding": ("embedding", "embedding"),
     "sizewise.learn": ("models", "learn"),
+    "sizewise.learn.retrain": ("models", "routers"),  # refits routers: beside them, above the estimator base
     "sizewise.backends": ("models", "backends"),
     "sizewise.routers": ("models", "routers"),
     "sizewise.scorers": ("models", "scorers"),

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "sizewise.cli.collect_cmd",
     "sizewise.cli.data_cmd",
     "sizewise.cli.outcomes_cmd",
+    "sizewise.cli.router_cmd",
 ]
 
 app = typer.Typer(

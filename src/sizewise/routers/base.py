@@ -39,6 +39,7 @@ ROUTER_MODULES = [
     "sizewise.routers.mf",
     "sizewise.routers.gbdt",
     "sizewise.routers.ensemble",
+    "sizewise.routers.retrained",
 ]
 #: Entry-point group through which other packages add routers.
 ENTRY_POINT_GROUP = "sizewise.routers"

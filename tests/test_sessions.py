@@ -64,9 +64,11 @@ def ask(gw: GatewayServer, messages: list[dict[str, Any]], **kwargs: Any) -> tup
     client = openai.OpenAI(base_url=gw.url, api_key="x", max_retries=0)
     raw = client.chat.completions.with_raw_response.create(model="sizewise", messages=messages, **kwargs)
     if not kwargs.get("stream"):
-        return raw.headers["x-sizewise-model"], raw.parse().model_extra["sizewise"]
-    decisions = [chunk.model_extra["sizewise"] for chunk in raw.parse() if "sizewise" in (chunk.model_extra or {})]
-    return raw.headers["x-sizewise-model"], decisions[-1]
+        decision = raw.parse().model_extra["sizewise"]
+    else:
+        decision = [c.model_extra["sizewise"] for c in raw.parse() if "sizewise" in (c.model_extra or {})][-1]
+    assert raw.headers["x-sizewise-session"] == (decision["session"] or "")  # a header too, before the body
+    return raw.headers["x-sizewise-model"], decision
 
 
 def test_ten_agent_turns_stay_on_one_model_although_the_router_would_switch(

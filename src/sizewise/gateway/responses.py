@@ -26,6 +26,7 @@ def decision_headers(decision: Decision, request_id: str) -> dict[str, str]:
         "x-sizewise-threshold": "" if decision.threshold is None else f"{decision.threshold:.6g}",
         "x-sizewise-policy": decision.policy,
         "x-sizewise-fallback": decision.fallback_from or "",
+        "x-sizewise-session": decision.session or "",  # what session affinity did (new, same, kept...)
         "x-request-id": request_id,
     }
 

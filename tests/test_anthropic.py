@@ -380,6 +380,20 @@ def test_count_tokens_estimates_without_calling(client: anthropic.Anthropic, ups
     assert len(upstream.requests) == sent
 
 
+def test_a_named_model_without_its_key_is_an_api_error(upstream: ToolUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SIZEWISE_TEST_ABSENT_KEY", raising=False)
+    cloud = fake_model("cloud", "c", 2.0, upstream.base_url)
+    cloud["settings"]["api_key_env"] = "SIZEWISE_TEST_ABSENT_KEY"
+    spec = {"models": [fake_model("up", "up-model", 1.0, upstream.base_url), cloud], "gateway": {"log_url": "none"}}
+    with GatewayServer(spec) as gw:
+        client = anthropic.Anthropic(base_url=gw.url.removesuffix("/v1"), api_key="x", max_retries=0)
+        with pytest.raises(anthropic.APIStatusError) as failed:
+            client.messages.create(model="cloud", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    assert failed.value.status_code == 503
+    assert failed.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    assert "SIZEWISE_TEST_ABSENT_KEY" in failed.value.body["error"]["message"]  # type: ignore[index]
+
+
 def test_a_stream_cut_midway_ends_with_an_error_event(client: anthropic.Anthropic) -> None:
     with (
         pytest.raises(anthropic.APIStatusError, match="upstream stream failed"),
@@ -449,3 +463,4 @@ def test_a_local_model_answers_messages_streamed_and_not(tiny_gateway: GatewaySe
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text.strip() and final.usage.input_tokens > 0 and 0 < final.usage.output_tokens <= 6
+

@@ -355,6 +355,8 @@ def test_errors_have_anthropics_shape(client: anthropic.Anthropic, gateway: Gate
     server_tool = {"type": "web_search_20250305", "name": "web_search"}
     body = {"model": "up", "max_tokens": 8, "tools": [server_tool], "messages": [{"role": "user", "content": "hi"}]}
     rejected = httpx.post(gateway.url + "/messages", json=body)
+    huge = httpx.post(gateway.url + "/messages", content=b" " * (8 * 1024 * 1024 + 1))  # over gateway.max_body_bytes
+    assert huge.status_code == 413 and huge.json()["error"]["type"] == "request_too_large"
     assert rejected.status_code == 400 and "web_search_20250305" in rejected.json()["error"]["message"]
 
 

@@ -114,6 +114,8 @@ def test_model_by_id_resolves_aliases_and_404s_unknown_names(client: openai.Open
     assert client.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
     assert client.models.retrieve("openai/gpt-4o-mini").id == "openai/gpt-4o-mini"  # a slash in the id
     assert client.models.retrieve("router-heuristic-0.3").id == "router-heuristic-0.3"  # a pattern, filled in
+    hub = "sentence-transformers/all-MiniLM-L6-v2"  # the local embedding model's other name
+    assert client.models.retrieve(hub).id == hub
     with pytest.raises(openai.NotFoundError) as missing:
         client.models.retrieve("gpt-5-turbo")
     assert missing.value.code == "model_not_found"

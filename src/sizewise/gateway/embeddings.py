@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sizewise.gateway.endpoints import LOCAL_EMBEDDING
+from sizewise.gateway.endpoints import LOCAL_EMBEDDING, LOCAL_EMBEDDING_NAMES
 from sizewise.gateway.errors import GatewayError, error_response, from_validation
 from sizewise.gateway.responses import JSON
 from sizewise.gateway.schemas import read_body
@@ -60,7 +60,7 @@ async def embeddings(request: Request) -> Response:
         if not texts or len(texts) > MAX_INPUTS:
             raise GatewayError(400, f"input must hold 1 to {MAX_INPUTS} items", "invalid_value", "input")
         name = state.engine.aliases.get(body.model, body.model)
-        if name in (LOCAL_EMBEDDING, "sentence-transformers/all-MiniLM-L6-v2"):
+        if name in LOCAL_EMBEDDING_NAMES:
             answer = await _local(body, texts)
         else:
             answer = await _upstream(state, name, raw)

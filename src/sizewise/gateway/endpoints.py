@@ -31,6 +31,8 @@ CASCADE_SCORERS = ("logprob", "consistency", "verifier", "answer-classifier")
 
 #: The local embedding model's name in ``/v1/models`` and ``/v1/embeddings``.
 LOCAL_EMBEDDING = "all-MiniLM-L6-v2"
+#: Every name ``/v1/embeddings`` takes for it (its Hugging Face id too).
+LOCAL_EMBEDDING_NAMES = (LOCAL_EMBEDDING, "sentence-transformers/all-MiniLM-L6-v2")
 
 
 def advertised_names(engine: Engine) -> list[str]:
@@ -66,7 +68,7 @@ async def model_by_id(request: Request) -> Response:
     except GatewayError as error:
         return error_response(error.status, error.message, error.code)
     name = request.path_params["model_id"]
-    if name != LOCAL_EMBEDDING and name not in state.engine.aliases:
+    if name not in LOCAL_EMBEDDING_NAMES and name not in state.engine.aliases:
         try:
             state.engine.policy(name)
         except (SizewiseError, RequestRejected) as error:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from sizewise.backends import llama_tools
 from sizewise.catalog.schema import LlamaCppSettings
 from sizewise.core.chat import BackendError, ChatRequest
 
@@ -58,14 +59,18 @@ def load_llama(path: Path, settings: LlamaCppSettings, context_window: int) -> A
 
 class _EndWhenSet:
     """A logits processor that leaves only end-of-sequence once ``event`` is set, so the generation stops at
-    the next token (``create_chat_completion`` takes no stopping criteria)."""
+    the next token (``create_chat_completion`` takes no stopping criteria). Under a grammar that may not allow
+    end-of-sequence yet (no candidate would be left), it raises instead: nobody waits for the answer."""
 
-    def __init__(self, event: threading.Event, eos: int) -> None:
+    def __init__(self, event: threading.Event, eos: int, constrained: bool = False) -> None:
         self.event = event
         self.eos = eos
+        self.constrained = constrained
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
         if self.event.is_set():
+            if self.constrained:
+                raise BackendError("call cancelled", retryable=False)
             scores[:] = -np.inf
             scores[self.eos] = 0.0
         return scores
@@ -74,8 +79,13 @@ class _EndWhenSet:
 class _Recorder:
     """A logits processor recording, per generated token, log p(chosen token) under the raw model distribution."""
 
-    def __init__(self, llm: Any, keep_first: bool = False) -> None:
+    def __init__(self, llm: Any, keep_first: bool = False, top: int = 0) -> None:
         self.llm = llm
+        self.top = top
+        #: Per recorded token, its ``top`` most likely alternatives ``(id, logprob)`` (OpenAI's top_logprobs).
+        self.alternatives: list[list[tuple[int, float]]] = []
+        #: How many recorded tokens a stream already sent as logprobs entries.
+        self.sent = 0
         self.steps = 0
         self.prompt_tokens: int | None = None
         self.ids: list[int] = []
@@ -103,6 +113,10 @@ class _Recorder:
         assert self._last is not None
         self.ids.append(token)
         self.logprobs.append(float(self._last[token]) - self._last_lse)
+        if self.top:
+            best = np.argpartition(self._last, -self.top)[-self.top :]
+            best = best[np.argsort(self._last[best])[::-1]]
+            self.alternatives.append([(int(i), float(self._last[i]) - self._last_lse) for i in best])
 
     def finish(self, text: str) -> None:
         """Recover the last chosen token (never evaluated) as the top candidate that completes ``text``."""
@@ -124,6 +138,21 @@ class _Recorder:
         """The recorded tokens' text."""
         return [self._detok([token]) for token in self.ids]
 
+    def entries(self, start: int = 0) -> list[dict[str, Any]]:
+        """OpenAI's ``logprobs.content`` entries of the tokens recorded from ``start`` on."""
+
+        def entry(token: int, logprob: float) -> dict[str, Any]:
+            raw = bytes(self.llm.detokenize([token]))
+            return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
+
+        out = []
+        for index in range(start, len(self.ids)):
+            item = entry(self.ids[index], self.logprobs[index])
+            top = self.alternatives[index] if index < len(self.alternatives) else []
+            item["top_logprobs"] = [entry(token, logprob) for token, logprob in top]
+            out.append(item)
+        return out
+
 
 def text_messages(model: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The messages with string content, as GGUF chat templates expect: text parts joined, ``None`` as ""."""
@@ -141,16 +170,25 @@ def text_messages(model: str, messages: list[dict[str, Any]]) -> list[dict[str, 
     return plain
 
 
-def _kwargs(request: ChatRequest, model: str) -> dict[str, Any]:
+def _kwargs(llm: Any, request: ChatRequest, model: str) -> dict[str, Any]:
+    """``create_chat_completion``'s arguments: messages for the model's template, sampling, and the grammar
+    of a JSON answer or a forced tool call (:mod:`llama_tools`)."""
+    mode = llama_tools.tool_mode(request)
+    tools = request.extra.get("tools") or [] if mode.kind != "none" else []
+    template = str((getattr(llm, "metadata", None) or {}).get("tokenizer.chat_template", ""))
     kwargs: dict[str, Any] = {
-        "messages": text_messages(model, request.messages),
+        "messages": llama_tools.prompt_messages(text_messages(model, request.messages), tools, template),
         "max_tokens": request.max_tokens or 512,
     }
+    if tools and "tools" in template:
+        kwargs["tools"] = tools
     for name in ("temperature", "top_p", "seed"):
         if getattr(request, name) is not None:
             kwargs[name] = getattr(request, name)
     if request.stop:
         kwargs["stop"] = request.stop
+    if (grammar := llama_tools.grammar(mode)) is not None:
+        kwargs["grammar"] = grammar
     return kwargs
 
 
@@ -179,16 +217,17 @@ def execute(
     request = ChatRequest(**payload["request"])
     if op == "choices":
         return {"choices": _choices(llm, model, request, list(payload["choices"]))}
+    kwargs = _kwargs(llm, request, model)
     # The recorder costs a copy of the logits per token: only where logprobs are asked for, or a stream needs
     # its counts (llama-cpp-python's streams report no usage).
-    recorder = _Recorder(llm) if request.logprobs or op == "stream" else None
-    processors: list[Any] = [_EndWhenSet(cancelled, llm.token_eos())]
+    top = min(int(request.extra.get("top_logprobs") or 0), 20) if request.logprobs else 0
+    recorder = _Recorder(llm, top=top) if request.logprobs or op == "stream" else None
+    processors: list[Any] = [_EndWhenSet(cancelled, llm.token_eos(), constrained="grammar" in kwargs)]
     if recorder is not None:
         processors.append(recorder)
-    kwargs = _kwargs(request, model)
     if op == "stream":
         assert recorder is not None
-        text, finish = _stream(llm, model, kwargs, processors, cancelled, emit)
+        text, finish = _stream(llm, model, kwargs, processors, cancelled, emit, recorder if request.logprobs else None)
         recorder.finish(text)  # idempotent: the last token counts in the usage
         usage = {"prompt_tokens": recorder.prompt_tokens or 0, "completion_tokens": len(recorder.ids)}
     else:
@@ -200,6 +239,8 @@ def execute(
     if recorder is not None:
         recorder.finish(text)
         done.update(tokens=recorder.tokens(), logprobs=recorder.logprobs)
+        if request.logprobs:  # OpenAI's object: a stream already sent the entries of its earlier chunks
+            done["entries"] = recorder.entries(recorder.sent)
     return done
 
 
@@ -210,7 +251,10 @@ def _stream(
     processors: list[Any],
     cancelled: threading.Event,
     emit: Callable[[Message], None],
+    logged: _Recorder | None = None,
 ) -> tuple[str, str]:
+    """Stream the pieces through ``emit``; with ``logged``, each piece carries the logprobs entries of the
+    tokens recorded since the last (a token is recorded one step after it is chosen, so they trail by one)."""
     chunks = _generate(llm, model, {**kwargs, "stream": True}, processors)
     text: list[str] = []
     finish = "stop"
@@ -222,7 +266,11 @@ def _stream(
         piece = choice["delta"].get("content") or ""
         if piece:
             text.append(piece)
-            emit({"chunk": {"text": piece}})
+            message: dict[str, Any] = {"text": piece}
+            if logged is not None:
+                message["entries"] = logged.entries(logged.sent)
+                logged.sent = len(logged.ids)
+            emit({"chunk": message})
         finish = choice.get("finish_reason") or finish
     return "".join(text), finish
 

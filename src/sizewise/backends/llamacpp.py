@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sizewise.backends import llama_runtime
+from sizewise.backends import llama_runtime, llama_tools
 from sizewise.backends.base import Backend
 from sizewise.backends.llama_process import model_process
 from sizewise.catalog.schema import LlamaCppSettings, ModelSpec
@@ -30,6 +30,19 @@ _RUN_LOCKS: dict[str, threading.Lock] = {}
 _ASYNC_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _choices_asked(request: ChatRequest) -> int:
+    n = request.extra.get("n", 1)
+    return n if isinstance(n, int) and n > 1 else 1
+
+
+def _as_delta(index: int, choice: dict[str, Any]) -> dict[str, Any]:
+    """A whole choice as one streamed chunk's choice (tool calls get their ``index``)."""
+    delta = dict(choice["message"])
+    if delta.get("tool_calls"):
+        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(delta["tool_calls"])]
+    return {"index": index, "delta": delta, "logprobs": choice["logprobs"], "finish_reason": choice["finish_reason"]}
 
 
 class LlamaCppBackend(Backend):
@@ -82,35 +95,87 @@ class LlamaCppBackend(Backend):
         async for message in runner:
             yield message
 
-    async def complete(self, request: ChatRequest) -> ChatResult:
-        """Generate a whole answer (with per-token logprobs when ``request.logprobs``)."""
+    async def _sample(self, request: ChatRequest, mode: llama_tools.ToolMode) -> tuple[ChatResult, dict[str, Any]]:
+        """One answer, read for tool calls, and its choice in OpenAI's format."""
         start = time.perf_counter()
         done: dict[str, Any] = {}
         async for message in self._run("complete", {"request": request}):
             done = message.get("done", done)
-        return ChatResult(
+        text, calls = llama_tools.parse_answer(mode, request, done["text"])
+        result = ChatResult(
             model=self.model,
-            text=done["text"],
-            finish_reason=done["finish_reason"],
+            text=text,
+            finish_reason="tool_calls" if calls else done["finish_reason"],
             prompt_tokens=done["prompt_tokens"],
             completion_tokens=done["completion_tokens"],
             latency_s=time.perf_counter() - start,
             tokens=done.get("tokens") if request.logprobs else None,
             logprobs=done.get("logprobs") if request.logprobs else None,
+            tool_calls=calls,
         )
+        message = {"role": "assistant", "content": text if text or not calls else None}
+        if calls:
+            message["tool_calls"] = calls
+        logprobs = {"content": done["entries"], "refusal": None} if "entries" in done else None
+        if logprobs is not None:
+            result.upstream["logprobs"] = logprobs
+        choice = {"message": message, "logprobs": logprobs, "finish_reason": result.finish_reason}
+        return result, choice
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        """Generate a whole answer (with per-token logprobs when ``request.logprobs``); ``n > 1`` answers are
+        sampled one after another (seed, seed + 1, ... when a seed is given), every choice in
+        ``upstream["choices"]``, the prompt counted once."""
+        start = time.perf_counter()
+        mode = llama_tools.tool_mode(request)  # a request the model cannot serve fails before it waits
+        result, first = await self._sample(request, mode)
+        n = _choices_asked(request)
+        if n > 1:
+            choices = [first]
+            for index in range(1, n):
+                seed = None if request.seed is None else request.seed + index
+                more, choice = await self._sample(dataclasses.replace(request, seed=seed), mode)
+                result.completion_tokens += more.completion_tokens
+                choices.append(choice)
+            result.upstream["choices"] = [{"index": i, **choice} for i, choice in enumerate(choices)]
+        result.latency_s = time.perf_counter() - start
+        return result
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """Stream the answer; the last chunk carries ``finish_reason`` and the usage counts."""
+        """Stream the answer; the last chunk carries ``finish_reason`` and the usage counts.
+
+        With tools the answer is held until it ends (a tool call is known only once whole), then sent as one
+        chunk of text or of tool calls. Choices past the first (``n > 1``) follow whole, before the last chunk.
+        """
+        mode = llama_tools.tool_mode(request)
+        held = mode.kind != "none"
+        text: list[str] = []
+        done: dict[str, Any] = {}
         async for message in self._run("stream", {"request": request}):
             if "chunk" in message:
-                yield ChatChunk(text=message["chunk"]["text"])
+                piece = message["chunk"]
+                entries = piece.get("entries")
+                if held:
+                    text.append(piece["text"])
+                elif piece["text"] or entries:
+                    yield ChatChunk(text=piece["text"], upstream={"logprobs": {"content": entries}} if entries else {})
             else:
                 done = message["done"]
-                yield ChatChunk(
-                    finish_reason=done["finish_reason"],
-                    prompt_tokens=done["prompt_tokens"],
-                    completion_tokens=done["completion_tokens"],
-                )
+        finish = done["finish_reason"]
+        if held:
+            content, calls = llama_tools.parse_answer(mode, request, "".join(text))
+            finish = "tool_calls" if calls else finish
+            tool_calls = [{"index": i, **call} for i, call in enumerate(calls or [])] or None
+            yield ChatChunk(text=content, tool_calls=tool_calls)
+        if done.get("entries"):  # the last token's entry (recorded after the last piece was sent)
+            yield ChatChunk(upstream={"logprobs": {"content": done["entries"]}})
+        completion_tokens = done["completion_tokens"]
+        for index in range(1, _choices_asked(request)):
+            seed = None if request.seed is None else request.seed + index
+            more, choice = await self._sample(dataclasses.replace(request, seed=seed), mode)
+            completion_tokens += more.completion_tokens
+            yield ChatChunk(upstream={"choices": [_as_delta(index, choice)]})
+        yield ChatChunk(finish_reason=finish, prompt_tokens=done["prompt_tokens"], completion_tokens=completion_tokens)
 
     async def choice_logprobs(self, request: ChatRequest, choices: list[str]) -> dict[str, float]:
         """Log-probability of each choice's first token as the answer's first token (reads the prompt only)."""

@@ -1,12 +1,14 @@
-"""Does shadow judging slow the client? Client latency with shadowing off, on at about 7% of requests
-(the defaults: 2% uniform + 5% active) and on at 100% (every answer shadowed and judged in both orders:
-three more upstream calls per request), through a live gateway with the official openai client.
+"""Does shadow judging slow the client? Client latency with shadowing off (twice: the second "off" row,
+an A/A comparison, shows the noise), on at about 7% of requests (the defaults: 2% uniform + 5% active) and
+on at 100% (every answer shadowed and judged in both orders: three more upstream calls per request),
+through a live gateway with the official openai client; then the time a request spends in the shadow hook,
+the only shadow work on the request path.
 
 The upstream (weak, strong and judge models) runs in its own process and answers after
 ``--delay-ms``; the gateway runs in this process in a thread (as in the tests), the client in the main
 thread, sequential requests. Configurations are interleaved in rounds so drift hits them alike.
 
-    .venv/bin/python bench/shadow_latency.py [--requests 200] [--rounds 3] [--delay-ms 10]
+    .venv/bin/python bench/shadow_latency.py [--requests 100] [--rounds 6] [--delay-ms 10]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -28,6 +31,7 @@ import openai
 import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import ROOT, markdown_table, update_section, write_json
 from fake_upstream import free_port, read_body, send_answer
 from sizewise.catalog.schema import CatalogSpec
 from sizewise.gateway.app import create_app
@@ -160,9 +164,10 @@ def hook_cost_us(base_url: str, log: Path, calls: int = 20_000) -> tuple[float, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=200, help="requests per configuration and round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=100, help="requests per configuration and round")
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--delay-ms", type=float, default=10.0, help="each upstream answer's delay")
+    parser.add_argument("--no-results", action="store_true", help="print only; leave docs/results.md alone")
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_upstream:
@@ -189,19 +194,35 @@ def main() -> None:
                     for event, n in jobs(gw).items():
                         counts[name][event] = counts[name].get(event, 0) + n
         skipped, chosen = hook_cost_us(up.base_url, Path(tmp) / "hook.sqlite")
-    print(f"upstream delay {args.delay_ms:g} ms, {args.rounds} rounds x {args.requests} requests per configuration\n")
-    print(
-        "| shadowing | requests | p50 ms | p50 per round, min-max | p95 ms | mean ms | shadow jobs judged / dropped |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    rows = []
     for name, values in latencies.items():
-        p50, p95 = statistics.quantiles(values, n=100)[49], statistics.quantiles(values, n=100)[94]
+        quantiles = statistics.quantiles(values, n=100)
         judged, dropped = counts[name].get("judged", 0), counts[name].get("dropped", 0)
-        jobs_cell = "-" if configs[name] is None else f"{judged} / {dropped}"
-        spread = f"{min(round_p50[name]):.2f}-{max(round_p50[name]):.2f}"
-        mean = statistics.fmean(values)
-        print(f"| {name} | {len(values)} | {p50:.2f} | {spread} | {p95:.2f} | {mean:.2f} | {jobs_cell} |")
-    print(f"\nshadow hook on the request path: {skipped:.1f} us a request not chosen, {chosen:.1f} us one chosen")
+        rows.append(
+            {
+                "shadowing": name,
+                "requests": len(values),
+                "p50 ms": quantiles[49],
+                "p50 per round, min-max": f"{min(round_p50[name]):.2f}-{max(round_p50[name]):.2f}",
+                "p95 ms": quantiles[94],
+                "mean ms": statistics.fmean(values),
+                "shadow jobs judged / dropped": "-" if configs[name] is None else f"{judged} / {dropped}",
+            }
+        )
+    table = markdown_table(rows, digits=2)
+    hook = f"The shadow hook on the request path: {skipped:.1f} µs a request not chosen, {chosen:.1f} µs one chosen."
+    setup = (
+        f"Upstream answers after {args.delay_ms:g} ms (its own process); gateway in a thread, the openai client, "
+        f"sequential requests; {args.rounds} interleaved rounds of {args.requests} requests per configuration. "
+        "The two `off` rows differ in nothing: their gap is the noise. Load average at the end: "
+        f"{os.getloadavg()[0]:.1f}."
+    )
+    print(table, hook, sep="\n\n")
+    if args.no_results:
+        return
+    write_json(ROOT / "docs" / "results" / "shadow_latency.json", {"rows": rows, "hook_us": [skipped, chosen]})
+    title = "Shadow judging: the client's latency with shadowing on and off"
+    update_section("shadow-latency", title, "python bench/shadow_latency.py", f"{table}\n\n{hook}\n\n{setup}")
 
 
 if __name__ == "__main__":

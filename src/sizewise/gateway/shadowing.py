@@ -71,10 +71,12 @@ def take_label(extra: dict[str, Any] | None) -> Label | None:
 class ShadowHook:
     """Picks requests to shadow and queues them; one per app."""
 
-    def __init__(self, engine: Engine, runner: Any, sampler: Any) -> None:
+    def __init__(self, engine: Engine, runner: Any, sampler: Any, reasons: Callable[[Any], list[str]] | None) -> None:
         self.engine = engine
         self.runner = runner
         self.sampler = sampler
+        #: The privacy filter's ``reasons(ctx)`` (its scan of this request, made before routing), when privacy is on.
+        self.reasons = reasons
 
     def after(
         self, ctx: RequestContext, decision: Decision, result: ChatResult, label: Label | None = None
@@ -142,6 +144,7 @@ class ShadowHook:
             others=others,
             reference=label.reference if label else None,
             answer_format=label.answer_format if label else None,
+            personal=bool(self.reasons(ctx)) if self.reasons is not None else None,
             detail={"chosen_by": chosen[0], "inclusion_p": chosen[1], "router_score": score, "threshold": threshold},
         )
 
@@ -184,23 +187,27 @@ def build_shadow(engine: Engine, settings: GatewaySettings, log_url: str | None,
         raise ConfigError(f"gateway.shadow.judge: {judge_name!r} is not a catalog model that can be called")
     events = Counter("sizewise_shadow_jobs", "Shadow judging jobs by what became of them", ["event"], registry=registry)
     counters = {event: events.labels(event) for event in EVENTS}  # every series shows, at 0 until it happens
+    personal, reasons = _privacy(engine, settings)
     runner = ShadowRunner(
         shadow,
         engine.backend,
         OutcomeStore(url),
         SpendLedger(url),
         judge=LLMJudge(judge_spec, engine.backend(judge_spec)),
-        personal=_personal(engine, settings),
+        personal=personal,
         count=lambda event: counters[event].inc(),
         timeout_s=settings.request_timeout_s,
     )
-    return ShadowHook(engine, runner, Sampler(shadow.uniform_rate, shadow.active_rate, shadow.active_width))
+    sampler = Sampler(shadow.uniform_rate, shadow.active_rate, shadow.active_width)
+    return ShadowHook(engine, runner, sampler, reasons)
 
 
-def _personal(engine: Engine, settings: GatewaySettings) -> Callable[[ChatRequest], bool] | None:
-    """Under ``privacy: local-only``, the gateway's own privacy scan as a yes/no (None when privacy is off)."""
+def _privacy(engine: Engine, settings: GatewaySettings) -> tuple[Callable[[ChatRequest], bool] | None, Any]:
+    """Under ``privacy: local-only``: the gateway's own privacy scan as a yes/no for any request, and the
+    engine's privacy filter's ``reasons(ctx)`` (its scan made before routing, free to read), if it has one.
+    (None, None) when privacy is off."""
     if settings.privacy != "local-only":
-        return None
+        return None, None
     from sizewise.policy.constraints.privacy import PrivacyFilter
 
     found = next((f for f in engine.filters if isinstance(f, PrivacyFilter)), None)
@@ -210,4 +217,4 @@ def _personal(engine: Engine, settings: GatewaySettings) -> Callable[[ChatReques
         scan = scanner.scan(request)
         return bool(scan.rules) or (scanner.opaque == "personal" and bool(scan.opaque))
 
-    return personal
+    return personal, found.reasons if found is not None else None

@@ -117,6 +117,8 @@ class ShadowJob:
     others: list[ModelSpec]
     reference: str | None = None
     answer_format: str | None = None
+    #: Whether the request carries personal data, when the gateway's privacy scan already said (None: unknown).
+    personal: bool | None = None
     #: Goes into every outcome's detail: ``inclusion_p``, ``chosen_by``, the router's score and threshold.
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -183,12 +185,15 @@ class ShadowRunner:
         """Shadow, judge and store one job; returns the outcomes stored (none when it was skipped).
 
         The cap is checked once, before the job: a job that starts is finished (a shadow answer without its
-        verdict would be spent for nothing), so a day may end above the cap by at most one job's cost.
+        verdict would be spent for nothing), so a day may end above the cap by at most the cost of the jobs
+        that were running (``concurrency``).
         """
         if await asyncio.to_thread(self.ledger.today) >= self.settings.daily_cap_usd:
             self.count("capped")
             return []
-        personal = self.personal is not None and await asyncio.to_thread(self.personal, job.request)
+        personal = job.personal
+        if personal is None:  # the gateway did not know: scan here
+            personal = self.personal is not None and await asyncio.to_thread(self.personal, job.request)
         others = [spec for spec in job.others if not (personal and spec.location != "local")]
         if len(others) < len(job.others):
             self.count("privacy")
@@ -231,7 +236,7 @@ class ShadowRunner:
             return None
         requests = judge.requests(job.question, (job.served, job.answer), (other, answer))
         if judge.spec.location != "local" and (
-            personal or (self.personal is not None and await asyncio.to_thread(self.personal, requests[0]))
+            personal or (self.personal is not None and await asyncio.to_thread(self.personal, _answers(answers)))
         ):
             self.count("privacy")  # the answers may carry personal data the prompt did not
             return None
@@ -268,6 +273,11 @@ class ShadowRunner:
         close = getattr(self.store, "close", None)
         if close is not None:
             close()
+
+
+def _answers(answers: dict[str, str]) -> ChatRequest:
+    """The answers as a request, for the privacy scan (the prompt was scanned already)."""
+    return ChatRequest(messages=[{"role": "assistant", "content": text} for text in answers.values()])
 
 
 def _outcomes(job: ShadowJob, other: str, verdict: Verdict, measured: dict[str, Any]) -> list[Outcome]:

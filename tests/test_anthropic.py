@@ -228,6 +228,30 @@ def test_claude_code_style_tool_round_trip(client: anthropic.Anthropic, upstream
     assert second.stop_reason == "end_turn" and second.content[0].text == "done: 18 C, sunny"  # type: ignore[union-attr]
 
 
+def test_parallel_tool_results_follow_their_calls_in_order(client: anthropic.Anthropic, upstream: ToolUpstream) -> None:
+    calls = [
+        {"type": "tool_use", "id": "call_a", "name": "get_weather", "input": {"city": "Paris"}},
+        {"type": "tool_use", "id": "call_b", "name": "get_weather", "input": {"city": "Rome"}},
+    ]
+    results = [
+        {"type": "tool_result", "tool_use_id": "call_a", "content": [{"type": "text", "text": "18 C"}]},
+        {"type": "tool_result", "tool_use_id": "call_b", "content": "boom", "is_error": True},
+        {"type": "text", "text": "Compare them."},
+    ]
+    history: Any = [
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "two calls", "signature": "s"}, *calls]},
+        {"role": "user", "content": results},
+    ]
+    client.messages.create(model="up", max_tokens=16, tools=[WEATHER], messages=history)  # type: ignore[list-item]
+    sent = upstream.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "tool", "user"]
+    assert [c["id"] for c in sent[1]["tool_calls"]] == ["call_a", "call_b"] and sent[1]["content"] is None
+    assert (sent[2]["tool_call_id"], sent[2]["content"]) == ("call_a", "18 C")
+    assert (sent[3]["tool_call_id"], sent[3]["content"]) == ("call_b", "Error: boom")
+    assert sent[4]["content"] == [{"type": "text", "text": "Compare them."}]
+
+
 def test_streamed_tool_call(client: anthropic.Anthropic) -> None:
     with client.messages.stream(
         model="up",

@@ -13,6 +13,7 @@ from sizewise.evaluation.table import OutcomeTable
 from sizewise.learn.retrain import (
     Outcomes,
     Target,
+    calibration,
     paired_comparison,
     parse_target,
     provenance,
@@ -22,6 +23,7 @@ from sizewise.learn.retrain import (
 )
 from sizewise.routers.base import load_router
 from sizewise.routers.retrained import RetrainedRouter
+
 
 def misled_table(n: int, seed: int) -> OutcomeTable:
     """Traffic of another deployment: there the weak model fails chat and aces math and code."""
@@ -137,3 +139,20 @@ def test_bad_targets_are_one_line_errors(text):
     with pytest.raises(ConfigError, match="target") as error:
         parse_target(text)
     assert "\n" not in str(error.value)
+
+
+def test_the_candidate_is_calibrated_on_scores_of_requests_it_never_saw():
+    """In-sample scores flatter a fitted router: the share a quality target needs comes from cross-fitted
+    scores, and the threshold sends that share of the router's own scores to the strong model."""
+    rng = np.random.default_rng(3)
+    n = 400
+    q_weak, q_strong = (rng.random(n) < 0.5).astype(float), np.ones(n)
+    outcomes = Outcomes([f"p{i}" for i in range(n)], q_weak, q_strong)
+    in_sample = q_strong - q_weak + 0.01 * rng.random(n)  # memorised: ranks every needy request first
+    cross_fitted = rng.random(n)  # what it knows about requests it never saw: nothing
+    target = Target("quality", 0.95)
+    flattering = calibration(RetrainedRouter(), outcomes, target, scores=in_sample)["targets"]["quality_0.95"]
+    honest = calibration(RetrainedRouter(), outcomes, target, scores=in_sample, heldout=cross_fitted)
+    entry = honest["targets"]["quality_0.95"]
+    assert flattering["share"] < 0.5 < 0.85 < entry["share"]  # 0.95 of the quality needs ~90% when blind
+    assert np.mean(in_sample >= entry["threshold"]) == pytest.approx(entry["share"], abs=0.01)

@@ -49,6 +49,17 @@ def _incumbent(spec: str | None, versions: Any) -> tuple[Any, Path, str | None]:
     return load_router(path), path, None
 
 
+def _weights(table: Any) -> Any:
+    """1 / inclusion_p where the table says how likely shadow judging was to pick each request, else None."""
+    import numpy as np
+    import pandas as pd
+
+    if "inclusion_p" not in table.prompts.columns:
+        return None
+    p = pd.to_numeric(table.prompts["inclusion_p"], errors="coerce").to_numpy(float)
+    return np.where(np.isfinite(p) & (p > 0), 1.0 / np.where(p > 0, p, 1.0), 1.0)
+
+
 @router_app.command("retrain")
 def retrain_command(
     outcomes: Annotated[str, typer.Option("--outcomes", help="Judged requests: an outcome table file or dataset.")],
@@ -77,7 +88,7 @@ def retrain_command(
     router, path, parent = _incumbent(incumbent, versions)
     table = read_table(outcomes)
     goal = parse_target(target) if target is not None else incumbent_target(router)
-    result = retrain(router, table, goal, shrink=shrink, seed=seed)
+    result = retrain(router, table, goal, shrink=shrink, weights=_weights(table), seed=seed)
     if parent is None:  # the first retrain: keep the incumbent itself as a version, so rollback can restore it
         parent = versions.add(path, note=f"incumbent {path}")
         versions.promote(parent, reason="the incumbent, before the first retrain")

@@ -137,12 +137,28 @@ def routed_quality(scores: np.ndarray, threshold: float, outcomes: Outcomes) -> 
     return result
 
 
-def calibration(router: Router, outcomes: Outcomes, target: Target, scores: np.ndarray | None = None) -> dict[str, Any]:
+def calibration(
+    router: Router,
+    outcomes: Outcomes,
+    target: Target,
+    scores: np.ndarray | None = None,
+    heldout: np.ndarray | None = None,
+) -> dict[str, Any]:
     """A router file's calibration record for ``target``, measured on the judged traffic (``scores``: the
-    router's scores of ``outcomes.texts``, when the caller has them)."""
+    router's scores of ``outcomes.texts``, when the caller has them).
+
+    ``heldout``: scores of the same requests by routers that never saw them (cross-fitted). The router was
+    fitted on these requests, so its own scores flatter it; the share of strong calls the target needs is
+    then found on ``heldout``, and the threshold sends that share of ``scores`` to the strong model."""
     scores = np.asarray(router.score(outcomes.texts) if scores is None else scores, dtype=float)
-    threshold = weighted_threshold(scores, outcomes, target)
-    entry = {"threshold": threshold, **routed_quality(scores, threshold, outcomes), "n_judged": len(scores)}
+    if heldout is None:
+        threshold = weighted_threshold(scores, outcomes, target)
+        measured = routed_quality(scores, threshold, outcomes)
+    else:
+        honest = np.asarray(heldout, dtype=float)
+        measured = routed_quality(honest, weighted_threshold(honest, outcomes, target), outcomes)
+        threshold = weighted_threshold(scores, outcomes, Target("share", measured["share"]))
+    entry = {"threshold": threshold, **measured, "n_judged": len(scores)}
     entry["strong_quality"] = float(np.average(outcomes.q_strong, weights=outcomes.w()))
     return {"default": target.key, "targets": {target.key: entry}, "source": "judged traffic"}
 
@@ -321,7 +337,7 @@ def retrain(
         base_scores=base_scores,
         phi=phi,
     )
-    chosen = calibration(candidate, outcomes, target, candidate.score_from(base_scores, phi))
+    chosen = calibration(candidate, outcomes, target, candidate.score_from(base_scores, phi), candidate_scores)
     return RetrainResult(candidate, comparison, chosen, inc_calibration, len(outcomes.texts))
 
 

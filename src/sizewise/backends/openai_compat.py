@@ -4,6 +4,13 @@ Requests go through httpx's own connection pool (httpcore), configured per model
 it handles 1xx responses, trailers, keep-alive after errors and proxies, and never replays a request that was
 written. Errors map to :class:`BackendError`: timeouts, refused connections, 5xx, 429 and a stream cut before its end
 are ``retryable`` (another try or another model may work); other 4xx are not (the request itself is wrong).
+``timeout_s`` bounds each read, so a stream runs as long as chunks keep coming; a longer gap is a timeout.
+
+The request passes through as the client sent it, and the answer's fields come back verbatim (tool calls,
+logprobs objects, every choice of ``n``, the upstream's ``id``): :func:`parse_answer`, :func:`parse_event`.
+Why not the official ``openai`` async client: measured on the fake upstream (``bench/upstream_client.py``),
+it cost 0.6 ms more CPU per answer and 1.4 ms per stream, and its typed models would have to be dumped
+again to pass fields through verbatim; the SSE parsing it would replace is the few lines below.
 """
 
 from __future__ import annotations

@@ -62,6 +62,15 @@ class Upstream:
                 await asyncio.sleep(0.01)
         elif model == "strong-leaky":
             text = "strong answer: write to jane.doe@example.org"
+        elif model == "strong-down":
+            error = json.dumps({"error": {"message": "overloaded", "type": "server_error"}}).encode()
+            await send(
+                {"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"application/json")]}
+            )
+            await send({"type": "http.response.body", "body": error})
+            return
+        elif model == "judge-vague":
+            text = "Both answers have merit."
         elif model.startswith("judge"):
             user = body["messages"][-1]["content"]
             first = user.split("[Answer A]", 1)[1].split("[Answer B]", 1)[0]
@@ -199,6 +208,24 @@ def test_tool_requests_are_not_shadowed(up: Upstream, tmp_path: Path) -> None:
     assert len(up.calls("strong-up")) == 1 and "tools" not in up.calls("strong-up")[0]
 
 
+def test_shadowed_requests_export_as_an_outcome_table_with_both_models(
+    up: Upstream, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    spec = catalog(up, tmp_path)
+    with GatewayServer(spec) as gw:
+        request_id, _ = ask(gw)
+        store = OutcomeStore(spec["gateway"]["log_url"])
+        wait_for(lambda: len(store.outcomes()) == 2)
+        gw.rows()  # the request log has written the request's row
+    out = tmp_path / "mine.jsonl"
+    code, printed, _ = run_cli("outcomes", "export", "--db", spec["gateway"]["log_url"], "--out", str(out))
+    assert code == 0 and "1 judged on 2+ models" in printed
+    rows = {row["model"]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert {row["prompt_id"] for row in rows.values()} == {request_id}
+    assert (rows["weak"]["quality"], rows["strong"]["quality"]) == (0.0, 1.0)
+    assert rows["strong"]["cost"] == pytest.approx(4e-5) and rows["strong"]["tokens_out"] == 5
+
+
 def test_a_judge_that_always_says_a_gives_a_tie(up: Upstream, tmp_path: Path) -> None:
     with GatewayServer(catalog(up, tmp_path, judge="judge-a")) as gw:
         ask(gw)
@@ -303,6 +330,26 @@ def test_the_uniform_slice_alone_has_a_constant_inclusion_probability() -> None:
     sampler = Sampler(0.5, 0.0, 0.5, rng=random.Random(2))
     chosen = [sampler.choose(s / 100, 0.5) for s in range(100)]
     assert {c for c in chosen if c is not None} == {("uniform", 0.5)}
+
+
+@pytest.mark.parametrize(("strong", "judge"), [("strong-down", "judge-smart"), ("strong-up", "judge-vague")])
+def test_a_failed_shadow_call_or_a_vague_judge_stores_nothing_and_is_counted(
+    up: Upstream, tmp_path: Path, strong: str, judge: str
+) -> None:
+    with GatewayServer(catalog(up, tmp_path, strong=strong, judge=judge)) as gw:
+        ask(gw)
+        wait_for(settled(gw, 1))
+        assert events(gw)["failed"] == 1 and events(gw)["judged"] == 0
+        assert not OutcomeStore(gw.app.state.gateway.settings.log_url).outcomes()
+        ask(gw)  # the worker lives on
+        wait_for(settled(gw, 2))
+
+
+def test_constant_router_scores_leave_the_active_share_uniform() -> None:
+    sampler = Sampler(0.0, 0.2, 0.5, rng=random.Random(3))
+    chosen = [sampler.choose(0.4, 0.23) for _ in range(5_000)]
+    picked = [c for c in chosen if c is not None]
+    assert 0.17 < len(picked) / len(chosen) < 0.23 and {p for _, p in picked} == {0.2}
 
 
 def test_verdicts_prompt_and_graders() -> None:

@@ -213,11 +213,11 @@ def _result(
     fixed = getattr(router, "fixed_share", None)
     if fixed is None:
         curve = metrics.routing_curve(scores, q_weak, q_strong, c_weak, c_strong)
-        values = metrics.summarize(curve)
+        summary = metrics.summarize(curve)
         known = [a for a in fold_apgr if a is not None]
         if fold_apgr:  # cross-validation only: transfer and fitted routers have one fit, nothing to average
-            values["apgr_fold_mean"] = float(np.mean(known)) if known else None
-        return RouterResult(router.name, curve, values, fold_apgr)
+            summary["apgr_fold_mean"] = float(np.mean(known)) if known else None
+        return RouterResult(router.name, curve, summary, fold_apgr)
     # always-small / always-large: one operating point, no curve to integrate
     full = metrics.routing_curve(np.zeros(len(scores)), q_weak, q_strong, c_weak, c_strong)
     at_end = fixed >= 1.0

@@ -23,6 +23,7 @@ from sizewise.routers._learned import (
     sigmoid,
 )
 from sizewise.routers.base import Router, register
+from sizewise.routers.prefix import learn_shared, readable, shared_from_meta
 
 if TYPE_CHECKING:
     from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
@@ -40,13 +41,15 @@ class _PerModelRouter(Router):
         keep = ~np.all(np.isnan(table.quality), axis=1)
         self.models_ = list(table.models)
         texts = [t for t, k in zip(table.texts, keep, strict=True) if k]
-        x = embed_prompts(texts, self.embedding).astype(np.float64)
+        self.shared_ = learn_shared(texts)  # a shared system prompt / few-shot block must not blind the encoder
+        x = embed_prompts(readable(texts, self.shared_, self.embedding), self.embedding).astype(np.float64)
         return x, np.asarray(table.quality[keep], dtype=np.float64)
 
     def predict_quality(self, prompts: Sequence[str]) -> np.ndarray:
         """Predicted quality of every model in ``models_``: shape ``(n, len(models_))``."""
         self.check_fitted()
-        return self._predict(embed_prompts(prompts, self.embedding).astype(np.float64))
+        x = embed_prompts(readable(prompts, self.shared_, self.embedding), self.embedding)
+        return self._predict(x.astype(np.float64))
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -56,11 +59,12 @@ class _PerModelRouter(Router):
         return quality[:, self.models_.index(self.strong_)] - quality[:, self.models_.index(self.weak_)]
 
     def _meta(self) -> dict[str, Any]:
-        return {"weak": self.weak_, "strong": self.strong_, "models": self.models_}
+        return {"weak": self.weak_, "strong": self.strong_, "models": self.models_, "shared": list(self.shared_)}
 
     def _set_meta(self, meta: dict[str, Any]) -> None:
         self.models_ = [str(m) for m in meta["models"]]
         self.weak_, self.strong_ = str(meta["weak"]), str(meta["strong"])
+        self.shared_ = shared_from_meta(meta)
         if self.weak_ not in self.models_ or self.strong_ not in self.models_:
             raise ValueError("weak/strong model not among the saved models")
 

@@ -23,6 +23,7 @@ from sizewise.routers._learned import (
     pair_outcomes,
 )
 from sizewise.routers.base import Router, register
+from sizewise.routers.prefix import learn_shared, readable, shared_from_meta
 
 if TYPE_CHECKING:
     from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
@@ -41,7 +42,8 @@ class _NeighbourRouter(Router):
         self.weak_, self.strong_, _, _, _ = pair_outcomes(table, weak, strong)
         keep = ~np.all(np.isnan(table.quality), axis=1)
         texts = [t for t, k in zip(table.texts, keep, strict=True) if k]
-        self.embeddings_ = embed_prompts(texts, self.embedding)
+        self.shared_ = learn_shared(texts)  # a shared system prompt / few-shot block must not blind the encoder
+        self.embeddings_ = embed_prompts(readable(texts, self.shared_, self.embedding), self.embedding)
         self.quality_ = np.asarray(table.quality[keep], dtype=np.float32)
         self.models_ = list(table.models)
         self.fitted_ = True
@@ -53,7 +55,7 @@ class _NeighbourRouter(Router):
     def predict_quality(self, prompts: Sequence[str]) -> np.ndarray:
         """Predicted quality of every model in ``models_`` for each prompt: shape ``(n, len(models_))``."""
         self.check_fitted()
-        queries = embed_prompts(prompts, self.embedding)
+        queries = embed_prompts(readable(prompts, self.shared_, self.embedding), self.embedding)
         out = np.zeros((len(queries), len(self.models_)), dtype=np.float64)
         known = ~np.isnan(self.quality_)
         filled = np.where(known, self.quality_, 0.0)
@@ -68,12 +70,13 @@ class _NeighbourRouter(Router):
         return quality[:, self.models_.index(self.strong_)] - quality[:, self.models_.index(self.weak_)]
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        meta = {"weak": self.weak_, "strong": self.strong_, "models": self.models_}
+        meta = {"weak": self.weak_, "strong": self.strong_, "models": self.models_, "shared": list(self.shared_)}
         return meta, {"embeddings": self.embeddings_, "quality": self.quality_}
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.models_ = [str(m) for m in meta["models"]]
         self.weak_, self.strong_ = str(meta["weak"]), str(meta["strong"])
+        self.shared_ = shared_from_meta(meta)
         self.embeddings_ = array(arrays, "embeddings", (None, embedding_dim(self.embedding))).astype(np.float32)
         self.quality_ = array(arrays, "quality", (len(self.embeddings_), len(self.models_)), finite=False)
         self.quality_ = self.quality_.astype(np.float32)

@@ -109,3 +109,39 @@ def test_a_file_that_is_no_router_is_not_recorded(tmp_path):
     with pytest.raises(Exception, match="not a valid sizewise router file"):
         RouterVersions(tmp_path / "dir").add(bogus)
     assert RouterVersions(tmp_path / "dir").versions() == []
+
+
+def test_the_gateway_routes_with_the_promoted_version_and_again_with_the_incumbent_after_rollback(
+    run_cli, incumbent_file, outcome_files, tmp_path
+):
+    import openai
+
+    from fakes import FakeUpstream, GatewayServer, fake_model
+    from sizewise.core.text import conversation_text
+
+    code, out, err = run_cli(
+        "router", "retrain", "--outcomes", str(outcome_files[0]), "--incumbent", str(incumbent_file),
+        "--router-dir", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0 and "promoted v0002" in out, err
+    messages = [{"role": "user", "content": "Find all real roots of the polynomial x^3 - 12x^2 + 7x - 5."}]
+    text = conversation_text(messages)
+
+    def served_score() -> tuple[float, str]:
+        with FakeUpstream() as upstream:
+            models = [fake_model("small", "s", 0.5, upstream.base_url), fake_model("big", "b", 1.5, upstream.base_url)]
+            config = {"models": models, "gateway": {"log_url": "none", "router_dir": str(tmp_path)}}
+            with GatewayServer(config) as gateway:
+                client = openai.OpenAI(base_url=gateway.url, api_key="x", max_retries=0, timeout=60)
+                raw = client.chat.completions.with_raw_response.create(model="sizewise", messages=messages)
+                return float(raw.headers["x-sizewise-score"]), raw.headers["x-sizewise-model"]
+
+    promoted = load_router(tmp_path / CURRENT)
+    score, model = served_score()
+    assert score == pytest.approx(float(promoted.score([text])[0]), abs=1e-4)
+    assert model == ("big" if score >= promoted.threshold_ else "small")
+    assert run_cli("router", "rollback", "--router-dir", str(tmp_path))[0] == 0
+    before = load_router(incumbent_file).score([text])[0]
+    assert abs(before - promoted.score([text])[0]) > 0.1  # the two versions are told apart by the score
+    score, _ = served_score()
+    assert score == pytest.approx(float(before), abs=1e-4)

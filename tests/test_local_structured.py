@@ -123,6 +123,10 @@ def test_a_free_answer_is_read_for_tool_calls() -> None:
     tagged = 'Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}\n</tool_call>'
     text, calls = parse_answer(mode, request, tagged)
     assert text == "Sure." and calls and json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris", "days": 2}
+    two = tagged + tagged.replace("Paris", "Rome")
+    assert len(parse_answer(mode, request, two)[1] or []) == 2
+    single = ChatRequest(messages=ASK, extra={"tools": TOOLS, "parallel_tool_calls": False})
+    assert len(parse_answer(mode, single, two)[1] or []) == 1
     fenced = '```json\n{"name": "get_weather", "arguments": {"city": "Oslo", "days": 1}}\n```'  # Qwen2.5-0.5B's way
     assert parse_answer(mode, request, fenced)[1]
     assert parse_answer(mode, request, '{"name": "other", "arguments": {}}') == (

@@ -180,6 +180,8 @@ def parse_answer(mode: ToolMode, request: ChatRequest, text: str) -> tuple[str, 
         return text, None
     names = {str(t["function"].get("name")) for t in _tools(request)}
     calls = [call for block in _TAGGED.findall(text) if (call := _as_call(block, names))]
+    if request.extra.get("parallel_tool_calls") is False:
+        calls = calls[:1]
     if calls:
         return _TAGGED.sub("", text).strip(), calls
     whole = _as_call(text, names)

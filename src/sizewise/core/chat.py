@@ -51,8 +51,10 @@ class ChatResult:
     logprobs: list[float] | None = None
     #: OpenAI-format tool calls ``[{"id", "type": "function", "function": {"name", "arguments"}}]``.
     tool_calls: list[dict[str, Any]] | None = None
-    #: The upstream's own answer fields kept verbatim where it sent them: ``id``, ``system_fingerprint``,
-    #: ``logprobs`` (the choice's OpenAI logprobs object), ``refusal``, ``choices`` (all of them, for ``n > 1``).
+    #: The upstream's own answer fields kept verbatim where it sent them: ``id``, ``created``,
+    #: ``system_fingerprint``, ``logprobs`` (the choice's OpenAI logprobs object), ``message`` (the message's
+    #: other fields: ``refusal``, ``annotations``..., ``content: None`` when it was null), ``choices`` (all of
+    #: them, for ``n > 1``). Local models fill ``logprobs`` and ``choices`` the same way.
     upstream: dict[str, Any] = field(default_factory=dict)
 
 
@@ -67,5 +69,6 @@ class ChatChunk:
     completion_tokens: int | None = None
     #: OpenAI-format tool call deltas of this chunk ``[{"index", "id"?, "type"?, "function": {...}}]``.
     tool_calls: list[dict[str, Any]] | None = None
-    #: The upstream's own chunk fields kept verbatim (``id``, ``system_fingerprint``, ``logprobs``).
+    #: The upstream's own chunk fields kept verbatim (``id``, ``created``, ``system_fingerprint``, ``logprobs``,
+    #: ``delta``: the delta's other fields such as ``refusal``, ``choices``: those past the first for ``n > 1``).
     upstream: dict[str, Any] = field(default_factory=dict)

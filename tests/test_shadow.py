@@ -248,6 +248,23 @@ def test_a_labelled_request_is_graded_without_the_judge(up: Upstream, tmp_path: 
     assert all("sizewise" not in body for body in up.calls("strong-up"))  # the label is not sent upstream
 
 
+def test_a_reference_given_in_feedback_before_judging_grades_both_answers(up: Upstream, tmp_path: Path) -> None:
+    import httpx
+
+    up.hold.set()
+    with GatewayServer(catalog(up, tmp_path)) as gw:
+        request_id, _ = ask(gw)
+        wait_for(lambda: len(up.calls("strong-up")) == 1)  # the shadow call is under way
+        feedback = {"request_id": request_id, "thumbs": "down", "reference": "Strong answer."}
+        assert httpx.post(f"{gw.url}/feedback", json=feedback, timeout=5).status_code == 200
+        up.hold.clear()
+        store = OutcomeStore(gw.app.state.gateway.settings.log_url)
+        wait_for(lambda: len(store.outcomes()) == 3)
+    judged = {o.model: (o.score, o.source) for o in store.outcomes() if o.source != "feedback"}
+    assert judged == {"weak": (0.5, "reference"), "strong": (1.0, "reference")}  # "answer" is in both
+    assert not up.calls("judge-smart")
+
+
 def test_the_daily_cap_stops_shadow_calls_and_survives_a_restart(up: Upstream, tmp_path: Path) -> None:
     spec = catalog(up, tmp_path, daily_cap_usd=1e-9)  # the first job spends more than this
     with GatewayServer(spec) as gw:

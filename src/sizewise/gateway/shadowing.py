@@ -175,7 +175,7 @@ def build_shadow(engine: Engine, settings: GatewaySettings, log_url: str | None,
         return None
     from sizewise.learn.judges import LLMJudge
     from sizewise.learn.outcomes import OutcomeStore
-    from sizewise.learn.shadow import Sampler, ShadowRunner
+    from sizewise.learn.shadow import Sampler, ShadowRunner, feedback_reference
     from sizewise.learn.shadow_spend import SpendLedger
 
     url = shadow.outcomes_url or (log_url if log_url not in (None, "none") else None)
@@ -188,15 +188,17 @@ def build_shadow(engine: Engine, settings: GatewaySettings, log_url: str | None,
     events = Counter("sizewise_shadow_jobs", "Shadow judging jobs by what became of them", ["event"], registry=registry)
     counters = {event: events.labels(event) for event in EVENTS}  # every series shows, at 0 until it happens
     personal, reasons = _privacy(engine, settings)
+    store = OutcomeStore(url)
     runner = ShadowRunner(
         shadow,
         engine.backend,
-        OutcomeStore(url),
+        store,
         SpendLedger(url),
         judge=LLMJudge(judge_spec, engine.backend(judge_spec)),
         personal=personal,
         count=lambda event: counters[event].inc(),
         timeout_s=settings.request_timeout_s,
+        reference_for=lambda request_id: feedback_reference(store.engine, request_id),
     )
     sampler = Sampler(shadow.uniform_rate, shadow.active_rate, shadow.active_width)
     return ShadowHook(engine, runner, sampler, reasons)

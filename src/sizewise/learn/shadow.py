@@ -137,6 +137,7 @@ class ShadowRunner:
         personal: Callable[[ChatRequest], bool] | None = None,
         count: Callable[[str], None] = lambda event: None,
         timeout_s: float = 120.0,
+        reference_for: Callable[[str], str | None] | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -146,6 +147,8 @@ class ShadowRunner:
         self.personal = personal
         self.count = count
         self.timeout_s = timeout_s
+        #: A reference answer a client gave for a request in feedback (looked up when the request had no label).
+        self.reference_for = reference_for
         self._queue: asyncio.Queue[ShadowJob] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
@@ -203,6 +206,8 @@ class ShadowRunner:
             if shadow is None:
                 continue
             answer, measured = shadow
+            if job.reference is None and self.reference_for is not None:  # feedback may have come meanwhile
+                job.reference = await asyncio.to_thread(self.reference_for, job.request_id)
             verdict = await self._verdict(job, spec.name, answer, personal)
             if verdict is not None:
                 outcomes += _outcomes(job, spec.name, verdict, measured)
@@ -273,6 +278,25 @@ class ShadowRunner:
         close = getattr(self.store, "close", None)
         if close is not None:
             close()
+
+
+def feedback_reference(engine: Any, request_id: str) -> str | None:
+    """The reference answer of the latest feedback on ``request_id`` that gave one (in the outcome store whose
+    SQLAlchemy engine is ``engine``), else None."""
+    import json
+
+    from sqlalchemy import select
+
+    from sizewise.core.outcomelog import outcomes_table
+
+    c = outcomes_table.c
+    query = select(c.detail).where(c.request_id == request_id, c.source == "feedback").order_by(c.id.desc())
+    with engine.connect() as connection:
+        for (detail,) in connection.execute(query):
+            reference = json.loads(detail).get("reference") if detail else None
+            if isinstance(reference, str) and reference.strip():
+                return reference
+    return None
 
 
 def _answers(answers: dict[str, str]) -> ChatRequest:

@@ -1,33 +1,144 @@
-"""Train the pretrained default router shipped in src/sizewise/routers/pretrained/default.zip.
+"""Train the pretrained default router shipped in src/sizewise/routers/pretrained/default.zip, and
+calibrate the built-in cascade threshold, on the embedded models' own outcomes.
 
 The recipe lives in :mod:`sizewise.evaluation.default_router` (``sizewise train --default-router`` runs
-it too): RouteLLM MMLU + GSM8K + MT-Bench and MMLU-Pro outcome pairs as one (weak, strong) table, 80% of
-the distinct prompts to train, the rest to calibrate; the thresholds and the embedding's id are recorded
-in the file's provenance. ``--embedding minilm`` trains on MiniLM itself instead of the static table.
+it too): the outcomes ``bench/collect_embedded.py`` recorded (``$SIZEWISE_COLLECTED``, default
+/tmp/collect) as one (qwen2.5-coder-0.5b, 1.5b) table; 80% of the distinct questions train it, the other
+20% calibrate and measure. This script first picks the router by 5-fold cross-validation on the
+training 80% only, reports it on the held-out 20% beside the previous public-data router, checks two
+prompts that need the bigger model, calibrates ``cascade-logprob``'s threshold on the three-model
+ladder, writes ``docs/results/default_router.json`` and its section of docs/results.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sizewise.evaluation.default_router import DEFAULT_PARAMS, build_default_router, shipped_path
+from bench._results import ROOT, update_section, write_json
+from sizewise.evaluation import metrics
+from sizewise.evaluation.default_router import build_default_router, embedded_table, shipped_path, split_rows
+from sizewise.evaluation.harness import evaluate
+
+#: Candidates, all on the static embedding (sub-millisecond decisions): name -> (router, params).
+CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
+    "gbdt": ("gbdt", {"embedding": "static"}),
+    "gbdt-small": ("gbdt", {"embedding": "static", "n_estimators": 100, "min_child_samples": 10}),
+    "embed-logreg": ("embed-logreg", {"embedding": "static", "C": 0.1}),
+    "knn": ("knn", {"embedding": "static", "k": 25}),
+    "tfidf-logreg": ("tfidf-logreg", {}),
+}
+#: Prompts a first user meets; both need the bigger model (issue #22).
+NEEDS_BIG = (
+    "Prove that the square root of 2 is irrational.",
+    "What is 37 * 43? Show your work step by step, then give the final answer.",
+)
+
+
+def choose(train: Any) -> tuple[str, dict[str, dict[str, float]]]:
+    """The candidate with the best mean per-fold APGR in 5-fold CV on the training split."""
+    scores: dict[str, dict[str, float]] = {}
+    for label, (name, params) in CANDIDATES.items():
+        result = evaluate(train, [name], cv=5, seed=0, router_params={name: params}).results[0]
+        scores[label] = {"apgr_fold_mean": result.metrics["apgr_fold_mean"], "apgr": result.metrics["apgr"]}
+        print(f"  cv on training split: {label:13} {scores[label]}", flush=True)
+    best = max(scores, key=lambda k: scores[k]["apgr_fold_mean"] or 0.0)
+    return best, scores
+
+
+def held_out_apgr(router: Any, held: Any) -> float | None:
+    """APGR of a fitted router's scores on the held-out questions."""
+    curve = metrics.routing_curve(router.score(held.texts), held.column("weak"), held.column("strong"))
+    return metrics.summarize(curve)["apgr"]
 
 
 def main() -> None:
+    """Choose, train, check, calibrate, report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--router", default="gbdt")
-    parser.add_argument("--param", action="append", default=[], help="KEY=JSON router parameter")
-    parser.add_argument("--embedding", default="static", choices=["static", "minilm"], help="prompt embedder")
     parser.add_argument("--out", type=Path, default=None, help="default: the package's pretrained/default.zip")
     args = parser.parse_args()
-    params = {**DEFAULT_PARAMS, "embedding": args.embedding}
-    params.update({k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)})
-    build_default_router(args.out or shipped_path(), args.router, params)
+    from sizewise.routers.base import load_router
+
+    table = embedded_table()
+    print(f"outcomes: {table.meta['outcomes']}", flush=True)
+    train_rows, held_rows = split_rows(table)
+    train, held = table.subset(train_rows), table.subset(held_rows)
+    previous = load_router(shipped_path())  # read before it is replaced
+    previous_apgr = held_out_apgr(previous, held)
+    best, cv = choose(train)
+    name, params = CANDIDATES[best]
+    out = args.out or shipped_path()
+    router = build_default_router(out, name, params)
+    threshold = router.threshold_
+    checks = {text: float(router.score([text])[0]) for text in NEEDS_BIG}
+    report = {
+        "outcomes": table.meta["outcomes"],
+        "n_train": len(train_rows),
+        "n_heldout": len(held_rows),
+        "cv_on_training_split": cv,
+        "chosen": best,
+        "heldout_apgr": held_out_apgr(router, held),
+        "previous_router_heldout_apgr": previous_apgr,
+        "threshold": threshold,
+        "needs_big": {t: {"score": s, "to_big": threshold is not None and s >= threshold} for t, s in checks.items()},
+        "cascade": cascade_calibration(),
+    }
+    print(report, flush=True)
+    write_json(ROOT / "docs" / "results" / "default_router.json", report)
+    update_section(
+        "default-router",
+        "The default router on the embedded models' own outcomes (#22)",
+        "python bench/train_default_router.py",
+        render(report),
+    )
+
+
+def cascade_calibration() -> dict[str, Any]:
+    """``cascade-logprob``'s threshold on the embedded ladder (see bench/_embedded_cascade.py)."""
+    from bench._embedded_cascade import calibrate_logprob
+
+    return calibrate_logprob()
+
+
+def render(report: dict[str, Any]) -> str:
+    """The docs/results.md section."""
+    from bench._embedded_cascade import render as render_cascade
+
+    sources = ", ".join(
+        f"{name}: {s['questions']} questions, accuracy {s['quality'][0]:.3f} / {s['quality'][1]:.3f}"
+        for name, s in report["outcomes"]["sources"].items()
+    )
+    lines = [
+        f"Outcomes of qwen2.5-coder-0.5b / 1.5b ({sources}); {report['n_train']} questions train, "
+        f"{report['n_heldout']} are held out (calibration and the numbers below).",
+        "",
+        "| router (static embedding) | 5-fold CV on the training split: APGR, per-fold mean |",
+        "|---|---|",
+        *(f"| {k} | {v['apgr']:.3f}, {v['apgr_fold_mean']:.3f} |" for k, v in report["cv_on_training_split"].items()),
+        "",
+        f"Chosen: **{report['chosen']}**. Held-out APGR **{_fmt(report['heldout_apgr'])}** (goal >= 0.60: "
+        f"{'met' if (report['heldout_apgr'] or 0) >= 0.6 else 'missed'}); the previous router (public data, "
+        "Mixtral vs GPT-4 and MMLU-Pro pairs) on the same held-out questions: "
+        f"{_fmt(report['previous_router_heldout_apgr'])}.",
+        "",
+        f"Default threshold {_fmt(report['threshold'])} (half of the held-out questions to the 1.5B model):",
+        "",
+        *(
+            f'* "{t}": score {v["score"]:.3f}, {"1.5B" if v["to_big"] else "0.5B (a miss)"}'
+            for t, v in report["needs_big"].items()
+        ),
+        "",
+        render_cascade(report["cascade"]),
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

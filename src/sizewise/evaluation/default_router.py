@@ -1,14 +1,21 @@
 """The recipe of the pretrained default router (``sizewise/routers/pretrained/default.zip``).
 
-Training data: RouteLLM MMLU + GSM8K + MT-Bench (Mixtral-8x7B vs GPT-4-1106) and MMLU-Pro outcome pairs
-(:data:`MMLU_PRO_PAIRS`), as one (weak, strong) table: "how much does this prompt need a bigger model".
-80% of the distinct prompts train it; thresholds are calibrated on the other 20% and recorded in the
-file's provenance, with the id of the embedding it was trained on (:mod:`sizewise.learn`). Run it with
-``sizewise train --default-router`` (about 3 minutes on one core with the static embedding).
+Training data: the built-in routing pair's own outcomes (qwen2.5-coder-0.5b vs 1.5b), recorded by
+``bench/collect_embedded.py`` (``sizewise collect``'s code) on public labelled questions from
+``$SIZEWISE_DATA`` into ``$SIZEWISE_COLLECTED`` (default ``/tmp/collect``; never committed): one
+(weak, strong) table, "how much does this prompt need the bigger model". The instruction each
+collection format appends is learned as shared text and dropped (:mod:`sizewise.routers.prefix`): traffic
+does not carry it. 80% of the distinct questions train it; thresholds are calibrated on the other 20%
+and recorded in the file's provenance, with the id of the embedding it was trained on and a digest of
+the outcomes (:mod:`sizewise.learn`). Run it with ``sizewise train --default-router``.
+:func:`public_table` is the earlier recipe's data (RouteLLM + MMLU-Pro pairs, strong API models), kept
+for comparison and for the learning bench's starting router.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +36,10 @@ MMLU_PRO_PAIRS = [
     ("Phi-3-mini-4k-instruct", "gemini-1.5-flash-002"),
 ]
 PAIR = ("weak", "strong")
+#: The built-in catalog's routing pair, whose own outcomes train the shipped router.
+EMBEDDED_PAIR = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
+#: Collected files read from :func:`collected_dir`: each one source and answer format.
+COLLECTED = "*.jsonl"
 TRAIN_SHARE = 0.8
 SPLIT_SEED = 0
 #: Calibration targets recorded in the file; the gateway routes with ``DEFAULT_TARGET``.
@@ -64,8 +75,54 @@ def _concat(tables: list[OutcomeTable], name: str) -> OutcomeTable:
     return type(tables[0])(name, prompts, list(PAIR), quality, cost=cost, pair=PAIR)
 
 
+def collected_dir() -> Path:
+    """Where the recipe reads collected outcomes: ``$SIZEWISE_COLLECTED``, default ``/tmp/collect``."""
+    return Path(os.environ.get("SIZEWISE_COLLECTED") or "/tmp/collect").expanduser()
+
+
+def _questions_only(table: OutcomeTable) -> OutcomeTable:
+    """The table with each source's shared instruction lines dropped from its prompt texts."""
+    from sizewise.routers.prefix import learn_shared, varying_part
+
+    prompts = table.prompts.copy()
+    prompts["text"] = varying_part(list(prompts["text"]), *learn_shared(list(prompts["text"]), min_share=0.9))
+    return type(table)(table.name, prompts, list(table.models), table.quality, cost=table.cost)
+
+
+def embedded_table(directory: Path | None = None) -> OutcomeTable:
+    """The embedded pair's collected outcomes as one (weak, strong) table; ``meta["outcomes"]`` says what
+    it was made of (sources, questions, each model's accuracy, a digest of the files)."""
+    from sizewise.cascade.collect import load_collected
+    from sizewise.errors import DataError
+
+    directory = directory or collected_dir()
+    parts, sources, digest = [], {}, hashlib.sha256()
+    for path in sorted(directory.glob(COLLECTED)):
+        name = path.name
+        try:
+            table = load_collected(path, models=list(EMBEDDED_PAIR))
+        except DataError:
+            continue  # no question answered by both models yet
+        digest.update(path.read_bytes())
+        parts.append(_as_pair(_questions_only(table), *EMBEDDED_PAIR))
+        sources[name] = {"questions": len(table), "quality": [float(q) for q in table.quality.mean(axis=0)]}
+    if not parts:
+        raise DataError(
+            f"no outcomes of {' and '.join(EMBEDDED_PAIR)} in {directory}: "
+            "collect them with bench/collect_embedded.py (or set SIZEWISE_COLLECTED)"
+        )
+    table = _concat(parts, "embedded-outcomes")
+    table.meta["outcomes"] = {"pair": list(EMBEDDED_PAIR), "sources": sources, "sha256": digest.hexdigest()}
+    return table
+
+
 def training_table() -> OutcomeTable:
-    """Every (weak, strong) outcome pair of the recipe, as one table with models ``weak`` and ``strong``."""
+    """The recipe's (weak, strong) table: the embedded pair's own collected outcomes."""
+    return embedded_table()
+
+
+def public_table() -> OutcomeTable:
+    """The earlier recipe's data: every public (weak, strong) outcome pair, models ``weak`` and ``strong``."""
     from sizewise.evaluation.loaders import load_dataset
 
     parts = []
@@ -96,12 +153,12 @@ def calibration(router: Router, held: OutcomeTable, n_boot: int = 300) -> dict[s
     return {"default": DEFAULT_TARGET, "targets": targets}
 
 
-def training_provenance(n_train: int, n_heldout: int) -> dict[str, Any]:
-    """What the file records about its training data."""
+def training_provenance(n_train: int, n_heldout: int, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the file records about its training data (``data``: what :func:`embedded_table` read)."""
     return {
         "recipe": "sizewise train --default-router",
-        "datasets": [*DATASETS, "mmlu-pro"],
-        "mmlu_pro_pairs": [list(p) for p in MMLU_PRO_PAIRS],
+        "outcomes": data or {},
+        "collector": "bench/collect_embedded.py (sizewise.cascade.collect), temperature 0",
         "split": f"{TRAIN_SHARE:g} of the distinct prompt texts train it (seed {SPLIT_SEED}), the rest calibrate",
         "n_train": n_train,
         "n_heldout": n_heldout,
@@ -122,7 +179,9 @@ def build_default_router(
     say(f"training {router} on {len(train_rows)} rows ({len(held_rows)} held out for calibration)")
     estimator.fit(table.subset(train_rows))
     calibrated = calibration(estimator, table.subset(held_rows), n_boot)
-    provenance = {"calibration": calibrated, "training": training_provenance(len(train_rows), len(held_rows))}
+    outcomes = table.meta.get("outcomes")
+    data = outcomes if isinstance(outcomes, dict) else None
+    provenance = {"calibration": calibrated, "training": training_provenance(len(train_rows), len(held_rows), data)}
     estimator.save(out, provenance=provenance)
     for key, value in calibrated["targets"].items():
         say(f"{key}: threshold {value['threshold']:.4f} share {value['share']:.3f} quality {value['quality']:.4f}")

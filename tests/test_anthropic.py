@@ -490,3 +490,24 @@ def test_a_local_model_answers_messages_streamed_and_not(tiny_gateway: GatewaySe
         final = stream.get_final_message()
     assert text.strip() and final.usage.input_tokens > 0 and 0 < final.usage.output_tokens <= 6
 
+
+@pytest.mark.model
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_local_model_answers_a_tool_turn(tiny_gateway: GatewayServer, stream: bool) -> None:
+    client = anthropic.Anthropic(base_url=tiny_gateway.url.removesuffix("/v1"), api_key="x", max_retries=0, timeout=120)
+    ask: Any = {
+        "model": "smollm2-135m",
+        "max_tokens": 48,
+        "tools": [WEATHER],
+        "tool_choice": {"type": "any"},
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+    }
+    if stream:
+        with client.messages.stream(**ask) as events:
+            message = events.get_final_message()
+    else:
+        message = client.messages.create(**ask)
+    assert message.stop_reason == "tool_use"
+    call = next(block for block in message.content if block.type == "tool_use")
+    assert call.name == "get_weather" and isinstance(call.input, dict) and isinstance(call.input.get("city"), str)

@@ -116,6 +116,24 @@ def test_logprobs_with_top_logprobs_and_n_choices(client: openai.OpenAI) -> None
         assert len(item.top_logprobs) == 3 and item.top_logprobs[0].logprob >= item.logprob - 1e-4  # greedy
     assert answer.usage and answer.usage.completion_tokens == 2 * len(content)
 
+    stream = client.chat.completions.create(
+        model="smollm2-135m",
+        messages=[{"role": "user", "content": "Say hi."}],
+        max_tokens=4,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+        n=2,
+        stream=True,
+    )
+    chunks = [c for c in stream if c.choices]
+    first = [c.choices[0] for c in chunks if c.choices[0].index == 0]
+    entries = [item for choice in first if choice.logprobs for item in choice.logprobs.content or []]
+    assert "".join(choice.delta.content or "" for choice in first) == answer.choices[0].message.content
+    assert [item.token for item in entries] == [item.token for item in content]  # each token once, in order
+    second = [choice for c in chunks for choice in c.choices if choice.index == 1]
+    assert [choice.delta.content for choice in second] == [answer.choices[1].message.content]
+
 
 def test_a_free_answer_is_read_for_tool_calls() -> None:
     request = ChatRequest(messages=ASK, extra={"tools": TOOLS})

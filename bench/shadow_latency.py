@@ -6,9 +6,10 @@ the only shadow work on the request path.
 
 The upstream (weak, strong and judge models) runs in its own process and answers after
 ``--delay-ms``; the gateway runs in this process in a thread (as in the tests), the client in the main
-thread, sequential requests. Configurations are interleaved in rounds so drift hits them alike.
+thread, sequential requests. Configurations are interleaved in rounds so drift hits them alike, and each
+is compared with the "off" run of its own round (paired differences).
 
-    .venv/bin/python bench/shadow_latency.py [--requests 100] [--rounds 6] [--delay-ms 10]
+    .venv/bin/python bench/shadow_latency.py [--requests 40] [--rounds 20] [--delay-ms 10]
 """
 
 from __future__ import annotations
@@ -162,10 +163,20 @@ def hook_cost_us(base_url: str, log: Path, calls: int = 20_000) -> tuple[float, 
     return timings[0], timings[1]
 
 
+def paired(values: list[float], baseline: list[float]) -> str:
+    """Median and quartiles of the per-round differences ``values - baseline`` (ms): rounds are paired, so
+    slow spells of a shared machine, which hit both in one round, cancel."""
+    diffs = sorted(v - b for v, b in zip(values, baseline, strict=True))
+    if len(diffs) < 2:
+        return f"{diffs[0]:+.2f}"
+    q1, median, q3 = statistics.quantiles(diffs, n=4)
+    return f"{median:+.2f} ({q1:+.2f} to {q3:+.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=100, help="requests per configuration and round")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests", type=int, default=40, help="requests per configuration and round")
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--delay-ms", type=float, default=10.0, help="each upstream answer's delay")
     parser.add_argument("--no-results", action="store_true", help="print only; leave docs/results.md alone")
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
@@ -184,7 +195,9 @@ def main() -> None:
     counts: dict[str, dict[str, int]] = {name: {} for name in configs}
     with Upstream(args.delay_ms) as up, tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
-            for name, shadow in configs.items():
+            names = list(configs)
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:  # rotated: no position bias
+                shadow = configs[name]
                 log = Path(tmp) / f"{round_}-{len(latencies[name])}-{abs(hash(name))}.sqlite"
                 with Gateway(catalog(up.base_url, log, shadow)) as gw:
                     measure(gw, 10)  # warm-up: connections, the first policy build
@@ -204,6 +217,7 @@ def main() -> None:
                 "requests": len(values),
                 "p50 ms": quantiles[49],
                 "p50 per round, min-max": f"{min(round_p50[name]):.2f}-{max(round_p50[name]):.2f}",
+                "Δp50 vs off, same round: median (quartiles)": paired(round_p50[name], round_p50["off"]),
                 "p95 ms": quantiles[94],
                 "mean ms": statistics.fmean(values),
                 "shadow jobs judged / dropped": "-" if configs[name] is None else f"{judged} / {dropped}",

@@ -379,6 +379,9 @@ def test_errors_have_anthropics_shape(client: anthropic.Anthropic, gateway: Gate
     server_tool = {"type": "web_search_20250305", "name": "web_search"}
     body = {"model": "up", "max_tokens": 8, "tools": [server_tool], "messages": [{"role": "user", "content": "hi"}]}
     rejected = httpx.post(gateway.url + "/messages", json=body)
+    flood = {"model": "up", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}] * 3000}
+    many = httpx.post(gateway.url + "/messages", json=flood)
+    assert many.status_code == 400 and "too many messages: 3000" in many.json()["error"]["message"]
     huge = httpx.post(gateway.url + "/messages", content=b" " * (8 * 1024 * 1024 + 1))  # over gateway.max_body_bytes
     assert huge.status_code == 413 and huge.json()["error"]["type"] == "request_too_large"
     assert rejected.status_code == 400 and "web_search_20250305" in rejected.json()["error"]["message"]

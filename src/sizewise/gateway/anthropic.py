@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from starlette.responses import Response
 
 from sizewise.core.chat import ChatResult
@@ -71,6 +71,15 @@ class AnthropicRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     tool_choice: dict[str, Any] | None = None
 
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _not_too_many(cls, value: Any, info: ValidationInfo) -> Any:
+        # Before validation, as for chat completions: a flood of tiny turns costs a len(), not a model each.
+        limit = (info.context or {}).get("max_messages")
+        if limit is not None and isinstance(value, list) and len(value) > limit:
+            raise ValueError(f"too many messages: {len(value)}, at most {limit} (gateway.max_messages)")
+        return value
+
 
 class CountTokensRequest(AnthropicRequest):
     """``/v1/messages/count_tokens``: a Messages request without ``max_tokens``."""
@@ -84,7 +93,7 @@ def parse_messages(
     """The Messages request in ``raw`` and its chat-completions form, both validated; a :class:`GatewayError`
     (400) naming the first bad field otherwise."""
     try:
-        body = model.model_validate_json(raw)
+        body = model.model_validate_json(raw, context={"max_messages": max_messages})
     except ValidationError as error:
         raise from_validation(error) from None
     try:

@@ -168,7 +168,10 @@ def test_templates_without_tools_get_them_in_a_system_message() -> None:
     ("extra", "message"),
     [
         ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "not in tools"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "json_schema.schema"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": []}}},
+            "json_schema.schema",
+        ),
         ({"response_format": {"type": "yaml"}}, "not one of"),
         ({"tools": [{"name": "flat"}]}, "tools must be"),
     ],

@@ -278,3 +278,13 @@ def test_a_gap_longer_than_the_read_timeout_ends_the_stream_with_an_error(gatewa
     assert '"content": "one "' in events[0]
     error = json.loads(events[-1][5:])["error"]
     assert error["code"] == "upstream_stream_cut" and "timed out" in error["message"]
+
+
+def test_a_tool_choice_naming_no_tool_is_a_400(gateway: GatewayServer, upstream: Recording) -> None:
+    before = len(upstream.bodies)
+    forced = {"type": "function", "function": {"name": "get_time"}}
+    body = {"model": "tools", "messages": HISTORY, "tools": TOOLS, "tool_choice": forced}
+    response = httpx.post(f"{gateway.url}/chat/completions", json=body, timeout=10)
+    assert response.status_code == 400, response.text
+    assert "tool_choice names function 'get_time', which is not in tools" in response.json()["error"]["message"]
+    assert len(upstream.bodies) == before  # refused before any model was asked

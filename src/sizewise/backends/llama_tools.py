@@ -85,9 +85,9 @@ def tool_mode(request: ChatRequest) -> ToolMode:
     if kind == "json_object":
         return ToolMode("none", schema={})
     if kind == "json_schema":
-        schema = (form.get("json_schema") or {}).get("schema")
+        schema = (form.get("json_schema") or {}).get("schema", {})  # OpenAI's schema is optional: any object
         if not isinstance(schema, dict):
-            raise _bad("response_format json_schema needs json_schema.schema (an object)")
+            raise _bad("response_format json_schema.schema must be a JSON schema object")
         return ToolMode("none", schema=schema)
     if kind not in (None, "text"):
         raise _bad(f"response_format type {kind!r} is not one of text, json_object, json_schema")

@@ -124,6 +124,18 @@ class ChatCompletionRequest(BaseModel):
                 pending.extend(value)
         return self
 
+    @model_validator(mode="after")
+    def _tool_choice_names_a_tool(self) -> ChatCompletionRequest:
+        # OpenAI's own check (a 400 from any upstream); here it is one for every model, local ones included.
+        extra = self.model_extra or {}
+        choice, tools = extra.get("tool_choice"), extra.get("tools")
+        if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+            name = choice["function"].get("name")
+            names = [t.get("function", {}).get("name") for t in tools or [] if isinstance(t, dict)]
+            if name not in names:
+                raise ValueError(f"tool_choice names function {name!r}, which is not in tools")
+        return self
+
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:

@@ -145,3 +145,13 @@ def test_the_gateway_routes_with_the_promoted_version_and_again_with_the_incumbe
     assert abs(before - promoted.score([text])[0]) > 0.1  # the two versions are told apart by the score
     score, _ = served_score()
     assert score == pytest.approx(float(before), abs=1e-4)
+
+
+def test_the_pair_can_be_named_and_an_unknown_model_is_one_line(run_cli, incumbent_file, outcome_files, tmp_path):
+    args = ["router", "retrain", "--outcomes", str(outcome_files[0]), "--incumbent", str(incumbent_file)]
+    code, _, err = run_cli(*args, "--strong", "nope", "--router-dir", str(tmp_path / "a"))
+    assert code == 2 and "unknown model 'nope'" in err and err.count("\n") == 1
+    code, _, err = run_cli(*args, "--weak", "large", "--strong", "small", "--router-dir", str(tmp_path / "b"))
+    assert code == 0, err
+    candidate = load_router(RouterVersions(tmp_path / "b").path("v0002"))
+    assert (candidate.weak_, candidate.strong_) == ("large", "small")

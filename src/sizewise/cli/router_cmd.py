@@ -77,6 +77,8 @@ def retrain_command(
     promote: Annotated[
         bool, typer.Option("--promote/--no-promote", help="Promote a candidate the guard passes (default).")
     ] = True,
+    weak: Annotated[str | None, typer.Option("--weak", help="The cheap model; default: the table's.")] = None,
+    strong: Annotated[str | None, typer.Option("--strong", help="The strong model; default: the table's.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Refit on judged requests; keep the candidate as a version; promote it only if shown better."""
@@ -88,7 +90,8 @@ def retrain_command(
     router, path, parent = _incumbent(incumbent, versions)
     table = read_table(outcomes)
     goal = parse_target(target) if target is not None else incumbent_target(router)
-    result = retrain(router, table, goal, shrink=shrink, weights=_weights(table), seed=seed)
+    pair = table.weak_strong(weak, strong) if weak or strong else None
+    result = retrain(router, table, goal, shrink=shrink, weights=_weights(table), seed=seed, pair=pair)
     if parent is None:  # the first retrain: keep the incumbent itself as a version, so rollback can restore it
         parent = versions.add(path, note=f"incumbent {path}")
         versions.promote(parent, reason="the incumbent, before the first retrain")

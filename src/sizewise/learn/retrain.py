@@ -294,13 +294,15 @@ def retrain(
     n_boot: int = 2000,
     seed: int = 0,
     cached: dict[str, np.ndarray] | None = None,
+    pair: tuple[str, str] | None = None,
 ) -> RetrainResult:
     """Refit on ``table`` (the judged requests), test the candidate against ``incumbent`` and calibrate both.
 
+    ``pair``: the (weak, strong) models of the table (default: the incumbent's, else the table's own).
     ``cached``: what the caller already computed for the rows with both outcomes known (``base``: the base
     router's scores, ``phi``: :func:`~sizewise.routers.retrained.features`, ``incumbent``: its scores)."""
     cached = cached or {}
-    weak, strong = _pair(incumbent, table)
+    weak, strong = table.weak_strong(*pair) if pair is not None else _pair(incumbent, table)
     outcomes = Outcomes.from_table(table, weak, strong, weights)
     if len(outcomes.texts) < 4:
         raise DataError(f"table {table.name!r}: need at least 4 judged requests with both outcomes to retrain")

@@ -1,7 +1,9 @@
 """The OpenAI-compatible routing gateway: build one with :func:`create_app` (there is no global app).
 
-Endpoints: ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models``, ``GET /healthz``,
-``GET /metrics``, and their OpenAPI schema at ``GET /openapi.json``. The ``model`` field selects
+Endpoints: ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models`` (and ``/{id}``),
+``GET /healthz``, ``GET /metrics``, Anthropic's ``POST /v1/messages`` (:mod:`sizewise.gateway.messages`),
+``POST /v1/route`` and ``POST /v1/embeddings`` (:mod:`sizewise.gateway.endpoints`,
+:mod:`sizewise.gateway.embeddings`), and their OpenAPI schema at ``GET /openapi.json``. The ``model`` field selects
 ``sizewise`` (the default policy), a registered policy (``router-<name>-<threshold>``, ``cascade-...``)
 or a catalog model (no routing). Every answer says what was decided: headers ``x-sizewise-model``,
 ``x-sizewise-score``, ``x-sizewise-threshold`` and a ``sizewise`` object in the body (in the final
@@ -248,7 +250,7 @@ def _denied(state: GatewayState, request: Request) -> Response | None:
 
 
 async def list_models(request: Request) -> Response:
-    """``GET /v1/models``: the catalog models, ``sizewise`` and the policy patterns."""
+    """``GET /v1/models``: the names the ``model`` field accepts (``endpoints.advertised_names``)."""
     state = _state(request)
     return _denied(state, request) or Response(state.model_list, media_type=JSON)
 

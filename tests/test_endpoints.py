@@ -122,6 +122,20 @@ def test_model_by_id_resolves_aliases_and_404s_unknown_names(client: openai.Open
     assert "gpt-5-turbo" in missing.value.message
 
 
+def test_the_schema_describes_the_new_request_bodies(gateway: GatewayServer) -> None:
+    schema = httpx.get(gateway.url.removesuffix("/v1") + "/openapi.json").json()
+
+    def body(path: str) -> dict[str, Any]:
+        ref = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        return dict(schema["components"]["schemas"][ref.rsplit("/", 1)[1]])
+
+    assert set(body("/v1/messages")["required"]) == {"model", "max_tokens", "messages"}
+    assert "max_tokens" not in body("/v1/messages/count_tokens").get("required", [])
+    assert {"input", "encoding_format", "dimensions"} <= set(body("/v1/embeddings")["properties"])
+    assert "messages" in body("/v1/route")["properties"]
+    assert schema["paths"]["/v1/models/{model_id}"]["get"]["parameters"][0]["name"] == "model_id"
+
+
 # -- /v1/route -------------------------------------------------------------------------------------------
 def _route(gateway: GatewayServer, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(gateway.url + "/route", json=body, timeout=30)

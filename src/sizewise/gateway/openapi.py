@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from sizewise.gateway.feedback import FeedbackRequest
-from sizewise.gateway.anthropic import AnthropicRequest
+from sizewise.gateway.anthropic import AnthropicRequest, CountTokensRequest
 from sizewise.gateway.embeddings import EmbeddingRequest
 from sizewise.gateway.responses import ChatCompletion, ErrorBody, Health, ModelEntry, ModelList
 from sizewise.gateway.schemas import ChatCompletionRequest
@@ -31,6 +31,7 @@ _REQUEST_REF = "#/components/schemas/ChatCompletionRequest"
 _REQUESTS: dict[str, type[BaseModel]] = {
     "ChatCompletionRequest": ChatCompletionRequest,
     "AnthropicRequest": AnthropicRequest,
+    "CountTokensRequest": CountTokensRequest,
     "EmbeddingRequest": EmbeddingRequest,
 }
 
@@ -102,7 +103,7 @@ ROUTE_DOCS: dict[str, dict[str, Any]] = {
         "summary": "Anthropic's token count: the gateway's estimate (characters / 4), no model is called",
         "response_model": None,
         "responses": {200: {"description": '`{"input_tokens": N}`'}, **_errors(400, 401, 413)},
-        "openapi_extra": _body("AnthropicRequest"),
+        "openapi_extra": _body("CountTokensRequest"),
     },
     "/v1/models/{model_id:path}": {
         "summary": "One name the model field accepts",

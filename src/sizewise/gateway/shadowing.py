@@ -30,7 +30,7 @@ from sizewise.policy.types import RequestContext
 from sizewise.serve.pipeline import Engine
 
 if TYPE_CHECKING:
-    from sizewise.learn.shadow import ShadowJob
+    from sizewise.learn.shadow import Sampler, ShadowJob, ShadowRunner
 
 EVENTS = ("queued", "dropped", "capped", "privacy", "failed", "judged")
 
@@ -59,8 +59,10 @@ def take_label(extra: dict[str, Any] | None) -> Label | None:
     reference, answer_format = own.pop("reference", None), own.pop("answer_format", None)
     if not own:
         del extra["sizewise"]
+    if isinstance(reference, int | float) and not isinstance(reference, bool) and math.isfinite(reference):
+        reference = format(reference, ".15g") if isinstance(reference, float) else str(reference)  # "reference": 42
     if not isinstance(reference, str) or not reference.strip() or len(reference) > MAX_REFERENCE:
-        message = f"sizewise.reference must be a non-empty string of at most {MAX_REFERENCE:,} characters"
+        message = f"sizewise.reference must be a number or a non-empty string of at most {MAX_REFERENCE:,} characters"
         raise GatewayError(400, message, "invalid_value", "sizewise.reference")
     if answer_format is not None and answer_format not in GRADERS:
         message = f"sizewise.answer_format must be one of {', '.join(GRADERS)}, not {answer_format!r}"
@@ -71,7 +73,13 @@ def take_label(extra: dict[str, Any] | None) -> Label | None:
 class ShadowHook:
     """Picks requests to shadow and queues them; one per app."""
 
-    def __init__(self, engine: Engine, runner: Any, sampler: Any, reasons: Callable[[Any], list[str]] | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        runner: ShadowRunner,
+        sampler: Sampler,
+        reasons: Callable[[RequestContext], list[str]] | None,
+    ) -> None:
         self.engine = engine
         self.runner = runner
         self.sampler = sampler

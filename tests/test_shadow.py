@@ -453,3 +453,29 @@ def test_the_spend_ledger_counts_the_utc_day_only(tmp_path: Path, database: bool
     assert ledger.today(now + 86_400) == 0.0
     if database:
         assert SpendLedger(url).today(now) == pytest.approx(0.5)  # another process sees it
+
+
+def test_the_llm_judge_averages_the_two_orders() -> None:
+    from sizewise.backends.base import Backend, ChatChunk, ChatRequest, ChatResult
+    from sizewise.catalog.schema import ModelSpec
+    from sizewise.learn.judges import LLMJudge
+
+    class Scripted(Backend):
+        """Answers each call with the next scripted reply (10 tokens in, 1 out)."""
+
+        def __init__(self, replies: list[str]) -> None:
+            self.replies = replies
+
+        async def complete(self, request: ChatRequest) -> ChatResult:
+            return ChatResult("judge", self.replies.pop(0), prompt_tokens=10, completion_tokens=1)
+
+        async def stream(self, request: ChatRequest) -> Any:  # pragma: no cover - not used
+            yield ChatChunk()
+
+    spec = ModelSpec(name="judge", backend="openai", context_window=4096, price_in=1.0, price_out=2.0)
+    cases = {("A", "B"): (1.0, 0.0), ("A", "A"): (0.5, 0.5), ("tie", "B"): (0.75, 0.25), ("B", "tie"): (0.25, 0.75)}
+    for replies, (served, shadow) in cases.items():
+        judge = LLMJudge(spec, Scripted(list(replies)))
+        verdict = asyncio.run(judge.judge(judge.requests("q", ("weak", "w"), ("strong", "s")), "weak", "strong"))
+        assert verdict.scores == {"weak": served, "strong": shadow}, replies
+        assert verdict.cost_usd == pytest.approx(2 * 12e-6)

@@ -53,17 +53,37 @@ def gsm8k_short_items() -> list[Item]:
     ]
 
 
-def mmlupro_items() -> list[Item]:
-    """MMLU-Pro questions with lettered options, answered by the letter alone."""
+def _mmlupro_records() -> list[tuple[str, str, list[str], str]]:
+    """(id, question, options, gold letter) of every MMLU-Pro question."""
     with zipfile.ZipFile(data_dir() / MMLU_PRO_FILE) as archive:
         records = json.loads(archive.read(archive.namelist()[0]))
-    items = []
+    out = []
     for r in records:
         options = r["options"] if isinstance(r["options"], list) else ast.literal_eval(r["options"])
-        listed = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(options))
-        items.append(
-            Item(f"mmlupro-{r['question_id']}", f"{r['question']}\n\n{listed}\n\n{LETTER_INSTRUCTION}", r["answer"])
-        )
+        out.append((str(r["question_id"]), str(r["question"]), [str(o) for o in options], str(r["answer"])))
+    return out
+
+
+def _choice_item(prompt_id: str, question: str, options: list[str], gold: str) -> Item:
+    listed = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(options))
+    return Item(prompt_id, f"{question}\n\n{listed}\n\n{LETTER_INSTRUCTION}", gold)
+
+
+def mmlupro_items() -> list[Item]:
+    """MMLU-Pro questions with lettered options, answered by the letter alone."""
+    return [_choice_item(f"mmlupro-{i}", q, options, gold) for i, q, options, gold in _mmlupro_records()]
+
+
+def mmlupro4_items() -> list[Item]:
+    """MMLU-Pro questions with four options: the gold one and three of its distractors (seeded), so the
+    small models answer above chance (with ten options both sit near it and the outcomes say nothing)."""
+    rng = random.Random(SEED)
+    items = []
+    for i, question, options, gold in _mmlupro_records():
+        right = options[LETTERS.index(gold)]
+        kept = [right, *rng.sample([o for o in options if o != right], min(3, len(options) - 1))]
+        rng.shuffle(kept)
+        items.append(_choice_item(f"mmlupro-{i}-4", question, kept, LETTERS[kept.index(right)]))
     return items
 
 
@@ -71,6 +91,7 @@ SOURCES = {
     "gsm8k": (gsm8k_items, "numeric", 256),
     "gsm8k-short": (gsm8k_short_items, "numeric", 16),
     "mmlupro": (mmlupro_items, "choice", 10),
+    "mmlupro4": (mmlupro4_items, "choice", 10),
 }
 
 

@@ -47,8 +47,9 @@ def train(
         bool,
         typer.Option(
             "--default-router",
-            help="Rebuild the pretrained default router from its recipe (RouteLLM + MMLU-Pro pairs, calibrated, "
-            "recording its embedding); --out defaults to the package's pretrained/default.zip.",
+            help="Rebuild the pretrained default router from its recipe (the embedded pair's own outcomes, "
+            "collected by bench/collect_embedded.py into $SIZEWISE_COLLECTED; calibrated, recording its "
+            "embedding); --out defaults to the package's pretrained/default.zip.",
         ),
     ] = False,
 ) -> None:

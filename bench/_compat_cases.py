@@ -3,7 +3,8 @@
 A :class:`Case` is a patch on a plain request, plus the effect to look for in the answer (``answer``: None
 when the effect came back, else a few words on what is missing). Upstream-bound requests are also judged on
 the body the recording upstream received (the patch must arrive verbatim). ``local`` marks the rows that are
-also sent to a local GGUF model, where the same ``answer`` check says whether the field was honoured.
+also sent to a local GGUF model (its value: max_tokens there, short, as 2 cores generate slowly), where the
+same ``answer`` check says whether the field was honoured.
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ def json_content(required: tuple[str, ...] = ()) -> Check:
         try:
             value = json.loads(text)
         except ValueError:
-            return f"content is not JSON: {text[:30]!r}"
+            cut = " (cut at max_tokens)" if _first(answer).get("finish_reason") == "length" else ""
+            return f"content is not JSON{cut}: {text[:30]!r}"
         missing = [key for key in required if not isinstance(value, dict) or key not in value]
         return f"JSON lacks {missing}" if missing or not isinstance(value, dict) else None
 
@@ -199,7 +201,8 @@ class Case:
     name: str
     patch: dict[str, Any]
     answer: Check | None = None
-    local: bool = False
+    #: Also sent to a local model, with this max_tokens (0: not sent to one).
+    local: int = 0
     #: Upstream-bound: keys of the patch not expected verbatim upstream (stream is the gateway's own business).
     not_sent: tuple[str, ...] = ()
 
@@ -214,47 +217,47 @@ CASES = [
     Case("messages: assistant tool_calls + tool results", {"messages": HISTORY}),
     Case("tools", TOOLS, has_tool_call()),
     Case("tools (stream)", {**TOOLS, "stream": True}, has_tool_call()),
-    Case("tool_choice: required", {"tools": [WEATHER], "tool_choice": "required"}, has_tool_call(), local=True),
+    Case("tool_choice: required", {"tools": [WEATHER], "tool_choice": "required"}, has_tool_call(), local=40),
     Case(
         "tool_choice: required (stream)",
         {"tools": [WEATHER], "tool_choice": "required", "stream": True},
         has_tool_call(),
-        local=True,
+        local=40,
     ),
     Case(
         "tool_choice: a named function",
         {**TOOLS, "tool_choice": {"type": "function", "function": {"name": "get_time"}}},
         has_tool_call("get_time"),
-        local=True,
+        local=40,
     ),
     Case("tool_choice: none", {**TOOLS, "tool_choice": "none"}),
     Case("parallel_tool_calls: false", {**TOOLS, "parallel_tool_calls": False}, has_tool_call(count=1)),
-    Case("response_format: json_object", {"response_format": {"type": "json_object"}}, json_content(), local=True),
+    Case("response_format: json_object", {"response_format": {"type": "json_object"}}, json_content(), local=64),
     Case(
         "response_format: json_schema",
         {"response_format": {"type": "json_schema", "json_schema": SCHEMA}},
         json_content(("city", "country")),
-        local=True,
+        local=40,
     ),
-    Case("logprobs", {"logprobs": True}, has_logprobs(), local=True),
-    Case("logprobs (stream)", {"logprobs": True, "stream": True}, has_logprobs(), local=True),
-    Case("top_logprobs", {"logprobs": True, "top_logprobs": 2}, has_logprobs(2), local=True),
-    Case("n: 2", {"n": 2}, choices(2), local=True),
-    Case("max_tokens", {"max_tokens": 3}, at_most_tokens(3), local=True),
-    Case("max_completion_tokens", {"max_completion_tokens": 3}, at_most_tokens(3), local=True),
-    Case("temperature", {"temperature": 0.3}, local=True),
-    Case("top_p", {"top_p": 0.9}, local=True),
-    Case("stop", {"stop": ["Paris"]}, no_text("Paris"), local=True),
-    Case("seed", {"seed": 7}, local=True),
-    Case("frequency_penalty", {"frequency_penalty": 0.5}, local=True),
-    Case("presence_penalty", {"presence_penalty": 0.5}, local=True),
-    Case("logit_bias", {"logit_bias": {"1234": -100}}, local=True),
-    Case("stream", {"stream": True}, local=True),
+    Case("logprobs", {"logprobs": True}, has_logprobs(), local=8),
+    Case("logprobs (stream)", {"logprobs": True, "stream": True}, has_logprobs(), local=8),
+    Case("top_logprobs", {"logprobs": True, "top_logprobs": 2}, has_logprobs(2), local=8),
+    Case("n: 2", {"n": 2}, choices(2), local=8),
+    Case("max_tokens", {"max_tokens": 3}, at_most_tokens(3), local=8),
+    Case("max_completion_tokens", {"max_completion_tokens": 3}, at_most_tokens(3), local=8),
+    Case("temperature", {"temperature": 0.3}, local=8),
+    Case("top_p", {"top_p": 0.9}, local=8),
+    Case("stop", {"stop": ["Paris"]}, no_text("Paris"), local=8),
+    Case("seed", {"seed": 7}, local=8),
+    Case("frequency_penalty", {"frequency_penalty": 0.5}, local=8),
+    Case("presence_penalty", {"presence_penalty": 0.5}, local=8),
+    Case("logit_bias", {"logit_bias": {"1234": -100}}, local=8),
+    Case("stream", {"stream": True}, local=8),
     Case(
         "stream_options: include_usage",
         {"stream": True, "stream_options": {"include_usage": True}},
         usage_reported,
-        local=True,
+        local=8,
     ),
     Case("user", {"user": "user-42"}),
     Case("metadata", {"metadata": {"session": "s-1"}, "store": True}),

@@ -54,8 +54,8 @@ PROMPT = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 def request(case: Case, model: str, local: bool) -> dict[str, Any]:
-    """The case's body: a plain request (greedy and a little longer on a local model) with its patch."""
-    base: dict[str, Any] = {"model": model, "messages": PROMPT, "max_tokens": 40 if local else 16}
+    """The case's body: a plain request (greedy, and the case's max_tokens, on a local model) with its patch."""
+    base: dict[str, Any] = {"model": model, "messages": PROMPT, "max_tokens": case.local if local else 16}
     if local:
         base["temperature"] = 0
     body = {**base, **case.patch}
@@ -122,17 +122,24 @@ def judge(case: Case, status: int, answer: Any, body: dict[str, Any] | None, loc
     return {"kind": "ignored" if local else "lost", "note": missing}
 
 
-def column(url: str, model: str, up: RecordingUpstream | None, local: bool = False) -> dict[str, dict[str, str]]:
+def column(
+    url: str, model: str, up: RecordingUpstream | None, local: bool = False, verbose: bool = False
+) -> dict[str, dict[str, Any]]:
     """Send every case (the ``local`` ones only, on a local model) and judge each."""
-    cells = {}
+    cells: dict[str, dict[str, Any]] = {}
     headers = {"authorization": f"Bearer {MASTER_KEY}"}
-    with httpx.Client(timeout=180, headers=headers) as client:
+    with httpx.Client(timeout=120, headers=headers) as client:
         for case in CASES:
             if local and not case.local:
                 continue
             seen = len(up.bodies) if up else 0
             started = time.perf_counter()
-            status, answer = send(client, url, request(case, model, local))
+            try:
+                status, answer = send(client, url, request(case, model, local))
+            except httpx.TimeoutException:
+                status, answer = 599, f"no answer in {client.timeout.read:.0f} s"
+            if verbose:
+                print(f"{model}: {case.name}: {status} in {time.perf_counter() - started:.2f} s", file=sys.stderr)
             body = up.bodies[-1] if up and len(up.bodies) > seen else None
             cells[case.name] = {
                 **judge(case, status, answer, body, local),
@@ -202,7 +209,7 @@ def litellm_version(executable: str = LITELLM) -> str:
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "unknown"
 
 
-def run(local: bool = True, executable: str = LITELLM) -> dict[str, Any]:
+def run(local: bool = True, executable: str = LITELLM, verbose: bool = False) -> dict[str, Any]:
     """Every column in one run; the LiteLLM column from the last spec file when its venv is missing."""
     from sizewise.catalog.schema import CatalogSpec
     from sizewise.gateway.app import create_app
@@ -212,17 +219,18 @@ def run(local: bool = True, executable: str = LITELLM) -> dict[str, Any]:
         log = Path(tempfile.mkdtemp(prefix="sizewise-compat-")) / "log.sqlite"
         app = create_app(CatalogSpec.model_validate(catalog(up.base_url, local, log)))
         with serve_in_thread(app) as base:
-            table["sizewise"] = column(f"{base}/v1", "cloud", up)
+            table["sizewise"] = column(f"{base}/v1", "cloud", up, verbose=verbose)
             if local:
-                table["local"] = column(f"{base}/v1", "smollm2-135m", None, local=True)
+                table["local"] = column(f"{base}/v1", "smollm2-135m", None, local=True, verbose=verbose)
         with litellm_proxy(up.base_url, executable) as url:
             if url:
-                table["litellm"] = column(url, "cloud", up)
+                table["litellm"] = column(url, "cloud", up, verbose=verbose)
                 table["litellm_source"] = f"LiteLLM {litellm_version(executable)}, in this run"
     if "litellm" not in table and SPEC.exists():
         last = json.loads(SPEC.read_text())
         table["litellm"] = last.get("litellm", {})
-        table["litellm_source"] = f"{last.get('litellm_source', 'LiteLLM')}; copied from the last run (not installed)"
+        source = last.get("litellm_source", "LiteLLM").split("; copied from")[0].replace(", in this run", "")
+        table["litellm_source"] = f"{source}; copied from the last run (LiteLLM is not installed here)"
     return table
 
 
@@ -290,7 +298,7 @@ def main() -> None:
     parser.add_argument("--no-docs", action="store_true", help="print the table only")
     args = parser.parse_args()
     previous = json.loads(SPEC.read_text()) if SPEC.exists() else {}
-    table = run(local=not args.no_local, executable=args.litellm)
+    table = run(local=not args.no_local, executable=args.litellm, verbose=True)
     print(markdown(table))
     lost = regressions(previous, table)
     for line in lost:

@@ -10,11 +10,15 @@ file and docs/results.md's section are rewritten.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import fakes  # noqa: F401 - puts bench/ on sys.path
+
+# isort: split
+import compat
 from _compat_cases import CASES, merge
 from compat import COLUMNS, SPEC, judge, markdown, regressions, run, write
 
@@ -57,6 +61,21 @@ def test_a_field_that_passed_before_and_no_longer_does_is_a_regression() -> None
     now = {"sizewise": {"user": {"kind": "dropped", "note": ""}, "seed": {"kind": "passed", "note": ""}}}
     assert regressions(before, now) == ["sizewise -> upstream / user: was passed, now dropped"]
     assert regressions(now, before) == ["sizewise -> upstream / seed: was passed, now dropped"]
+
+
+def test_without_litellm_its_column_is_copied_from_the_last_run_and_no_upstream_field_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = json.loads(SPEC.read_text()) if SPEC.exists() else {}
+    last = tmp_path / "compat.json"
+    last.write_text(json.dumps({"litellm": {"user": {"kind": "dropped", "note": ""}}, "litellm_source": "LiteLLM 9.9"}))
+    monkeypatch.setattr(compat, "SPEC", last)
+    table = compat.run(local=False, executable=str(tmp_path / "no-litellm"))
+    assert table["litellm"] == {"user": {"kind": "dropped", "note": ""}}
+    assert table["litellm_source"] == "LiteLLM 9.9; copied from the last run (LiteLLM is not installed here)"
+    assert "local" not in table and set(table["sizewise"]) == {case.name for case in CASES}
+    lost = regressions({"sizewise": spec.get("sizewise", {})}, table)
+    assert not lost, "fields that passed before and no longer do:\n" + "\n".join(lost)
 
 
 @pytest.mark.model

@@ -12,11 +12,13 @@ import json
 import logging
 import math
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sizewise.core.chat import ChatChunk
 from sizewise.core.text import conversation_text
 from sizewise.errors import SizewiseError
 from sizewise.gateway.anthropic import CountTokensRequest, error_response, message_body, parse_messages
@@ -24,6 +26,7 @@ from sizewise.gateway.anthropic_stream import anthropic_events
 from sizewise.gateway.errors import GatewayError
 from sizewise.gateway.responses import JSON, decision_headers, error_status
 from sizewise.gateway.schemas import max_latency_header, read_body
+from sizewise.gateway.streaming import OnDone
 from sizewise.policy.types import Decision, RequestContext, RequestRejected
 from sizewise.serve.call import AllModelsFailed
 from sizewise.serve.context import build_context
@@ -84,7 +87,9 @@ async def messages(request: Request) -> Response:
         completion_tokens=result.completion_tokens,
     )
     body_bytes = message_body(result, decision, request_id, stops)
-    return Response(body_bytes, headers=decision_headers(decision, request_id), media_type=JSON)
+    # Shadow judging (gateway.shadow) sees Anthropic traffic as it sees chat: after the answer is sent.
+    later = state.shadow.after(ctx, decision, result) if state.shadow is not None else None
+    return Response(body_bytes, headers=decision_headers(decision, request_id), media_type=JSON, background=later)
 
 
 async def _stream(
@@ -103,7 +108,11 @@ async def _stream(
     if await request.is_disconnected():  # gone while the first chunk was awaited: nobody to send it to
         await report.if_never_started()
         return Response(status_code=499)
-    events = anthropic_events(chunks, decision, spec.name, ctx.request_id, stops, report.done)
+    shown: AsyncIterator[ChatChunk] = chunks
+    on_done: OnDone = report.done
+    if state.shadow is not None:  # a chosen stream keeps its text; its shadow job is queued when it is over
+        shown, on_done = state.shadow.tap(ctx, decision, chunks, report.done)
+    events = anthropic_events(shown, decision, spec.name, ctx.request_id, stops, on_done)
     headers = decision_headers(decision, ctx.request_id)
     return _ReportedStream(events, report.if_never_started, media_type="text/event-stream", headers=headers)
 

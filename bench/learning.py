@@ -31,6 +31,8 @@ from sizewise.routers.retrained import features
 JSON_PATH = ROOT / "docs" / "results" / "learning.json"
 PLOT_PATH = ROOT / "docs" / "results" / "learning.png"
 RUNS = [("exact", 0.0, "active"), ("exact", 0.0, "uniform"), ("noisy", 0.15, "active"), ("noisy", 0.15, "uniform")]
+#: A leaner learning budget beside the main one (judged share, cap): what judging costs against what it buys.
+LEAN = (0.2, 1000)
 GOAL_APGR, GOAL_QUALITY, GOAL_COST = 0.65, 0.95, 0.70
 
 
@@ -40,10 +42,13 @@ def run_stream(stream: Stream, start: Any, args: argparse.Namespace) -> dict[str
     base_scores = start.score(stream.texts)
     phi = features(stream.texts)
     runs = {}
-    for judge, noise, selection in RUNS:
-        setup = Setup(parse_target(args.target), args.judge_share, args.cap, selection, noise, args.shrink, args.seed)
+    plan = [(f"{judge}/{selection}", noise, selection, args.judge_share, args.cap) for judge, noise, selection in RUNS]
+    if not args.quick:
+        plan.append((f"exact/uniform, judge {LEAN[0]:g} to {LEAN[1]}", 0.0, "uniform", *LEAN))
+    for label, noise, selection, share, cap in plan:
+        setup = Setup(parse_target(args.target), share, cap, selection, noise, args.shrink, args.seed)
         result: Replay = replay(stream, start, base_scores, phi, setup)
-        runs[f"{judge}/{selection}"] = {
+        runs[label] = {
             "checkpoints": result.checkpoints,
             "promotions": result.promotions,
             "totals": result.totals,
@@ -52,7 +57,7 @@ def run_stream(stream: Stream, start: Any, args: argparse.Namespace) -> dict[str
             f"{c['judged']}:{c['apgr_rest']:.3f}" for c in result.checkpoints if c["apgr_rest"] is not None
         )
         print(
-            f"{stream.name} {judge}/{selection}: {curve}; promotions {len(result.promotions)}; "
+            f"{stream.name} {label}: {curve}; promotions {len(result.promotions)}; "
             f"quality {result.totals['quality_vs_strong']:.3f} cost {result.totals['cost_vs_strong']:.3f}",
             flush=True,
         )
@@ -118,7 +123,8 @@ def render(results: dict[str, Any], summary: dict[str, Any], args: argparse.Name
     g = summary
     lines = [
         f"Starting router: the default recipe without RouteLLM MMLU and GSM8K (gbdt, static embedding). "
-        f"Target {args.target}; judged share {args.judge_share:g} until {args.cap} judged; shrink {args.shrink:g}; "
+        f"Target {args.target}; judged share {args.judge_share:g} until {args.cap} judged (the last row of each "
+        f"stream: {LEAN[0]:g} until {LEAN[1]}); shrink {args.shrink:g}; "
         f"retrain at {', '.join(map(str, CHECKPOINTS))} judged. APGR@k: on the rest of the stream after k judged "
         "(n/a: the stream ended first or fewer than 20 remain). quality / cost: the whole stream against "
         "always-strong, cost including shadow calls (the recorded verdicts are graded answers: no judge call); "

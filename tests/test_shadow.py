@@ -64,7 +64,7 @@ class Upstream:
             text = "2 + 2 makes 4"
         elif model == "strong-leaky":
             text = "strong answer: write to jane.doe@example.org"
-        elif model == "strong-down":
+        elif model in ("strong-down", "weak-down"):
             error = json.dumps({"error": {"message": "overloaded", "type": "server_error"}}).encode()
             await send(
                 {"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"application/json")]}
@@ -199,6 +199,21 @@ def test_a_streamed_answer_is_shadowed_once_the_stream_is_over(up: Upstream, tmp
         wait_for(lambda: len(store.outcomes()) == 2)
     assert {o.model: o.score for o in store.outcomes()} == {"weak": 0.0, "strong": 1.0}
     assert "weak answer" in up.calls("judge-smart")[0]["messages"][-1]["content"]
+
+
+def test_an_answer_from_a_fallback_is_not_shadowed(up: Upstream, tmp_path: Path) -> None:
+    spec = catalog(up, tmp_path)
+    spec["models"][0]["settings"]["model"] = "weak-down"  # answers 503: the strong model answers instead
+    spec["gateway"]["fallback_for_named_models"] = True
+    with GatewayServer(spec) as gw:
+        client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0, timeout=5.0)
+        raw = client.chat.completions.with_raw_response.create(
+            model=WEAK_ROUTE, messages=[{"role": "user", "content": "What is 2+2?"}]
+        )
+        assert raw.headers["x-sizewise-model"] == "strong"
+        time.sleep(0.5)
+        assert events(gw).get("queued", 0) == 0
+    assert len(up.calls("weak-down")) == 2 and len(up.calls("strong-up")) == 1  # retried once, then fell back
 
 
 def test_tool_requests_are_not_shadowed(up: Upstream, tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
 """The gateway's side of shadow judging (:mod:`sizewise.learn.shadow`): choose, after each answer, whether
 to shadow it, and hand the job to the runner in a background task that starts once the response is sent.
 
-Only routed requests are considered (a router score and threshold; not a named model or a cascade), and
-only the other model of the router's pair, when no filter removed it for this request (context, modality,
-privacy, budget). ``/metrics`` counts jobs in ``sizewise_shadow_jobs{event}``: ``queued``, ``dropped``
+Only routed requests are considered (a router score and threshold; not a named model, a cascade or an
+answer that came from a fallback), and only the other model of the router's pair, when no filter removed
+it for this request (context, modality, privacy, budget). ``/metrics`` counts jobs in ``sizewise_shadow_jobs{event}``: ``queued``, ``dropped``
 (queue full or shutting down), ``capped`` (daily cap), ``privacy`` (a remote model kept away from personal
 data), ``failed``, ``judged``.
 """
@@ -135,6 +135,8 @@ class ShadowHook:
         score, threshold = decision.score, decision.threshold
         if score is None or threshold is None or not math.isfinite(score) or decision.model is None:
             return None
+        if decision.fell_back:
+            return None  # a fault chose the answering model, not the router: its outcome says nothing of the router
         if "tools" in ctx.request.extra or (ctx.request.extra.get("n") or 1) != 1:
             return None  # tool calls and several choices are not what the judges compare
         others = self._others(ctx, decision)

@@ -14,6 +14,7 @@ quality and cost (served + shadow calls) against always-strong. One setting for 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -126,9 +127,11 @@ def render(results: dict[str, Any], summary: dict[str, Any], args: argparse.Name
         f"Target {args.target}; judged share {args.judge_share:g} until {args.cap} judged (the last row of each "
         f"stream: {LEAN[0]:g} until {LEAN[1]}); shrink {args.shrink:g}; "
         f"retrain at {', '.join(map(str, CHECKPOINTS))} judged. APGR@k: on the rest of the stream after k judged "
-        "(n/a: the stream ended first or fewer than 20 remain). quality / cost: the whole stream against "
-        "always-strong, cost including shadow calls (the recorded verdicts are graded answers: no judge call); "
-        "`cost, llm judge` adds two strong-model calls per judged request (a pairwise judge, both orders).",
+        "(n/a: the stream ended first or fewer than 20 remain); it moves without a promotion too, as the rest "
+        "it is measured on shrinks, and is noisy with a few hundred requests left. quality / cost: the whole "
+        "stream against always-strong, cost including shadow calls (the recorded verdicts are graded answers: "
+        "no judge call); `cost, llm judge` adds two strong-model calls per judged request (a pairwise judge, "
+        "both orders).",
         "",
         markdown_table(rows),
         "",
@@ -183,7 +186,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N requests of each stream")
     parser.add_argument("--quick", action="store_true", help="smoke run: 600 requests of two streams, no docs")
+    parser.add_argument("--render", action="store_true", help="rewrite the docs section and plot from the JSON")
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads(JSON_PATH.read_text())
+        args = argparse.Namespace(**{**saved["settings"], "render": True})
+        publish(saved["streams"], saved["goals"], args)
+        return
     if args.quick:
         args.streams, args.limit, args.cap = "routellm-gsm8k,frugalgpt-overruling", 600, 250
     start = starting_router(paths.cache_dir())
@@ -204,6 +213,11 @@ def main() -> None:
     if args.quick:
         return
     write_json(JSON_PATH, {"settings": vars(args), "streams": results, "goals": summary})
+    publish(results, summary, args)
+
+
+def publish(results: dict[str, Any], summary: dict[str, Any], args: argparse.Namespace) -> None:
+    """The plot and the docs/results.md section."""
     plot(results)
     command = "python bench/learning.py"
     update_section("learning", "Learning from served traffic (#22)", command, render(results, summary, args))

@@ -50,7 +50,7 @@ from sizewise.gateway.openapi import install_schema
 from sizewise.gateway.responses import JSON, completion_body, decision_headers, error_status, model_list
 from sizewise.gateway.schemas import max_latency_header, parse_request
 from sizewise.gateway.shadowing import LABEL_KEY, ShadowHook, build_shadow, take_label
-from sizewise.gateway.streaming import sse_events
+from sizewise.gateway.streaming import OnDone, sse_events
 from sizewise.policy.types import Decision, RequestContext, RequestRejected
 from sizewise.serve.call import AllModelsFailed
 from sizewise.serve.context import build_context
@@ -197,7 +197,8 @@ async def _stream(
         return Response(status_code=499)
     asked = ctx.request.extra.get("stream_options") or {}
     include_usage = isinstance(asked, dict) and asked.get("include_usage") is True
-    shown, on_done = chunks, report.done
+    shown: AsyncIterator[ChatChunk] = chunks
+    on_done: OnDone = report.done  # typed as the callback, so the shadow tap's may replace it
     if state.shadow is not None:  # a chosen stream keeps its text; its shadow job is queued when it is over
         shown, on_done = state.shadow.tap(ctx, decision, chunks, report.done)
     events = sse_events(shown, decision, spec.name, ctx.request_id, on_done, include_usage=include_usage)

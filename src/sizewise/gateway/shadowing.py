@@ -3,9 +3,9 @@ to shadow it, and hand the job to the runner in a background task that starts on
 
 Only routed requests are considered (a router score and threshold; not a named model, a cascade or an
 answer that came from a fallback), and only the other model of the router's pair, when no filter removed
-it for this request (context, modality, privacy, budget). ``/metrics`` counts jobs in ``sizewise_shadow_jobs{event}``: ``queued``, ``dropped``
-(queue full or shutting down), ``capped`` (daily cap), ``privacy`` (a remote model kept away from personal
-data), ``failed``, ``judged``.
+it for this request (context, modality, privacy, budget). ``/metrics`` counts jobs in
+``sizewise_shadow_jobs{event}``: ``queued``, ``dropped`` (queue full or shutting down), ``capped`` (daily
+cap), ``privacy`` (a remote model kept away from personal data), ``failed``, ``judged``.
 """
 
 from __future__ import annotations

@@ -226,7 +226,6 @@ def paired_comparison(
     """Quality of each router at the same strong share within each fold, paired per request; promote when
     the bootstrap 95% interval of the weighted mean difference lies above zero."""
     w = outcomes.w()
-    diff = np.zeros(len(w))
     routed_inc, routed_cand = np.zeros(len(w), dtype=bool), np.zeros(len(w), dtype=bool)
     for fold in np.unique(folds):
         rows = np.flatnonzero(folds == fold)
@@ -236,8 +235,10 @@ def paired_comparison(
     q_cand = np.where(routed_cand, outcomes.q_strong, outcomes.q_weak)
     diff = q_cand - q_inc
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(w), size=(n_boot, len(w)))
-    boot = (diff[idx] * w[idx]).sum(axis=1) / w[idx].sum(axis=1)
+    boot = np.empty(n_boot)
+    for start in range(0, n_boot, 100):  # in blocks: 100 x n indices at a time, whatever the table's size
+        idx = rng.integers(0, len(w), size=(min(100, n_boot - start), len(w)))
+        boot[start : start + len(idx)] = (diff[idx] * w[idx]).sum(axis=1) / w[idx].sum(axis=1)
     low, high = float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
     mean = float(np.average(diff, weights=w))
     if len(w) < MIN_OUTCOMES:

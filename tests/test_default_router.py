@@ -16,6 +16,13 @@ from sizewise.errors import ConfigError, RouterFileError
 from sizewise.learn import read_header
 from sizewise.routers.base import calibrated_threshold, load_router, make_router
 
+#: What the shipped file was trained with: still the public-data recipe (RouteLLM + MMLU-Pro pairs). The
+#: embedded pair's own outcomes (issue #22) are too few yet to replace it; see the README beside it.
+SHIPPED_THRESHOLD = 0.2301
+SHIPPED_N_TRAIN = 60443
+#: Why the two checks of a first run below still fail (strict: they must pass once the router is retrained).
+NOT_YET = "the shipped router is still trained on GPT-4 vs Mixtral (#22); retrain: bench/train_default_router.py"
+
 
 @pytest.fixture(scope="module")
 def shipped() -> Path:
@@ -32,8 +39,8 @@ def test_the_shipped_router_records_its_embedding_and_calibration(shipped: Path)
     assert provenance["embedding"] == {"name": "static", "id": table_id()}
     calibration = provenance["calibration"]
     assert calibration["default"] == "share_0.5"
-    assert calibration["targets"]["share_0.5"]["threshold"] == pytest.approx(0.2301, abs=1e-4)
-    assert provenance["training"]["n_train"] == 60443
+    assert calibration["targets"]["share_0.5"]["threshold"] == pytest.approx(SHIPPED_THRESHOLD, abs=1e-4)
+    assert provenance["training"]["n_train"] == SHIPPED_N_TRAIN
     router = load_router(shipped)
     assert router.threshold_ == calibrated_threshold(shipped) == shipped_router()[1]
     assert not (shipped.parent / "thresholds.json").exists()  # one source of truth: the file itself
@@ -137,3 +144,74 @@ def test_train_rebuilds_the_default_router(run_cli: Any, tmp_path: Path, monkeyp
     assert code == 2 and "own recipe" in err
     code, _, err = run_cli("train", "--out", str(out))
     assert code == 2 and "give --router NAME and --out PATH" in err
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Prove that the square root of 2 is irrational.",
+        "What is 37 * 43? Show your work step by step, then give the final answer.",
+    ],
+)
+@pytest.mark.xfail(strict=True, reason=NOT_YET)
+def test_prompts_that_need_the_bigger_model_get_it(shipped: Path, prompt: str) -> None:
+    """Issue #22: with the router trained on GPT-4 vs Mixtral, both went to qwen2.5-coder-0.5b."""
+    router = load_router(shipped)
+    assert router.threshold_ is not None and router.score([prompt])[0] >= router.threshold_
+
+
+def _collected_row(prompt_id: str, model: str, text: str, correct: bool) -> str:
+    import json
+
+    row = {"prompt_id": prompt_id, "model": model, "text": text, "gold": "A", "response": "A", "correct": correct}
+    return json.dumps(row | {"tokens_in": 10, "tokens_out": 1, "latency": 0.1, "logprobs": [-0.1]}) + "\n"
+
+
+def test_the_recipe_reads_the_embedded_pairs_collected_outcomes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sizewise.errors import DataError
+    from sizewise.evaluation.default_router import EMBEDDED_PAIR, embedded_table
+
+    monkeypatch.setenv("SIZEWISE_COLLECTED", str(tmp_path))
+    with pytest.raises(
+        DataError, match=r"no outcomes of qwen2.5-coder-0.5b and qwen2.5-coder-1.5b in .*collect_embedded"
+    ):
+        embedded_table()
+    closing = "\n\nReply with only the letter of the correct option, no explanation."
+    lines = [
+        _collected_row(
+            f"q{i}", model, f"Question {i}: which one?{closing}", correct=(model == EMBEDDED_PAIR[1]) or i % 2 == 0
+        )
+        for i in range(6)
+        for model in ("smollm2-135m", *EMBEDDED_PAIR)
+    ]
+    (tmp_path / "mmlupro.jsonl").write_text("".join(lines[:-1]))  # the last question lacks the 1.5B answer
+    table = embedded_table()
+    assert table.models == ["weak", "strong"] and len(table) == 5
+    assert table.texts[1] == "Question 1: which one?"  # the collection's closing instruction is not traffic
+    assert table.quality[:, 0].tolist() == [1.0, 0.0, 1.0, 0.0, 1.0] and table.quality[:, 1].tolist() == [1.0] * 5
+    assert table.meta["outcomes"]["sources"]["mmlupro.jsonl"]["questions"] == 5
+
+
+@pytest.mark.model
+@pytest.mark.xfail(strict=True, reason="cascade-logprob's threshold is not yet calibrated on the embedded ladder (#22)")
+def test_cascade_logprob_no_longer_accepts_smollm2s_wrong_product() -> None:
+    """Issue #22: at the old threshold 0.6, cascade-logprob accepted SmolLM2's "12*12 = 120"; the
+    threshold calibrated on the embedded ladder's own outcomes (bench/train_default_router.py) does not."""
+    import asyncio
+
+    from sizewise.backends.factory import make_backend
+    from sizewise.cascade.scorers.base import Answer, make_scorer
+    from sizewise.catalog import load_catalog
+    from sizewise.core.chat import ChatRequest
+    from sizewise.policy.cascading import DEFAULT_THRESHOLDS
+
+    catalog = load_catalog(None)
+    backend = make_backend(catalog.get("smollm2-135m"), catalog)
+    messages = [{"role": "user", "content": "What is 12*12?"}]
+    request = ChatRequest(messages=messages, max_tokens=12, temperature=0.0, logprobs=True)  # "12*12 = 120\n\n"
+    result = asyncio.run(backend.complete(request))
+    assert "144" not in result.text  # still wrong: otherwise this test checks nothing
+    score = make_scorer("logprob").score([Answer("What is 12*12?", result.text, logprobs=result.logprobs)])[0]
+    assert score < DEFAULT_THRESHOLDS["logprob"]

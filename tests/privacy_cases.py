@@ -208,6 +208,7 @@ CASES: list[Case] = [
     Case("stop string", "iban", IBAN, lambda v: _ask(stop=v)),
     Case("unknown top-level field", "email", EMAIL, lambda v: _ask(safety_identifier=v)),
     Case("prompt_cache_key", "phone", PHONE, lambda v: _ask(prompt_cache_key=v)),
+    Case("user field (forwarded upstream)", "email", EMAIL, lambda v: _ask(user=v)),
     # -- URLs and encodings -----------------------------------------------------------------------
     Case(
         "image_url query string",

@@ -288,3 +288,18 @@ def test_a_tool_choice_naming_no_tool_is_a_400(gateway: GatewayServer, upstream:
     assert response.status_code == 400, response.text
     assert "tool_choice names function 'get_time', which is not in tools" in response.json()["error"]["message"]
     assert len(upstream.bodies) == before  # refused before any model was asked
+
+
+def test_a_cascade_answer_streamed_once_chosen_keeps_its_tool_calls() -> None:
+    """A cascade decides on a whole answer, then streams it: the tool calls and upstream ids go with it."""
+    from sizewise.core.chat import ChatResult
+    from sizewise.serve.call import replay
+
+    result = ChatResult(model="m", text="", finish_reason="tool_calls", tool_calls=CALLS, upstream=dict(BASE))
+
+    async def collect() -> list[Any]:
+        return [chunk async for chunk in replay(result)]
+
+    first, last = asyncio.run(collect())
+    assert first.tool_calls == [{"index": i, **call} for i, call in enumerate(CALLS)]
+    assert first.upstream["id"] == BASE["id"] and last.finish_reason == "tool_calls"

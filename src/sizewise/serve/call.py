@@ -173,8 +173,13 @@ def record_failure(decision: Decision, spec: ModelSpec, reason: str, started: fl
 
 
 async def replay(result: ChatResult) -> AsyncIterator[ChatChunk]:
-    """A whole answer as a stream of two chunks (a cascade's accepted answer, streamed once chosen)."""
-    yield ChatChunk(text=result.text)
+    """A whole answer as a stream of two chunks (a cascade's accepted answer, streamed once chosen): its text,
+    tool calls (each with its stream ``index``) and the upstream's own fields, then the finish and usage."""
+    calls = [{"index": i, **call} for i, call in enumerate(result.tool_calls or [])] or None
+    upstream = {k: v for k, v in result.upstream.items() if k in ("id", "created", "system_fingerprint")}
+    if "logprobs" in result.upstream:
+        upstream["logprobs"] = result.upstream["logprobs"]
+    yield ChatChunk(text=result.text, tool_calls=calls, upstream=upstream)
     yield ChatChunk(
         finish_reason=result.finish_reason,
         prompt_tokens=result.prompt_tokens,

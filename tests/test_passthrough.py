@@ -116,6 +116,10 @@ class Recording:
         else:
             events = [event([delta(word)]) for word in ["one ", "two ", "three ", "four"]]
             events.append(event([delta(finish="stop")]))
+            for index in range(1, body.get("n", 1)):  # n > 1: the other choices, as OpenAI interleaves them
+                other = {"index": index, "delta": {"content": f"choice {index}"}, "logprobs": None}
+                events.insert(1, event([{**other, "finish_reason": None}]))
+                events.insert(-1, event([{"index": index, "delta": {}, "logprobs": None, "finish_reason": "length"}]))
         events.append(event([], usage=usage))
         pause = self.pause_s if body["model"] == "slow" else 0.0
         timed = [(e, pause) for e in events]
@@ -303,3 +307,15 @@ def test_a_cascade_answer_streamed_once_chosen_keeps_its_tool_calls() -> None:
     first, last = asyncio.run(collect())
     assert first.tool_calls == [{"index": i, **call} for i, call in enumerate(CALLS)]
     assert first.upstream["id"] == BASE["id"] and last.finish_reason == "tool_calls"
+
+
+def test_every_choice_of_n_is_streamed(client: openai.OpenAI, upstream: Recording) -> None:
+    chunks = list(client.chat.completions.create(model="text", messages=HISTORY, n=3, stream=True))
+    by_index: dict[int, str] = {}
+    finish: dict[int, str | None] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            by_index[choice.index] = by_index.get(choice.index, "") + (choice.delta.content or "")
+            finish[choice.index] = choice.finish_reason or finish.get(choice.index)
+    assert by_index == {0: "one two three four", 1: "choice 1", 2: "choice 2"}
+    assert finish == {0: "stop", 1: "length", 2: "length"} and upstream.bodies[-1]["n"] == 3

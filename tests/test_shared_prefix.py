@@ -11,6 +11,7 @@ from learned_helpers import planted_pair, table_from
 from sizewise.core.table import OutcomeTable
 from sizewise.evaluation.harness import evaluate
 from sizewise.paths import data_dir
+from sizewise.routers._learned import embed_prompts
 from sizewise.routers.base import load_router, make_router
 from sizewise.routers.prefix import learn_shared, shared_from_meta, varying_part
 
@@ -54,9 +55,29 @@ def test_the_router_file_keeps_what_it_learned(tmp_path) -> None:
     loaded = load_router(router.save(tmp_path / "knn.zip"))
     assert loaded.shared_ == router.shared_ and router.shared_[0].startswith(SHOTS)
     np.testing.assert_array_equal(loaded.score(texts[:5]), router.score(texts[:5]))
-    assert shared_from_meta({}) == ("", "")  # a file written before it records none
+    assert shared_from_meta({}) is None  # a file written before it: whole prompts, as its embeddings saw them
     with pytest.raises(ValueError, match="not a \\[prefix, suffix\\] pair"):
         shared_from_meta({"shared": ["only one"]})
+
+
+@pytest.mark.usefixtures("private_embedding_cache")
+def test_a_file_from_before_reads_whole_prompts_as_its_embeddings_did(tmp_path) -> None:
+    from learned_helpers import rewrite_bundle
+
+    table = planted_pair(30, seed=4)
+    path = make_router("embed-logreg").fit(table).save(tmp_path / "new.zip")
+
+    def drop_shared(header: dict) -> dict:
+        header["meta"]["state"].pop("shared")
+        return header
+
+    old = load_router(rewrite_bundle(path, tmp_path / "old.zip", header=drop_shared))
+    new = load_router(path)
+    assert old.shared_ is None and new.shared_ == ("", "")
+    long = "word " * 400 + "and a question at the very end?"
+    whole = old._predict(embed_prompts([long], "minilm").astype(np.float64))
+    np.testing.assert_array_equal(old.predict_quality([long]), whole)  # head first, as MiniLM cuts it
+    assert not np.array_equal(new.predict_quality([long]), whole)  # a new file reads the end
 
 
 def mmlu_with_shots(n: int = 300, seed: int = 0) -> OutcomeTable:

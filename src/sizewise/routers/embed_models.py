@@ -23,7 +23,7 @@ from sizewise.routers._learned import (
     sigmoid,
 )
 from sizewise.routers.base import Router, register
-from sizewise.routers.prefix import learn_shared, readable, shared_from_meta
+from sizewise.routers.prefix import learn_shared, readable, shared_from_meta, shared_to_meta
 
 if TYPE_CHECKING:
     from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
@@ -33,6 +33,8 @@ class _PerModelRouter(Router):
     """Shared fit bookkeeping and the two-model score from ``predict_quality``."""
 
     embedding: str
+    #: Prompt text most training prompts shared, dropped before embedding (None: a file from before).
+    shared_: tuple[str, str] | None
 
     def _prepare(self, table: OutcomeTable, weak: str | None, strong: str | None) -> tuple[np.ndarray, np.ndarray]:
         self._check_params()
@@ -59,7 +61,7 @@ class _PerModelRouter(Router):
         return quality[:, self.models_.index(self.strong_)] - quality[:, self.models_.index(self.weak_)]
 
     def _meta(self) -> dict[str, Any]:
-        return {"weak": self.weak_, "strong": self.strong_, "models": self.models_, "shared": list(self.shared_)}
+        return {"weak": self.weak_, "strong": self.strong_, "models": self.models_, **shared_to_meta(self.shared_)}
 
     def _set_meta(self, meta: dict[str, Any]) -> None:
         self.models_ = [str(m) for m in meta["models"]]

@@ -23,7 +23,7 @@ from sizewise.routers._learned import (
     pair_outcomes,
 )
 from sizewise.routers.base import Router, register
-from sizewise.routers.prefix import learn_shared, readable, shared_from_meta
+from sizewise.routers.prefix import learn_shared, readable, shared_from_meta, shared_to_meta
 
 if TYPE_CHECKING:
     from sizewise.core.table import OutcomeTable  # pandas: never imported on the request path
@@ -35,6 +35,8 @@ class _NeighbourRouter(Router):
     """Fit stores embeddings and outcomes; subclasses define the neighbour weights."""
 
     embedding: str
+    #: Prompt text most training prompts shared, dropped before embedding (None: a file from before).
+    shared_: tuple[str, str] | None
 
     def fit(self, table: OutcomeTable, weak: str | None = None, strong: str | None = None) -> Self:
         self._check_params()
@@ -70,7 +72,7 @@ class _NeighbourRouter(Router):
         return quality[:, self.models_.index(self.strong_)] - quality[:, self.models_.index(self.weak_)]
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        meta = {"weak": self.weak_, "strong": self.strong_, "models": self.models_, "shared": list(self.shared_)}
+        meta = {"weak": self.weak_, "strong": self.strong_, "models": self.models_, **shared_to_meta(self.shared_)}
         return meta, {"embeddings": self.embeddings_, "quality": self.quality_}
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:

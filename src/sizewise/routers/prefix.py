@@ -76,16 +76,25 @@ def tail_chars(embedding: str) -> int | None:
     return MINILM_TAIL_CHARS if embedding == "minilm" else None
 
 
-def readable(prompts: Sequence[str], shared: tuple[str, str], embedding: str) -> list[str]:
-    """Checked ``prompts`` as the encoder should read them (see the module docstring)."""
+def readable(prompts: Sequence[str], shared: tuple[str, str] | None, embedding: str) -> list[str]:
+    """Checked ``prompts`` as the encoder should read them (see the module docstring). ``None``: a router
+    file written before this existed, whose stored embeddings saw whole prompts; they still do."""
     from sizewise.routers._learned import check_prompts
 
-    return varying_part(check_prompts(prompts), *shared, tail_chars=tail_chars(embedding))
+    texts = check_prompts(prompts)
+    return texts if shared is None else varying_part(texts, *shared, tail_chars=tail_chars(embedding))
 
 
-def shared_from_meta(meta: dict[str, object]) -> tuple[str, str]:
-    """The (prefix, suffix) a router file recorded; files written before it record none."""
-    value = meta.get("shared") or ["", ""]
+def shared_to_meta(shared: tuple[str, str] | None) -> dict[str, list[str]]:
+    """The router file's record of ``shared`` (nothing for a file that predates it)."""
+    return {} if shared is None else {"shared": list(shared)}
+
+
+def shared_from_meta(meta: dict[str, object]) -> tuple[str, str] | None:
+    """The (prefix, suffix) a router file recorded; None for files written before it existed."""
+    if "shared" not in meta:
+        return None
+    value = meta["shared"]
     if not isinstance(value, list | tuple) or len(value) != 2 or not all(isinstance(v, str) for v in value):
         raise ValueError(f"its shared prompt text is not a [prefix, suffix] pair of strings ({value!r})")
     return str(value[0]), str(value[1])

@@ -230,6 +230,12 @@ def test_a_local_model_calls_a_tool_through_a_grammar(local_gateway: GatewayServ
     assert calls and calls[0].function.name == "get_weather"
     assert isinstance(json.loads(calls[0].function.arguments)["city"], str)
     assert answer.choices[0].finish_reason == "tool_calls"
+    # The round trip: the local chat template takes the call and the tool's result back.
+    history = [ASK, answer.choices[0].message.model_dump(exclude_none=True), _tool_result(calls[0].id)]
+    final = client.chat.completions.create(
+        model="smollm2-135m", messages=history, tools=[WEATHER], max_tokens=12, temperature=0
+    )
+    assert final.choices[0].message.content or final.choices[0].message.tool_calls
 
 
 @pytest.mark.model

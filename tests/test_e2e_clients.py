@@ -195,6 +195,40 @@ def test_a_session_stays_on_one_model_for_ten_agent_turns(
     assert without[0] == models[0]
 
 
+def _claude_agent(gw: GatewayServer) -> list[str]:
+    """Claude Code's loop over /v1/messages, with no session header (Claude Code sends none): ten turns, each
+    tool_use answered by a long tool_result; the model of each turn."""
+    client = _anthropic(gw)
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "Compare the weather in Paris and Lyon this week."}]
+    models = []
+    for turn in range(10):
+        raw = client.messages.with_raw_response.create(
+            model="router-heuristic-0.5", max_tokens=512, system=CLAUDE_SYSTEM, tools=CLAUDE_TOOLS, messages=messages
+        )
+        models.append(raw.headers["x-sizewise-model"])
+        message = raw.parse()
+        use = next((block for block in message.content if block.type == "tool_use"), None)
+        assert use is not None, f"turn {turn}: no tool_use"
+        messages.append(
+            {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in message.content]}
+        )
+        output = f"Lyon, station {turn}: 19 C, light wind from the north, humidity 55 percent, no rain today. " * 4
+        messages.append(
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": output}]}
+        )
+    return models
+
+
+def test_a_claude_code_session_stays_on_one_model_with_no_session_header(
+    upstream: RecordingUpstream, tmp_path: Path, gateway: GatewayServer
+) -> None:
+    models = _claude_agent(gateway)  # the conversation's opening is the session
+    assert models == [models[0]] * 10
+    with GatewayServer(_catalog(upstream, tmp_path / "log.sqlite", session_keys=[])) as plain:
+        without = _claude_agent(plain)
+    assert len(set(without)) > 1, "the router never switched: this conversation cannot show a session holding"
+
+
 # -- the local tiny model: grammars -----------------------------------------------------------------
 
 

@@ -117,7 +117,7 @@ def replay(stream: Stream, start: Router, base_scores: np.ndarray, phi: np.ndarr
                 setup,
                 out,
                 router,
-                start,
+                threshold,
                 base_scores,
                 phi,
                 i,
@@ -144,7 +144,7 @@ def _checkpoint(
     setup: Setup,
     out: Replay,
     router: Router,
-    start: Router,
+    threshold: float,
     base_scores: np.ndarray,
     phi: np.ndarray,
     i: int,
@@ -186,7 +186,7 @@ def _checkpoint(
         )
         router, scores = candidate, new_scores
         threshold = float(result.calibration["targets"][setup.target.key]["threshold"])
-    else:
+    elif result.incumbent_honest:  # recalibrated on traffic it never trained on; a retrained one keeps its own
         threshold = float(result.incumbent_calibration["targets"][setup.target.key]["threshold"])
     out.checkpoints.append(
         {

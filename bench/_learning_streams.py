@@ -114,7 +114,8 @@ def load_streams(names: tuple[str, ...], seed: int) -> list[Stream]:
     for name in names:
         if name.startswith("routellm-"):
             table = load_dataset(name)
-            streams.append(_stream(name, table, *table.weak_strong(), seed))
+            weak, strong = table.weak_strong()
+            streams.append(_stream(name, table, weak, strong, seed))
         elif name == "mmlu-pro-heldout":
             pro = load_dataset("mmlu-pro")
             held = heldout_questions()
@@ -122,7 +123,8 @@ def load_streams(names: tuple[str, ...], seed: int) -> list[Stream]:
             streams.append(_stream(name, table, *MMLU_PRO_STREAM_PAIR, seed))
         elif name == "frugalgpt-overruling":
             table = frugalgpt_overruling(data_dir)
-            streams.append(_stream(name, table, *table.weak_strong(), seed))
+            weak, strong = table.weak_strong()
+            streams.append(_stream(name, table, weak, strong, seed))
         else:
             raise SystemExit(f"unknown stream {name!r}; known: {', '.join(STREAM_NAMES)}")
     return streams

@@ -277,6 +277,9 @@ class RetrainResult:
     calibration: dict[str, Any]
     incumbent_calibration: dict[str, Any]
     n_outcomes: int
+    #: False for a retrained incumbent: it was fitted on some of these requests, so its own scores flatter
+    #: it and ``incumbent_calibration`` must not replace the threshold it was promoted with.
+    incumbent_honest: bool = True
 
     @property
     def promote(self) -> bool:
@@ -341,7 +344,8 @@ def retrain(
         phi=phi,
     )
     chosen = calibration(candidate, outcomes, target, candidate.score_from(base_scores, phi), candidate_scores)
-    return RetrainResult(candidate, comparison, chosen, inc_calibration, len(outcomes.texts))
+    honest = not isinstance(incumbent, RetrainedRouter)
+    return RetrainResult(candidate, comparison, chosen, inc_calibration, len(outcomes.texts), honest)
 
 
 def _pair(incumbent: Router, table: OutcomeTable) -> tuple[str, str]:

@@ -4,7 +4,9 @@ score(x) = (1 - beta) * z(base(x)) + beta * z(fresh(x)), beta = n / (n + shrink)
 incumbent's own router (kept whole in the file), ``z`` standardises a score on the outcomes, and
 ``fresh`` = c * z(base(x)) + w . phi(x) + b is a ridge regression of the strong model's gain on the
 incumbent's score and ``phi`` (the static embedding plus the cheap text features, standardised; only
-``w`` is penalised, by ``ridge``). With n outcomes the fresh model weighs n / (n + shrink): 100 outcomes
+``w`` is penalised, by ``ridge``; by default chosen by 5-fold cross-validation on the outcomes from
+:data:`RIDGE_GRID`: 274 features on a few hundred noisy verdicts overfit at a light penalty, and how light
+is too light depends on the traffic). With n outcomes the fresh model weighs n / (n + shrink): 100 outcomes
 move the ranking only a little (shrink 300: a quarter), thousands can overrule the incumbent. Blending
 standardised scores rather than shrinking ``w`` alone is what bounds the move: a free ``c`` near zero
 would otherwise hand the ranking to a tiny correction, whatever its size.
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 
 #: Arrays of the base router are stored under this prefix in the same file.
 BASE_PREFIX = "base."
+#: Penalties the default ``ridge=None`` chooses from, by cross-validated squared error of the gain.
+RIDGE_GRID = (10.0, 100.0, 1000.0, 10000.0)
 
 
 def features(prompts: Sequence[str], embedding: str = "static") -> np.ndarray:
@@ -58,6 +62,26 @@ def ridge_with_offset(
     return float(solution[0]), float(solution[1]), solution[2:]
 
 
+def choose_ridge(
+    offset: np.ndarray, x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, folds: int = 5
+) -> float:
+    """The penalty of :data:`RIDGE_GRID` with the least cross-validated (weighted) squared error."""
+    n = len(y)
+    if n < 2 * folds:
+        return RIDGE_GRID[-1]  # too few to compare: the most cautious
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    fold = np.random.default_rng(0).permutation(np.arange(n) % folds)
+    errors = []
+    for penalty in RIDGE_GRID:
+        error = 0.0
+        for k in range(folds):
+            train, test = fold != k, fold == k
+            c, b, coef = ridge_with_offset(offset[train], x[train], y[train], penalty, w[train])
+            error += float((w[test] * (y[test] - c * offset[test] - b - x[test] @ coef) ** 2).sum())
+        errors.append(error)
+    return RIDGE_GRID[int(np.argmin(errors))]
+
+
 @register
 class RetrainedRouter(Router):
     """An incumbent router's score blended with a ridge model of the outcomes, weighted toward the incumbent."""
@@ -67,7 +91,11 @@ class RetrainedRouter(Router):
     base_: Router | None
 
     def __init__(
-        self, incumbent: str | None = None, shrink: float = 300.0, ridge: float = 30.0, embedding: str = "static"
+        self,
+        incumbent: str | None = None,
+        shrink: float = 300.0,
+        ridge: float | None = None,
+        embedding: str = "static",
     ) -> None:
         self.incumbent = incumbent
         self.shrink = shrink
@@ -76,7 +104,8 @@ class RetrainedRouter(Router):
 
     def _check_params(self) -> None:
         check_number(self.name, "shrink", self.shrink, 0)
-        check_number(self.name, "ridge", self.ridge, 0, strict=True)
+        if self.ridge is not None:
+            check_number(self.name, "ridge", self.ridge, 0, strict=True)
         check_embedding(self.embedding)
         if self.incumbent is not None and not isinstance(self.incumbent, str):
             raise ConfigError(f"retrained: incumbent must be a router file path or 'default', got {self.incumbent!r}")
@@ -127,7 +156,9 @@ class RetrainedRouter(Router):
         self.z_mean_ = float(offset.mean())
         self.z_scale_ = float(offset.std()) if offset.std() > 1e-12 else 1.0
         offset = (offset - self.z_mean_) / self.z_scale_
-        self.c_, self.b_, self.w_ = ridge_with_offset(offset, x, q_strong - q_weak, float(self.ridge), weights)
+        gain = q_strong - q_weak
+        self.ridge_ = float(self.ridge) if self.ridge is not None else choose_ridge(offset, x, gain, weights)
+        self.c_, self.b_, self.w_ = ridge_with_offset(offset, x, gain, self.ridge_, weights)
         if base is None:
             self.c_ = 0.0
         fresh = self.c_ * offset + x @ self.w_ + self.b_
@@ -163,6 +194,7 @@ class RetrainedRouter(Router):
             "z_mean": self.z_mean_,
             "z_scale": self.z_scale_,
             "n_outcomes": self.n_outcomes_,
+            "ridge": self.ridge_,
             "f_mean": self.f_mean_,
             "f_scale": self.f_scale_,
             "beta": self.beta_,
@@ -188,6 +220,7 @@ class RetrainedRouter(Router):
         self.c_, self.b_ = float(meta["c"]), float(meta["b"])
         self.z_mean_, self.z_scale_ = float(meta["z_mean"]), float(meta["z_scale"])
         self.n_outcomes_ = int(meta["n_outcomes"])
+        self.ridge_ = float(meta["ridge"])
         self.f_mean_, self.f_scale_, self.beta_ = float(meta["f_mean"]), float(meta["f_scale"]), float(meta["beta"])
         self.w_ = array(arrays, "w", (None,))
         self.x_mean_ = array(arrays, "x_mean", (len(self.w_),))

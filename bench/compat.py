@@ -39,6 +39,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from _compat_cases import CASES, Case, merge  # noqa: E402
+from _compat_messages import MESSAGES_CASES, messages_column  # noqa: E402
 from _compat_upstream import RecordingUpstream  # noqa: E402
 from _loadgen import MASTER_KEY  # noqa: E402
 from _results import update_section, write_json  # noqa: E402
@@ -163,6 +164,7 @@ def catalog(upstream: str, local: bool, log: Path) -> dict[str, Any]:
         "settings": {"base_url": upstream, "model": "rec-cloud", "timeout_s": 30},
         # An OpenAI reasoning model: everything the chat API offers.
         "capabilities": ["tools", "json_object", "json_schema", "logprobs", "reasoning"],
+        "modalities": ["text", "image"],
     }
     models = [cloud]
     if local:
@@ -189,6 +191,9 @@ def litellm_proxy(upstream: str, executable: str = LITELLM) -> Iterator[str | No
         "LITELLM_LOG": "ERROR",
         "LITELLM_MASTER_KEY": MASTER_KEY,
         "DISABLE_SCHEMA_UPDATE": "True",
+        # Its /v1/messages would otherwise call an OpenAI upstream's Responses API, which chat-only
+        # servers (vLLM, Ollama, llama-server, this recording upstream) do not all serve.
+        "LITELLM_USE_CHAT_COMPLETIONS_URL_FOR_ANTHROPIC_MESSAGES": "True",
     }
     port = free_port()
     cmd = [executable, "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
@@ -222,15 +227,18 @@ def run(local: bool = True, executable: str = LITELLM, verbose: bool = False) ->
         app = create_app(CatalogSpec.model_validate(catalog(up.base_url, local, log)))
         with serve_in_thread(app) as base:
             table["sizewise"] = column(f"{base}/v1", "cloud", up, verbose=verbose)
+            table["messages"] = {"sizewise": messages_column(base, "cloud", up)}
             if local:
                 table["local"] = column(f"{base}/v1", "smollm2-135m", None, local=True, verbose=verbose)
         with litellm_proxy(up.base_url, executable) as url:
             if url:
                 table["litellm"] = column(url, "cloud", up, verbose=verbose)
+                table["messages"]["litellm"] = messages_column(url.removesuffix("/v1"), "cloud", up)
                 table["litellm_source"] = f"LiteLLM {litellm_version(executable)}, in this run"
     if "litellm" not in table and SPEC.exists():
         last = json.loads(SPEC.read_text())
         table["litellm"] = last.get("litellm", {})
+        table["messages"]["litellm"] = last.get("messages", {}).get("litellm", {})
         source = last.get("litellm_source", "LiteLLM").split("; copied from")[0].replace(", in this run", "")
         table["litellm_source"] = f"{source}; copied from the last run (LiteLLM is not installed here)"
     return table
@@ -239,14 +247,20 @@ def run(local: bool = True, executable: str = LITELLM, verbose: bool = False) ->
 def regressions(previous: dict[str, Any], table: dict[str, Any]) -> list[str]:
     """Cells that were passed or honoured in ``previous`` and are not now (the table is the spec)."""
     lost = []
-    for col in ("sizewise", "local"):
-        for name, cell in previous.get(col, {}).items():
-            now = table.get(col, {}).get(name)
+    pairs = [(COLUMNS[c], previous.get(c, {}), table.get(c)) for c in ("sizewise", "local")]
+    pairs.append(("/v1/messages: sizewise", previous.get("messages", {}).get("sizewise", {}), _messages(table)))
+    for label, before, now_column in pairs:
+        for name, cell in before.items():
+            now = (now_column or {}).get(name)
             if cell["kind"] in GOOD and now is not None and now["kind"] not in GOOD:
-                lost.append(f"{COLUMNS[col]} / {name}: was {cell['kind']}, now {now['kind']} {now['note']}".strip())
-            elif cell["kind"] in GOOD and now is None and col in table:
-                lost.append(f"{COLUMNS[col]} / {name}: was {cell['kind']}, the row is gone")
+                lost.append(f"{label} / {name}: was {cell['kind']}, now {now['kind']} {now['note']}".strip())
+            elif cell["kind"] in GOOD and now is None and now_column is not None:
+                lost.append(f"{label} / {name}: was {cell['kind']}, the row is gone")
     return lost
+
+
+def _messages(table: dict[str, Any]) -> dict[str, Any] | None:
+    return table.get("messages", {}).get("sizewise")
 
 
 def _cell(cell: dict[str, str] | None) -> str:
@@ -270,7 +284,27 @@ def markdown(table: dict[str, Any]) -> str:
         "showed; rejected: 4xx (message shown); error: 5xx."
     )
     source = table.get("litellm_source", "LiteLLM not run")
-    return "\n".join([*lines, "", f"Out of the rows each column was sent: {summary}. LiteLLM: {source}.", "", legend])
+    lines += ["", f"Out of the rows each column was sent: {summary}. LiteLLM: {source}.", "", legend, ""]
+    return "\n".join([*lines, *_messages_markdown(table.get("messages", {}))]).rstrip()
+
+
+def _messages_markdown(columns: dict[str, dict[str, dict[str, str]]]) -> list[str]:
+    """Anthropic's /v1/messages rows (Claude Code's requests) on the same upstream."""
+    if not columns:
+        return []
+    cols = [c for c in ("sizewise", "litellm") if c in columns]
+    lines = [
+        "Anthropic `POST /v1/messages`, as Claude Code sends it (cached system blocks, tools, tool results), "
+        "translated to the same OpenAI-compatible upstream (`bench/_compat_messages.py`; LiteLLM with "
+        "`LITELLM_USE_CHAT_COMPLETIONS_URL_FOR_ANTHROPIC_MESSAGES=True`, as it otherwise calls the upstream's "
+        "Responses API, which chat-only servers do not all serve):",
+        "",
+        "| Messages field | " + " | ".join(COLUMNS[c] for c in cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    for case in MESSAGES_CASES:
+        lines.append(f"| {case.name} | " + " | ".join(_cell(columns[c].get(case.name)) for c in cols) + " |")
+    return lines
 
 
 def _counts(cells: dict[str, dict[str, str]]) -> str:
@@ -290,6 +324,9 @@ def write(table: dict[str, Any]) -> None:
     GATEWAY_DOC.write_text(pattern.sub(lambda _: block, text))
     cols = [c for c in COLUMNS if c in table]
     body = "; ".join(f"{COLUMNS[c]}: {_counts(table[c])}" for c in cols)
+    messages = table.get("messages", {})
+    if messages:
+        body += ". Anthropic /v1/messages: " + "; ".join(f"{COLUMNS[c]}: {_counts(v)}" for c, v in messages.items())
     body += f" ({table.get('litellm_source', 'LiteLLM not run')}). The table, field by field: docs/gateway.md."
     command = "nice -n 10 .venv/bin/python bench/compat.py (or .venv/bin/pytest tests/test_compat_table.py)"
     update_section("compat", "OpenAI chat fields: sizewise vs LiteLLM's proxy", command, body)

@@ -1,8 +1,9 @@
 """The compatibility table in docs/gateway.md is generated here, and it is the spec.
 
-Every OpenAI chat-completions field goes through a real sizewise gateway to a recording upstream, through
-LiteLLM's proxy on the same upstream (when ``/tmp/litellm-venv`` exists; otherwise its column is copied
-from the last run) and to the embedded tiny model (``bench/compat.py``). A field that passed or was
+Every OpenAI chat-completions field (and each Anthropic Messages field, on /v1/messages) goes through a real
+sizewise gateway to a recording upstream, through LiteLLM's proxy on the same upstream (when
+``/tmp/litellm-venv`` exists; otherwise its column is copied from the last run) and to the embedded tiny
+model (``bench/compat.py``). A field that passed or was
 honoured in ``docs/results/compat.json`` and does not now fails the test; otherwise the table, the spec
 file and docs/results.md's section are rewritten.
 """
@@ -20,6 +21,7 @@ import fakes  # noqa: F401 - puts bench/ on sys.path
 # isort: split
 import compat
 from _compat_cases import CASES, merge
+from _compat_messages import MESSAGES_CASES
 from compat import COLUMNS, SPEC, judge, markdown, regressions, run, write
 
 BY_NAME = {case.name: case for case in CASES}
@@ -74,7 +76,8 @@ def test_without_litellm_its_column_is_copied_from_the_last_run_and_no_upstream_
     assert table["litellm"] == {"user": {"kind": "dropped", "note": ""}}
     assert table["litellm_source"] == "LiteLLM 9.9; copied from the last run (LiteLLM is not installed here)"
     assert "local" not in table and set(table["sizewise"]) == {case.name for case in CASES}
-    lost = regressions({"sizewise": spec.get("sizewise", {})}, table)
+    assert set(table["messages"]["sizewise"]) == {case.name for case in MESSAGES_CASES}
+    lost = regressions({"sizewise": spec.get("sizewise", {}), "messages": spec.get("messages", {})}, table)
     assert not lost, "fields that passed before and no longer do:\n" + "\n".join(lost)
 
 

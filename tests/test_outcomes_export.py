@@ -112,3 +112,38 @@ def test_bad_arguments_are_one_line_errors(tmp_path: Path, run_cli: Run) -> None
         "outcomes", "export", "--out", str(tmp_path / "t.jsonl"), "--db", str(db), "--hours", "-1"
     )
     assert code == 2 and "--hours must be a positive number" in stderr
+
+
+def test_a_shadow_sampled_request_carries_its_inclusion_probability(tmp_path: Path) -> None:
+    """``router retrain`` weights by 1 / inclusion_p; without this column every request weighed the same."""
+    from sizewise.cli.router_cmd import _weights
+    from sizewise.learn.outcome_export import export_rows, write_jsonl
+
+    requests = [
+        {
+            "request_id": f"r{i}",
+            "prompt_text": f"user: q{i}",
+            "prompt_hash": "h",
+            "status": 200,
+            "model": "small",
+            "time": float(i),
+            "cost": 1e-6,
+            "big_cost": 4e-6,
+            "prompt_tokens": 3,
+            "completion_tokens": 2,
+            "latency_ms": 5.0,
+        }
+        for i in range(2)
+    ]
+    shadow = {"inclusion_p": 0.25, "chosen_by": "active"}
+    outcomes = [
+        Outcome("r0", "small", 1.0, "llm-judge", other_model="big", detail=shadow),
+        Outcome("r0", "big", 0.0, "llm-judge", other_model="small", detail=shadow),
+        Outcome("r1", "small", 1.0, "feedback"),  # rated by its client, not sampled: no probability
+        Outcome("r1", "big", 1.0, "grader"),
+    ]
+    rows = export_rows(requests, outcomes, {}, big="big")
+    assert {row["prompt_id"]: row.get("inclusion_p") for row in rows} == {"r0": 0.25, "r1": None}
+    table = load_table(write_jsonl(rows, tmp_path / "t.jsonl"))
+    weights = _weights(table)
+    assert weights is not None and sorted(weights.tolist()) == [1.0, 4.0]

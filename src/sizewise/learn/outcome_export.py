@@ -9,7 +9,8 @@ The served model's row carries the logged cost, tokens and latency; the always-b
 did not serve, the always-big cost the log computed for the same tokens; another model's row the
 ``cost``/``tokens_out``/``latency`` its judge recorded in ``detail``, if any (else the loader prices it
 from the price sheet). A request logged without its text (``log_text`` off) gets a placeholder ``text``
-and its kept prompt vector in ``features`` (with ``embedding``, the embedder's id).
+and its kept prompt vector in ``features`` (with ``embedding``, the embedder's id). A request that shadow
+judging sampled carries ``inclusion_p``, its chance of being picked, so estimates can weight by ``1 / p``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def export_rows(
             continue
         judged_by = ",".join(sorted({o.source for o in judged}))
         tags: dict[str, Any] = {"served_by": request["model"], "judged_by": judged_by, "time": request["time"]}
+        sampled = [o.detail["inclusion_p"] for o in judged if isinstance(o.detail.get("inclusion_p"), int | float)]
+        if sampled:  # shadow judging's chance of picking this request: ``router retrain`` weights by 1 / p
+            tags["inclusion_p"] = float(sampled[0])
         if not text:
             text = PLACEHOLDER.format(hash=request["prompt_hash"])
             if request["request_id"] in features:

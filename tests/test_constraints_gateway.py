@@ -130,7 +130,13 @@ def test_image_request_reaches_only_the_image_model(client: openai.OpenAI, recor
     removed = _filters(response)["modality"]["removed"]
     assert set(removed) == {"edge", "cloud"} and removed["edge"] == "cannot read image"
     # Every filter that ran is listed, in the documented order, whether it removed something or not.
-    assert response.model_extra["sizewise"]["filters_ran"] == ["modality", "capability", "context", "privacy", "latency"]
+    assert response.model_extra["sizewise"]["filters_ran"] == [
+        "modality",
+        "capability",
+        "context",
+        "privacy",
+        "latency",
+    ]
 
 
 def test_image_request_to_a_text_only_catalog_is_a_clear_400(recorder: Recorder) -> None:

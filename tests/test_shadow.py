@@ -110,10 +110,11 @@ def catalog(
     weak_where = shadow.pop("weak_location", "remote")
     strong_where = shadow.pop("strong_location", "remote")
     privacy = shadow.pop("privacy", "off")
+    big = 1_000_000  # the long privacy cases (2,000 identifiers before the secret) must fit
     models = [
-        fake_model("weak", "weak-up", 1, up.base_url, location=weak_where),
-        fake_model("strong", strong, 2, up.base_url, location=strong_where, timeout_s=15.0),
-        fake_model("judge", judge, 3, up.base_url),
+        fake_model("weak", "weak-up", 1, up.base_url, location=weak_where, context_window=big),
+        fake_model("strong", strong, 2, up.base_url, location=strong_where, timeout_s=15.0, context_window=big),
+        fake_model("judge", judge, 3, up.base_url, context_window=big),
     ]
     settings = {"uniform_rate": 1.0, "active_rate": 0.0, "judge": "judge", "concurrency": 1, **shadow}
     gateway = {

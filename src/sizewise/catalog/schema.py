@@ -190,6 +190,7 @@ class CatalogSpec(_Strict):
 
         expand_efforts(self)  # one ladder rung per reasoning effort, before anything reads the models
 
+
 # Backend settings, one model per backend: the loader validates ``ModelSpec.settings`` against these
 # so an unknown or mistyped key fails at start-up instead of at the first request.
 

@@ -14,7 +14,7 @@ DEFAULT_ROUTERS = ["random", "tfidf-logreg", "oracle"]
 # Spelled out for --help without importing the routers (a test keeps it equal to the registry).
 KNOWN_ROUTERS = (
     "sw-ranking", "knn", "embed-logreg", "embed-mlp", "mf", "gbdt", "tfidf-logreg", "ensemble",
-    "random", "oracle", "always-small", "always-large",
+    "retrained", "random", "oracle", "always-small", "always-large",
 )  # fmt: skip
 ROUTER_HELP = f"Router name: {', '.join(KNOWN_ROUTERS)}."
 

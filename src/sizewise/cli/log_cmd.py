@@ -42,7 +42,7 @@ def resolve_db(db: str | None, config: Path | None) -> str:
     if db is None:
         if config is not None:
             from sizewise.catalog import load_catalog
-            from sizewise.gateway.app import _unpack
+            from sizewise.gateway.state import unpack_catalog as _unpack
 
             db = _unpack(load_catalog(config))[1].log_url
         else:
@@ -64,7 +64,7 @@ def catalog_big(config: Path | None) -> str | None:
         return None
     from sizewise.catalog import load_catalog
     from sizewise.catalog.catalog import order_ladder
-    from sizewise.gateway.app import _unpack
+    from sizewise.gateway.state import unpack_catalog as _unpack
 
     models, settings = _unpack(load_catalog(config))
     ladder = order_ladder(models, settings.ladder)

@@ -30,7 +30,8 @@ def serve(
     import uvicorn
 
     from sizewise.catalog import load_catalog
-    from sizewise.gateway.app import _unpack, create_app
+    from sizewise.gateway.app import create_app
+    from sizewise.gateway.state import unpack_catalog as _unpack
 
     catalog = load_catalog(config)
     for note in catalog.notes:

@@ -19,102 +19,41 @@ endpoint (:mod:`sizewise.gateway.openapi`).
 from __future__ import annotations
 
 import inspect
-import itertools
 import json
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from sizewise.backends.base import Backend, BackendError, ChatChunk
-from sizewise.catalog.schema import CatalogSpec, GatewaySettings, ModelSpec
-from sizewise.errors import ConfigError, SizewiseError
-from sizewise.gateway.auth import KeyChecker
+from sizewise.backends.base import Backend, ChatChunk
+from sizewise.catalog.schema import GatewaySettings, ModelSpec
+from sizewise.errors import SizewiseError
 from sizewise.gateway.embeddings import embeddings
-from sizewise.gateway.endpoints import advertised_names, model_by_id, route
+from sizewise.gateway.endpoints import model_by_id, route
 from sizewise.gateway.errors import GatewayError, error_response
-from sizewise.gateway.feedback import GatewayOutcomes, PendingNotes, post_feedback, start_outcomes, take_inline
-from sizewise.gateway.log import LogEntry, RequestLog
+from sizewise.gateway.feedback import PendingNotes, post_feedback, start_outcomes, take_inline
 from sizewise.gateway.messages import count_tokens, messages
-from sizewise.gateway.metrics import Metrics
 from sizewise.gateway.openapi import install_schema
-from sizewise.gateway.responses import JSON, completion_body, decision_headers, error_status, model_list
+from sizewise.gateway.responses import JSON, completion_body, decision_headers, error_status
 from sizewise.gateway.schemas import max_latency_header, parse_request
-from sizewise.gateway.shadowing import LABEL_KEY, ShadowHook, build_shadow, take_label
+from sizewise.gateway.shadowing import LABEL_KEY, take_label
+from sizewise.gateway.state import GatewayState, ReportedStream, StreamReport, build_state, unpack_catalog
 from sizewise.gateway.streaming import OnDone, sse_events
 from sizewise.policy.types import Decision, RequestContext, RequestRejected
 from sizewise.serve.call import AllModelsFailed
 from sizewise.serve.context import build_context
-from sizewise.serve.pipeline import Engine
+
+#: The old private name, still imported by the CLI and tests.
+_unpack = unpack_catalog
 
 logger = logging.getLogger("sizewise.gateway")
-
-
-@dataclass
-class GatewayState:
-    """Everything the handlers share, in ``app.state.gateway``."""
-
-    engine: Engine
-    settings: GatewaySettings
-    metrics: Metrics
-    log: RequestLog | None
-    keys: KeyChecker
-    #: The ``/v1/models`` body, encoded once.
-    model_list: bytes
-    #: Request ids: a random per-app prefix plus a counter (unique, and cheaper than uuid4 per request).
-    id_prefix: str = field(default_factory=lambda: os.urandom(6).hex())
-    ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-    #: Shadow judging (``gateway.shadow``), None when off.
-    shadow: ShadowHook | None = None
-    #: Feedback, kept prompt vectors and the savings estimate (:mod:`sizewise.gateway.feedback`); None without a log.
-    outcomes: GatewayOutcomes | None = None
-
-    def next_id(self) -> str:
-        """A new request id."""
-        return f"{self.id_prefix}{next(self.ids):x}"
-
-    def finish(
-        self,
-        ctx: RequestContext | None,
-        decision: Decision | None,
-        status: int,
-        started: float,
-        *,
-        request_id: str,
-        api_key: str | None,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-    ) -> None:
-        """A request is over: the engine settles it, metrics count it, the log stores it."""
-        latency = time.perf_counter() - started
-        if ctx is not None and not self.engine.settle(ctx, decision, prompt_tokens, completion_tokens):
-            self.metrics.errors.labels("settle").inc()
-        self.metrics.observe(decision, status, latency, prompt_tokens, completion_tokens)
-        if self.log is not None and status != 401:  # 401s are counted, not stored: no disk to fill for anyone
-            self.log.write(
-                LogEntry(
-                    request_id=request_id,
-                    text=ctx.text if ctx else "",
-                    status=status,
-                    latency_s=latency,
-                    decision=decision,
-                    api_key=api_key,
-                    user=ctx.user if ctx else None,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    big_cost=self.engine.big.cost_usd(prompt_tokens, completion_tokens),
-                    stream=bool(ctx and ctx.stream),
-                )
-            )
 
 
 def _state(request: Request) -> GatewayState:
@@ -135,8 +74,8 @@ async def chat_completions(request: Request) -> Response:
         record = state.keys.check(request.headers)
         api_key = record.name if record else None
         body = await parse_request(request, state.settings.max_body_bytes, state.settings.max_messages)
-        label = take_label(body.model_extra)  # sizewise.reference / answer_format: what shadow judging grades by
         # The `sizewise` object (feedback on an earlier answer) is the gateway's, never sent upstream.
+        label = take_label(body.model_extra)  # sizewise.reference / answer_format: what shadow judging grades by
         notes = PendingNotes(state.outcomes, take_inline(body.model_extra), api_key)  # stored while the model answers
         # n > 1 passes through: upstreams answer n choices, local models n samples in turn (docs/gateway.md).
         ctx = build_context(
@@ -191,7 +130,7 @@ async def _stream(
 ) -> Response:
     chunks, decision, spec = await state.engine.open_stream(ctx)
     decision.notes.update(await notes.result() if notes is not None else {})
-    report = _StreamReport(state, ctx, decision, chunks, started, api_key)
+    report = StreamReport(state, ctx, decision, chunks, started, api_key)
     if await request.is_disconnected():  # gone while the first chunk was awaited: nobody to send it to
         await report.if_never_started()
         return Response(status_code=499)
@@ -203,42 +142,7 @@ async def _stream(
         shown, on_done = state.shadow.tap(ctx, decision, chunks, report.done)
     events = sse_events(shown, decision, spec.name, ctx.request_id, on_done, include_usage=include_usage)
     headers = decision_headers(decision, ctx.request_id)
-    return _ReportedStream(events, report.if_never_started, media_type="text/event-stream", headers=headers)
-
-
-@dataclass
-class _StreamReport:
-    """Finishes a streamed request exactly once: when its events end, or when they never started."""
-
-    state: GatewayState
-    ctx: RequestContext
-    decision: Decision
-    chunks: AsyncIterator[ChatChunk]
-    started: float
-    api_key: str | None
-    finished: bool = False
-
-    def done(self, status: int, prompt_tokens: int, completion_tokens: int) -> None:
-        """``sse_events``' report of how the stream ended."""
-        self.finished = True
-        self.state.finish(
-            self.ctx,
-            self.decision,
-            status,
-            self.started,
-            request_id=self.ctx.request_id,
-            api_key=self.api_key,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-        )
-
-    async def if_never_started(self) -> None:
-        """The client left before the first byte (``sse_events`` never ran): close the upstream, log a 499."""
-        if not self.finished:
-            closer = getattr(self.chunks, "aclose", None)
-            if closer is not None:
-                await closer()
-            self.done(499, 0, 0)
+    return ReportedStream(events, report.if_never_started, media_type="text/event-stream", headers=headers)
 
 
 def _denied(state: GatewayState, request: Request) -> Response | None:
@@ -346,101 +250,3 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.log.close()
     if state.outcomes is not None:  # after the log: its writer hands the last prompts to the outcome store
         state.outcomes.close()
-
-
-def build_state(
-    catalog: Any,
-    *,
-    settings: GatewaySettings | None = None,
-    router_dir: str | Path | None = None,
-    backend_factory: Callable[[ModelSpec], Backend] | None = None,
-    log_url: str | None = None,
-) -> GatewayState:
-    """The engine, request log, metrics and keys of a gateway (see :func:`create_app`)."""
-    if isinstance(catalog, CatalogSpec):
-        from sizewise.catalog.catalog import Catalog
-
-        catalog = Catalog(catalog)  # backends resolve model files through the Catalog object
-    models, catalog_settings = _unpack(catalog)
-    settings = settings or catalog_settings
-    default_backends = backend_factory is None
-    if backend_factory is None:
-        backend_factory = _default_backends(catalog)
-    if router_dir is None and settings.router_dir is not None:
-        resolve = getattr(catalog, "resolve", Path)
-        router_dir = resolve(settings.router_dir)
-    directory = Path(router_dir) if router_dir is not None else None
-    engine = Engine(models, settings, backend_factory, router_dir=directory, catalog=catalog)
-    _check_configured_policy(engine, settings)
-    if default_backends:
-        _load_replay_tables(engine)
-    url = log_url or settings.log_url
-    request_log = None if url == "none" else RequestLog(url, log_text=settings.log_text)
-    metrics = Metrics.for_gateway(engine.by_name, settings.default_policy)
-    if request_log is not None:
-        request_log.register(metrics.registry)  # a writer that cannot write shows in /metrics
-    names = advertised_names(engine)  # real names a picker can offer; the patterns are in docs/gateway.md
-    state = GatewayState(engine, settings, metrics, request_log, KeyChecker(settings.api_keys), model_list(names))
-    state.shadow = build_shadow(engine, settings, url, metrics.registry)
-    return state
-
-
-def _unpack(catalog: Any) -> tuple[list[ModelSpec], GatewaySettings]:
-    """Models and gateway settings of a catalog object (``CatalogSpec`` or the loaded ``Catalog``)."""
-    if isinstance(catalog, CatalogSpec):
-        return list(catalog.models), catalog.gateway
-    spec = getattr(catalog, "spec", None)
-    if isinstance(spec, CatalogSpec):
-        return list(spec.models), spec.gateway
-    models = getattr(catalog, "models", None)
-    if models is None:
-        raise ConfigError("create_app needs a catalog with models")
-    models = list(models.values()) if isinstance(models, dict) else list(models)
-    return models, getattr(catalog, "gateway", None) or GatewaySettings()
-
-
-def _check_configured_policy(engine: Engine, settings: GatewaySettings) -> None:
-    """Build the policy the catalog configures, so a bad ``gateway.router`` or ``gateway.default_policy``
-    fails at start-up with a clear message instead of at the first request; so does a default router file
-    that is corrupt or was trained on another embedding than the one installed."""
-    try:
-        engine.policy("sizewise")
-    except (SizewiseError, RequestRejected) as error:  # RequestRejected: e.g. a bad cascade-<scorer> name
-        raise ConfigError(
-            f"gateway settings (router {settings.router!r}, default_policy {settings.default_policy!r}): {error}"
-        ) from None
-
-
-def _load_replay_tables(engine: Engine) -> None:
-    """Build the ``replay`` backends now (reading a table is quick), so a table that is a folder, not a
-    readable table or without the model's answers fails at start-up instead of at the first request."""
-    for spec in engine.models:
-        if spec.backend == "openai":
-            engine.backend(spec)  # cheap (no connection yet); a bad ca_bundle fails here, at start-up
-        if spec.backend != "replay":
-            continue
-        try:
-            engine.backend(spec)
-        except (SizewiseError, BackendError) as error:
-            raise ConfigError(f"model {spec.name!r}: cannot replay its table: {error}") from None
-
-
-def _default_backends(catalog: Any) -> Callable[[ModelSpec], Backend]:
-    """``make_backend`` with the catalog, which resolves model files, tables and CA bundles."""
-    from sizewise.backends.factory import make_backend
-
-    return lambda spec: make_backend(spec, catalog)
-
-
-class _ReportedStream(StreamingResponse):
-    """A streaming response that runs ``after`` once it is over, sent or not (the log gets its row)."""
-
-    def __init__(self, content: AsyncIterator[bytes], after: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self.after = after
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.after()

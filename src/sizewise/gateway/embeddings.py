@@ -29,7 +29,7 @@ from sizewise.gateway.schemas import read_body
 
 if TYPE_CHECKING:
     from sizewise.catalog.schema import ModelSpec
-    from sizewise.gateway.app import GatewayState
+    from sizewise.gateway.state import GatewayState
 
 #: OpenAI's own limit on inputs per request.
 MAX_INPUTS = 2048

@@ -23,7 +23,7 @@ from sizewise.policy.types import CascadePolicy, RequestContext, RequestRejected
 from sizewise.serve.context import build_context
 
 if TYPE_CHECKING:
-    from sizewise.gateway.app import GatewayState
+    from sizewise.gateway.state import GatewayState
     from sizewise.serve.pipeline import Engine
 
 #: Scorers whose ``cascade-<scorer>`` policy is listed when it can be built here (a fitted one or none needed).

@@ -13,7 +13,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,13 +25,11 @@ from sizewise.gateway.anthropic_stream import anthropic_events
 from sizewise.gateway.errors import GatewayError
 from sizewise.gateway.responses import JSON, decision_headers, error_status
 from sizewise.gateway.schemas import max_latency_header, read_body
+from sizewise.gateway.state import GatewayState, ReportedStream, StreamReport
 from sizewise.gateway.streaming import OnDone
 from sizewise.policy.types import Decision, RequestContext, RequestRejected
 from sizewise.serve.call import AllModelsFailed
 from sizewise.serve.context import build_context
-
-if TYPE_CHECKING:
-    from sizewise.gateway.app import GatewayState
 
 logger = logging.getLogger("sizewise.gateway")
 
@@ -100,11 +97,8 @@ async def _stream(
     request: Request,
     stops: list[str] | None,
 ) -> Response:
-    # Imported here: app.py imports this module for its route table.
-    from sizewise.gateway.app import _ReportedStream, _StreamReport
-
     chunks, decision, spec = await state.engine.open_stream(ctx)
-    report = _StreamReport(state, ctx, decision, chunks, started, api_key)
+    report = StreamReport(state, ctx, decision, chunks, started, api_key)
     if await request.is_disconnected():  # gone while the first chunk was awaited: nobody to send it to
         await report.if_never_started()
         return Response(status_code=499)
@@ -114,7 +108,7 @@ async def _stream(
         shown, on_done = state.shadow.tap(ctx, decision, chunks, report.done)
     events = anthropic_events(shown, decision, spec.name, ctx.request_id, stops, on_done)
     headers = decision_headers(decision, ctx.request_id)
-    return _ReportedStream(events, report.if_never_started, media_type="text/event-stream", headers=headers)
+    return ReportedStream(events, report.if_never_started, media_type="text/event-stream", headers=headers)
 
 
 async def count_tokens(request: Request) -> Response:

@@ -20,9 +20,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from sizewise.gateway.feedback import FeedbackRequest
 from sizewise.gateway.anthropic import AnthropicRequest, CountTokensRequest
 from sizewise.gateway.embeddings import EmbeddingRequest
+from sizewise.gateway.feedback import FeedbackRequest
 from sizewise.gateway.responses import ChatCompletion, ErrorBody, Health, ModelEntry, ModelList
 from sizewise.gateway.schemas import ChatCompletionRequest
 
@@ -76,17 +76,6 @@ ROUTE_DOCS: dict[str, dict[str, Any]] = {
         "response_model": None,
         "responses": {200: {"model": Health, "description": "the gateway is up"}},
     },
-    "/v1/feedback": {
-        "summary": "Rate an answer by its request id (score in [0, 1] or thumbs), optionally with a reference",
-        "response_model": None,
-        "responses": {200: {"description": "the stored outcome"}, **_errors(400, 401, 404, 409, 503)},
-        "openapi_extra": {
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": FeedbackRequest.model_json_schema()}},
-            }
-        },
-    },
     "/v1/messages": {
         "summary": "Anthropic Messages API, routed like a chat completion",
         "response_model": None,
@@ -122,6 +111,17 @@ ROUTE_DOCS: dict[str, dict[str, Any]] = {
         "response_model": None,
         "responses": {200: {"description": "the chosen model and fallbacks"}, **_errors(400, 401, 404, 429)},
         "openapi_extra": _body("ChatCompletionRequest"),
+    },
+    "/v1/feedback": {
+        "summary": "Rate an answer by its request id (score in [0, 1] or thumbs), optionally with a reference",
+        "response_model": None,
+        "responses": {200: {"description": "the stored outcome"}, **_errors(400, 401, 404, 409, 503)},
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": FeedbackRequest.model_json_schema()}},
+            }
+        },
     },
     "/metrics": {
         "summary": "Prometheus metrics",

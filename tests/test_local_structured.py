@@ -99,6 +99,21 @@ def test_a_forced_tool_call_parses(client: openai.OpenAI) -> None:
 
 @pytest.mark.model
 @pytest.mark.slow
+def test_a_schema_no_grammar_takes_is_a_400_not_a_502(client: openai.OpenAI) -> None:
+    """The client's schema is wrong (a dangling $ref): its mistake, said as a 400 naming the problem; it was a
+    502 "every model failed", as if the gateway had broken."""
+    bad = {"type": "object", "properties": {"a": {"$ref": "#/definitions/nope"}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="smollm2-135m",
+            messages=ASK,
+            max_tokens=8,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": bad}},
+        )
+    message = caught.value.body["message"]  # type: ignore[index]
+    assert "cannot turn the JSON schema into a grammar" in message and "definitions" in message
+
+
 def test_logprobs_with_top_logprobs_and_n_choices(client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(
         model="smollm2-135m",

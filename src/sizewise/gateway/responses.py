@@ -40,6 +40,8 @@ def error_status(error: Exception) -> GatewayError:
     if isinstance(error, UnknownModelError | UnknownNameError):
         return GatewayError(404, str(error), "model_not_found", "model")
     if isinstance(error, AllModelsFailed):
+        if error.status is not None:  # every model refused the request itself: the client's to fix
+            return GatewayError(error.status, f"the request was refused: {error}", "invalid_request")
         return GatewayError(502, f"every model failed: {error}", "upstream_error")
     return GatewayError(400, str(error), "invalid_request")
 

@@ -35,9 +35,12 @@ Admit = Callable[[ModelSpec, RequestContext], Awaitable[None]]
 class AllModelsFailed(Exception):
     """Every candidate failed; carries the decision with one step per attempt."""
 
-    def __init__(self, decision: Decision) -> None:
+    def __init__(self, decision: Decision, status: int | None = None) -> None:
         super().__init__("; ".join(decision.errors) or "no model could answer")
         self.decision = decision
+        #: A 4xx when every model refused the request itself (a JSON schema no grammar takes, a field an
+        #: upstream rejects): the client's mistake, not a gateway failure (502).
+        self.status = status
 
 
 def as_backend_error(spec: ModelSpec, error: Exception, timeout_s: float) -> BackendError:
@@ -114,15 +117,24 @@ ANSWER: Mode[ChatResult] = Mode(
 STREAM: Mode[AsyncIterator[ChatChunk]] = Mode(first_chunk, "stream attempt", "streaming", lambda spec, _: 0.0)
 
 
-async def retry(calls: Calls, mode: Mode[T], spec: ModelSpec, ctx: RequestContext, decision: Decision) -> T | None:
+async def retry(
+    calls: Calls,
+    mode: Mode[T],
+    spec: ModelSpec,
+    ctx: RequestContext,
+    decision: Decision,
+    failures: list[BackendError] | None = None,
+) -> T | None:
     """Call ``spec``, once more when the error is retryable (after its ``Retry-After`` when that is short);
-    each attempt is a step of ``decision``."""
+    each attempt is a step of ``decision``, each failure is added to ``failures``."""
     for number in (1, 2):
         started = time.perf_counter()
         try:
             value = await mode.attempt(calls, spec, ctx)
         except BackendError as error:
             message, again = str(error), error.retryable and number == 1
+            if failures is not None:
+                failures.append(error)
             wait = error.retry_after_s if again else None
             if wait is not None and wait > calls.longest_wait_s:
                 message += f" (Retry-After {wait:g}s is longer than the {calls.longest_wait_s:g}s the gateway waits)"
@@ -155,14 +167,17 @@ async def fall_back(
 ) -> tuple[T, ModelSpec]:
     """The first model of ``order`` that answers (each retried once); :class:`AllModelsFailed` if none."""
     chosen = decision.model
+    failures: list[BackendError] = []
     for spec in order:
-        value = await retry(calls, mode, spec, ctx, decision)
+        value = await retry(calls, mode, spec, ctx, decision, failures)
         if value is not None:
             if chosen is not None and spec.name != chosen:
                 decision.fallback_from = chosen
             decision.model = spec.name
             return value, spec
-    raise AllModelsFailed(decision)
+    # 400, 413, 422: the request; a 401/403/404 is the gateway's own configuration (a key, a model name): 502.
+    refused = [e.status for e in failures if not e.retryable and e.status in (400, 413, 422)]
+    raise AllModelsFailed(decision, refused[-1] if failures and len(refused) == len(failures) else None)
 
 
 def record_failure(decision: Decision, spec: ModelSpec, reason: str, started: float, message: str) -> None:

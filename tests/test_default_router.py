@@ -195,7 +195,6 @@ def test_the_recipe_reads_the_embedded_pairs_collected_outcomes(
 
 
 @pytest.mark.model
-@pytest.mark.xfail(strict=True, reason="cascade-logprob's threshold is not yet calibrated on the embedded ladder (#22)")
 def test_cascade_logprob_no_longer_accepts_smollm2s_wrong_product() -> None:
     """Issue #22: at the old threshold 0.6, cascade-logprob accepted SmolLM2's "12*12 = 120"; the
     threshold calibrated on the embedded ladder's own outcomes (bench/train_default_router.py) does not."""

@@ -34,7 +34,10 @@ from sizewise.policy.types import (
     register_policy,
 )
 
-DEFAULT_THRESHOLDS = {"logprob": 0.6, "consistency": 0.67, "verifier": 0.5, "answer-classifier": 0.5}
+#: ``logprob``: calibrated on the embedded ladder's own answers (python bench/train_default_router.py, 207
+#: questions: 95% of the 1.5B model's accuracy; the old 0.6 kept 76% and accepted SmolLM2's "12*12 = 120").
+#: The others are not calibrated yet (their scorers' model calls were not collected).
+DEFAULT_THRESHOLDS = {"logprob": 0.85, "consistency": 0.67, "verifier": 0.5, "answer-classifier": 0.5}
 
 
 class LiveCascade(CascadePolicy):

@@ -34,20 +34,18 @@ from starlette.responses import Response
 
 from sizewise.backends.base import Backend, ChatChunk
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
-from sizewise.errors import SizewiseError
 from sizewise.gateway.embeddings import embeddings
 from sizewise.gateway.endpoints import model_by_id, route
 from sizewise.gateway.errors import GatewayError, error_response
 from sizewise.gateway.feedback import PendingNotes, post_feedback, start_outcomes, take_inline
 from sizewise.gateway.messages import count_tokens, messages
 from sizewise.gateway.openapi import install_schema
-from sizewise.gateway.responses import JSON, completion_body, decision_headers, error_status
+from sizewise.gateway.responses import JSON, completion_body, decision_headers
 from sizewise.gateway.schemas import max_latency_header, parse_request
 from sizewise.gateway.shadowing import LABEL_KEY, take_label
 from sizewise.gateway.state import GatewayState, ReportedStream, StreamReport, build_state, unpack_catalog
 from sizewise.gateway.streaming import OnDone, sse_events
-from sizewise.policy.types import Decision, RequestContext, RequestRejected
-from sizewise.serve.call import AllModelsFailed
+from sizewise.policy.types import Decision, RequestContext
 from sizewise.serve.context import build_context
 
 #: The old private name, still imported by the CLI and tests.
@@ -93,17 +91,9 @@ async def chat_completions(request: Request) -> Response:
             return await _stream(state, ctx, started, api_key, request, notes)
         result, decision = await state.engine.complete(ctx)
         decision.notes.update(await notes.result())
-    except (GatewayError, RequestRejected, SizewiseError, AllModelsFailed) as error:
-        failure = error_status(error)
-        if isinstance(error, AllModelsFailed):
-            decision = error.decision
-        state.finish(ctx, decision, failure.status, started, request_id=request_id, api_key=api_key)
-        headers = decision_headers(decision, request_id) if decision else {"x-request-id": request_id}
+    except Exception as error:  # one JSON line to the client, never a traceback; the log keeps the row
+        failure, headers = state.refuse(error, ctx, decision, started, request_id=request_id, api_key=api_key)
         return error_response(failure.status, failure.message, failure.code, failure.param, headers)
-    except Exception as error:  # a bug: still logged, and one JSON line to the client, never a traceback
-        logger.exception("request %s: unexpected error", request_id)
-        state.finish(ctx, decision, 500, started, request_id=request_id, api_key=api_key)
-        return error_response(500, f"internal error: {type(error).__name__}: {error}", "internal_error")
     state.finish(
         ctx,
         decision,

@@ -19,16 +19,14 @@ from starlette.responses import Response
 
 from sizewise.core.chat import ChatChunk
 from sizewise.core.text import conversation_text
-from sizewise.errors import SizewiseError
 from sizewise.gateway.anthropic import CountTokensRequest, error_response, message_body, parse_messages
 from sizewise.gateway.anthropic_stream import anthropic_events
 from sizewise.gateway.errors import GatewayError
-from sizewise.gateway.responses import JSON, decision_headers, error_status
+from sizewise.gateway.responses import JSON, decision_headers
 from sizewise.gateway.schemas import max_latency_header, read_body
 from sizewise.gateway.state import GatewayState, ReportedStream, StreamReport
 from sizewise.gateway.streaming import OnDone
-from sizewise.policy.types import Decision, RequestContext, RequestRejected
-from sizewise.serve.call import AllModelsFailed
+from sizewise.policy.types import Decision, RequestContext
 from sizewise.serve.context import build_context
 
 logger = logging.getLogger("sizewise.gateway")
@@ -62,17 +60,9 @@ async def messages(request: Request) -> Response:
         if body.stream:
             return await _stream(state, ctx, started, api_key, request, stops)
         result, decision = await state.engine.complete(ctx)
-    except (GatewayError, RequestRejected, SizewiseError, AllModelsFailed) as error:
-        failure = error_status(error)
-        if isinstance(error, AllModelsFailed):
-            decision = error.decision
-        state.finish(ctx, decision, failure.status, started, request_id=request_id, api_key=api_key)
-        headers = decision_headers(decision, request_id) if decision else {"x-request-id": request_id}
+    except Exception as error:  # Anthropic's error shape; the log keeps the row
+        failure, headers = state.refuse(error, ctx, decision, started, request_id=request_id, api_key=api_key)
         return error_response(failure.status, failure.message, headers)
-    except Exception as error:  # a bug: still logged, and one JSON line to the client, never a traceback
-        logger.exception("request %s: unexpected error", request_id)
-        state.finish(ctx, decision, 500, started, request_id=request_id, api_key=api_key)
-        return error_response(500, f"internal error: {type(error).__name__}: {error}")
     state.finish(
         ctx,
         decision,

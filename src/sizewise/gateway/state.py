@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,13 +21,17 @@ from sizewise.catalog.schema import CatalogSpec, GatewaySettings, ModelSpec
 from sizewise.errors import ConfigError, SizewiseError
 from sizewise.gateway.auth import KeyChecker
 from sizewise.gateway.endpoints import advertised_names
+from sizewise.gateway.errors import GatewayError
 from sizewise.gateway.feedback import GatewayOutcomes
 from sizewise.gateway.log import LogEntry, RequestLog
 from sizewise.gateway.metrics import Metrics
-from sizewise.gateway.responses import model_list
+from sizewise.gateway.responses import decision_headers, error_status, model_list
 from sizewise.gateway.shadowing import ShadowHook, build_shadow
 from sizewise.policy.types import Decision, RequestContext, RequestRejected
+from sizewise.serve.call import AllModelsFailed
 from sizewise.serve.pipeline import Engine
+
+logger = logging.getLogger("sizewise.gateway")
 
 
 @dataclass
@@ -51,6 +56,27 @@ class GatewayState:
     def next_id(self) -> str:
         """A new request id."""
         return f"{self.id_prefix}{next(self.ids):x}"
+
+    def refuse(
+        self,
+        error: Exception,
+        ctx: RequestContext | None,
+        decision: Decision | None,
+        started: float,
+        *,
+        request_id: str,
+        api_key: str | None,
+    ) -> tuple[GatewayError, dict[str, str]]:
+        """A request that failed: logged with its status; returns the error and headers the client gets
+        (each API writes them in its own error shape). Anything unforeseen is a bug: a 500, still logged."""
+        if isinstance(error, GatewayError | RequestRejected | SizewiseError | AllModelsFailed):
+            failure = error_status(error)
+            decision = error.decision if isinstance(error, AllModelsFailed) else decision
+        else:
+            logger.exception("request %s: unexpected error", request_id)
+            failure = GatewayError(500, f"internal error: {type(error).__name__}: {error}", "internal_error")
+        self.finish(ctx, decision, failure.status, started, request_id=request_id, api_key=api_key)
+        return failure, decision_headers(decision, request_id) if decision else {"x-request-id": request_id}
 
     def finish(
         self,

@@ -12,13 +12,10 @@ two chunks, as OpenAI does.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
-import uvicorn
-
-from fake_upstream import free_port, read_body
+from fake_upstream import ThreadedServer, read_body
 
 FINGERPRINT = "fp_recording"
 
@@ -138,22 +135,15 @@ def chunks(body: dict[str, Any], answer_id: str) -> list[dict[str, Any]]:
     return events
 
 
-class RecordingUpstream:
+class RecordingUpstream(ThreadedServer):
     """``with RecordingUpstream() as up: up.base_url``; ``up.bodies`` holds every chat request body received."""
+
+    start_timeout_s = 20.0
+    stop_timeout_s = 10.0
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
-        self.port = free_port()
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off", interface="asgi3"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI base URL (ends in /v1)."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        super().__init__(self.app)
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -174,19 +164,6 @@ class RecordingUpstream:
             data = f"data: {json.dumps(chunk)}\n\n".encode()
             await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-
-    def __enter__(self) -> RecordingUpstream:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("recording upstream did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 async def _send_json(send: Any, payload: dict[str, Any]) -> None:

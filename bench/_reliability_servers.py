@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from fake_upstream import free_port, read_body
+from fake_upstream import ThreadedServer, free_port, read_body
 
 BENCH = Path(__file__).resolve().parent
 
@@ -135,31 +135,12 @@ async def _send(send: Any, body: bytes, media: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class ThreadServer:
+class ThreadServer(ThreadedServer):
     """An ASGI app served by uvicorn in a background thread: ``with ThreadServer(app) as s: s.base_url``."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI base URL (ends in /v1)."""
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> ThreadServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
+        super().__init__(app)
 
 
 class InterimUpstream:

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 
@@ -190,16 +190,24 @@ async def _send(send: Any, status: int, payload: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class FakeUpstream:
-    """The fake server in a background thread: ``with FakeUpstream() as up: up.base_url``."""
+class ThreadedServer:
+    """An ASGI app served by uvicorn in a daemon thread on a free 127.0.0.1 port; the start/stop code every
+    in-process fake shares. A subclass keeps its own ``app`` and passes it up:
+    ``super().__init__(self.app)``; then ``with Sub() as s: s.base_url``.
 
-    def __init__(self, port: int | None = None, timeout_sleep: float = 30.0) -> None:
+    ``config`` overrides the uvicorn defaults here (no lifespan, ASGI 3, quiet). ``__enter__`` waits up to
+    ``start_timeout_s`` for the server to listen and raises RuntimeError if it does not (or its thread dies);
+    ``__exit__`` asks it to stop (at once with ``force_exit``) and joins the thread for ``stop_timeout_s``.
+    """
+
+    start_timeout_s = 10.0
+    stop_timeout_s = 5.0
+    force_exit = False
+
+    def __init__(self, app: Any, port: int | None = None, **config: Any) -> None:
         self.port = port or free_port()
-        self.app = FakeApp(timeout_sleep=timeout_sleep)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="on", timeout_graceful_shutdown=1
-        )
-        self.server = uvicorn.Server(config)
+        options = {"log_level": "critical", "lifespan": "off", "interface": "asgi3", **config}
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, **options))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
@@ -207,24 +215,37 @@ class FakeUpstream:
         """The OpenAI base URL (ends in /v1)."""
         return f"http://127.0.0.1:{self.port}/v1"
 
-    @property
-    def calls(self) -> Counter[str]:
-        """Requests received, per model name."""
-        return self.app.calls
-
-    def __enter__(self) -> FakeUpstream:
+    def __enter__(self) -> Self:
         self.thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + self.start_timeout_s
         while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("fake upstream did not start")
+            name = f"{type(self).__name__} on 127.0.0.1:{self.port}"
+            if not self.thread.is_alive():
+                raise RuntimeError(f"{name} stopped before it started listening (port taken? see uvicorn's error)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start within {self.start_timeout_s:g}s")
             time.sleep(0.01)
         return self
 
     def __exit__(self, *_: object) -> None:
         self.server.should_exit = True
-        self.server.force_exit = True
-        self.thread.join(timeout=5)
+        self.server.force_exit = self.force_exit
+        self.thread.join(timeout=self.stop_timeout_s)
+
+
+class FakeUpstream(ThreadedServer):
+    """The fake server in a background thread: ``with FakeUpstream() as up: up.base_url``."""
+
+    force_exit = True
+
+    def __init__(self, port: int | None = None, timeout_sleep: float = 30.0) -> None:
+        self.app = FakeApp(timeout_sleep=timeout_sleep)
+        super().__init__(self.app, port, lifespan="on", timeout_graceful_shutdown=1)
+
+    @property
+    def calls(self) -> Counter[str]:
+        """Requests received, per model name."""
+        return self.app.calls
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import ROOT, markdown_table, update_section, write_json
-from fake_upstream import free_port, read_body, send_answer
+from fake_upstream import ThreadedServer, free_port, read_body, send_answer
 from sizewise.catalog.schema import CatalogSpec
 from sizewise.gateway.app import create_app
 
@@ -85,25 +84,15 @@ class Upstream:
         self.proc.wait(10)
 
 
-class Gateway:
+class Gateway(ThreadedServer):
     """``create_app`` on uvicorn in a thread."""
+
+    start_timeout_s = 60.0
+    stop_timeout_s = 15.0
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.app = create_app(CatalogSpec.model_validate(spec))
-        self.port = free_port()
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Gateway:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
+        super().__init__(self.app, lifespan="auto")
 
 
 def catalog(base_url: str, log: Path, shadow: dict[str, Any] | None) -> dict[str, Any]:

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-import uvicorn
-
-from fakes import free_port, read_body, send_answer
+from fakes import ThreadedServer, read_body, send_answer
 
 Usage = Callable[[dict[str, Any]], tuple[int, int]]
 
@@ -28,23 +24,14 @@ def byte_tokens(body: dict[str, Any]) -> tuple[int, int]:
     return prompt, int(body.get("max_tokens") or 16)
 
 
-class BillingUpstream:
+class BillingUpstream(ThreadedServer):
     """``with BillingUpstream(usage, delay_s) as up: up.base_url``; answers after ``delay_s``."""
 
     def __init__(self, usage: Usage = byte_tokens, delay_s: float = 0.0) -> None:
         self.usage = usage
         self.delay_s = delay_s
         self.billed: list[tuple[str, int, int]] = []
-        self.port = free_port()
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off", interface="asgi3"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        super().__init__(self.app)
 
     def cost(self, prices: dict[str, tuple[float, float]]) -> float:
         """USD billed, with ``prices`` per upstream model name (USD per 1M tokens in, out)."""
@@ -61,16 +48,3 @@ class BillingUpstream:
         self.billed.append((str(body.get("model")), prompt, completion))
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         await send_answer(send, str(body.get("model")), "ok", usage, stream=bool(body.get("stream")))
-
-    def __enter__(self) -> BillingUpstream:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("billing upstream did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)

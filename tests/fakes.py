@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from fake_upstream import FakeUpstream, free_port, read_body, send_answer
+from fake_upstream import FakeUpstream, ThreadedServer, free_port, read_body, send_answer
 from sizewise.catalog.schema import CatalogSpec
 from sizewise.gateway.app import create_app
 
-__all__ = ["FakeUpstream", "GatewayServer", "fake_model", "free_port", "read_body", "send_answer"]
+__all__ = ["FakeUpstream", "GatewayServer", "ThreadedServer", "fake_model", "free_port", "read_body", "send_answer"]
 
 
 def fake_model(name: str, upstream_model: str, params_b: float, base_url: str, **extra: Any) -> dict[str, Any]:
@@ -35,21 +31,22 @@ def fake_model(name: str, upstream_model: str, params_b: float, base_url: str, *
     }
 
 
-class GatewayServer:
+class GatewayServer(ThreadedServer):
     """A real uvicorn server for ``create_app(catalog)`` in a thread: ``with GatewayServer(spec) as gw: gw.url``."""
+
+    start_timeout_s = 30.0
+    stop_timeout_s = 10.0
 
     def __init__(self, catalog: Any, **app_kwargs: Any) -> None:
         if isinstance(catalog, dict):
             catalog = CatalogSpec.model_validate(catalog)
         self.app = create_app(catalog, **app_kwargs)
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        super().__init__(self.app, lifespan="auto")
 
     @property
     def url(self) -> str:
         """Base URL for the OpenAI client (ends in /v1)."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        return self.base_url
 
     def rows(self) -> list[dict[str, Any]]:
         """The request log's rows, after waiting for queued writes."""
@@ -58,16 +55,3 @@ class GatewayServer:
         log = self.app.state.gateway.log
         assert log.flush(10)
         return read_rows(log.url)
-
-    def __enter__(self) -> GatewayServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)

@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anthropic
 import httpx
 import pytest
-import uvicorn
 
-from fakes import FakeUpstream, GatewayServer, fake_model, free_port, read_body
+from fakes import FakeUpstream, GatewayServer, ThreadedServer, fake_model, read_body
 from sizewise.core.chat import ChatChunk
 from sizewise.core.decision import Decision
 from sizewise.gateway.anthropic_stream import anthropic_events
@@ -30,22 +27,13 @@ WEATHER = {
 }
 
 
-class ToolUpstream:
+class ToolUpstream(ThreadedServer):
     """An OpenAI-compatible upstream that records each request and calls ``get_weather`` when offered tools
     (until the history holds a tool result), else answers ``done: <last user text>``."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.port = free_port()
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off", interface="asgi3"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        super().__init__(self.app)
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         request = json.loads(await read_body(receive))
@@ -88,18 +76,6 @@ class ToolUpstream:
         await _send(
             send, "text/event-stream", [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
         )
-
-    def __enter__(self) -> ToolUpstream:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "upstream did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
 
 
 def _text(message: dict[str, Any]) -> str:

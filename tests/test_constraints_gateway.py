@@ -10,38 +10,30 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-import uvicorn
 
 from constraint_helpers import IMAGE
-from fakes import GatewayServer, free_port, read_body, send_answer
+from fakes import GatewayServer, ThreadedServer, read_body, send_answer
 from sizewise.catalog.schema import CatalogSpec
 from sizewise.errors import ConfigError
 from sizewise.gateway.app import create_app
 
 
-class Recorder:
+class Recorder(ThreadedServer):
     """An OpenAI-compatible upstream that answers at once (after ``delay_s``) and records each body."""
+
+    start_timeout_s = 20.0
+    stop_timeout_s = 10.0
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
         self.bodies: list[dict[str, Any]] = []
-        self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical", interface="asgi3")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        super().__init__(self.app)
 
     def models(self) -> list[str]:
         return [body["model"] for body in self.bodies]
@@ -58,18 +50,6 @@ class Recorder:
         text = json.dumps(body.get("messages", []))
         usage = {"prompt_tokens": len(text) // 4, "completion_tokens": completion}
         await send_answer(send, str(body.get("model")), "ok", usage, stream=bool(body.get("stream")))
-
-    def __enter__(self) -> Recorder:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "recorder did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 def entry(name: str, base_url: str, **kw: Any) -> dict[str, Any]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,26 +14,16 @@ import httpx
 import numpy as np
 import openai
 import pytest
-import uvicorn
 
-from fakes import FakeUpstream, GatewayServer, fake_model, free_port, read_body
+from fakes import FakeUpstream, GatewayServer, ThreadedServer, fake_model, read_body
 
 
-class EmbeddingUpstream:
+class EmbeddingUpstream(ThreadedServer):
     """An OpenAI-compatible ``/embeddings`` upstream that records requests and answers 3-d vectors."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.port = free_port()
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off", interface="asgi3"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        super().__init__(self.app)
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         request = json.loads(await read_body(receive))
@@ -50,18 +38,6 @@ class EmbeddingUpstream:
         }
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": json.dumps(body).encode()})
-
-    def __enter__(self) -> EmbeddingUpstream:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "upstream did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")

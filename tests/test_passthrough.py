@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,9 +17,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 
-from fakes import GatewayServer, fake_model, free_port, read_body
+from fakes import GatewayServer, ThreadedServer, fake_model, read_body
 from sizewise.catalog.schema import ModelSpec
 
 FIELDS = ModelSpec.model_fields
@@ -128,24 +126,14 @@ class Recording:
         return timed
 
 
-class Upstream:
+class Upstream(ThreadedServer):
     """The recording upstream served by uvicorn in a thread."""
 
+    force_exit = True
+
     def __init__(self, app: Recording) -> None:
-        self.app, self.port = app, free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Upstream:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = self.server.force_exit = True
-        self.thread.join(5)
+        self.app = app
+        super().__init__(app)
 
 
 @pytest.fixture(scope="module")

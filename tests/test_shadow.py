@@ -15,9 +15,8 @@ from typing import Any
 
 import openai
 import pytest
-import uvicorn
 
-from fakes import GatewayServer, fake_model, free_port, read_body, send_answer
+from fakes import GatewayServer, ThreadedServer, fake_model, read_body, send_answer
 from privacy_cases import CASES
 from sizewise.learn.judges import grade, judge_prompt, pairwise_request, parse_verdict, reference_score
 from sizewise.learn.outcomes import OutcomeStore
@@ -28,23 +27,14 @@ USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 WEAK_ROUTE = "router-heuristic-0.9"  # a short prompt scores far below 0.9: the weak model answers
 
 
-class Upstream:
+class Upstream(ThreadedServer):
     """weak-up / strong-up (held while ``hold`` is set) / strong-leaky (answers with an email) /
     judge-smart (prefers the answer saying "strong") / judge-a (always A). ``bodies`` records every call."""
 
     def __init__(self) -> None:
         self.bodies: list[tuple[float, dict[str, Any]]] = []
         self.hold = threading.Event()
-        self.port = free_port()
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off", interface="asgi3"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        super().__init__(self.app)
 
     def calls(self, model: str) -> list[dict[str, Any]]:
         return [body for _, body in self.bodies if body.get("model") == model]
@@ -78,17 +68,6 @@ class Upstream:
             first = user.split("[Answer A]", 1)[1].split("[Answer B]", 1)[0]
             text = "A" if model == "judge-a" or "strong" in first else "B"
         await send_answer(send, model, text, USAGE, stream=bool(body.get("stream")))
-
-    def __enter__(self) -> Upstream:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")

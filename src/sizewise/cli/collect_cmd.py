@@ -23,7 +23,10 @@ def collect(
     models: Annotated[
         str | None, typer.Option("--models", help="Comma-separated catalog models (default: the local ladder).")
     ] = None,
-    catalog: Annotated[Path | None, typer.Option("--catalog", help="Catalog YAML (default: the built-in one).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Catalog file (sizewise.yaml; default: the built-in one).")
+    ] = None,
+    catalog: Annotated[Path | None, typer.Option("--catalog", hidden=True, help="Deprecated: --config.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N questions.")] = None,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip the first N questions.")] = 0,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Answer length cap.")] = 256,
@@ -50,13 +53,18 @@ def collect(
     from sizewise.catalog import load_catalog
     from sizewise.paths import data_dir
 
+    if catalog is not None:  # the old spelling, before every command took --config
+        if config is not None:
+            raise ConfigError("give --config only (--catalog is its deprecated old name)")
+        typer.echo("note: --catalog is deprecated; use --config (-c), as every other command does", err=True)
+        config = catalog
     path = data_dir() / GSM8K_TEST if dataset == "gsm8k" else Path(dataset)
     items, kind = load_items(path, limit=limit, offset=offset)
     grader = grader or kind
     if grader not in GRADERS:
         raise ConfigError(f"unknown grader {grader!r}; known: {', '.join(GRADERS)}")
     recorders = _scorers(scorers, samples, grader)
-    cat = load_catalog(catalog)
+    cat = load_catalog(config)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else [m.name for m in cat.ladder()]
     backends = {name: make_backend(cat.get(name), cat) for name in names}
     store = RowStore(out)

@@ -41,27 +41,47 @@ def eval_command(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write PNG plots and index.html here.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="Parameter KEY=JSON of every --router, e.g. embedding='\"static\"' (repeatable)."),
+    ] = None,
 ) -> None:
     """Evaluate routers on one dataset: APGR, CPT(20/50/80%), AUC, AIQ and cost at the strong model's quality."""
     from sizewise.cli.tables import read_table
     from sizewise.evaluation.harness import evaluate
-    from sizewise.routers.base import load_router, router_class
+    from sizewise.routers.base import load_router, make_router, router_class
 
     if (dataset is None) == (table is None):
         raise ConfigError("give exactly one of --dataset NAME or --table PATH")
     if cv < 2:
         raise ConfigError(f"--cv must be at least 2, got {cv}")
+    from sizewise.cli.train_cmd import _params  # train's parser: one --param syntax everywhere
+
     names = list(router or ([] if router_file else DEFAULT_ROUTERS))
+    params = _params(param)
+    if params and not router:
+        raise ConfigError("--param sets parameters of the --router named with it: give --router NAME")
     for name in names:
         router_class(name)  # unknown names fail before any data is loaded
+        if params:
+            make_router(name, **params)  # a parameter a router does not take fails here, naming it
     for path in router_file or []:
         if not path.is_file():
             raise ConfigError(f"--router-file {path}: no such file")
     loaded = [load_router(path) for path in router_file or []]
     data = read_table(str(table) if table is not None else str(dataset))
     train_table = read_table(train_on) if train_on is not None else None
+    weak, strong = pick_pair(data, weak, strong)
     result = evaluate(
-        data, [*names, *loaded], cv=cv, seed=seed, train_table=train_table, weak=weak, strong=strong, progress=progress
+        data,
+        [*names, *loaded],
+        cv=cv,
+        seed=seed,
+        train_table=train_table,
+        weak=weak,
+        strong=strong,
+        progress=progress,
+        router_params={name: params for name in names} if params else None,
     )
     _print_table(result)
     if json_path is not None:
@@ -72,6 +92,25 @@ def eval_command(
         from sizewise.evaluation.report import write_report
 
         typer.echo(f"wrote {write_report(result, report)}")
+
+
+def pick_pair(table: Any, weak: str | None, strong: str | None) -> tuple[str, str]:
+    """The table's (weak, strong) pair; when both defaults fall on one model (models that score alike),
+    an error naming the models and their quality and saying to pick them with ``--weak/--strong``."""
+    import numpy as np
+
+    from sizewise.errors import DataError
+
+    try:
+        return table.weak_strong(weak, strong)  # type: ignore[no-any-return]
+    except DataError as error:
+        if "are both" not in str(error):
+            raise
+        means = np.nanmean(table.quality, axis=0)
+        scores = ", ".join(f"{m} {q:.3f}" for m, q in zip(table.models, means, strict=True))
+        raise ConfigError(
+            f"{error}: the table's models score alike ({scores}); name the pair with --weak MODEL --strong MODEL"
+        ) from None
 
 
 def _print_table(result: Any) -> None:

@@ -34,28 +34,37 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def resolve_db(db: str | None, config: Path | None) -> str:
-    """The request log's SQLAlchemy URL: ``--db`` (a URL or a SQLite file), else the catalog's
-    ``gateway.log_url``, else the default; a :class:`ConfigError` when a SQLite file is not there."""
+def locate_db(db: str | None, config: Path | None) -> tuple[str, str]:
+    """The request log's SQLAlchemy URL and where it came from: ``--db`` (a URL or a SQLite file), else
+    the ``gateway.log_url`` of ``--config`` or of the built-in catalog (what ``sizewise serve`` writes to);
+    a :class:`ConfigError` when a SQLite file is not there."""
     from sizewise.errors import ConfigError
 
     if db is None:
-        if config is not None:
-            from sizewise.catalog import load_catalog
-            from sizewise.gateway.state import unpack_catalog as _unpack
+        from sizewise.catalog import load_catalog
+        from sizewise.gateway.state import unpack_catalog as _unpack
 
-            db = _unpack(load_catalog(config))[1].log_url
-        else:
-            from sizewise.catalog.schema import GatewaySettings
-
-            db = GatewaySettings().log_url
-    elif "://" not in db:
-        if not Path(db).is_file():
-            raise ConfigError(f"no request log at {db}")
-        db = f"sqlite:///{db}"
+        db = _unpack(load_catalog(config))[1].log_url
+        origin = f"gateway.log_url of {config}" if config is not None else "gateway.log_url of the built-in catalog"
+        if db == "none":
+            raise ConfigError(f"the request log is off ({origin} is 'none')")
+    else:
+        origin = "--db"
+        if "://" not in db:
+            if not Path(db).is_file():
+                raise ConfigError(f"no request log at {db}")
+            db = f"sqlite:///{db}"
     if db.startswith("sqlite:///") and not Path(db.removeprefix("sqlite:///")).is_file():
-        raise ConfigError(f"no request log at {db.removeprefix('sqlite:///')} (start `sizewise serve` first)")
-    return db
+        raise ConfigError(
+            f"no request log at {db.removeprefix('sqlite:///')} ({origin}; start `sizewise serve` first, "
+            "or give --config or --db)"
+        )
+    return db, origin
+
+
+def resolve_db(db: str | None, config: Path | None) -> str:
+    """The request log's SQLAlchemy URL (see :func:`locate_db`)."""
+    return locate_db(db, config)[0]
 
 
 def catalog_big(config: Path | None) -> str | None:
@@ -107,22 +116,62 @@ def log(
         typer.Option("--big", help="The always-big model (default: the top of --config's ladder, else inferred)."),
     ] = None,
 ) -> None:
-    """Print totals of the gateway's request log."""
+    """Print totals of the gateway's request log as tables (the catalog's gateway.log_url by default)."""
     from sizewise.gateway.log import read_rows
 
     since = since_hours(hours)
-    db = resolve_db(db, config)
+    db, origin = locate_db(db, config)
     rows = read_rows(db, since=since)
     s = summarize(rows)
-    typer.echo(f"requests: {s['requests']} ({s['ok']} answered; errors by status: {s['errors'] or 'none'})")
-    for model, share in s["share"].items():
-        typer.echo(f"  {model:<28} {share:7.1%}")
-    typer.echo(f"escalated: {s['escalated']}  fallbacks after faults: {s['fallbacks']}")
-    ratio = f" ({s['cost_ratio']:.1%} of always-big)" if s["cost_ratio"] is not None else ""
-    typer.echo(f"cost: ${s['cost_usd']:.6f} vs always-big ${s['always_big_cost_usd']:.6f}{ratio}")
+    typer.echo(f"request log: {redact(db)} (from {origin}){f', last {hours:g} h' if hours else ''}")
+    errors = sum(s["errors"].values())
+    typer.echo(f"requests: {s['requests']} ({s['ok']} answered, {errors} failed)")
+    print_tables(s)
     typer.echo(f"savings: {savings_line(db, since, big or catalog_big(config))}")
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (a PostgreSQL URL may carry one)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: show it as given
+        return url
+
+
+def print_tables(s: dict[str, Any]) -> None:
+    """The summary as rich tables: share per model, errors by status, cost and latency."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=100)
+    ok = s["ok"]
+    if s["share"]:
+        shares = Table(title="answered, per model", title_justify="left")
+        for column in ("model", "requests", "share"):
+            shares.add_column(column, justify="left" if column == "model" else "right")
+        for model, share in s["share"].items():
+            shares.add_row(model, str(round(share * ok)), f"{share:.1%}")
+        console.print(shares)
+    if s["errors"]:
+        errors = Table(title="errors by status", title_justify="left")
+        errors.add_column("status")
+        errors.add_column("requests", justify="right")
+        for status, count in sorted(s["errors"].items()):
+            errors.add_row(status, str(count))
+        console.print(errors)
+    totals = Table(title="totals", title_justify="left", show_header=False)
+    totals.add_column("what")
+    totals.add_column("value", justify="right")
+    totals.add_row("escalated", str(s["escalated"]))
+    totals.add_row("fallbacks after faults", str(s["fallbacks"]))
+    ratio = f" ({s['cost_ratio']:.1%} of always-big)" if s["cost_ratio"] is not None else ""
+    totals.add_row("cost", f"${s['cost_usd']:.6f}{ratio}")
+    totals.add_row("always-big cost", f"${s['always_big_cost_usd']:.6f}")
     if s["p50_ms"] is not None:
-        typer.echo(f"latency: p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms")
+        totals.add_row("latency p50 / p95", f"{s['p50_ms']:.1f} ms / {s['p95_ms']:.1f} ms")
+    console.print(totals)
 
 
 def register(app: typer.Typer) -> None:

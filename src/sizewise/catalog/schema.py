@@ -175,6 +175,8 @@ class GatewaySettings(_Strict):
     #: Browser origins allowed to call the gateway (CORS), e.g. ``["http://localhost:3000"]``; ``["*"]`` any;
     #: default none (a browser page on another origin cannot read the answers).
     cors_origins: list[str] = Field(default_factory=list)
+    #: One line per request (method, path, status, model, policy, latency) on the ``sizewise.access`` logger.
+    access_log: bool = True
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
 
 

@@ -36,10 +36,12 @@ from sizewise.backends.base import Backend, ChatChunk
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
 from sizewise.gateway.embeddings import embeddings
 from sizewise.gateway.endpoints import model_by_id, route
+from sizewise.gateway.access_log import AccessLog
 from sizewise.gateway.errors import GatewayError, error_response
 from sizewise.gateway.feedback import PendingNotes, post_feedback, start_outcomes, take_inline
 from sizewise.gateway.messages import count_tokens, messages
 from sizewise.gateway.openapi import install_schema
+from sizewise.gateway.readiness import readyz
 from sizewise.gateway.responses import JSON, completion_body, decision_headers
 from sizewise.gateway.schemas import max_latency_header, parse_request
 from sizewise.gateway.shadowing import LABEL_KEY, take_label
@@ -178,6 +180,7 @@ HANDLERS: dict[str, tuple[Callable[[Request], Awaitable[Response]], str]] = {
     "/v1/chat/completions": (chat_completions, "POST"),
     "/v1/models": (list_models, "GET"),
     "/healthz": (healthz, "GET"),
+    "/readyz": (readyz, "GET"),
     "/metrics": (metrics_endpoint, "GET"),
     "/v1/feedback": (post_feedback, "POST"),
     "/v1/messages": (messages, "POST"),
@@ -218,6 +221,8 @@ def create_app(
     install_schema(app, HANDLERS)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+    if state.settings.access_log:  # one line per request on the sizewise.access logger (uvicorn's stays off)
+        app.add_middleware(AccessLog)
     if state.settings.cors_origins:  # browser pages on these origins may call the gateway and read its headers
         app.add_middleware(
             CORSMiddleware,

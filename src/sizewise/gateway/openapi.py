@@ -76,6 +76,11 @@ ROUTE_DOCS: dict[str, dict[str, Any]] = {
         "response_model": None,
         "responses": {200: {"model": Health, "description": "the gateway is up"}},
     },
+    "/readyz": {
+        "summary": "Readiness: 200 once serving needs no cold start, 503 while `serve --warm` loads models",
+        "response_model": None,
+        "responses": {200: {"description": "ready"}, 503: {"description": "warming"}},
+    },
     "/v1/messages": {
         "summary": "Anthropic Messages API, routed like a chat completion",
         "response_model": None,

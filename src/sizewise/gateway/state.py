@@ -52,6 +52,8 @@ class GatewayState:
     outcomes: GatewayOutcomes | None = None
     #: Shadow judging (``gateway.shadow``), None when off.
     shadow: ShadowHook | None = None
+    #: ``GET /readyz``'s answer: False while ``sizewise serve --warm`` loads the models.
+    ready: bool = True
 
     def next_id(self) -> str:
         """A new request id."""

@@ -1,0 +1,52 @@
+"""Readiness: ``GET /readyz`` (200 once the gateway can answer without a cold start, 503 before) and
+:func:`warm_up`, which ``sizewise serve --warm`` runs before it says it is ready.
+
+``/healthz`` is liveness (the process answers); ``/readyz`` is what a load balancer should wait for.
+Without ``--warm`` the gateway is ready at once (models load lazily on their first request).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sizewise.gateway.responses import JSON
+
+if TYPE_CHECKING:
+    from sizewise.gateway.state import GatewayState
+    from sizewise.serve.pipeline import Engine
+
+logger = logging.getLogger("sizewise.gateway")
+
+
+async def readyz(request: Request) -> Response:
+    """``GET /readyz``: ``{"status": "ready"}`` (200) or ``{"status": "warming"}`` (503)."""
+    state: GatewayState = request.app.state.gateway
+    body = {"status": "ready" if state.ready else "warming"}
+    return Response(json.dumps(body).encode(), status_code=200 if state.ready else 503, media_type=JSON)
+
+
+def warm_up(engine: Engine, say: Callable[[str], None] = logger.info) -> None:
+    """Load every local model (those with a blocking ``load``) and the default policy's router, so the
+    first request does not wait for them; ``say`` gets one line per step. Raises what a load raises."""
+    import time
+
+    for spec in engine.models:
+        backend = engine.backend(spec)
+        load = getattr(backend, "load", None)
+        if spec.location != "local" or load is None:
+            continue
+        started = time.perf_counter()
+        say(f"warming: loading {spec.name} ...")
+        load()
+        say(f"warming: {spec.name} loaded in {time.perf_counter() - started:.1f} s")
+    scorer = getattr(engine.policy("sizewise"), "scorer", None)
+    if scorer is not None:  # a learned router embeds text: the first score loads its embedding model
+        started = time.perf_counter()
+        scorer.score(["warm-up"])
+        say(f"warming: router ready in {time.perf_counter() - started:.1f} s")

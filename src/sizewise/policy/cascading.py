@@ -8,6 +8,8 @@ can be given in the name (``cascade-logprob:0.6``). A fitted scorer is read from
 
 A rung whose upstream fails (after the engine's one retry) is skipped: the next model answers and the
 decision says ``fallback_from``. If the last rung fails, the best earlier answer is returned.
+An answer cut at ``max_tokens`` (``finish_reason: length``) is never accepted below the top rung, whatever
+its score: it is not scored, and the next model answers (its step says why).
 Streaming requests are buffered: the accepted answer is streamed only once chosen, so the time to the
 first token is the time of every rung tried plus scoring.
 """
@@ -38,6 +40,11 @@ from sizewise.policy.types import (
 #: questions: 95% of the 1.5B model's accuracy; the old 0.6 kept 76% and accepted SmolLM2's "12*12 = 120").
 #: The others are not calibrated yet (their scorers' model calls were not collected).
 DEFAULT_THRESHOLDS = {"logprob": 0.85, "consistency": 0.67, "verifier": 0.5, "answer-classifier": 0.5}
+#: Why a rung whose answer stopped at ``max_tokens`` is never accepted below the top: its confident start
+#: says nothing of the part that is missing ("17*23 = 3" scored 0.775 with logprob, issue #23).
+CUT = "answer cut at max_tokens (finish_reason length)"
+#: A cut answer's rank among the answers kept when the rungs above fail: below any scored whole answer.
+TRUNCATED_RANK = -1.0
 
 
 class LiveCascade(CascadePolicy):
@@ -90,11 +97,16 @@ class LiveCascade(CascadePolicy):
             decision.cost += cost
             step = Step(spec.name, threshold=None if last else self.threshold, cost=cost)
             decision.steps.append(step)
+            truncated = result.finish_reason == "length"
             if last:
-                step.accepted, step.reason = True, "last model of the ladder"
+                step.accepted, step.reason = True, "last model of the ladder" + (f"; {CUT}" if truncated else "")
                 step.latency_s = time.perf_counter() - started
                 kept.append((float("inf"), result, spec))
                 break
+            if truncated:  # no score makes a cut answer whole; scoring it would only spend scorer calls
+                step.reason, step.latency_s = f"{CUT}: not scored, escalate", time.perf_counter() - started
+                kept.append((TRUNCATED_RANK, result, spec))
+                continue
             try:
                 score = await self._score(ctx, spec, ladder[j + 1], result)
             except (BackendError, SizewiseError) as error:
@@ -115,7 +127,7 @@ class LiveCascade(CascadePolicy):
                 if step.model == spec.name and step.error is None:
                     step.accepted, step.reason = True, step.reason + "; kept: the models above failed"
         decision.model = spec.name
-        decision.score = None if score == float("inf") else score
+        decision.score = None if score in (float("inf"), TRUNCATED_RANK) else score
         decision.escalated = spec.name != ladder[0].name
         if failed_first is not None:
             decision.fallback_from = failed_first

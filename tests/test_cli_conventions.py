@@ -115,3 +115,18 @@ def test_log_defaults_to_the_built_in_catalogs_log(run_cli, tmp_path: Path, monk
     assert out.splitlines()[0] == (
         "request log: sqlite:///sizewise-log.sqlite (from gateway.log_url of the built-in catalog)"
     )
+
+
+def test_log_says_when_the_catalog_turns_it_off(run_cli, tmp_path: Path) -> None:
+    catalog = tmp_path / "sizewise.yaml"
+    models = [fake_model("small", "small", 1, "http://127.0.0.1:9/v1")]
+    catalog.write_text(json.dumps({"models": models, "gateway": {"log_url": "none"}}))
+    code, _, err = run_cli("log", "-c", str(catalog))
+    assert code == 2 and f"the request log is off (gateway.log_url of {catalog} is 'none')" in err
+
+
+def test_log_names_a_db_without_its_password() -> None:
+    from sizewise.cli.log_cmd import redact
+
+    assert redact("postgresql://gw:s3cret@db.internal:5432/log") == "postgresql://gw:***@db.internal:5432/log"
+    assert redact("sqlite:///a.sqlite") == "sqlite:///a.sqlite"

@@ -86,7 +86,7 @@ def test_startup_lines_and_the_access_log_switch(tmp_path: Path, access_log: boo
         time.sleep(0.5)
     printed = out.read_text()
     assert f"catalog: {catalog}" in printed
-    assert "model: far (openai, local)" in printed or "model: far (openai, remote)" in printed
+    assert "model: far (openai, local)" in printed  # a loopback upstream is local (catalog/remote.py)
     assert "default policy: sizewise (default)" in printed
     assert "the catalog's only LLM" in printed
     assert printed.index("default policy") < printed.index(BANNER)

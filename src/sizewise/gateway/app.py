@@ -34,9 +34,9 @@ from starlette.responses import Response
 
 from sizewise.backends.base import Backend, ChatChunk
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
+from sizewise.gateway.access_log import AccessLog
 from sizewise.gateway.embeddings import embeddings
 from sizewise.gateway.endpoints import model_by_id, route
-from sizewise.gateway.access_log import AccessLog
 from sizewise.gateway.errors import GatewayError, error_response
 from sizewise.gateway.feedback import PendingNotes, post_feedback, start_outcomes, take_inline
 from sizewise.gateway.messages import count_tokens, messages

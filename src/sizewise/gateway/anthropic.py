@@ -20,7 +20,7 @@ from starlette.responses import Response
 from sizewise.core.chat import ChatResult
 from sizewise.core.decision import Decision
 from sizewise.gateway.errors import GatewayError, from_validation
-from sizewise.gateway.schemas import MAX_TOKENS, ChatCompletionRequest
+from sizewise.gateway.schemas import MAX_TOKENS, ChatCompletionRequest, message_limit
 
 #: Anthropic's error ``type`` per HTTP status (``api_error`` for the rest).
 ERROR_TYPES = {
@@ -74,11 +74,7 @@ class AnthropicRequest(BaseModel):
     @field_validator("messages", mode="before")
     @classmethod
     def _not_too_many(cls, value: Any, info: ValidationInfo) -> Any:
-        # Before validation, as for chat completions: a flood of tiny turns costs a len(), not a model each.
-        limit = (info.context or {}).get("max_messages")
-        if limit is not None and isinstance(value, list) and len(value) > limit:
-            raise ValueError(f"too many messages: {len(value)}, at most {limit} (gateway.max_messages)")
-        return value
+        return message_limit(value, info)  # as for chat completions
 
 
 class CountTokensRequest(AnthropicRequest):

@@ -44,6 +44,15 @@ INT64 = 2**63
 PART_TYPES = ("text", "image_url", "input_image", "image", "input_audio", "audio", "file", "refusal")
 
 
+def message_limit(value: Any, info: ValidationInfo) -> Any:
+    """``messages`` within ``gateway.max_messages`` (pydantic's validation context), checked before the
+    messages themselves are validated, so a flood of tiny messages costs a len(), not a model each."""
+    limit = (info.context or {}).get("max_messages")
+    if limit is not None and isinstance(value, list) and len(value) > limit:
+        raise ValueError(f"too many messages: {len(value)}, at most {limit} (gateway.max_messages)")
+    return value
+
+
 class Message(BaseModel):
     """One chat message; content is a string or a list of typed parts (text, image_url, ...)."""
 
@@ -94,11 +103,7 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("messages", mode="before")
     @classmethod
     def _not_too_many(cls, value: Any, info: ValidationInfo) -> Any:
-        # Before validation, so a flood of tiny messages costs a len(), not a Message model each.
-        limit = (info.context or {}).get("max_messages")
-        if limit is not None and isinstance(value, list) and len(value) > limit:
-            raise ValueError(f"too many messages: {len(value)}, at most {limit} (gateway.max_messages)")
-        return value
+        return message_limit(value, info)
 
     @field_validator("messages")
     @classmethod

@@ -1,8 +1,8 @@
 """A cascade never accepts an answer cut at ``max_tokens`` (``finish_reason: length``) below its top rung (#23).
 
-A real gateway on 127.0.0.1 and the official ``openai`` client; the upstream is a fake only because a real
-server cannot be made to answer "cut, but very sure of itself" on demand. The model-marked test shows the
-real case of the issue: the tiny model's "17*23 = " at max_tokens=3, which cascade-logprob accepted.
+A real gateway on 127.0.0.1 and the official ``openai`` and ``anthropic`` clients; the upstream is a fake
+only because a real server cannot be made to answer "cut, but very sure of itself" on demand. The
+model-marked test is the issue's own case: the tiny model's cut "17*" for "What is 17*23?" at max_tokens=3.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
@@ -100,9 +101,19 @@ def test_a_streamed_cascade_escalates_a_cut_answer_too(cut_then_whole: GatewaySe
     raw = _client(cut_then_whole).chat.completions.with_raw_response.create(
         model="cascade-logprob:0", messages=MESSAGES, max_tokens=5, stream=True
     )
-    text = "".join(chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices)
+    chunks = list(raw.parse())
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     # Even a threshold of 0, which accepts any whole answer, does not accept a cut one.
     assert text == "391" and raw.headers["x-sizewise-model"] == "whole-mid"
+    steps = next(c.model_extra["sizewise"] for c in chunks if c.model_extra.get("sizewise"))["steps"]
+    assert "finish_reason length" in steps[0]["reason"] and steps[0]["accepted"] is False
+
+
+def test_an_anthropic_client_gets_the_whole_answer(cut_then_whole: GatewayServer) -> None:
+    client = anthropic.Anthropic(base_url=cut_then_whole.url.removesuffix("/v1"), api_key="x", max_retries=0)
+    message = client.messages.create(model="cascade-logprob", max_tokens=5, messages=MESSAGES)  # type: ignore[arg-type]
+    assert message.stop_reason == "end_turn" and message.content[0].text == "391"  # type: ignore[union-attr]
+    assert message.model_extra["sizewise"]["steps"][0]["model"] == "cut-small"  # type: ignore[index]
 
 
 def test_the_top_rung_is_kept_cut_and_says_so(upstream: SureUpstream) -> None:

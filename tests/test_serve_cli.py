@@ -153,9 +153,14 @@ def test_warm_loads_the_local_models_before_the_banner(tmp_path: Path) -> None:
         answer = client.chat.completions.create(
             model="sizewise", messages=[{"role": "user", "content": "hi"}], max_tokens=4
         )
+        stream = client.chat.completions.create(
+            model="tiny-b", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+        )
+        assert [chunk for chunk in stream]  # the stream's line is written once its last byte is sent
         time.sleep(0.5)
     printed, logged = out.read_text(), err.read_text()
     assert "threshold: 0.4 (--threshold)" in printed
     assert "(built-in default)" in printed or "heuristic scorer" in printed
     assert "warming: tiny-a loaded" in logged and "warming: tiny-b loaded" in logged
     assert f" POST /v1/chat/completions 200 model={answer.model} policy=sizewise " in logged
+    assert " POST /v1/chat/completions 200 model=tiny-b policy=tiny-b " in logged

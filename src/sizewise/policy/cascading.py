@@ -118,6 +118,12 @@ class LiveCascade(CascadePolicy):
                 step.accepted, step.reason = True, f"score {score:.3f} >= {self.threshold:g}"
                 break
             step.reason = f"score {score:.3f} < {self.threshold:g}: escalate"
+        return self._settle(decision, kept, ladder[0].name, failed_first)
+
+    def _settle(
+        self, decision: Decision, kept: list[tuple[float, ChatResult, ModelSpec]], first: str, failed_first: str | None
+    ) -> ChatResult:
+        """The accepted answer (else the best kept one, marked), written into ``decision``."""
         if not kept:
             raise BackendError("every model of the cascade failed", retryable=False)
         accepted = [k for k in kept if any(s.accepted and s.model == k[2].name for s in decision.steps)]
@@ -128,7 +134,7 @@ class LiveCascade(CascadePolicy):
                     step.accepted, step.reason = True, step.reason + "; kept: the models above failed"
         decision.model = spec.name
         decision.score = None if score in (float("inf"), TRUNCATED_RANK) else score
-        decision.escalated = spec.name != ladder[0].name
+        decision.escalated = spec.name != first
         if failed_first is not None:
             decision.fallback_from = failed_first
         decision.reason = f"cascade with {self.scorer.name}: answered by {spec.name} after {len(decision.steps)} steps"

@@ -116,6 +116,14 @@ def test_an_anthropic_client_gets_the_whole_answer(cut_then_whole: GatewayServer
     assert message.model_extra["sizewise"]["steps"][0]["model"] == "cut-small"  # type: ignore[index]
 
 
+def test_a_cut_answer_costs_no_scorer_calls(upstream: SureUpstream) -> None:
+    # cascade-consistency samples each scored answer k=3 more times: the cut rung is asked once, not four times.
+    with _gateway(upstream, "cut-once", "whole-sampled", "whole-top") as gw:
+        answer = _client(gw).chat.completions.create(model="cascade-consistency", messages=MESSAGES, max_tokens=5)
+    assert answer.model_extra["sizewise"]["model"] == "whole-sampled"
+    assert upstream.models.count("cut-once") == 1 and upstream.models.count("whole-sampled") == 4
+
+
 def test_the_top_rung_is_kept_cut_and_says_so(upstream: SureUpstream) -> None:
     with _gateway(upstream, "cut-small", "cut-big") as gw:
         answer = _client(gw).chat.completions.create(model="cascade-logprob", messages=MESSAGES, max_tokens=5)

@@ -7,6 +7,7 @@ Without ``--warm`` the gateway is ready at once (models load lazily on their fir
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sizewise.core.chat import ChatRequest
 from sizewise.gateway.responses import JSON
 
 if TYPE_CHECKING:
@@ -32,8 +34,9 @@ async def readyz(request: Request) -> Response:
 
 
 def warm_up(engine: Engine, say: Callable[[str], None] = logger.info) -> None:
-    """Load every local model (those with a blocking ``load``) and the default policy's router, so the
-    first request does not wait for them; ``say`` gets one line per step. Raises what a load raises."""
+    """Load every local model (those with a blocking ``load``; each answers one token) and the default
+    policy's router, so the first request does not wait for them; ``say`` gets one line per step.
+    Raises what a load raises."""
     import time
 
     for spec in engine.models:
@@ -44,6 +47,8 @@ def warm_up(engine: Engine, say: Callable[[str], None] = logger.info) -> None:
         started = time.perf_counter()
         say(f"warming: loading {spec.name} ...")
         load()
+        # One token too: the first answer pages the weights in and sets up the context (seconds on a slow disk).
+        asyncio.run(backend.complete(ChatRequest([{"role": "user", "content": "Hello"}], max_tokens=1)))
         say(f"warming: {spec.name} loaded in {time.perf_counter() - started:.1f} s")
     scorer = getattr(engine.policy("sizewise"), "scorer", None)
     if scorer is not None:  # a learned router embeds text: the first score loads its embedding model

@@ -164,3 +164,22 @@ def test_warm_loads_the_local_models_before_the_banner(tmp_path: Path) -> None:
     assert "warming: tiny-a loaded" in logged and "warming: tiny-b loaded" in logged
     assert f" POST /v1/chat/completions 200 model={answer.model} policy=sizewise " in logged
     assert " POST /v1/chat/completions 200 model=tiny-b policy=tiny-b " in logged
+
+
+def test_a_model_that_cannot_load_stops_warm_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.gguf").write_text("not a gguf")
+    catalog = _catalog(
+        tmp_path,
+        "models:\n  - name: bad\n    context_window: 2048\n    backend: llamacpp\n"
+        "    settings: {path: bad.gguf}\ngateway:\n  log_url: none\n",
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "sizewise.cli.main", "serve", "-c", str(catalog), "--warm", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0 and BANNER not in run.stdout
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [errors[0]] and "warm-up failed" in errors[0] and "bad.gguf" in errors[0], run.stderr
+    assert "Traceback" not in run.stderr

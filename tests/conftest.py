@@ -40,3 +40,15 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str])
         return code, out.out, out.err
 
     return run
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_request_log_in_the_checkout() -> Iterator[None]:
+    """A test gateway without its own ``log_url`` would write ``sizewise-log.sqlite`` into the directory pytest
+    runs in (the checkout), where a later ``sizewise log`` reads it as the user's traffic."""
+    from pathlib import Path
+
+    stray = Path.cwd() / "sizewise-log.sqlite"
+    existed = stray.exists()
+    yield
+    assert existed or not stray.exists(), f"a test wrote {stray}: give its gateway a log_url (tmp_path or 'none')"

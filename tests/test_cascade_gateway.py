@@ -25,7 +25,7 @@ def _gateway(upstream: FakeUpstream, middle: str) -> GatewayServer:
         fake_model("mid", middle, 3.0, base),
         fake_model("big", "ok-big", 8.0, base),
     ]
-    return GatewayServer({"models": models})
+    return GatewayServer({"models": models, "gateway": {"log_url": "none"}})
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,10 @@ def train(
         estimator.fit(data, weak=weak, strong=strong)
     except TypeError as error:  # a --param of the wrong type
         raise ConfigError(f"router {router!r}: bad parameter ({error})") from None
-    path = estimator.save(out)
+    from sizewise.evaluation.overlap import training_sketch
+
+    # The training prompts' sketch lets `calibrate` warn when it is handed the same prompts (in-sample).
+    path = estimator.save(out, provenance={"training_prompts": training_sketch(data.texts, data.name)})
     typer.echo(
         f"trained {router} on {len(data)} prompts of {data.name} "
         f"(weak {getattr(estimator, 'weak_', weak)}, strong {getattr(estimator, 'strong_', strong)}) "
@@ -110,9 +113,11 @@ def calibrate(
     from sizewise.routers.calibration import calibrate as run
 
     estimator = load_router(router_file)
+    data = _table(dataset, table)
+    _warn_if_trained_on(estimator, data)
     result = run(
         estimator,
-        _table(dataset, table),
+        data,
         weak=weak,
         strong=strong,
         target_share=target_share,
@@ -141,6 +146,19 @@ def calibrate(
             f"[weak ${result.weak_cost_per_1k:.4f}, strong ${result.strong_cost_per_1k:.4f}]"
         )
     typer.echo(f"from {result.n_calibration} calibration and {result.n_heldout} held-out prompts")
+
+
+def _warn_if_trained_on(estimator: Any, data: Any) -> None:
+    """One stderr line when most of the calibration table's prompts were the router's training prompts."""
+    from sizewise.evaluation.overlap import seen_share
+
+    seen = seen_share(getattr(estimator, "provenance_", {}).get("training_prompts"), data.texts)
+    if seen is not None and seen[0] >= 0.1:
+        typer.echo(
+            f"warning: about {seen[0]:.0%} of these prompts were the router's training prompts (estimated from "
+            f"{seen[1]}): in-sample scores flatter it; calibrate on outcomes it was not trained on",
+            err=True,
+        )
 
 
 MIN_OUTCOMES = 20  # below this a new model's two factors are noise

@@ -3,6 +3,7 @@ on routellm-mmlu and calibrated on it, reporting an in-sample "quality 0.913 at 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,6 @@ def test_calibrate_warns_on_its_training_table_and_not_on_fresh_outcomes(tmp_pat
     code, out, err = run_cli("calibrate", "--router-file", str(router), "--table", str(fresh), "--target-share", "0.3")
     assert code == 0 and "threshold:" in out, err
     assert "warning" not in err
+    code, out, _ = run_cli("calibrate", "--router-file", str(router), "--table", str(train), "--target-share", "0.3",
+                           "--json")  # fmt: skip
+    assert code == 0 and json.loads(out)["warning"].startswith("about 100% of these prompts")

@@ -114,7 +114,7 @@ def calibrate(
 
     estimator = load_router(router_file)
     data = _table(dataset, table)
-    _warn_if_trained_on(estimator, data)
+    warning = _trained_on(estimator, data)
     result = run(
         estimator,
         data,
@@ -126,9 +126,11 @@ def calibrate(
         holdout=holdout,
         seed=seed,
     )
-    if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+    if as_json:  # the warning inside the JSON: a reader of --json may merge stderr into stdout
+        typer.echo(json.dumps({**result.to_dict(), **({"warning": warning} if warning else {})}, indent=2))
         return
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
 
     def ci(pair: tuple[float, float] | None, fmt: str) -> str:
         return "" if pair is None else f" (95% CI {pair[0]:{fmt}} - {pair[1]:{fmt}})"
@@ -148,17 +150,17 @@ def calibrate(
     typer.echo(f"from {result.n_calibration} calibration and {result.n_heldout} held-out prompts")
 
 
-def _warn_if_trained_on(estimator: Any, data: Any) -> None:
-    """One stderr line when most of the calibration table's prompts were the router's training prompts."""
+def _trained_on(estimator: Any, data: Any) -> str | None:
+    """A warning when most of the calibration table's prompts were the router's training prompts."""
     from sizewise.evaluation.overlap import seen_share
 
     seen = seen_share(getattr(estimator, "provenance_", {}).get("training_prompts"), data.texts)
-    if seen is not None and seen[0] >= 0.1:
-        typer.echo(
-            f"warning: about {seen[0]:.0%} of these prompts were the router's training prompts (estimated from "
-            f"{seen[1]}): in-sample scores flatter it; calibrate on outcomes it was not trained on",
-            err=True,
-        )
+    if seen is None or seen[0] < 0.1:
+        return None
+    return (
+        f"about {seen[0]:.0%} of these prompts were the router's training prompts (estimated from {seen[1]}): "
+        "in-sample scores flatter it; calibrate on outcomes it was not trained on"
+    )
 
 
 MIN_OUTCOMES = 20  # below this a new model's two factors are noise

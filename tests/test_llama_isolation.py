@@ -169,3 +169,39 @@ def test_gateway_answers_from_another_model_when_a_worker_dies(gateway: GatewayS
     assert again.headers["x-sizewise-model"] == "tiny"
     worker = _worker(gateway)
     assert worker["pid"] not in (None, pid) and worker["crashes"] >= 1
+
+
+PARENT = """
+import asyncio
+from sizewise.backends.base import ChatRequest
+from sizewise.backends.factory import make_backend
+from sizewise.catalog import load_catalog
+
+catalog = load_catalog(None)
+backend = make_backend(catalog.get("smollm2-135m"), catalog)
+backend.load()
+print(backend.process().pid, flush=True)
+story = [{"role": "user", "content": "Write a very long story about a dragon and a lighthouse."}]
+asyncio.run(backend.complete(ChatRequest(messages=story, max_tokens=4000)))
+"""
+
+
+def test_a_worker_stops_generating_when_its_parent_is_killed() -> None:
+    """A gateway or collect run killed with -9 leaves no worker generating on: it used to finish the call first
+    (thousands of tokens on a busy machine) before it noticed the parent was gone."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        time.sleep(2.0)  # the call is being generated
+        assert Path(f"/proc/{worker}").exists()
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 5.0
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = Path(f"/proc/{worker}").exists() and "Z" not in Path(f"/proc/{worker}/stat").read_text().split()[2]
+    if alive:
+        os.kill(worker, signal.SIGKILL)
+    assert not alive, "the worker went on generating after its parent was killed"

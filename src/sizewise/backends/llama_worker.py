@@ -56,6 +56,10 @@ def _read_calls(source: IO[bytes], calls: queue.Queue[dict[str, Any] | None], ca
         else:
             cancels.setdefault(str(message["id"]), threading.Event())
             calls.put(message)
+    # The parent is gone (stdin closed: it exited or was killed): nobody will read the answers, so the call
+    # being generated stops at its next token and the queued ones are not started.
+    for event in list(cancels.values()):
+        event.set()
     calls.put(None)
 
 

@@ -43,12 +43,11 @@ from sizewise.gateway.messages import count_tokens, messages
 from sizewise.gateway.openapi import install_schema
 from sizewise.gateway.readiness import readyz
 from sizewise.gateway.responses import JSON, completion_body, decision_headers
-from sizewise.gateway.schemas import max_latency_header, parse_request
+from sizewise.gateway.schemas import parse_request, request_context
 from sizewise.gateway.shadowing import LABEL_KEY, take_label
 from sizewise.gateway.state import GatewayState, ReportedStream, StreamReport, build_state, unpack_catalog
 from sizewise.gateway.streaming import OnDone, sse_events
 from sizewise.policy.types import Decision, RequestContext
-from sizewise.serve.context import build_context
 
 #: The old private name, still imported by the CLI and tests.
 _unpack = unpack_catalog
@@ -78,16 +77,7 @@ async def chat_completions(request: Request) -> Response:
         label = take_label(body.model_extra)  # sizewise.reference / answer_format: what shadow judging grades by
         notes = PendingNotes(state.outcomes, take_inline(body.model_extra), api_key)  # stored while the model answers
         # n > 1 passes through: upstreams answer n choices, local models n samples in turn (docs/gateway.md).
-        ctx = build_context(
-            body.to_chat_request(),
-            model_field=body.model,
-            stream=body.stream,
-            user=body.user,
-            api_key=api_key,
-            request_id=request_id,
-            max_latency_ms=max_latency_header(request.headers),
-            session_id=request.headers.get("x-sizewise-session-id"),
-        )
+        ctx = request_context(request, body, stream=body.stream, api_key=api_key, request_id=request_id)
         if body.stream:
             ctx.extras[LABEL_KEY] = label  # for shadow judging, once the stream is over
             return await _stream(state, ctx, started, api_key, request, notes)

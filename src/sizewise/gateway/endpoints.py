@@ -18,9 +18,8 @@ from starlette.responses import Response
 from sizewise.errors import SizewiseError
 from sizewise.gateway.errors import GatewayError, error_response
 from sizewise.gateway.responses import JSON, decision_headers, error_status, model_entry
-from sizewise.gateway.schemas import max_latency_header, parse_request
+from sizewise.gateway.schemas import parse_request, request_context
 from sizewise.policy.types import CascadePolicy, RequestContext, RequestRejected
-from sizewise.serve.context import build_context
 
 if TYPE_CHECKING:
     from sizewise.gateway.state import GatewayState
@@ -89,15 +88,8 @@ async def route(request: Request) -> Response:
     try:
         record = state.keys.check(request.headers)
         body = await parse_request(request, state.settings.max_body_bytes, state.settings.max_messages)
-        ctx = build_context(
-            body.to_chat_request(),
-            model_field=body.model,
-            stream=body.stream,
-            user=body.user,
-            api_key=record.name if record else None,
-            request_id=request_id,
-            max_latency_ms=max_latency_header(request.headers),
-            session_id=request.headers.get("x-sizewise-session-id"),
+        ctx = request_context(
+            request, body, stream=body.stream, api_key=record.name if record else None, request_id=request_id
         )
         policy, decision, order = await state.engine.decide(ctx)
     except (GatewayError, RequestRejected, SizewiseError) as error:

@@ -23,11 +23,10 @@ from sizewise.gateway.anthropic import CountTokensRequest, error_response, messa
 from sizewise.gateway.anthropic_stream import anthropic_events
 from sizewise.gateway.errors import GatewayError
 from sizewise.gateway.responses import JSON, decision_headers
-from sizewise.gateway.schemas import max_latency_header, read_body
+from sizewise.gateway.schemas import read_body, request_context
 from sizewise.gateway.state import GatewayState, ReportedStream, StreamReport
 from sizewise.gateway.streaming import OnDone
 from sizewise.policy.types import Decision, RequestContext
-from sizewise.serve.context import build_context
 
 logger = logging.getLogger("sizewise.gateway")
 
@@ -47,16 +46,7 @@ async def messages(request: Request) -> Response:
         raw = await read_body(request, state.settings.max_body_bytes)
         body, chat = parse_messages(raw, state.settings.max_messages)
         stops = body.stop_sequences
-        ctx = build_context(
-            chat.to_chat_request(),
-            model_field=chat.model,
-            stream=body.stream,
-            user=chat.user,
-            api_key=api_key,
-            request_id=request_id,
-            max_latency_ms=max_latency_header(request.headers),
-            session_id=request.headers.get("x-sizewise-session-id"),
-        )
+        ctx = request_context(request, chat, stream=body.stream, api_key=api_key, request_id=request_id)
         if body.stream:
             return await _stream(state, ctx, started, api_key, request, stops)
         result, decision = await state.engine.complete(ctx)

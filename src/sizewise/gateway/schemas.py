@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from sizewise.core.chat import ChatRequest
 from sizewise.gateway.errors import GatewayError, from_validation
+from sizewise.policy.types import RequestContext
 
 #: Fields handled here; everything else a client sends is passed through in ``ChatRequest.extra``.
 _KNOWN = {
@@ -212,3 +213,22 @@ def max_latency_header(headers: Mapping[str, str]) -> float | None:
     if not math.isfinite(value) or value <= 0:
         raise GatewayError(400, "header x-sizewise-max-latency-ms must be positive", "invalid_header")
     return value
+
+
+def request_context(
+    request: Request, chat: ChatCompletionRequest, *, stream: bool, api_key: str | None, request_id: str
+) -> RequestContext:
+    """The engine's view of a validated chat request (chat completions, /v1/messages, /v1/route): the body
+    plus what its headers say (``x-sizewise-max-latency-ms``, ``x-sizewise-session-id``)."""
+    from sizewise.serve.context import build_context
+
+    return build_context(
+        chat.to_chat_request(),
+        model_field=chat.model,
+        stream=stream,
+        user=chat.user,
+        api_key=api_key,
+        request_id=request_id,
+        max_latency_ms=max_latency_header(request.headers),
+        session_id=request.headers.get("x-sizewise-session-id"),
+    )

@@ -11,8 +11,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Modality = Literal["text", "image", "audio", "file"]
-ModelKind = Literal["llm", "multimodal", "vision", "classifier", "embedding", "domain"]
-BackendName = Literal["llamacpp", "openai", "replay"]
+#: ``task``: a student distilled from a big model's answers for one narrow task (``sizewise.distill``);
+#: ``vision``: an image classifier; ``speech``: a speech recogniser.
+ModelKind = Literal["llm", "multimodal", "vision", "speech", "task", "classifier", "embedding", "domain"]
+#: ``onnx``: an ONNX image classifier; ``whisper``: faster-whisper; ``task``: an in-process task student.
+BackendName = Literal["llamacpp", "openai", "replay", "onnx", "whisper", "task"]
 #: What a model can do besides reading its modalities (``vision`` / ``audio`` come from ``modalities``).
 Capability = Literal["tools", "json_object", "json_schema", "reasoning", "logprobs"]
 ReasoningEffort = Literal["minimal", "low", "medium", "high"]

@@ -39,6 +39,8 @@ class RouterResult:
         points = {"share": self.curve.share.tolist(), "quality": self.curve.quality.tolist()}
         if self.curve.cost is not None:
             points["cost"] = self.curve.cost.tolist()
+        if self.curve.threshold is not None:  # JSON has no infinity: share 0 (no prompt is strong) reads null
+            points["threshold"] = [float(t) if np.isfinite(t) else None for t in self.curve.threshold]
         return {"router": self.name, **self.metrics, "fold_apgr": self.fold_apgr, "curve": points}
 
 

@@ -37,7 +37,8 @@ class RoutingCurve:
     """The exact two-model routing curve: points sorted by ``share`` from 0 to 1.
 
     ``cost`` is None when costs are unknown. ``q_weak``/``q_strong`` and ``c_weak``/``c_strong`` are the
-    always-weak and always-strong baselines (the curve's two ends).
+    always-weak and always-strong baselines (the curve's two ends). ``threshold[k]`` is the score at and
+    above which prompts go to the strong model at point ``k`` (``inf`` at share 0; None when unknown).
     """
 
     share: np.ndarray
@@ -47,6 +48,7 @@ class RoutingCurve:
     q_strong: float
     c_weak: float | None = None
     c_strong: float | None = None
+    threshold: np.ndarray | None = None
 
     def quality_at(self, share: float | np.ndarray) -> np.ndarray:
         """Quality at any share of strong calls (linear between points)."""
@@ -103,6 +105,7 @@ def routing_curve(
         q_strong=float(qs.mean()),
         c_weak=cw_mean,
         c_strong=cs_mean,
+        threshold=np.r_[np.inf, sorted_scores[ends]],
     )
 
 

@@ -11,13 +11,15 @@ if TYPE_CHECKING:
 
 
 def pareto(rows: Sequence[Any]) -> list[str]:
-    """Eligible models on the cost-quality frontier (no other is cheaper and at least as good), cheapest first."""
-    front, best = [], -math.inf
-    for row in sorted((r for r in rows if r.eligible), key=lambda r: (r.cost_per_1k, -r.quality)):
-        if row.quality > best + 1e-12:
-            front.append(row.model)
-            best = row.quality
-    return front
+    """Eligible models on the cost-quality frontier of mixtures (:mod:`sizewise.evaluation.hull`), cheapest
+    first: a model that a random mix of two others beats on both cost and quality is not on it."""
+    from sizewise.evaluation.hull import mixture_frontier
+
+    eligible = [r for r in rows if r.eligible]
+    if not eligible:
+        return []
+    front = mixture_frontier([r.cost_per_1k for r in eligible], [r.quality for r in eligible])
+    return [eligible[i].model for i in front]
 
 
 def plot_frontier(report: ChooseReport, path: str) -> str:

@@ -55,10 +55,10 @@ def eval_command(
         raise ConfigError("give exactly one of --dataset NAME or --table PATH")
     if cv < 2:
         raise ConfigError(f"--cv must be at least 2, got {cv}")
-    from sizewise.cli.train_cmd import _params  # train's parser: one --param syntax everywhere
+    from sizewise.cli.params import parse_params  # one --param syntax everywhere
 
     names = list(router or ([] if router_file else DEFAULT_ROUTERS))
-    params = _params(param)
+    params = parse_params(param)
     if params and not router:
         raise ConfigError("--param sets parameters of the --router named with it: give --router NAME")
     for name in names:

@@ -17,6 +17,7 @@ from sizewise.errors import SizewiseError
 COMMAND_MODULES = [
     "sizewise.cli.eval_cmd",
     "sizewise.cli.train_cmd",
+    "sizewise.cli.calibrate_cmd",
     "sizewise.cli.serve_cmd",
     "sizewise.cli.log_cmd",
     "sizewise.cli.choose_cmd",

@@ -116,7 +116,10 @@ def _threshold_source(settings: Any, flags: set[str], policy: Any) -> str:
     from sizewise.policy.routing import HeuristicScorer
 
     if not isinstance(policy.scorer, HeuristicScorer) and getattr(policy.scorer, "threshold_", None) is not None:
-        return "calibration recorded in the router file"
+        from sizewise.cli.calibrate_cmd import describe_calibration
+
+        detail = describe_calibration(getattr(policy.scorer, "provenance_", {}))
+        return "calibration recorded in the router file" + (f": {detail}" if detail else "")
     return "default"
 
 

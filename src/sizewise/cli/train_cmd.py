@@ -1,16 +1,15 @@
-"""``sizewise train`` (fit a router on an outcome table, write it), ``sizewise add-model`` (extend a
-saved N-model router with a new model's outcomes) and ``sizewise calibrate`` (pick its threshold for
-a target share / quality / budget, with held-out estimates)."""
+"""``sizewise train`` (fit a router on an outcome table, write it) and ``sizewise add-model`` (extend a
+saved N-model router with a new model's outcomes)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from sizewise.cli.eval_cmd import ROUTER_HELP
+from sizewise.cli.params import PARAM_HELP, parse_params
 from sizewise.errors import ConfigError
 
 
@@ -22,19 +21,6 @@ def _table(dataset: str | None, table: Path | None) -> Any:
     return read_table(str(table) if table is not None else str(dataset))
 
 
-def _params(items: list[str] | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--param wants KEY=VALUE, got {item!r}")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
-
-
 def train(
     router: Annotated[str | None, typer.Option("--router", help=ROUTER_HELP)] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where to write the router file (.zip).")] = None,
@@ -42,7 +28,7 @@ def train(
     table: Annotated[Path | None, typer.Option("--table", help="Outcome table file (CSV/JSONL/Parquet).")] = None,
     weak: Annotated[str | None, typer.Option("--weak", help="Weak (cheap) model; default from the table.")] = None,
     strong: Annotated[str | None, typer.Option("--strong", help="Strong model; default from the table.")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", help="Router parameter KEY=VALUE (repeatable).")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help=f"Router {PARAM_HELP}")] = None,
     default_router: Annotated[
         bool,
         typer.Option(
@@ -59,11 +45,11 @@ def train(
     from sizewise.routers.base import make_router
 
     if default_router:
-        _train_default(router, out, _params(param), given=dataset or table or weak or strong)
+        _train_default(router, out, parse_params(param), given=dataset or table or weak or strong)
         return
     if router is None or out is None:
         raise ConfigError("give --router NAME and --out PATH (or --default-router)")
-    estimator = make_router(router, **_params(param))  # a ConfigError for a --param the router does not take
+    estimator = make_router(router, **parse_params(param))  # a ConfigError for a --param the router does not take
     data = _table(dataset, table)
     start = time.perf_counter()
     try:
@@ -91,76 +77,6 @@ def _train_default(router: str | None, out: Path | None, params: dict[str, Any],
         router, params = "gbdt", {**DEFAULT_PARAMS, **params}
     build_default_router(path, router, params, say=typer.echo)
     typer.echo(f"default router -> {path}")
-
-
-def calibrate(
-    router_file: Annotated[Path, typer.Option("--router-file", help="A router file written by `sizewise train`.")],
-    dataset: Annotated[str | None, typer.Option("--dataset", help="Named dataset with outcomes.")] = None,
-    table: Annotated[Path | None, typer.Option("--table", help="Outcome table file (your own logs).")] = None,
-    target_share: Annotated[float | None, typer.Option("--target-share", help="Share of strong calls, 0-1.")] = None,
-    target_quality: Annotated[
-        float | None, typer.Option("--target-quality", help="Fraction of the strong model's quality, e.g. 0.95.")
-    ] = None,
-    budget_per_1k: Annotated[float | None, typer.Option("--budget-per-1k", help="USD per 1,000 requests.")] = None,
-    weak: Annotated[str | None, typer.Option("--weak")] = None,
-    strong: Annotated[str | None, typer.Option("--strong")] = None,
-    holdout: Annotated[float, typer.Option("--holdout", help="Part of the table kept for the estimates.")] = 0.5,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-) -> None:
-    """Pick a router's threshold for a target and report expected quality and cost (bootstrap 95% CI)."""
-    from sizewise.routers.base import load_router
-    from sizewise.routers.calibration import calibrate as run
-
-    estimator = load_router(router_file)
-    data = _table(dataset, table)
-    warning = _trained_on(estimator, data)
-    result = run(
-        estimator,
-        data,
-        weak=weak,
-        strong=strong,
-        target_share=target_share,
-        target_quality=target_quality,
-        budget_per_1k=budget_per_1k,
-        holdout=holdout,
-        seed=seed,
-    )
-    if as_json:  # the warning inside the JSON: a reader of --json may merge stderr into stdout
-        typer.echo(json.dumps({**result.to_dict(), **({"warning": warning} if warning else {})}, indent=2))
-        return
-    if warning:
-        typer.echo(f"warning: {warning}", err=True)
-
-    def ci(pair: tuple[float, float] | None, fmt: str) -> str:
-        return "" if pair is None else f" (95% CI {pair[0]:{fmt}} - {pair[1]:{fmt}})"
-
-    typer.echo(f"target:      {result.target}")
-    typer.echo(f"threshold:   {result.threshold:.6g}   (route to {result.strong} when score >= threshold)")
-    typer.echo(f"strong share {result.share:.3f}{ci(result.share_ci, '.3f')}")
-    typer.echo(
-        f"quality      {result.quality:.4f}{ci(result.quality_ci, '.4f')}  "
-        f"[weak {result.weak_quality:.4f}, strong {result.strong_quality:.4f}]"
-    )
-    if result.cost_per_1k is not None:
-        typer.echo(
-            f"cost/1k req  ${result.cost_per_1k:.4f}{ci(result.cost_ci, '.4f')}  "
-            f"[weak ${result.weak_cost_per_1k:.4f}, strong ${result.strong_cost_per_1k:.4f}]"
-        )
-    typer.echo(f"from {result.n_calibration} calibration and {result.n_heldout} held-out prompts")
-
-
-def _trained_on(estimator: Any, data: Any) -> str | None:
-    """A warning when most of the calibration table's prompts were the router's training prompts."""
-    from sizewise.evaluation.overlap import seen_share
-
-    seen = seen_share(getattr(estimator, "provenance_", {}).get("training_prompts"), data.texts)
-    if seen is None or seen[0] < 0.1:
-        return None
-    return (
-        f"about {seen[0]:.0%} of these prompts were the router's training prompts (estimated from {seen[1]}): "
-        "in-sample scores flatter it; calibrate on outcomes it was not trained on"
-    )
 
 
 MIN_OUTCOMES = 20  # below this a new model's two factors are noise
@@ -209,7 +125,6 @@ def add_model(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train``, ``add-model`` and ``calibrate`` to the CLI."""
+    """Add ``train`` and ``add-model`` to the CLI (``calibrate``: :mod:`sizewise.cli.calibrate_cmd`)."""
     app.command("train")(train)
     app.command("add-model")(add_model)
-    app.command("calibrate")(calibrate)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from _results import markdown_table
-from sizewise.cascade.policy import cost_at_quality, pareto, quality_at_cost, sweep
+from sizewise.cascade.policy import cost_at_quality, ladder_cut, pareto, quality_at_cost, sweep
 from sizewise.cascade.scorers import Answer, make_scorer
 from sizewise.evaluation.table import OutcomeTable
 
@@ -44,6 +44,8 @@ def _live(table: OutcomeTable) -> dict[str, Any]:
     quality = table.quality
     cost = table.cost
     meta = table.meta
+    # Cut answers are escalated unscored, as in the gateway: no accept, and no scorer calls paid for them.
+    cut = ladder_cut(table, ladder)
     splits = folds(len(table), min(5, max(2, len(table) // 10)))
     answers = {
         m: [
@@ -79,7 +81,7 @@ def _live(table: OutcomeTable) -> dict[str, Any]:
         if np.isnan(spent).any():
             continue  # not recorded for every answer: run ``sizewise collect --scorers``
         scores = np.stack([make_scorer(name).score(answers[m]) for m in ladder[:-1]], axis=1)
-        scorers[label] = (scores, cost + np.c_[spent, np.zeros(len(table))])
+        scorers[label] = (scores, cost + np.c_[np.where(cut[:, :-1], 0.0, spent), np.zeros(len(table))])
         if name == "verifier":  # reading an answer vs the same model writing its own
             verifier_cost = [
                 {
@@ -102,14 +104,18 @@ def _live(table: OutcomeTable) -> dict[str, Any]:
     if verifier_cost:
         result["verifier_vs_generation"] = verifier_cost
     for name, (scores, paid) in scorers.items():
-        front = pareto(sweep(quality, paid, scores, points=11))
+        front = pareto(sweep(quality, paid, scores, points=11, cut=cut))
         result["scorers"][name] = {
             "accuracy_at_half_big_time": quality_at_cost(front, 0.5 * big_seconds),
             "time_share_at_big_accuracy": cost_at_quality(front, float(quality[:, -1].mean())) / big_seconds,
-            "scorer_cpu_s_per_scored_answer": float((paid - cost)[:, :-1].mean()),
+            "scorer_cpu_s_per_scored_answer": _mean((paid - cost)[:, :-1][~cut[:, :-1]]),
             "auc_per_rung": {m: _auc(scores[:, j], quality[:, j]) for j, m in enumerate(ladder[:-1])},
         }
     return result
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else 0.0
 
 
 def _with_scorer_data(table: OutcomeTable) -> OutcomeTable:
@@ -123,7 +129,7 @@ def _with_scorer_data(table: OutcomeTable) -> OutcomeTable:
         return table
     rows = np.flatnonzero(keep)
     subset = table.subset(rows)
-    per_answer = ("logprobs", "verdicts", "samples", "scorer_cpu_s")
+    per_answer = ("logprobs", "finish_reasons", "verdicts", "samples", "scorer_cpu_s")
     subset.meta = {
         key: {m: [value[m][i] for i in rows] for m in table.models} if key in per_answer else value
         for key, value in table.meta.items()

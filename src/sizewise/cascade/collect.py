@@ -269,8 +269,10 @@ def load_collected(path: str | Path, models: Sequence[str] | None = None, comple
     """The rows of a collect file as an OutcomeTable (cost = CPU seconds of each call, since local models
     are free and time is what they cost; wall seconds for rows without ``cpu_s``). ``complete`` keeps only
     questions every model answered.
-    ``meta["logprobs"][model]`` holds each answer's token logprobs; ``meta["verdicts"]``, ``meta["samples"]``
-    and ``meta["scorer_cpu_s"]`` what collection-time scorers recorded (None / {} where they did not run)."""
+    ``meta["logprobs"][model]`` holds each answer's token logprobs, ``meta["finish_reasons"][model]`` why it
+    stopped (``length``: cut at ``max_tokens``, which a cascade never accepts below its top);
+    ``meta["verdicts"]``, ``meta["samples"]`` and ``meta["scorer_cpu_s"]`` what collection-time scorers
+    recorded (None / {} where they did not run)."""
     import pandas as pd
 
     from sizewise.core.table import OutcomeTable, frame_rows
@@ -293,6 +295,7 @@ def load_collected(path: str | Path, models: Sequence[str] | None = None, comple
     cells = {key: np.full(shape, np.nan) for key in ("quality", "cost", "tokens_in", "tokens_out", "latency", "cpu")}
     responses = np.full(shape, None, dtype=object)
     logprobs: dict[str, list[list[float] | None]] = {m: [None] * len(order) for m in names}
+    finish: dict[str, list[str | None]] = {m: [None] * len(order) for m in names}
     verdicts: dict[str, list[float | None]] = {m: [None] * len(order) for m in names}
     samples: dict[str, list[list[str] | None]] = {m: [None] * len(order) for m in names}
     scorer_cpu: dict[str, list[dict[str, float]]] = {m: [{} for _ in order] for m in names}
@@ -312,6 +315,8 @@ def load_collected(path: str | Path, models: Sequence[str] | None = None, comple
         responses[i, j] = data["response"]
         lp = data.get("logprobs")
         logprobs[data["model"]][i] = list(lp) if isinstance(lp, list) else None
+        reason = data.get("finish_reason")
+        finish[data["model"]][i] = reason if isinstance(reason, str) else None
         verdict, drawn, spent = data.get("verdict"), data.get("samples"), data.get("scorer_cpu_s")
         verdicts[data["model"]][i] = float(verdict) if isinstance(verdict, int | float) and verdict == verdict else None
         samples[data["model"]][i] = [str(x) for x in drawn] if isinstance(drawn, list) else None
@@ -330,6 +335,7 @@ def load_collected(path: str | Path, models: Sequence[str] | None = None, comple
         latency=cells["latency"],
         meta={
             "logprobs": logprobs,
+            "finish_reasons": finish,
             "verdicts": verdicts,
             "samples": samples,
             "scorer_cpu_s": scorer_cpu,

@@ -4,6 +4,9 @@ A ladder is 2..N models ordered by cost. For prompt i, model 0 answers first; it
 accepted when the scorer's confidence ``scores[i, 0] >= thresholds[0]``, else model 1 answers, and
 so on; the last model's answer is always accepted. The cost of a prompt counts every model called.
 **Hybrid**: prompts whose router score is ``>= router_threshold`` go straight to the last model.
+**Cut answers**: as in the gateway (:mod:`sizewise.policy.cascading`), an answer cut at ``max_tokens``
+(``cut[i, j]``, from a collected table's ``finish_reason``: :func:`ladder_cut`) is never accepted below the
+top rung, whatever its score: every sweep, calibration and bench then counts it as escalated.
 """
 
 from __future__ import annotations
@@ -55,6 +58,17 @@ def _check(quality: np.ndarray, cost: np.ndarray, scores: np.ndarray) -> None:
         raise DataError(f"scores must have shape {(quality.shape[0], quality.shape[1] - 1)}, got {scores.shape}")
 
 
+def _cut_mask(cut: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """``cut`` as a boolean (prompts, rungs below the top) array; all False when not recorded."""
+    n, m = shape
+    if cut is None:
+        return np.zeros((n, m - 1), bool)
+    mask = np.asarray(cut, dtype=bool).reshape(n, -1) if np.size(cut) else np.zeros((n, 0), bool)
+    if mask.shape not in ((n, m), (n, m - 1)):
+        raise DataError(f"cut must have shape {(n, m)} or {(n, m - 1)}, got {np.shape(cut)}")
+    return mask[:, : m - 1]
+
+
 def run_cascade(
     quality: np.ndarray,
     cost: np.ndarray,
@@ -62,12 +76,15 @@ def run_cascade(
     thresholds: Sequence[float],
     router_scores: np.ndarray | None = None,
     router_threshold: float = np.inf,
+    cut: np.ndarray | None = None,
 ) -> CascadeOutcome:
-    """Replay a cascade on recorded outcomes. ``scores[:, j]`` = confidence in model j's answer."""
+    """Replay a cascade on recorded outcomes. ``scores[:, j]`` = confidence in model j's answer;
+    ``cut[:, j]``: model j's answer stopped at ``max_tokens`` (never accepted below the top)."""
     quality, cost, scores = (np.asarray(a, dtype=float) for a in (quality, cost, scores))
     scores = scores.reshape(len(quality), -1)
     _check(quality, cost, scores)
     n, m = quality.shape
+    whole = ~_cut_mask(cut, (n, m))
     if len(thresholds) != m - 1:
         raise ConfigError(f"a ladder of {m} models needs {m - 1} thresholds, got {len(thresholds)}")
     direct = np.zeros(n, bool) if router_scores is None else np.asarray(router_scores) >= router_threshold
@@ -76,7 +93,7 @@ def run_cascade(
     spent = np.zeros(n)
     for j in range(m - 1):
         spent[undecided] += cost[undecided, j]
-        accept = undecided & (scores[:, j] >= thresholds[j])
+        accept = undecided & (scores[:, j] >= thresholds[j]) & whole[:, j]
         step[accept] = j
         undecided &= ~accept
     spent += cost[:, m - 1] * (step == m - 1)
@@ -98,14 +115,16 @@ def sweep(
     points: int = 41,
     router_scores: np.ndarray | None = None,
     router_thresholds: Sequence[float] = (np.inf,),
+    cut: np.ndarray | None = None,
 ) -> list[dict[str, float | list[float]]]:
-    """Every threshold combination on a grid: one point (quality, cost, escalation, thresholds) each."""
+    """Every threshold combination on a grid: one point (quality, cost, escalation, thresholds) each;
+    ``cut`` as in :func:`run_cascade`."""
     scores = np.asarray(scores, dtype=float).reshape(len(quality), -1)
     grids = [threshold_grid(scores[:, j], points) for j in range(scores.shape[1])]
     results: list[dict[str, float | list[float]]] = []
     for router_threshold in router_thresholds:
         for combo in itertools.product(*grids):
-            outcome = run_cascade(quality, cost, scores, combo, router_scores, router_threshold)
+            outcome = run_cascade(quality, cost, scores, combo, router_scores, router_threshold, cut)
             results.append(
                 {
                     **outcome.summary(),
@@ -146,10 +165,12 @@ def calibrate(
     budget: float | None = None,
     escalation: float | None = None,
     points: int = 41,
+    cut: np.ndarray | None = None,
 ) -> list[float]:
     """Thresholds from a held-out table: exactly one of ``target_quality`` (cheapest reaching it),
     ``budget`` (best quality at mean cost <= budget) or ``escalation`` (share of prompts that leave
-    the first model; for longer ladders the same share is applied at every step)."""
+    the first model; for longer ladders the same share is applied at every step). Cut answers
+    (``cut``, as in :func:`run_cascade`) always escalate; ``escalation`` counts them in its share."""
     given = [x is not None for x in (target_quality, budget, escalation)]
     if sum(given) != 1:
         raise ConfigError("calibrate: give exactly one of target_quality, budget, escalation")
@@ -157,8 +178,8 @@ def calibrate(
     if escalation is not None:
         if not 0 <= escalation <= 1:
             raise ConfigError(f"escalation share must lie in [0, 1], got {escalation}")
-        return escalation_thresholds(scores, escalation)
-    points_ = sweep(quality, cost, scores, points)
+        return escalation_thresholds(scores, escalation, cut)
+    points_ = sweep(quality, cost, scores, points, cut=cut)
     if target_quality is not None:
         reaching = [p for p in points_ if float(p["quality"]) >= target_quality]  # type: ignore[arg-type]
         best = min(reaching, key=lambda p: p["cost"]) if reaching else max(points_, key=lambda p: p["quality"])  # type: ignore[arg-type, return-value]
@@ -168,9 +189,12 @@ def calibrate(
     return list(best["thresholds"])  # type: ignore[arg-type]
 
 
-def escalation_thresholds(scores: np.ndarray, share: float) -> list[float]:
-    """Per-step thresholds so that ``share`` of the prompts reaching each step go on (score below it)."""
+def escalation_thresholds(scores: np.ndarray, share: float, cut: np.ndarray | None = None) -> list[float]:
+    """Per-step thresholds so that ``share`` of the prompts reaching each step go on (score below it,
+    or a cut answer: those escalate at any threshold, so the whole ones fill the rest of the share)."""
     scores = np.asarray(scores, dtype=float).reshape(len(scores), -1)
+    # A cut answer scores -inf: it sorts below every threshold, exactly as the cascade treats it.
+    scores = np.where(_cut_mask(cut, (len(scores), scores.shape[1] + 1)), -np.inf, scores)
     thresholds = []
     reaching = np.ones(len(scores), bool)
     for j in range(scores.shape[1]):
@@ -183,10 +207,31 @@ def escalation_thresholds(scores: np.ndarray, share: float) -> list[float]:
             # The share-quantile: scores strictly below it escalate; midpoint between neighbours for held-out use.
             ordered = np.sort(column)
             k = round(share * ordered.size)
-            threshold = -np.inf if k == 0 else np.inf if k >= ordered.size else (ordered[k - 1] + ordered[k]) / 2
+            threshold = -np.inf if k == 0 else np.inf if k >= ordered.size else _between(ordered[k - 1], ordered[k])
         thresholds.append(float(threshold))
         reaching &= scores[:, j] < threshold
     return thresholds
+
+
+def _between(low: float, high: float) -> float:
+    """A threshold between two sorted scores (midpoint; just above ``low`` when it is a cut answer's -inf)."""
+    if np.isneginf(low):
+        return -np.inf if np.isneginf(high) else float(np.nextafter(high, -np.inf))
+    return float((low + high) / 2)
+
+
+def ladder_cut(table: object, ladder: Sequence[str]) -> np.ndarray:
+    """(prompts, models) booleans: the answer stopped at ``max_tokens`` (``finish_reason`` ``length``), as
+    recorded by :func:`sizewise.cascade.collect.load_collected`; all False where a table did not record it."""
+    from sizewise.core.table import OutcomeTable
+
+    if not isinstance(table, OutcomeTable):
+        raise DataError("ladder_cut needs an OutcomeTable")
+    reasons = table.meta.get("finish_reasons")
+    reasons = reasons if isinstance(reasons, dict) else {}
+    return np.array(
+        [[reason == "length" for reason in reasons.get(m) or [None] * len(table)] for m in ladder], dtype=bool
+    ).T.reshape(len(table), len(ladder))
 
 
 def ladder_arrays(table: object, ladder: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

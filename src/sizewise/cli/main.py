@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "sizewise.cli.data_cmd",
     "sizewise.cli.outcomes_cmd",
     "sizewise.cli.router_cmd",
+    "sizewise.cli.scorer_cmd",
 ]
 
 app = typer.Typer(

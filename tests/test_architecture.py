@@ -47,6 +47,7 @@ PACKAGES = {
     "sizewise.cascade": ("models", "cascade"),  # the package itself holds only a docstring
     "sizewise.cascade.scorers": ("models", "scorers"),
     "sizewise.cascade.graders": ("models", "graders"),
+    "sizewise.distill": ("models", "distill"),  # task students distilled from a teacher's answers
     "sizewise.cascade.gateway_policy": ("serve", "serve"),  # old name of sizewise.policy.cascading
     "sizewise.cascade.policy": ("lab", "lab"),  # offline cascade simulation
     "sizewise.cascade.collect": ("lab", "lab"),  # `sizewise collect`

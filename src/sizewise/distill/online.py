@@ -1,0 +1,298 @@
+"""``OnlineDistiller``: learn a task student from live teacher answers; serve it once it has earned it.
+
+The loop, per on-task request: ``decide(text)`` returns the student's answer, or None (ask the teacher);
+after a teacher call, ``observe(text, teacher_answer_text)`` records the normalised answer (unparseable
+ones are counted and dropped). Every ``retrain_every`` new answers (once ``min_examples`` exist) a student is
+refitted on the training part and checked on the held-out part (a stable random ``holdout_share`` of the
+answers, never trained on): it serves only if its answered held-out part agrees with the teacher at
+``target_agreement`` or better, on at least ``min_answered`` answers.
+
+While serving, ``decide`` still returns None for a random ``audit_share`` of the confident requests: the
+teacher answers those and ``observe`` compares with what the student would have said. When the audits
+contradict the target (one-sided binomial test at 5% on the last ``audit_window`` audits) serving stops
+until a refit passes again: drift is caught by paying for a few teacher calls, never by trusting the student.
+
+Thread-safe: one lock guards the state; with ``background=True`` refits run in a daemon thread and the old
+student keeps serving meanwhile.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import threading
+import zipfile
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sizewise.distill.normalise import AnswerNormaliser
+from sizewise.distill.student import TaskStudent
+from sizewise.errors import ConfigError, RouterFileError
+
+FORMAT = "sizewise-distiller"
+#: Audits kept for the drift test; older ones describe an older student.
+AUDIT_WINDOW = 100
+#: The drift test's significance: stop when agreement this far below target would be this unlikely.
+DRIFT_P = 0.05
+
+
+@dataclass(frozen=True)
+class StudentAnswer:
+    """What the student says for one request: the label text and its calibrated confidence."""
+
+    label: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class DistillerState:
+    """A snapshot: how much was learned, whether the student serves, and how well it measured."""
+
+    examples: int
+    unparseable: int
+    serving: bool
+    threshold: float | None
+    agreement: float | None
+    coverage: float | None
+    refits: int
+    audits: int
+    audit_agreement: float | None
+    stopped_for_drift: int
+
+
+class OnlineDistiller:
+    """See the module docstring. ``features`` and ``seed`` go to the :class:`TaskStudent`."""
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        target_agreement: float = 0.98,
+        audit_share: float = 0.05,
+        min_examples: int = 100,
+        retrain_every: int = 100,
+        holdout_share: float = 0.25,
+        min_answered: int = 30,
+        aliases: dict[str, list[str]] | None = None,
+        features: str = "tfidf",
+        seed: int = 0,
+        background: bool = False,
+    ) -> None:
+        if not 0.5 <= target_agreement < 1 or not 0 <= audit_share < 1 or not 0 < holdout_share < 1:
+            raise ConfigError("target_agreement must lie in [0.5, 1), audit_share in [0, 1), holdout_share in (0, 1)")
+        if min_examples < 4 or retrain_every < 1 or min_answered < 1:
+            raise ConfigError("min_examples must be >= 4, retrain_every and min_answered >= 1")
+        self.normaliser = AnswerNormaliser(labels, aliases)
+        self.labels, self.aliases = list(labels), aliases
+        self.target_agreement, self.audit_share = float(target_agreement), float(audit_share)
+        self.min_examples, self.retrain_every = int(min_examples), int(retrain_every)
+        self.holdout_share, self.min_answered = float(holdout_share), int(min_answered)
+        self.features, self.seed, self.background = features, seed, background
+        self._lock = threading.RLock()
+        self._random = random.Random(seed)
+        self._texts: list[str] = []
+        self._labels: list[str] = []
+        self._held: list[bool] = []
+        self._pending: dict[str, deque[str]] = {}  # audited text -> the student's label(s) awaiting the teacher's
+        self._audits: deque[bool] = deque(maxlen=AUDIT_WINDOW)
+        self._student: TaskStudent | None = None
+        self._serving = False
+        self._since_fit = 0
+        self._refits = self._unparseable = self._stops = self._audit_total = 0
+        self._measured: tuple[float, float] | None = None  # held-out (agreement, coverage) of the last refit
+        self._refitting = False
+
+    # -- the request path ------------------------------------------------------------
+    def decide(self, text: str) -> StudentAnswer | None:
+        """The student's answer when it serves and is confident; None: the teacher answers (and for a
+        random ``audit_share`` of confident answers, recorded as audits)."""
+        with self._lock:
+            student = self._student if self._serving else None
+        if student is None:
+            return None
+        found = student.answer(text)
+        if found is None:
+            return None
+        with self._lock:
+            if self._random.random() < self.audit_share:
+                self._pending.setdefault(text, deque()).append(found[0])
+                return None
+        return StudentAnswer(*found)
+
+    def observe(self, text: str, teacher_answer_text: str) -> None:
+        """Record the teacher's answer to ``text``; refit when due (in a thread with ``background``)."""
+        label = self.normaliser.label_of(teacher_answer_text)
+        with self._lock:
+            if label is None:
+                self._unparseable += 1
+                self._pending.pop(text, None)
+                return
+            self._check_audit(text, label)
+            self._texts.append(text)
+            self._labels.append(label)
+            self._held.append(self._random.random() < self.holdout_share)
+            self._since_fit += 1
+            due = (
+                len(self._texts) >= self.min_examples and self._since_fit >= self.retrain_every and not self._refitting
+            )
+            if due:
+                self._refitting, self._since_fit = True, 0
+        if due:
+            if self.background:
+                threading.Thread(target=self._refit, name="sizewise-distill-refit", daemon=True).start()
+            else:
+                self._refit()
+
+    def _check_audit(self, text: str, label: str) -> None:
+        waiting = self._pending.get(text)
+        if not waiting:
+            return
+        said = waiting.popleft()
+        if not waiting:
+            del self._pending[text]
+        self._audits.append(said == label)
+        self._audit_total += 1
+        if self._serving and self._drifted():
+            self._serving = False
+            self._stops += 1
+            self._since_fit = max(self._since_fit, self.retrain_every - max(1, self.retrain_every // 4))
+
+    def _drifted(self) -> bool:
+        """One-sided binomial test: would this many disagreements be unlikely (< DRIFT_P) at the target?"""
+        from scipy.stats import binom
+
+        n, errors = len(self._audits), self._audits.count(False)
+        return errors > 0 and float(binom.sf(errors - 1, n, 1.0 - self.target_agreement)) < DRIFT_P
+
+    # -- learning --------------------------------------------------------------------
+    def _refit(self) -> None:
+        try:
+            with self._lock:
+                texts, labels, held = list(self._texts), list(self._labels), np.array(self._held)
+            result = self._fit_and_check(texts, labels, held)
+            with self._lock:
+                self._refits += 1
+                if result is not None:
+                    student, agreement, coverage = result
+                    self._measured = (agreement, coverage)
+                    passed = agreement >= self.target_agreement and coverage > 0
+                    if passed:
+                        self._student, self._audits = student, deque(maxlen=AUDIT_WINDOW)
+                    self._serving = passed
+        finally:
+            with self._lock:
+                self._refitting = False
+
+    def _fit_and_check(
+        self, texts: list[str], labels: list[str], held: np.ndarray
+    ) -> tuple[TaskStudent, float, float] | None:
+        """A student fitted on the training part, with its held-out (agreement, coverage); None if it cannot."""
+        train = np.flatnonzero(~held)
+        test = np.flatnonzero(held)
+        if len({labels[i] for i in train}) < 2 or len(test) == 0:
+            return None
+        student = TaskStudent(features=self.features, target_agreement=self.target_agreement, seed=self.seed)
+        student.fit([texts[i] for i in train], [labels[i] for i in train])
+        predicted, confidence = student.predict_with_confidence([texts[i] for i in test])
+        answered = confidence >= student.threshold_
+        if answered.sum() < self.min_answered:
+            return student, 0.0, float(answered.mean())
+        agree = np.array([predicted[j] == labels[i] for j, i in enumerate(test)])
+        return student, float(agree[answered].mean()), float(answered.mean())
+
+    def refit_now(self) -> None:
+        """Refit at once (synchronously), whatever the counters say."""
+        with self._lock:
+            if self._refitting:
+                return
+            self._refitting, self._since_fit = True, 0
+        self._refit()
+
+    # -- state -----------------------------------------------------------------------
+    @property
+    def state(self) -> DistillerState:
+        """A consistent snapshot of the counters and the last measurement."""
+        with self._lock:
+            agreement, coverage = self._measured if self._measured else (None, None)
+            threshold = self._student.threshold_ if self._student is not None else None
+            audits = len(self._audits)
+            return DistillerState(
+                examples=len(self._texts),
+                unparseable=self._unparseable,
+                serving=self._serving,
+                threshold=threshold if threshold is None or np.isfinite(threshold) else None,
+                agreement=agreement,
+                coverage=coverage,
+                refits=self._refits,
+                audits=self._audit_total,
+                audit_agreement=(sum(self._audits) / audits) if audits else None,
+                stopped_for_drift=self._stops,
+            )
+
+    @property
+    def student(self) -> TaskStudent | None:
+        """The last student that passed its check (serving or stopped for drift), or None."""
+        with self._lock:
+            return self._student
+
+    def save(self, path: str | Path) -> Path:
+        """One zip: the examples and counters as JSON, the student (if any) as its own safe file."""
+        path = Path(path)
+        with self._lock:
+            header = {
+                "format": FORMAT,
+                "params": self._params(),
+                "texts": self._texts,
+                "labels": self._labels,
+                "held": self._held,
+                "serving": self._serving,
+                "state": asdict(self.state),
+            }
+            student = self._student
+        buffer = io.BytesIO()
+        if student is not None:
+            student_path = path.with_name(path.name + ".student.tmp")
+            student.save(student_path)
+            buffer.write(student_path.read_bytes())
+            student_path.unlink()
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("distiller.json", json.dumps(header))
+            if student is not None:
+                archive.writestr("student.zip", buffer.getvalue())
+        return path
+
+    def _params(self) -> dict[str, Any]:
+        names = ("labels", "target_agreement", "audit_share", "min_examples", "retrain_every", "holdout_share")
+        return {n: getattr(self, n) for n in (*names, "min_answered", "aliases", "features", "seed")}
+
+    @classmethod
+    def load(cls, path: str | Path, background: bool = False) -> OnlineDistiller:
+        """Read a file written by :meth:`save`; a :class:`RouterFileError` naming a bad one."""
+        path = Path(path)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                header = json.loads(archive.read("distiller.json"))
+                student_bytes = archive.read("student.zip") if "student.zip" in archive.namelist() else None
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                raise ValueError("not a distiller file")
+            distiller = cls(**header["params"], background=background)
+            texts, labels, held = header["texts"], header["labels"], header["held"]
+            if not (len(texts) == len(labels) == len(held)) or not all(isinstance(t, str) for t in texts):
+                raise ValueError("its examples are malformed")
+        except (OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError, ConfigError) as error:
+            raise RouterFileError(f"{path}: not a valid distiller file ({error})") from None
+        distiller._texts, distiller._labels, distiller._held = list(texts), list(labels), [bool(h) for h in held]
+        if student_bytes is not None:
+            student_path = path.with_name(path.name + ".student.tmp")
+            student_path.write_bytes(student_bytes)
+            try:
+                distiller._student = TaskStudent.load(student_path)
+            finally:
+                student_path.unlink()
+            distiller._serving = bool(header.get("serving"))
+        return distiller

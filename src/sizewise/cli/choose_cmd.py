@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sizewise.cli.params import PARAM_HELP, parse_params
 from sizewise.errors import ConfigError
 
 routes_app = typer.Typer(help="Domain routes of the catalog.", no_args_is_help=True)
@@ -35,11 +36,14 @@ def choose(
     router: Annotated[
         str | None, typer.Option("--router", help="Also try a two-model router from the registry (e.g. knn).")
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write report.md + frontier.png here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write report.md, frontier.png and frontier.html here.")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the fit / held-out split for policies.")] = 0,
     route_sample: Annotated[
         int, typer.Option("--route-sample", help="Measure domain routes with real embedding matching on N prompts.")
     ] = 0,
+    param: Annotated[list[str] | None, typer.Option("--param", help=f"With --router: its {PARAM_HELP}")] = None,
 ) -> None:
     """Measure every model on a labelled task and recommend the cheapest model or policy meeting the target."""
     from sizewise.cli.tables import is_collect_file, read_table
@@ -47,6 +51,9 @@ def choose(
     from sizewise.evaluation.choose import choose as run_choose
     from sizewise.policy.constraints import catalog_parts
 
+    params = parse_params(param)
+    if params and router is None:
+        raise ConfigError("--param sets parameters of the --router named with it: give --router NAME")
     kwargs: dict[str, Any] = {}
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     if names and data == "mmlu-pro":
@@ -57,12 +64,17 @@ def choose(
     # Catalog entries (location, size, p95) of the table's models: the given catalog, else the built-in one.
     specs = catalog_parts(_catalog(config))[0]
     limits = ChooseLimits(max_latency_ms, budget_per_1k, memory_gb, local_only)
-    report = run_choose(table, target, limits, specs, router=router, seed=seed, route_sample=route_sample)
+    report = run_choose(
+        table, target, limits, specs, router=router, seed=seed, route_sample=route_sample, router_params=params
+    )
     plot = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         plot_frontier(report, str(out / "frontier.png"))
         plot = "frontier.png"
+        from sizewise.evaluation.choose.html import write_html
+
+        write_html(report, out / "frontier.html")
     text = render_markdown(report, plot)
     if out is not None:
         (out / "report.md").write_text(text)
@@ -70,7 +82,7 @@ def choose(
             import yaml
 
             (out / "policy.yaml").write_text(yaml.safe_dump(report.policy.config, sort_keys=False, width=120))
-        typer.echo(f"wrote {out / 'report.md'} and {out / 'frontier.png'}")
+        typer.echo(f"wrote {out / 'report.md'}, {out / 'frontier.png'} and {out / 'frontier.html'}")
     typer.echo(text)
 
 

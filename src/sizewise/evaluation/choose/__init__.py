@@ -23,6 +23,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -186,8 +187,10 @@ def choose(
     router: str | None = None,
     seed: int = 0,
     route_sample: int = 0,
+    router_params: dict[str, Any] | None = None,
 ) -> ChooseReport:
-    """Measure every model of ``table``, find the frontier and recommend a model or policy."""
+    """Measure every model of ``table``, find the frontier and recommend a model or policy (``router_params``:
+    the parameters ``router`` is built with)."""
     constraints = constraints or ChooseLimits()
     if len(table.prompts) < 2 or not table.models:
         raise DataError(f"table {table.name!r} needs at least two prompts and one model to choose from")
@@ -196,6 +199,12 @@ def choose(
         from sizewise.routers.base import router_class
 
         router_class(router)  # a misspelt name fails here instead of vanishing from the report
+        if router_params:
+            from sizewise.routers.base import make_router
+
+            make_router(router, **router_params)  # so does a parameter it does not take
+    elif router_params:
+        raise ConfigError("--param sets parameters of a registry router: give --router NAME (not heuristic)")
     if route_sample < 0:
         raise ConfigError(f"route-sample must be >= 0, got {route_sample}")
     by_name = {spec.name: spec for spec in specs}
@@ -215,7 +224,7 @@ def choose(
     builders = (("router", router_policy), ("N-model router", multi_router_policy))
     for kind, build in builders if router else ():
         try:
-            result = build(table, rows, goal, str(router), seed)
+            result = build(table, rows, goal, str(router), seed, router_params)
         except Exception as error:  # a router that cannot be built here is reported, not fatal
             policies.append(PolicyResult(kind, f"{kind} {router!r} failed: {error}", math.nan, math.nan, {}))
         else:

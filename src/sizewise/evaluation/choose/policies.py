@@ -110,7 +110,12 @@ def domain_policy(
 
 
 def router_policy(
-    table: OutcomeTable, rows: list[ModelRow], target: float, router: str, seed: int = 0
+    table: OutcomeTable,
+    rows: list[ModelRow],
+    target: float,
+    router: str,
+    seed: int = 0,
+    params: dict[str, Any] | None = None,
 ) -> PolicyResult | None:
     """A two-model router between the cheapest eligible model and the best, thresholds swept.
 
@@ -135,7 +140,7 @@ def router_policy(
 
         # Fitted on half of the fitting prompts; the threshold is chosen on the other half, since a
         # router's scores on its own training prompts (a k-NN finds the prompt itself) flatter it.
-        model = make_router(router).fit(table.subset(fit[::2]), weak, strong)
+        model = make_router(router, **(params or {})).fit(table.subset(fit[::2]), weak, strong)
         calib = fit[1::2]
     texts = table.prompts["text"].astype(str).to_numpy()
     w, s = table.models.index(weak), table.models.index(strong)
@@ -165,7 +170,12 @@ def router_policy(
 
 
 def multi_router_policy(
-    table: OutcomeTable, rows: list[ModelRow], target: float, router: str, seed: int = 0
+    table: OutcomeTable,
+    rows: list[ModelRow],
+    target: float,
+    router: str,
+    seed: int = 0,
+    params: dict[str, Any] | None = None,
 ) -> PolicyResult | None:
     """N-model routing as the gateway's ``multi-<router>-<t>`` runs it, over every eligible model.
 
@@ -179,7 +189,7 @@ def multi_router_policy(
     eligible = [r.model for r in rows if r.eligible]
     if router == "heuristic" or len(eligible) < 3:  # the heuristic scores a pair; it predicts no quality
         return None
-    model: Any = make_router(router)
+    model: Any = make_router(router, **(params or {}))
     if not hasattr(model, "predict_quality"):
         return None
     sub = table.select_models(eligible)

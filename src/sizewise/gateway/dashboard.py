@@ -1,0 +1,160 @@
+"""The live dashboard: ``GET /dashboard`` (a page of plotly charts), ``GET /dashboard/data`` (their JSON,
+:mod:`sizewise.gateway.dashboard_data`) and ``GET /dashboard/plotly.min.js``.
+
+Offline: plotly.js is served from the installed ``plotly`` package (``plotly/package_data/plotly.min.js``),
+never from a CDN, so the page works on a machine without internet and makes no request to another host.
+With API keys on, all three are behind a key like every other endpoint; a browser cannot set a bearer
+header on a page it navigates to, so the key is also taken as the password of HTTP Basic auth (any user
+name), and every 401 of the dashboard asks the browser for it (``WWW-Authenticate: Basic``): a browser
+sends Basic credentials to a page's scripts and ``fetch`` calls only when challenged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import importlib.util
+import json
+import logging
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sizewise.gateway.dashboard_data import QueryError, dashboard_data
+from sizewise.gateway.errors import GatewayError, error_response
+
+logger = logging.getLogger("sizewise.dashboard")
+
+STATIC = Path(__file__).with_name("static")
+#: Seconds an answer of ``/dashboard/data`` is reused for the same query (many open pages, one database read).
+CACHE_S = 2.0
+_PAGE_HEADERS = {
+    # The page and its scripts come from this gateway only; nothing may be loaded from or sent to elsewhere.
+    "content-security-policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:",
+    "cache-control": "no-store",
+}
+
+
+def _basic_as_bearer(headers: Any) -> dict[str, str]:
+    """``headers`` with an HTTP Basic password presented as the bearer key (what the key checker reads)."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return dict(headers)
+    try:
+        _, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return {}
+    return {"authorization": f"Bearer {password}"} if password else {}
+
+
+def _denied(request: Request) -> Response | None:
+    """A 401 (OpenAI-style JSON) when keys are on and the request has no valid key, bearer or Basic."""
+    keys = request.app.state.gateway.keys
+    try:
+        keys.check(_basic_as_bearer(request.headers))
+    except GatewayError as error:
+        headers = {"www-authenticate": 'Basic realm="sizewise dashboard", charset="UTF-8"'}
+        return error_response(error.status, error.message, error.code, headers=headers)
+    return None
+
+
+@cache
+def _asset(name: str) -> bytes:
+    return (STATIC / name).read_bytes()
+
+
+@cache
+def _plotly_js() -> bytes | None:
+    """The installed plotly.js (about 4.6 MB, read once); None when the package is missing."""
+    spec = importlib.util.find_spec("plotly")  # finds the package without importing it (and its dependencies)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
+    return path.read_bytes() if path.is_file() else None
+
+
+async def page(request: Request) -> Response:
+    """``GET /dashboard``: the page (HTML that loads plotly.js and the dashboard script from this gateway)."""
+    denied = _denied(request)
+    if denied is not None:
+        return denied
+    return Response(_asset("dashboard.html"), media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+
+async def script(request: Request) -> Response:
+    """``GET /dashboard/dashboard.js``: the page's own script."""
+    denied = _denied(request)
+    headers = {"cache-control": "no-store"}
+    return denied or Response(_asset("dashboard.js"), media_type="text/javascript", headers=headers)
+
+
+async def plotly_js(request: Request) -> Response:
+    """``GET /dashboard/plotly.min.js``: plotly.js from the installed package."""
+    denied = _denied(request)
+    if denied is not None:
+        return denied
+    body = await asyncio.to_thread(_plotly_js)
+    if body is None:
+        return error_response(503, "plotly is not installed: pip install plotly", "plotly_missing")
+    return Response(body, media_type="text/javascript", headers={"cache-control": "private, max-age=86400"})
+
+
+class _Cache:
+    """The last few answers by query, each kept :data:`CACHE_S` seconds."""
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str | None, str | None], tuple[float, bytes]] = {}
+
+    def get(self, key: tuple[str | None, str | None]) -> bytes | None:
+        hit = self.answers.get(key)
+        return hit[1] if hit is not None and time.monotonic() - hit[0] < CACHE_S else None
+
+    def put(self, key: tuple[str | None, str | None], body: bytes) -> None:
+        now = time.monotonic()
+        self.answers = {k: v for k, v in self.answers.items() if now - v[0] < CACHE_S}
+        self.answers[key] = (now, body)
+
+
+async def data(request: Request) -> Response:
+    """``GET /dashboard/data?since=1h&bucket=60``: the charts' numbers as JSON (400 for a bad parameter)."""
+    denied = _denied(request)
+    if denied is not None:
+        return denied
+    query = request.query_params
+    key = (query.get("since"), query.get("bucket"))
+    cache_ = request.app.state.dashboard_cache
+    body = cache_.get(key)
+    if body is None:
+        state = request.app.state.gateway
+        try:
+            answer = await asyncio.to_thread(dashboard_data, state, *key)
+        except QueryError as error:
+            param = "since" if error.args[0].startswith("since") else "bucket"
+            return error_response(400, str(error), "invalid_value", param)
+        except SQLAlchemyError as error:  # the page keeps its last charts and shows this line
+            logger.error("dashboard: cannot read the request log: %s", error)
+            return error_response(503, f"cannot read the request log: {type(error).__name__}", "log_unavailable")
+        body = json.dumps(answer, default=str).encode()
+        cache_.put(key, body)
+    return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
+
+
+ROUTES = {
+    "/dashboard": page,
+    "/dashboard/dashboard.js": script,
+    "/dashboard/plotly.min.js": plotly_js,
+    "/dashboard/data": data,
+}
+
+
+def install_dashboard(app: Any) -> None:
+    """Add the dashboard's routes to a gateway app (plain routes, not in the OpenAPI schema)."""
+    app.state.dashboard_cache = _Cache()
+    for path, handler in ROUTES.items():
+        app.add_route(path, handler, methods=["GET"])

@@ -1,0 +1,290 @@
+"""The live dashboard against a real gateway with known traffic: the JSON endpoint counts exactly what the
+clients were answered, the page (in real headless Chromium) charts those numbers, it is behind the key,
+and it loads nothing from any host but the gateway's own."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from fakes import FakeUpstream, GatewayServer, fake_model
+from sizewise.gateway.auth import hash_key
+from sizewise.gateway.dashboard_data import QueryError, parse_window
+from sizewise.learn.outcomes import Outcome
+
+KEY = "dash-key-123"
+LONG = "please summarise " + "word " * 120  # over the small model's 64-token window: the context filter fires
+HISTORY = [
+    {"time": "2026-12-01T10:00:00Z", "event": "add", "version": "v0001", "note": "incumbent"},
+    {"time": "2026-12-01T10:00:01Z", "event": "promote", "from": None, "to": "v0001", "reason": "first"},
+    {"time": "2026-12-02T10:00:00Z", "event": "add", "version": "v0002", "note": "retrained"},
+    {"time": "2026-12-02T10:00:01Z", "event": "promote", "from": "v0001", "to": "v0002", "reason": "better"},
+    {"time": "2026-12-03T10:00:00Z", "event": "rollback", "from": "v0002", "to": "v0001", "reason": "rolled back"},
+]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    folder = tmp_path_factory.mktemp("dashboard")
+    routers = folder / "routers"
+    routers.mkdir()
+    (routers / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in HISTORY))
+    with FakeUpstream(timeout_sleep=5) as up:
+        models = [
+            fake_model("small", "ok-small", 1.0, up.base_url, context_window=64),
+            fake_model("broken", "fail500", 2.0, up.base_url),
+            fake_model("big", "ok-big", 8.0, up.base_url),
+        ]
+        gateway_settings = {
+            "log_url": f"sqlite:///{folder / 'log.db'}",
+            "router_dir": str(routers),
+            "ladder": ["small", "broken", "big"],  # a cascade escalates past small, and falls back past broken
+            "api_keys": [{"name": "team", "sha256": hash_key(KEY)}],
+        }
+        with GatewayServer({"models": models, "gateway": gateway_settings}) as gw:
+            yield gw
+
+
+def _root(gateway: GatewayServer) -> str:
+    return gateway.url.removesuffix("/v1")
+
+
+def _ask(client: openai.OpenAI, model: str, text: str, seen: dict[str, Any]) -> None:
+    """One request; what the client was answered is tallied in ``seen`` (the truth the dashboard must show)."""
+    try:
+        raw = client.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": text}], max_tokens=8
+        )
+    except openai.APIStatusError as error:
+        seen["errors"] += 1
+        seen["fallbacks"] += bool(error.response.headers.get("x-sizewise-fallback"))
+        return
+    decision = json.loads(raw.text)["sizewise"]
+    seen["ids"].setdefault(decision["model"], []).append(raw.headers["x-request-id"])
+    seen["models"][decision["model"]] += 1
+    seen["escalations"] += decision["escalated"]
+    seen["fallbacks"] += decision["fallback"]
+    seen["cost"] += decision["cost"]
+    for report in decision["filters"]:
+        seen["filters"][report["filter"]] += 1
+
+
+@pytest.fixture(scope="module")
+def traffic(gateway: GatewayServer) -> dict[str, Any]:
+    """A few dozen requests over two serving models, with escalations, fallbacks, filters and errors."""
+    client = openai.OpenAI(base_url=gateway.url, api_key=KEY, max_retries=0, timeout=30)
+    seen: dict[str, Any] = {"models": Counter(), "filters": Counter(), "ids": {}}
+    seen.update(errors=0, escalations=0, fallbacks=0, cost=0.0)
+    plan = [("small", "hi there")] * 18 + [("big", "tell me more")] * 7 + [("cascade-logprob", "what is 2+2")] * 6
+    plan += [("broken", "anyone there")] * 3 + [("sizewise", LONG)] * 3
+    for model, text in plan:
+        _ask(client, model, text, seen)
+    assert gateway.app.state.gateway.log.flush(10)
+    # Judged requests for the savings estimate: what shadow judging stores (both models scored per request).
+    store = gateway.app.state.gateway.outcomes.store
+    for request_id in seen["ids"]["small"][:4]:
+        store.add(Outcome(request_id, "small", 0.6, "llm-judge"))
+        store.add(Outcome(request_id, "big", 0.8, "llm-judge"))
+    for request_id in seen["ids"]["big"][:2]:
+        store.add(Outcome(request_id, "big", 1.0, "llm-judge"))
+    return seen
+
+
+def _data(gateway: GatewayServer, query: str = "") -> dict[str, Any]:
+    response = httpx.get(f"{_root(gateway)}/dashboard/data{query}", headers={"authorization": f"Bearer {KEY}"})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_the_json_counts_exactly_the_traffic_the_clients_saw(gateway: GatewayServer, traffic: dict[str, Any]) -> None:
+    # Known by construction: 18 asked small, 7 asked big, 6 cascades climbed small -> broken (fails) -> big.
+    assert traffic["models"]["small"] == 18 and traffic["models"]["big"] >= 7 + 6
+    assert traffic["escalations"] >= 6 and traffic["fallbacks"] >= 6 and traffic["errors"] == 3
+    assert traffic["filters"]["context"] == 3
+    data = _data(gateway, "?since=15m&bucket=30")
+    assert data["totals"]["answered"] == sum(traffic["models"].values())
+    assert {m: data["models"][m]["requests"] for m in data["models"]} == dict(traffic["models"])
+    assert {m: sum(v) for m, v in data["requests"].items()} == dict(traffic["models"])
+    for name in ("escalations", "fallbacks", "errors"):
+        assert data["totals"][name] == sum(data[name]) == traffic[name], name
+    assert data["filters"] == dict(traffic["filters"])
+    assert data["totals"]["cost"] == pytest.approx(traffic["cost"], rel=1e-9)
+    # Each bucket's shares add up to one, and the axis holds every request.
+    for i, t in enumerate(data["t"]):
+        shares = [data["share"][m][i] for m in data["share"] if data["share"][m][i] is not None]
+        assert not shares or math.isclose(sum(shares), 1.0), t
+    assert data["bucket_s"] == 30 and len(data["t"]) == math.ceil((data["until"] - data["since"]) / 30)
+
+
+def test_latency_percentiles_are_those_of_the_logged_rows(gateway: GatewayServer, traffic: dict[str, Any]) -> None:
+    rows = gateway.rows()
+    data = _data(gateway)
+    for model, numbers in data["models"].items():
+        latencies = [r["latency_ms"] for r in rows if r["model"] == model and r["status"] < 400]
+        assert numbers["p50_ms"] == pytest.approx(float(np.percentile(latencies, 50)))
+        assert numbers["p95_ms"] == pytest.approx(float(np.percentile(latencies, 95)))
+
+
+def test_savings_and_router_history(gateway: GatewayServer, traffic: dict[str, Any]) -> None:
+    data = _data(gateway)
+    n_small, n_big = traffic["models"]["small"], traffic["models"]["big"]
+    # Stratified ratio (learn/savings.py): small's judged pairs are (0.6, 0.8), big's (1.0, 1.0); all pairs equal,
+    # so the bootstrap interval collapses onto the estimate.
+    quality = (n_small * 0.6 + n_big * 1.0) / (n_small * 0.8 + n_big * 1.0)
+    savings = data["savings"]
+    assert savings["judged"] == 6 and savings["big"] == "big"
+    assert savings["quality"] == pytest.approx(quality, abs=1e-4)
+    assert savings["interval"] == pytest.approx([quality, quality], abs=1e-4)
+    assert savings["cost_ratio"] == pytest.approx(data["totals"]["cost"] / data["totals"]["big_cost"], abs=1e-4)
+    router = data["router"]
+    assert router["current"] == "v0001" and router["history"] == HISTORY
+
+
+def test_the_dashboard_is_behind_the_key(gateway: GatewayServer) -> None:
+    for path in ("/dashboard", "/dashboard/data", "/dashboard/plotly.min.js", "/dashboard/dashboard.js"):
+        response = httpx.get(_root(gateway) + path)
+        assert response.status_code == 401, path
+        assert response.json()["error"]["code"] == "missing_api_key"
+        wrong = httpx.get(_root(gateway) + path, auth=("any", "not-the-key"))
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        assert httpx.get(_root(gateway) + path, auth=("any", KEY)).status_code == 200, path
+        # A browser is asked for the key (Basic auth); it sends it to the page's scripts only when challenged.
+        assert response.headers["www-authenticate"].startswith("Basic "), path
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [("?since=yesterday", "since"), ("?bucket=-5", "bucket"), ("?since=7d&bucket=1", "bucket"), ("?since=0", "since")],
+)
+def test_a_bad_parameter_is_a_one_line_400(gateway: GatewayServer, query: str, param: str) -> None:
+    response = httpx.get(f"{_root(gateway)}/dashboard/data{query}", headers={"authorization": f"Bearer {KEY}"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == param and "\n" not in error["message"]
+
+
+def test_windows_are_aligned_and_bounded() -> None:
+    window = parse_window("1h", "60", now=1_800_000_030.0)
+    assert window.start == 1_799_996_400.0 and window.buckets == 61
+    assert parse_window("1800000000", None, now=1_800_003_600.0).bucket == 60  # a unix time, about 60 buckets
+    with pytest.raises(QueryError, match="in the past"):
+        parse_window("1800000100", None, now=1_800_000_000.0)
+
+
+# -- the page in a real browser --------------------------------------------------------------------------------
+CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not Path(CHROMIUM).is_file() or DRIVER is None:
+        pytest.skip("chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is needed (pip install -e '.[dev]')")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1800",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request the browser made
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _open(driver: Any, gateway: GatewayServer) -> dict[str, Any]:
+    """Load the page with the key as the Basic password, wait for its first drawing, return its data."""
+    port = urlsplit(gateway.url).port
+    driver.get(f"http://viewer:{KEY}@127.0.0.1:{port}/dashboard")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = driver.execute_script("return window.sizewiseDashboard || null")
+        if state and state["renders"] >= 1:
+            return dict(state["last"])
+        assert not (state and state["error"]), state
+        time.sleep(0.2)
+    raise AssertionError(f"the page never drew: {driver.execute_script('return document.body.innerText')}")
+
+
+TRACES = """
+const out = {};
+for (const div of document.querySelectorAll('.chart')) {
+  out[div.id] = (div.data || []).map((t) => ({name: t.name, x: t.x, y: t.y, error_y: t.error_y || null}));
+}
+return out;
+"""
+
+
+@pytest.mark.slow
+def test_the_page_charts_those_numbers_in_a_real_browser(
+    browser: Any, gateway: GatewayServer, traffic: dict[str, Any]
+) -> None:
+    shown = _open(browser, gateway)
+    charts = browser.execute_script(TRACES)
+    counts = {t["name"]: sum(t["y"]) for t in charts["requests"]}
+    assert counts == dict(traffic["models"])
+    events = {t["name"]: sum(t["y"]) for t in charts["events"]}
+    assert events == {name: traffic[name] for name in ("escalations", "fallbacks", "errors")}
+    filters = charts["filters"][0]
+    assert dict(zip(filters["y"], filters["x"], strict=True)) == dict(traffic["filters"])
+    latency = {t["name"]: dict(zip(t["x"], t["y"], strict=True)) for t in charts["latency"]}
+    for model, numbers in shown["models"].items():
+        assert latency["p50"][model] == numbers["p50_ms"] and latency["p95"][model] == numbers["p95_ms"]
+    savings = charts["savings"][0]
+    assert savings["y"] == [shown["savings"]["cost_ratio"], shown["savings"]["quality"]]
+    quality = (traffic["models"]["small"] * 0.6 + traffic["models"]["big"]) / (
+        traffic["models"]["small"] * 0.8 + traffic["models"]["big"]
+    )
+    assert savings["y"][1] == pytest.approx(quality, abs=1e-4)
+    router = charts["router"][0]
+    assert router["y"] == ["v0001", "v0001", "v0002", "v0002", "v0001"]
+    assert "current v0001" in browser.execute_script("return document.getElementById('router').innerText")
+
+
+@pytest.mark.slow
+def test_the_page_loads_nothing_from_another_host(
+    browser: Any, gateway: GatewayServer, traffic: dict[str, Any]
+) -> None:
+    _open(browser, gateway)
+    port = urlsplit(gateway.url).port
+    sources = browser.execute_script(
+        "return [...document.querySelectorAll('script[src], link[href], img[src], iframe[src]')]"
+        ".map((e) => e.src || e.href)"
+    )
+    local = [urlsplit(s) for s in sources]
+    assert local and all((u.hostname, u.port) == ("127.0.0.1", port) for u in local), sources
+    assert all(u.path.startswith("/dashboard/") for u in local), sources
+    requested = [
+        message["params"]["request"]["url"]
+        for entry in browser.get_log("performance")
+        if (message := json.loads(entry["message"])["message"])["method"] == "Network.requestWillBeSent"
+    ]
+    # chrome:// and data: URLs never leave the browser; anything over the network must go to the gateway.
+    network = [urlsplit(u) for u in requested if re.match(r"^(https?|wss?|ftp):", u)]
+    foreign = [u.geturl() for u in network if (u.hostname, u.port) != ("127.0.0.1", port)]
+    assert requested and not foreign, foreign

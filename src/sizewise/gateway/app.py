@@ -35,7 +35,6 @@ from starlette.responses import Response
 from sizewise.backends.base import Backend, ChatChunk
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
 from sizewise.gateway.access_log import AccessLog
-from sizewise.gateway.audio import transcriptions
 from sizewise.gateway.dashboard import install_dashboard
 from sizewise.gateway.embeddings import embeddings
 from sizewise.gateway.endpoints import model_by_id, route
@@ -50,7 +49,6 @@ from sizewise.gateway.shadowing import LABEL_KEY, take_label
 from sizewise.gateway.state import GatewayState, ReportedStream, StreamReport, build_state, unpack_catalog
 from sizewise.gateway.streaming import OnDone, sse_events
 from sizewise.policy.types import Decision, RequestContext
-from sizewise.serve.tasks import TASK_KEY, take_task
 
 #: The old private name, still imported by the CLI and tests.
 _unpack = unpack_catalog
@@ -78,11 +76,9 @@ async def chat_completions(request: Request) -> Response:
         body = await parse_request(request, state.settings.max_body_bytes, state.settings.max_messages)
         # The `sizewise` object (feedback on an earlier answer) is the gateway's, never sent upstream.
         label = take_label(body.model_extra)  # sizewise.reference / answer_format: what shadow judging grades by
-        task = take_task(body.model_extra)  # sizewise.task: the task model this request is for (serve.tasks)
         notes = PendingNotes(state.outcomes, take_inline(body.model_extra), api_key)  # stored while the model answers
         # n > 1 passes through: upstreams answer n choices, local models n samples in turn (docs/gateway.md).
         ctx = request_context(request, body, stream=body.stream, api_key=api_key, request_id=request_id)
-        ctx.extras[TASK_KEY] = task
         if body.stream:
             ctx.extras[LABEL_KEY] = label  # for shadow judging, once the stream is over
             return await _stream(state, ctx, started, api_key, request, notes)
@@ -183,7 +179,6 @@ HANDLERS: dict[str, tuple[Callable[[Request], Awaitable[Response]], str]] = {
     "/v1/models/{model_id:path}": (model_by_id, "GET"),
     "/v1/embeddings": (embeddings, "POST"),
     "/v1/route": (route, "POST"),
-    "/v1/audio/transcriptions": (transcriptions, "POST"),
 }
 
 

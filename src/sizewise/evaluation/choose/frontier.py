@@ -23,29 +23,37 @@ def pareto(rows: Sequence[Any]) -> list[str]:
 
 
 def plot_frontier(report: ChooseReport, path: str) -> str:
-    """Cost-quality plot (PNG): every model, the frontier, the policies and the target."""
+    """Cost-quality plot (PNG): every model, the frontier of mixtures (curved on the log cost axis, as mixes
+    are), the policies and the target."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
+    from sizewise.evaluation.choose.html import cost_floor
+    from sizewise.evaluation.hull import mixture_path
+
+    floor = cost_floor(report)
     fig, ax = plt.subplots(figsize=(8, 5))
     for r in report.rows:
-        ax.scatter(max(r.cost_per_1k, 1e-6), r.quality, c="tab:blue" if r.eligible else "lightgray", zorder=3)
+        ax.scatter(max(r.cost_per_1k, floor), r.quality, c="tab:blue" if r.eligible else "lightgray", zorder=3)
         ax.annotate(
-            r.model, (max(r.cost_per_1k, 1e-6), r.quality), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            r.model, (max(r.cost_per_1k, floor), r.quality), fontsize=7, xytext=(3, 3), textcoords="offset points"
         )
     front = [r for name in report.frontier for r in report.rows if r.model == name]
-    if front:
-        ax.plot([max(r.cost_per_1k, 1e-6) for r in front], [r.quality for r in front], "b--", label="model frontier")
+    if len(front) > 1:
+        xs, ys = mixture_path([r.cost_per_1k for r in front], [r.quality for r in front], log_x=True, floor=floor)
+        ax.plot(xs, ys, "b--", label="frontier of mixes")
     for p in report.policies:
         if p.curve:
-            xs, ys = zip(*p.curve, strict=True)
-            ax.plot([max(x, 1e-6) for x in xs], ys, "-", alpha=0.6, label=f"{p.kind} curve")
+            costs, qualities = zip(*p.curve, strict=True)
+            ax.plot([max(x, floor) for x in costs], qualities, "-", alpha=0.6, label=f"{p.kind} curve")
         if math.isfinite(p.quality):
-            ax.scatter(max(p.cost_per_1k, 1e-6), p.quality, marker="*", s=160, c="tab:orange", zorder=4, label=p.kind)
+            ax.scatter(max(p.cost_per_1k, floor), p.quality, marker="*", s=160, c="tab:orange", zorder=4, label=p.kind)
     ax.axhline(report.target, color="tab:red", lw=1, label=f"target {report.target:.3f}")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlapped the major ones on short ranges
     ax.set_xlabel("USD per 1,000 requests (log)")
     ax.set_ylabel("quality")
     ax.set_title(f"{report.task}: cost vs quality")

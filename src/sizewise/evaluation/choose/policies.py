@@ -29,6 +29,8 @@ class PolicyResult:
     cost_per_1k: float
     config: dict[str, Any]
     curve: list[tuple[float, float]] = field(default_factory=list)
+    #: The setting behind each curve point (a router's score threshold, an N-model router's quality target).
+    settings: list[float] = field(default_factory=list)
 
 
 def _split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,12 +163,13 @@ def router_policy(
             chosen_threshold = float(threshold)
     if chosen_threshold is None:
         chosen_threshold = float(grid[0])
-    curve = [outcome(held, held_scores, float(t)) for t in grid]
+    swept = sorted((outcome(held, held_scores, float(t)), float(t)) for t in grid)
     c_held, q_held = outcome(held, held_scores, chosen_threshold)
     best = (c_held, q_held, chosen_threshold)
     config = {"gateway": {"ladder": [weak, strong], "router": router, "threshold": round(best[2], 6)}}
     description = f"router {router!r}: {weak} / {strong}, threshold {best[2]:.4g}"
-    return PolicyResult("router", description, best[1], best[0], config, sorted(curve))
+    curve, settings = [point for point, _ in swept], [t for _, t in swept]
+    return PolicyResult("router", description, best[1], best[0], config, curve, settings)
 
 
 def multi_router_policy(
@@ -211,7 +214,7 @@ def multi_router_policy(
     meeting = [(c, float(t)) for (c, q), t in zip(calib_points, grid, strict=True) if q >= target]
     chosen = min(meeting)[1] if meeting else float(grid[-1])
     c_held, q_held = outcome(held, pred["held"], chosen)
-    curve = sorted(outcome(held, pred["held"], float(t)) for t in grid)
+    swept = sorted((outcome(held, pred["held"], float(t)), float(t)) for t in grid)
     config = {"gateway": {"router_dir": "routers", "default_policy": f"multi-{router}-{chosen:g}"}}
     rule = "the model predicted best" if chosen >= 1 else f"the cheapest model predicted to reach {chosen:g}"
     description = (
@@ -219,4 +222,5 @@ def multi_router_policy(
         f"multi-{router}-{chosen:g}; train it with `sizewise train --router {router} --table DATA --out "
         f"routers/{router}.zip`)"
     )
-    return PolicyResult("N-model router", description, q_held, c_held, config, curve)
+    curve, settings = [point for point, _ in swept], [t for _, t in swept]
+    return PolicyResult("N-model router", description, q_held, c_held, config, curve, settings)

@@ -1,0 +1,186 @@
+"""Images through the live gateway with the openai client: the local classifier answers what it can name
+when sure; open questions and unsure photos go to a (recording) multimodal upstream; a text-only model never
+receives an image; bad images get a 4xx."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from fakes import GatewayServer, fake_model
+from recording_upstream import RecordingUpstream
+from vision_photos import data_url, image_message, photo
+
+pytestmark = pytest.mark.slow
+
+VISION = {
+    "name": "efficientnet-lite0",
+    "kind": "vision",
+    "modalities": ["image"],
+    "context_window": 1,
+    "backend": "onnx",
+    "settings": {"embedded": "vision", "threshold": 0.6, "max_image_bytes": 400_000, "max_images": 3},
+}
+
+
+def catalog(upstream: str, *, seeing: bool = True, **vision: Any) -> dict[str, Any]:
+    models = [
+        {**VISION, "settings": {**VISION["settings"], **vision}},
+        fake_model("text-only", "text-up", 1.0, upstream),
+    ]
+    if seeing:
+        models.append(fake_model("sees", "sees-up", 8.0, upstream, kind="multimodal", modalities=["text", "image"]))
+    return {"models": models, "gateway": {"log_url": "none"}}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[RecordingUpstream]:
+    with RecordingUpstream() as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream: RecordingUpstream) -> Iterator[GatewayServer]:
+    with GatewayServer(catalog(upstream.base_url)) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="module")
+def client(gateway: GatewayServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url, api_key="none", max_retries=0)
+
+
+@pytest.fixture(autouse=True)
+def _clean(upstream: RecordingUpstream) -> None:
+    upstream.bodies.clear()
+
+
+COFFEE = data_url(photo("coffee"))
+
+
+def _sizewise(completion: Any) -> dict[str, Any]:
+    return completion.model_extra["sizewise"]
+
+
+def _has_image(body: dict[str, Any]) -> bool:
+    return any(
+        isinstance(m.get("content"), list) and any(p.get("type") == "image_url" for p in m["content"])
+        for m in body["messages"]
+    )
+
+
+def test_a_classifiable_photo_is_answered_by_the_local_classifier(client: openai.OpenAI, upstream) -> None:
+    answer = client.chat.completions.create(
+        model="sizewise", messages=image_message("What is in this picture?", COFFEE)
+    )
+    info = _sizewise(answer)
+    assert "espresso" in answer.choices[0].message.content
+    assert info["model"] == "efficientnet-lite0" and info["vision"]["answered"] is True
+    assert info["vision"]["top5"][0]["label"] == "espresso" and len(info["vision"]["top5"]) == 5
+    assert info["score"] >= info["threshold"] == 0.6
+    assert upstream.bodies == []  # no chat model was called
+
+
+def test_the_classifier_answers_a_stream_too(client: openai.OpenAI, upstream) -> None:
+    stream = client.chat.completions.create(
+        model="sizewise", messages=image_message("what is this?", COFFEE), stream=True
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert "espresso" in text and upstream.bodies == []
+
+
+def test_an_open_question_goes_to_the_model_that_sees(client: openai.OpenAI, upstream) -> None:
+    answer = client.chat.completions.create(model="sizewise", messages=image_message("What does the sign say?", COFFEE))
+    info = _sizewise(answer)
+    assert info["model"] == "sees" and info["vision"]["answered"] is False
+    assert "sign" in info["vision"]["reason"]
+    assert upstream.models() == ["sees-up"] and _has_image(upstream.bodies[0])
+
+
+def test_an_unsure_classification_goes_to_the_model_that_sees(client: openai.OpenAI, upstream) -> None:
+    hopper = data_url(photo("grace_hopper"))  # military uniform ~0.2: below the threshold
+    answer = client.chat.completions.create(model="sizewise", messages=image_message("What is this?", hopper))
+    info = _sizewise(answer)
+    assert info["model"] == "sees" and "threshold" in info["vision"]["reason"]
+    assert info["vision"]["top5"][0]["score"] < 0.6
+    assert upstream.models() == ["sees-up"]
+
+
+def test_naming_the_vision_model_always_classifies(client: openai.OpenAI, upstream) -> None:
+    hopper = data_url(photo("grace_hopper"))
+    answer = client.chat.completions.create(model="efficientnet-lite0", messages=image_message("hm", hopper))
+    labels = [label["label"] for label in _sizewise(answer)["vision"]["top5"]]
+    assert "military uniform" in labels and upstream.bodies == []
+
+
+def test_naming_a_chat_model_skips_the_classifier(client: openai.OpenAI, upstream) -> None:
+    client.chat.completions.create(model="sees", messages=image_message("What is this?", COFFEE))
+    assert upstream.models() == ["sees-up"]
+
+
+def test_a_text_only_model_never_receives_an_image(upstream) -> None:
+    with GatewayServer(catalog(upstream.base_url, seeing=False)) as gw:
+        client = openai.OpenAI(base_url=gw.url, api_key="none", max_retries=0)
+        answered = client.chat.completions.create(model="sizewise", messages=image_message("What is this?", COFFEE))
+        assert _sizewise(answered)["model"] == "efficientnet-lite0"
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="sizewise", messages=image_message("Describe the mood", COFFEE))
+        assert caught.value.body["code"] == "unsupported_modality"
+        text = client.chat.completions.create(model="sizewise", messages=[{"role": "user", "content": "hi"}])
+        assert _sizewise(text)["model"] == "text-only"
+    assert upstream.models() == ["text-up"] and not _has_image(upstream.bodies[0])
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels with one tiny compressed row: a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def _tiff() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "orange").save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+BAD = {
+    "corrupt": (data_url(photo("coffee")[:600] + b"\0" * 600), 400, "invalid_image"),
+    "not an image": (data_url(b"hello, I am text" * 8, "image/png"), 400, "unsupported_image_format"),
+    "tiff": (data_url(_tiff(), "image/tiff"), 400, "unsupported_image_format"),
+    "bomb": (data_url(_png_header(100_000, 100_000), "image/png"), 413, "image_too_large"),
+    "too many bytes": (data_url(photo("astronaut", "PNG"), "image/png"), 413, "image_too_large"),
+    "bad base64": ("data:image/png;base64,%%%notbase64", 400, "invalid_image"),
+    "not a data url": ("file:///etc/passwd", 400, "invalid_image"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("question", ["What is this?", "What does the sign say?"])
+def test_a_bad_image_gets_a_clear_4xx(client: openai.OpenAI, upstream, case: str, question: str) -> None:
+    url, status, code = BAD[case]
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="sizewise", messages=image_message(question, url))
+    assert caught.value.status_code == status
+    assert caught.value.body["code"] == code and "image 0" in caught.value.body["message"]
+    assert upstream.bodies == []
+
+
+def test_too_many_images_get_a_400(client: openai.OpenAI, upstream) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="sizewise", messages=image_message("What is this?", *[COFFEE] * 4))
+    assert caught.value.body["code"] == "too_many_images" and upstream.bodies == []

@@ -56,6 +56,7 @@ def test_eval_a_saved_router_file(run, tmp_path, table_file):
         (["--cv", "1"], "at least 2"),
         (["--strong", "gpt-9"], "unknown model 'gpt-9'"),
         (["--router-file", "/nonexistent/r.zip"], "no such file"),
+        (["--target-quality", "1.5"], "--target-quality is a fraction"),
         ([], "exactly one of"),
     ],
 )

@@ -47,7 +47,7 @@ def calibrate(
         Path | None, typer.Option("--write-catalog", help="Write a catalog snippet (gateway.router/threshold) here.")
     ] = None,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Save share/quality/cost vs threshold (PNG) here.")
+        Path | None, typer.Option("--plot", help="Save share/quality/cost vs threshold here (PNG; .html: interactive).")
     ] = None,
     router: Annotated[
         str | None, typer.Option("--router", help=f"Fit this router first (instead of --router-file). {ROUTER_HELP}")
@@ -270,6 +270,10 @@ def _plot(estimator: Any, data: Any, result: Any, path: Path) -> Path:
     title = (
         f"{data.name}: {result.target}; curves on {len(rows)} prompts, point and 95% CI on {result.n_heldout} held out"
     )
+    if path.suffix.lower() in (".html", ".htm"):
+        from sizewise.evaluation.calibration_html import write_calibration_html
+
+        return write_calibration_html(curve, result, path, title)
     return plot_calibration(curve, result, path, title)
 
 

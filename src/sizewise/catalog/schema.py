@@ -255,8 +255,52 @@ class ReplaySettings(_Strict):
     model: str | None = None
 
 
+class WhisperSettings(_Strict):
+    """``backend: whisper`` (``kind: speech``): a Whisper model run with faster-whisper (``sizewise.backends.speech``),
+    exactly one of ``embedded`` (whisper: tiny.en from its PyPI package) or ``path`` (a CTranslate2 model folder)."""
+
+    embedded: Literal["whisper"] | None = None
+    path: str | None = None
+    compute_type: str = "int8"
+    #: CPU threads per transcription; default min(2, cores).
+    cpu_threads: int | None = Field(default=None, gt=0)
+    beam_size: int = Field(default=1, ge=1, le=10)
+    #: Largest audio file read (bytes; OpenAI's limit), and longest audio decoded (seconds).
+    max_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_seconds: float = Field(default=600.0, gt=0)
+    #: A transcript whose mean token log-probability is below this goes to ``escalate_to`` (docs/modalities.md
+    #: says how it was calibrated); null: never escalate.
+    escalate_below: float | None = Field(default=None, le=0)
+    #: Catalog speech model (``backend: openai``) that escalations go to; default the first remote speech model.
+    escalate_to: str | None = Field(default=None, min_length=1)
+
+    def model_post_init(self, __context: Any) -> None:
+        if (self.embedded is None) == (self.path is None):
+            raise ValueError("give exactly one of 'embedded' (whisper) or 'path' (a CTranslate2 Whisper folder)")
+
+
+class OnnxSettings(_Strict):
+    """``backend: onnx`` (``kind: vision``): the embedded image classifier (``sizewise.backends.vision``) and how
+    images in chat requests are checked and answered (docs/modalities.md)."""
+
+    embedded: Literal["vision"] = "vision"
+    #: onnxruntime threads per image (one keeps a classification from taking the cores the LLMs use).
+    threads: int = Field(default=1, ge=1)
+    #: Top-1 probability from which the classifier answers a classifiable question itself
+    #: (calibrated on the labelled photos by ``bench/modalities.py``; docs/modalities.md).
+    threshold: float = Field(default=0.6, ge=0, le=1)
+    #: Fetch ``http(s)://`` image URLs (with the limits below); false: only data URLs are classified.
+    fetch_urls: bool = False
+    fetch_timeout_s: float = Field(default=5.0, gt=0)
+    max_images: int = Field(default=8, ge=1)
+    max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    #: Most pixels an image may declare in its header (a decompression bomb declares billions).
+    max_pixels: int = Field(default=40_000_000, ge=50_176)
+
+
 BACKEND_SETTINGS: dict[str, type[_Strict]] = {
     "llamacpp": LlamaCppSettings,
     "openai": OpenAISettings,
     "replay": ReplaySettings,
+    "whisper": WhisperSettings,
 }

@@ -84,7 +84,7 @@ def verify(keys: KeysArgument = None, generate: GenerateOption = False) -> None:
     for key in keys or list(embedded.EMBEDDED):
         path = embedded.verify(key)
         typer.echo(f"{key:<6} sha256 ok  {path}")
-        if generate:
+        if generate and path.suffix == ".gguf":  # the speech and vision models have no chat to generate
             typer.echo(f"{key:<6} generate ok  {_generate(key)}")
 
 

@@ -35,6 +35,7 @@ from starlette.responses import Response
 from sizewise.backends.base import Backend, ChatChunk
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
 from sizewise.gateway.access_log import AccessLog
+from sizewise.gateway.audio import transcriptions
 from sizewise.gateway.dashboard import install_dashboard
 from sizewise.gateway.embeddings import embeddings
 from sizewise.gateway.endpoints import model_by_id, route
@@ -179,6 +180,7 @@ HANDLERS: dict[str, tuple[Callable[[Request], Awaitable[Response]], str]] = {
     "/v1/models/{model_id:path}": (model_by_id, "GET"),
     "/v1/embeddings": (embeddings, "POST"),
     "/v1/route": (route, "POST"),
+    "/v1/audio/transcriptions": (transcriptions, "POST"),
 }
 
 

@@ -128,6 +128,38 @@ ROUTE_DOCS: dict[str, dict[str, Any]] = {
             }
         },
     },
+    "/v1/audio/transcriptions": {
+        "summary": "OpenAI's transcription API: the local Whisper model, escalating unsure transcripts to a remote one",
+        "response_model": None,
+        "responses": {
+            200: {"description": "the transcript in `response_format` (json, text, verbose_json, srt, vtt)"},
+            **_errors(400, 401, 404, 413, 502, 503),
+        },
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file", "model"],
+                            "properties": {
+                                "file": {"type": "string", "format": "binary"},
+                                "model": {"type": "string"},
+                                "language": {"type": "string"},
+                                "prompt": {"type": "string"},
+                                "response_format": {
+                                    "type": "string",
+                                    "enum": ["json", "text", "verbose_json", "srt", "vtt"],
+                                },
+                                "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    },
     "/metrics": {
         "summary": "Prometheus metrics",
         "response_model": None,

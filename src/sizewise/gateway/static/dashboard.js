@@ -115,12 +115,23 @@ function render(data) {
   drawRouter(data.router);
 }
 
+// The page's own ?since= and ?bucket= (a link to a given window) go to the data request as they are.
+const ASKED = new URLSearchParams(window.location.search);
+
+function chooseWindow() {
+  const select = document.getElementById("since");
+  const since = ASKED.get("since");
+  if (since && ![...select.options].some((o) => o.value === since)) select.add(new Option(since, since));
+  if (since) select.value = since;
+}
+
 async function refresh() {
   const status = document.getElementById("status");
-  const since = document.getElementById("since").value;
+  const query = new URLSearchParams({ since: document.getElementById("since").value });
+  if (ASKED.get("bucket")) query.set("bucket", ASKED.get("bucket"));
   try {
     // From the origin: a page opened as http://user:key@host/ may not fetch a URL that carries credentials.
-    const url = new URL(`/dashboard/data?since=${encodeURIComponent(since)}`, window.location.origin);
+    const url = new URL(`/dashboard/data?${query}`, window.location.origin);
     const response = await fetch(url, { cache: "no-store" });
     const body = await response.json();
     if (!response.ok) throw new Error((body.error && body.error.message) || response.statusText);
@@ -137,6 +148,7 @@ async function refresh() {
   }
 }
 
+chooseWindow();
 document.getElementById("since").addEventListener("change", refresh);
 if (typeof Plotly === "undefined") {
   document.getElementById("status").textContent = "plotly.js did not load (is plotly installed on the gateway?)";

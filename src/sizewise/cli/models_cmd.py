@@ -47,6 +47,10 @@ def install(keys: KeysArgument = None) -> None:
     for key in keys or list(embedded.EMBEDDED):
         start = time.perf_counter()
         path = embedded.model_path(key)
+        if key == "vision":  # the .pth is converted to ONNX once, here rather than at the first image
+            from sizewise.backends.vision import onnx_file
+
+            path = onnx_file(key)
         typer.echo(f"{key:<6} {embedded.get_embedded(key).name:<20} ok  {path}  ({time.perf_counter() - start:.1f}s)")
     if not keys:  # a full install (``make setup``) also prepares the default router's embedding table
         _install_static_table()

@@ -81,11 +81,16 @@ def open_page(driver: Any, path: Path, charts: int = 1, timeout: float = 30.0) -
     )
 
 
-#: JavaScript returning every chart's traces as plain JSON: {div id: [{name, x, y}, ...]}.
+#: JavaScript returning every chart's traces as plain JSON: {div id: [{name, x, y, text, customdata}, ...]}.
 CHART_DATA = """
 const out = {};
 for (const g of document.querySelectorAll('.plotly-graph-div')) {
-  out[g.id] = g.data.map(t => ({name: t.name, x: Array.from(t.x || []), y: Array.from(t.y || [])}));
+  out[g.id] = g.data.map(t => ({
+    name: t.name, x: Array.from(t.x || []), y: Array.from(t.y || []), text: t.text === undefined ? null : t.text,
+    customdata: t.customdata ? Array.from(t.customdata) : null}));
 }
 return out;
 """
+
+#: JavaScript returning every resource the page fetched after loading (an offline page fetches none).
+RESOURCES = "return performance.getEntriesByType('resource').map(e => e.name);"

@@ -115,10 +115,18 @@ def log(
         str | None,
         typer.Option("--big", help="The always-big model (default: the top of --config's ladder, else inferred)."),
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Also draw the log into FILE: .html (interactive, offline) or .png."),
+    ] = None,
 ) -> None:
     """Print totals of the gateway's request log as tables (the catalog's gateway.log_url by default)."""
     from sizewise.gateway.log import read_rows
 
+    if plot is not None and plot.suffix.lower() not in (".html", ".htm", ".png"):
+        from sizewise.errors import ConfigError
+
+        raise ConfigError(f"--plot {plot}: give a file ending in .html (interactive) or .png")
     since = since_hours(hours)
     db, origin = locate_db(db, config)
     rows = read_rows(db, since=since)
@@ -128,6 +136,11 @@ def log(
     typer.echo(f"requests: {s['requests']} ({s['ok']} answered, {errors} failed)")
     print_tables(s)
     typer.echo(f"savings: {savings_line(db, since, big or catalog_big(config))}")
+    if plot is not None:
+        from sizewise.cli.log_plot import write_plot
+
+        title = f"sizewise log: {redact(db)}{f', last {hours:g} h' if hours else ''}"
+        typer.echo(f"wrote {write_plot(rows, plot, title)}")
 
 
 def redact(url: str) -> str:

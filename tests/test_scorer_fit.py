@@ -117,3 +117,18 @@ def test_a_table_without_answers_says_to_collect(run_cli, tmp_path: Path) -> Non
     assert code == 2 and "not a `sizewise collect` file" in err and "sizewise collect --out FILE" in err
     code, _, err = run_cli("scorer", "fit", "--scorer", "logprob", "--table", str(tmp_path / "none.jsonl"))
     assert code == 2 and "no such file (record answers with `sizewise collect --out FILE`)" in err
+
+
+def test_router_dir_comes_from_the_catalog_as_the_gateway_reads_it(run_cli, collected: Path, tmp_path: Path) -> None:
+    models = [fake_model("small", "small", 1, "http://127.0.0.1:9/v1")]
+    catalog = tmp_path / "conf" / "sizewise.yaml"
+    catalog.parent.mkdir()
+    catalog.write_text(json.dumps({"models": models, "gateway": {"router_dir": "routers"}}))
+    code, out, err = run_cli("scorer", "fit", "--scorer", "logprob", "--table", str(collected), "-c", str(catalog))
+    assert code == 0, err
+    assert (tmp_path / "conf" / "routers" / "scorer-logprob.zip").is_file()  # beside the catalog, not in the cwd
+    code, _, err = run_cli("router", "history", "--config", str(catalog))
+    assert code == 2 and f"no router history in {tmp_path / 'conf' / 'routers'}" in err
+    catalog.write_text(json.dumps({"models": models}))
+    code, _, err = run_cli("router", "history", "-c", str(catalog))
+    assert code == 2 and "sets no gateway.router_dir: add one, or give --router-dir" in err

@@ -8,25 +8,16 @@ recorded version current by hand; ``rollback`` restores the one before; ``histor
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from sizewise.cli.router_dir import ConfigOption, RouterDirOption, resolve_router_dir
 from sizewise.errors import ConfigError
 
 router_app = typer.Typer(help="Retrain, promote, roll back and list router versions.", no_args_is_help=True)
-
-DirOption = Annotated[
-    Path | None,
-    typer.Option("--router-dir", help="Router directory (gateway.router_dir); $SIZEWISE_ROUTER_DIR, else ./routers."),
-]
-
-
-def _router_dir(path: Path | None) -> Path:
-    return path if path is not None else Path(os.environ.get("SIZEWISE_ROUTER_DIR", "routers"))
 
 
 def _incumbent(spec: str | None, versions: Any) -> tuple[Any, Path, str | None]:
@@ -67,7 +58,8 @@ def retrain_command(
         str | None,
         typer.Option("--incumbent", help="Router file or 'default'; default: the directory's current version."),
     ] = None,
-    router_dir: DirOption = None,
+    router_dir: RouterDirOption = None,
+    config: ConfigOption = None,
     target: Annotated[
         str | None, typer.Option("--target", help="share:S, quality:Q or budget:USD_PER_1K; default: the incumbent's.")
     ] = None,
@@ -86,7 +78,7 @@ def retrain_command(
     from sizewise.learn.retrain import incumbent_target, parse_target, provenance, retrain
     from sizewise.learn.versions import RouterVersions
 
-    versions = RouterVersions(_router_dir(router_dir))
+    versions = RouterVersions(resolve_router_dir(router_dir, config))
     router, path, parent = _incumbent(incumbent, versions)
     table = read_table(outcomes)
     goal = parse_target(target) if target is not None else incumbent_target(router)
@@ -116,33 +108,35 @@ def retrain_command(
 @router_app.command("promote")
 def promote_command(
     version: Annotated[str, typer.Argument(help="A recorded version, e.g. v0003.")],
-    router_dir: DirOption = None,
+    router_dir: RouterDirOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Make a recorded version current by hand (logged as manual)."""
     from sizewise.learn.versions import RouterVersions
 
-    event = RouterVersions(_router_dir(router_dir)).promote(version, reason="promoted by hand")
+    event = RouterVersions(resolve_router_dir(router_dir, config)).promote(version, reason="promoted by hand")
     typer.echo(f"promoted {event['to']} (was {event['from'] or 'none'})")
 
 
 @router_app.command("rollback")
 def rollback_command(
     to: Annotated[str | None, typer.Option("--to", help="The version to restore; default: the one before.")] = None,
-    router_dir: DirOption = None,
+    router_dir: RouterDirOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Restore the version that was current before the last promotion."""
     from sizewise.learn.versions import RouterVersions
 
-    event = RouterVersions(_router_dir(router_dir)).rollback(to)
+    event = RouterVersions(resolve_router_dir(router_dir, config)).rollback(to)
     typer.echo(f"rolled back to {event['to']} (was {event['from']})")
 
 
 @router_app.command("history")
-def history_command(router_dir: DirOption = None) -> None:
+def history_command(router_dir: RouterDirOption = None, config: ConfigOption = None) -> None:
     """Every add, promotion and rollback, oldest first."""
     from sizewise.learn.versions import RouterVersions
 
-    versions = RouterVersions(_router_dir(router_dir))
+    versions = RouterVersions(resolve_router_dir(router_dir, config))
     events = versions.history()
     if not events:
         raise ConfigError(f"no router history in {versions.root}")

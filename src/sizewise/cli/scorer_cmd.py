@@ -8,13 +8,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from sizewise.cli.params import PARAM_HELP, parse_params
+from sizewise.cli.router_dir import ConfigOption, RouterDirOption, resolve_router_dir
 from sizewise.errors import ConfigError, DataError
 
 scorer_app = typer.Typer(help="Fit and list the cascade's answer scorers.", no_args_is_help=True)
@@ -42,12 +42,8 @@ def fit_command(
             "--out", help="Where to save it; default <router dir>/scorer-<name>.zip, which the gateway reads."
         ),
     ] = None,
-    router_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--router-dir", help="Router directory (gateway.router_dir); $SIZEWISE_ROUTER_DIR, else ./routers."
-        ),
-    ] = None,
+    router_dir: RouterDirOption = None,
+    config: ConfigOption = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the folds of the out-of-fold AUC.")] = 0,
 ) -> None:
     """Fit a cascade scorer on recorded answers, report its out-of-fold AUC and save it for the gateway."""
@@ -62,8 +58,7 @@ def fit_command(
     except TypeError as error:  # a --param of the wrong type
         raise ConfigError(f"scorer {scorer!r}: bad parameter ({error})") from None
     auc = _oof_auc(estimator, answers, correct, seed)
-    directory = router_dir if router_dir is not None else Path(os.environ.get("SIZEWISE_ROUTER_DIR", "routers"))
-    path = out if out is not None else directory / f"scorer-{scorer}.zip"
+    path = out if out is not None else resolve_router_dir(router_dir, config) / f"scorer-{scorer}.zip"
     path.parent.mkdir(parents=True, exist_ok=True)
     provenance = {"fitted_on": {"table": str(table), "models": models, "answers": len(answers)}}
     saved = estimator.save(path, provenance=provenance)

@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._chromium import CHART_DATA, RESOURCES, browser, missing, open_page
+
 from learned_helpers import planted_pair
 from sizewise.core.decision import Decision, Step
 from sizewise.gateway.log import LogEntry, RequestLog
@@ -138,7 +139,7 @@ def test_calibration_page_shows_the_curves_and_the_chosen_point(chrome: Any, tmp
         ("cost_per_1k", "USD per 1,000 requests"),
     ):
         line = trace(drawn, name)
-        assert line["x"][1:] == curve["threshold"][1:].tolist() and line["y"] == curve[key].tolist()
+        assert line["x"] == curve["threshold"].tolist() and line["y"] == curve[key].tolist()
         chosen = trace(drawn, f"chosen {name}")
         assert chosen["x"] == [result.threshold] and chosen["y"] == [getattr(result, key)]
 

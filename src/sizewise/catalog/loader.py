@@ -18,6 +18,7 @@ from sizewise.catalog.interpolate import interpolate
 from sizewise.catalog.litellm import from_litellm, is_litellm
 from sizewise.catalog.remote import apply_remote_rules
 from sizewise.catalog.schema import BACKEND_SETTINGS, CatalogSpec
+from sizewise.catalog.tasks import check_task
 from sizewise.errors import ConfigError
 
 Loc = tuple[str | int, ...]
@@ -164,6 +165,8 @@ def _check_references(catalog: Catalog, where: Any, entry: Any) -> None:
             raise ConfigError(
                 f"{where(at)}: {entry(at)}: n_ctx {n_ctx} is smaller than context_window {model.context_window}"
             )
+        if model.backend == "task" or model.kind == "task":  # teacher, route and student file exist
+            check_task(catalog, index, model, where, entry)
         if model.backend == "replay":
             file = catalog.resolve(str(model.settings["table"]))
             if not file.is_file():

@@ -255,6 +255,42 @@ class ReplaySettings(_Strict):
     model: str | None = None
 
 
+class TaskSettings(_Strict):
+    """``backend: task`` (``kind: task``): a student distilled from ``teacher``'s answers serves one narrow task
+    in-process (``sizewise.serve.tasks``, docs/distill.md). On-task requests: those matching domain ``route``
+    or carrying ``"sizewise": {"task": "<this model's name>"}``."""
+
+    labels: list[str] = Field(min_length=2)
+    #: Catalog chat model whose answers the student learns and agrees with.
+    teacher: str = Field(min_length=1)
+    #: A saved student (``sizewise distill --out``, relative to the catalog file); none: learn online only.
+    student: str | None = Field(default=None, min_length=1)
+    #: Agreement with the teacher the student's threshold is calibrated to.
+    target_agreement: float = Field(default=0.98, ge=0.5, lt=1)
+    #: Share of confident on-task requests sent to the teacher anyway, to watch drift.
+    audit_share: float = Field(default=0.05, ge=0, lt=1)
+    #: Learn from the teacher's answers to on-task requests while serving.
+    online: bool = True
+    #: Name of a domain route (``routes:``) whose matches are this task.
+    route: str | None = Field(default=None, min_length=1)
+    #: Other words for a label in the teacher's answers (``{"yes": ["true"]}``).
+    aliases: dict[str, list[str]] = Field(default_factory=dict)
+    #: An on-task request the student leaves: ``teacher`` asks the teacher; ``policy``: the normal decision.
+    unsure: Literal["teacher", "policy"] = "teacher"
+    #: File keeping the online student across restarts (relative to the catalog file); default
+    #: ``<gateway.router_dir>/tasks/<name>.json`` when a router_dir is set, else nothing is kept.
+    state: str | None = Field(default=None, min_length=1)
+    #: Teacher answers before the online student is first fitted, and between refits (default: the distiller's).
+    min_examples: int | None = Field(default=None, ge=4)
+    retrain_every: int | None = Field(default=None, ge=1)
+
+    def model_post_init(self, __context: Any) -> None:
+        if len({label.strip().lower() for label in self.labels}) != len(self.labels):
+            raise ValueError(f"labels must differ (ignoring case): {self.labels}")
+        if self.student is None and not self.online:
+            raise ValueError("a task with no 'student' file must learn online ('online: true')")
+
+
 class WhisperSettings(_Strict):
     """``backend: whisper`` (``kind: speech``): a Whisper model run with faster-whisper (``sizewise.backends.speech``),
     exactly one of ``embedded`` (whisper: tiny.en from its PyPI package) or ``path`` (a CTranslate2 model folder)."""
@@ -322,5 +358,6 @@ BACKEND_SETTINGS: dict[str, type[_Strict]] = {
     "openai": OpenAISettings,
     "replay": ReplaySettings,
     "onnx": OnnxSettings,
+    "task": TaskSettings,
     "whisper": WhisperSettings,
 }

@@ -78,6 +78,9 @@ class Decision:
     #: Gateway reports added to the ``sizewise`` object beside the decision: ``savings`` (cost vs always-big
     #: and quality retained, :mod:`sizewise.learn.savings`), ``feedback`` (what became of ``sizewise.feedback``).
     notes: dict[str, Any] = field(default_factory=dict)
+    #: What a task model did for an on-task request (:mod:`sizewise.serve.tasks`): which task, ``answered_by``
+    #: (``task_model``, ``teacher``, ``policy``), the student's label, confidence and threshold; None: off-task.
+    task: dict[str, Any] | None = None
 
     @property
     def fell_back(self) -> bool:
@@ -114,6 +117,7 @@ class Decision:
             "filters": [{"filter": f.filter, "removed": f.removed, "note": f.note} for f in self.filters if f.fired],
             "filters_ran": [f.filter for f in self.filters],
             "errors": self.errors,
+            **({"task": self.task} if self.task is not None else {}),
             **self.notes,
         }
 

@@ -50,6 +50,7 @@ from sizewise.gateway.shadowing import LABEL_KEY, take_label
 from sizewise.gateway.state import GatewayState, ReportedStream, StreamReport, build_state, unpack_catalog
 from sizewise.gateway.streaming import OnDone, sse_events
 from sizewise.policy.types import Decision, RequestContext
+from sizewise.serve.tasks import TASK_KEY, take_task
 
 #: The old private name, still imported by the CLI and tests.
 _unpack = unpack_catalog
@@ -77,9 +78,11 @@ async def chat_completions(request: Request) -> Response:
         body = await parse_request(request, state.settings.max_body_bytes, state.settings.max_messages)
         # The `sizewise` object (feedback on an earlier answer) is the gateway's, never sent upstream.
         label = take_label(body.model_extra)  # sizewise.reference / answer_format: what shadow judging grades by
+        task = take_task(body.model_extra)  # sizewise.task: the task model this request is for (serve.tasks)
         notes = PendingNotes(state.outcomes, take_inline(body.model_extra), api_key)  # stored while the model answers
         # n > 1 passes through: upstreams answer n choices, local models n samples in turn (docs/gateway.md).
         ctx = request_context(request, body, stream=body.stream, api_key=api_key, request_id=request_id)
+        ctx.extras[TASK_KEY] = task
         if body.stream:
             ctx.extras[LABEL_KEY] = label  # for shadow judging, once the stream is over
             return await _stream(state, ctx, started, api_key, request, notes)

@@ -44,6 +44,7 @@ from sizewise.policy.types import (
 from sizewise.serve.call import ANSWER, STREAM, AllModelsFailed, Calls, fall_back, replay, retry
 from sizewise.serve.images import ImageStep
 from sizewise.serve.session import Affinity, MemorySessionStore, session_of, sources
+from sizewise.serve.tasks import TaskDesk, TaskTurn
 
 MAX_CACHED_POLICIES = 256
 
@@ -78,6 +79,10 @@ class Engine:
         self._backend_factory = backend_factory
         self._backends: dict[str, Backend] = {}
         self.env = PolicyEnv(self.models, settings, self.backend, router_dir=router_dir, catalog=catalog)
+        #: Task models (``kind: task``): students that answer their narrow task when sure (None: the catalog has none).
+        self.tasks = TaskDesk.build(self.models, catalog, router_dir)
+        if self.tasks is not None:
+            self._backends.update(self.tasks.backends())
         if filters is None:
             filters = [f for f in (factory(self.env) for factory in filter_factories().values()) if f is not None]
         self.filters = filters
@@ -235,11 +240,15 @@ class Engine:
         policy, decision, order = await self.decide(ctx)
         if self.images is not None:
             self.images.note(ctx, decision)
-        if isinstance(policy, CascadePolicy):
-            result = await self._cascade(ctx, policy, order, decision)
-            return result, decision
-        result, spec = await fall_back(self.calls, ANSWER, order, ctx, decision)
-        self._remember(ctx, decision, spec.name)
+        turn = await self._task_turn(ctx, policy, decision, order)
+        if turn.answer is not None:  # a task model's student was sure: no model is called
+            return turn.answer, decision
+        if isinstance(policy, CascadePolicy) and not turn.teacher_first:
+            result = await self._cascade(ctx, policy, turn.order, decision)
+        else:
+            result, spec = await fall_back(self.calls, ANSWER, turn.order, ctx, decision)
+            self._remember(ctx, decision, spec.name)
+        turn.learn(decision.model, result.text)  # the teacher's answer teaches its task, in the task's own thread
         return result, decision
 
     async def open_stream(self, ctx: RequestContext) -> tuple[AsyncIterator[ChatChunk], Decision, ModelSpec]:
@@ -254,12 +263,24 @@ class Engine:
         policy, decision, order = await self.decide(ctx)
         if self.images is not None:
             self.images.note(ctx, decision)
-        if isinstance(policy, CascadePolicy):
-            result = await self._cascade(ctx, policy, order, decision)
+        turn = await self._task_turn(ctx, policy, decision, order)
+        if turn.answer is not None:
+            return replay(turn.answer), decision, self.by_name[turn.answer.model]
+        if isinstance(policy, CascadePolicy) and not turn.teacher_first:
+            result = await self._cascade(ctx, policy, turn.order, decision)
+            turn.learn(decision.model, result.text)
             return replay(result), decision, self.by_name.get(result.model, order[0])
-        chunks, spec = await fall_back(self.calls, STREAM, order, ctx, decision)
+        chunks, spec = await fall_back(self.calls, STREAM, turn.order, ctx, decision)
         self._remember(ctx, decision, spec.name)
-        return chunks, decision, spec
+        return turn.tap(chunks, decision), decision, spec
+
+    async def _task_turn(
+        self, ctx: RequestContext, policy: Policy, decision: Decision, order: list[ModelSpec]
+    ) -> TaskTurn:
+        """What the task models make of the request (``sizewise.serve.tasks``): an answer, or the models to call."""
+        if self.tasks is None:
+            return TaskTurn(order)
+        return await self.tasks.turn(ctx, policy, decision, order)
 
     async def _image_answer(self, ctx: RequestContext) -> tuple[ChatResult, Decision] | None:
         """The local classifier's answer to a request with an image (:mod:`sizewise.serve.images`), if it gives one."""
@@ -311,7 +332,9 @@ class Engine:
         return {name: state for name, state in states.items() if state is not None}
 
     async def aclose(self) -> None:
-        """Close every backend that was opened, and the admission threads."""
+        """Keep what the task models learned, close every backend that was opened, and the admission threads."""
+        if self.tasks is not None:
+            await self.tasks.aclose()
         for backend in self._backends.values():
             with contextlib.suppress(Exception):  # closing is best effort at shutdown
                 await backend.aclose()

@@ -1,0 +1,99 @@
+"""Task-model catalog entries (``kind: task``): each mistake is one line naming the entry and field, at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fakes import fake_model
+from sizewise.catalog.loader import parse_catalog
+from sizewise.catalog.schema import CatalogSpec
+from sizewise.errors import ConfigError
+from sizewise.gateway.app import create_app
+
+UPSTREAM = "http://127.0.0.1:9"  # never called: these catalogs fail before any request
+
+
+def catalog(task: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A catalog with a teacher ``big`` and the task entry, whose ``settings`` default to a valid online task."""
+    settings = {"labels": ["yes", "no"], "teacher": "big", **task.pop("settings", {})}
+    entry = {"name": "overruling", "kind": "task", "backend": "task", "context_window": 512, **task}
+    entry["settings"] = {k: v for k, v in settings.items() if v is not None}
+    return {"models": [fake_model("big", "up-big", 100, UPSTREAM), entry], **extra}
+
+
+def load(data: dict[str, Any], tmp_path: Path) -> Any:
+    return parse_catalog(yaml.safe_dump(data, sort_keys=False), source="tasks.yaml", base_dir=tmp_path)
+
+
+def test_a_valid_task_entry_loads(tmp_path: Path) -> None:
+    loaded = load(catalog({}), tmp_path)
+    assert loaded.get("overruling").settings["teacher"] == "big"
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ({"settings": {"teacher": "gpt-9"}}, "teacher 'gpt-9' is not a catalog model"),
+        ({"settings": {"teacher": "overruling"}}, "teacher 'overruling' is a 'task' model, not a chat model"),
+        ({"settings": {"labels": []}}, "field 'settings.labels': List should have at least 2 items"),
+        ({"settings": {"labels": ["yes"]}}, "List should have at least 2 items"),
+        ({"settings": {"labels": ["Yes", "yes"]}}, "labels must differ"),
+        ({"settings": {"labels": None}}, "field 'settings.labels': required field is missing"),
+        ({"settings": {"teacher": None}}, "field 'settings.teacher': required field is missing"),
+        ({"settings": {"route": "legal"}}, "route 'legal' is not a catalog route (routes: none)"),
+        ({"settings": {"student": "missing.zip"}}, "student file"),
+        ({"settings": {"online": False}}, "must learn online"),
+        ({"settings": {"target_agreement": 1.0}}, "settings.target_agreement"),
+        ({"settings": {"audit_share": -0.1}}, "settings.audit_share"),
+        ({"settings": {"min_examples": 2}}, "settings.min_examples"),
+        ({"settings": {"unsure": "router"}}, "settings.unsure"),
+        ({"settings": {"lables": ["a", "b"]}}, "settings.lables': unknown key"),
+        ({"backend": "openai"}, "backend openai"),
+        ({"kind": "llm"}, "needs both 'kind: task' and 'backend: task'"),
+    ],
+)
+def test_a_bad_task_entry_is_one_line_naming_it(tmp_path: Path, task: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(catalog(task), tmp_path)
+    text = str(caught.value)
+    assert message in text and "\n" not in text
+    assert "tasks.yaml line" in text and "'overruling'" in text
+
+
+def test_the_gateway_checks_task_references_without_the_loader(tmp_path: Path) -> None:
+    """``create_app`` on an in-memory spec (no loader): the engine checks the teacher and route itself."""
+    for settings, message in [
+        ({"teacher": "gpt-9"}, "teacher 'gpt-9' is not a catalog model"),
+        ({"route": "legal"}, "route 'legal' is not a catalog route"),
+        ({"student": str(tmp_path / "none.zip")}, "cannot load student"),
+    ]:
+        spec = CatalogSpec.model_validate(catalog({"settings": settings}, gateway={"log_url": "none"}))
+        with pytest.raises(ConfigError, match=message):
+            create_app(spec)
+
+
+def test_a_corrupt_or_foreign_student_file_fails_at_start_up(tmp_path: Path) -> None:
+    from sizewise.distill.student import TaskStudent
+
+    corrupt = tmp_path / "corrupt.zip"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    spec = CatalogSpec.model_validate(catalog({"settings": {"student": str(corrupt)}}, gateway={"log_url": "none"}))
+    with pytest.raises(ConfigError, match=r"cannot load student .*corrupt\.zip"):
+        create_app(spec)
+    texts = [f"is {word} {i} up?" for i in range(20) for word in ("rise", "fall")]
+    other = TaskStudent(folds=2).fit(texts, ["up" if "rise" in t else "down" for t in texts]).save(tmp_path / "s.zip")
+    spec = CatalogSpec.model_validate(catalog({"settings": {"student": str(other)}}, gateway={"log_url": "none"}))
+    with pytest.raises(ConfigError, match=r"answers \['down', 'up'\], which are not in labels"):
+        create_app(spec)
+
+
+def test_a_corrupt_online_state_file_fails_at_start_up(tmp_path: Path) -> None:
+    state = tmp_path / "state.zip"
+    state.write_text("{}")
+    spec = CatalogSpec.model_validate(catalog({"settings": {"state": str(state)}}, gateway={"log_url": "none"}))
+    with pytest.raises(ConfigError, match="cannot read its online student"):
+        create_app(spec)

@@ -1,0 +1,164 @@
+"""Task models through the running gateway with the official openai client (docs/distill.md).
+
+A saved student (trained here on the teacher's rule) answers on-task requests when sure; off-task requests
+never meet it; an unsure one is answered by the teacher; a request naming a model gets that model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from fakes import GatewayServer
+from task_helpers import QUESTION, Teacher, prompts, task_entry, teacher_entry, truthful
+
+#: Routed requests go to ``small`` (the heuristic router's score stays below this), so only the task sends
+#: a request to ``big``, its teacher.
+ROUTING = {"router": "heuristic", "threshold": 0.99, "log_url": "none"}
+
+
+@pytest.fixture(scope="module")
+def student_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A student distilled offline from 300 of the teacher's answers."""
+    from sizewise.distill.student import TaskStudent
+
+    texts = prompts(300, seed=1)
+    student = TaskStudent(seed=0).fit(texts, ["yes" if truthful(t) else "no" for t in texts])
+    return student.save(tmp_path_factory.mktemp("student") / "overruling.zip")
+
+
+@pytest.fixture(scope="module")
+def teacher() -> Iterator[Teacher]:
+    with Teacher() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gateway(teacher: Teacher, student_file: Path) -> Iterator[GatewayServer]:
+    catalog = {
+        "models": [
+            teacher_entry("small", teacher.base_url, 1),
+            teacher_entry("big", teacher.base_url, 100),
+            task_entry(student=str(student_file), online=False, audit_share=0.0),
+        ],
+        "gateway": ROUTING,
+    }
+    with GatewayServer(catalog) as gw:
+        yield gw
+
+
+@pytest.fixture
+def client(gateway: GatewayServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0)
+
+
+def ask(client: openai.OpenAI, text: str, task: str | None = "overruling", model: str = "sizewise") -> Any:
+    extra = {"sizewise": {"task": task}} if task is not None else None
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], extra_body=extra)
+
+
+def told(response: Any) -> dict[str, Any]:
+    """The answer's ``sizewise`` object."""
+    return dict(response.model_extra["sizewise"])
+
+
+def test_a_confident_on_task_request_is_answered_by_the_task_model(client: openai.OpenAI, teacher: Teacher) -> None:
+    before = teacher.calls
+    for text in prompts(10, seed=2):
+        response = ask(client, text)
+        sizewise = told(response)
+        assert sizewise["model"] == "overruling", str(sizewise)
+        assert response.choices[0].message.content == ("yes" if truthful(text) else "no")
+        task = sizewise["task"]
+        assert task["answered_by"] == "task_model" and task["student"] == "offline"
+        assert task["confidence"] >= task["threshold"] > 0
+        assert sizewise["score"] == pytest.approx(task["confidence"], abs=1e-3)
+        assert [step["model"] for step in sizewise["steps"]] == ["overruling"]
+    assert teacher.calls == before  # no model was called
+
+
+def test_a_streamed_on_task_request_gets_the_label_and_the_decision(gateway: GatewayServer) -> None:
+    client = openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0)
+    text = prompts(1, seed=3)[0]
+    stream = client.chat.completions.create(
+        model="sizewise",
+        messages=[{"role": "user", "content": text}],
+        stream=True,
+        extra_body={"sizewise": {"task": "overruling"}},
+    )
+    chunks = list(stream)
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert content == ("yes" if truthful(text) else "no")
+    final = [c.model_extra["sizewise"] for c in chunks if c.model_extra and "sizewise" in c.model_extra]
+    assert final and final[-1]["task"]["answered_by"] == "task_model"
+
+
+def test_off_task_requests_never_meet_the_task_model(client: openai.OpenAI, teacher: Teacher) -> None:
+    before = len(teacher.bodies)
+    for text in [*prompts(5, seed=4), "Write a haiku about the sea."]:
+        sizewise = told(ask(client, text, task=None))
+        assert sizewise["model"] == "small"
+        assert "task" not in sizewise
+    assert [body["model"] for body in teacher.bodies[before:]] == ["up-small"] * 6
+
+
+def test_an_unsure_student_leaves_the_request_to_the_teacher(client: openai.OpenAI, teacher: Teacher) -> None:
+    before = len(teacher.bodies)
+    response = ask(client, QUESTION + "Nothing in this text says anything either way.")
+    sizewise = told(response)
+    assert sizewise["model"] == "big"
+    task = sizewise["task"]
+    assert task["answered_by"] == "teacher" and task["label"] is None
+    assert task["confidence"] < task["threshold"]
+    assert "teacher answers" in sizewise["reason"]
+    assert [body["model"] for body in teacher.bodies[before:]] == ["up-big"]
+
+
+def test_a_named_model_answers_even_on_task(client: openai.OpenAI) -> None:
+    sizewise = told(ask(client, prompts(1, seed=5)[0], model="small"))
+    assert sizewise["model"] == "small"
+    assert sizewise["task"]["answered_by"] == "named model"
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [("nosuchtask", "'nosuchtask' is not a task model"), (7, "must name a task model"), ("", "must name a task")],
+)
+def test_a_bad_sizewise_task_is_a_400_naming_the_field(client: openai.OpenAI, task: Any, message: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client, "Is this overruling?", task=task)
+    error = caught.value.body
+    assert isinstance(error, dict) and message in error["message"]
+    assert error["param"] == "sizewise.task"
+
+
+@pytest.fixture(scope="module")
+def routed(teacher: Teacher, student_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    """A gateway whose task is bound to a domain route: matching prompts are on-task without ``sizewise.task``."""
+    patch = pytest.MonkeyPatch()  # the route's examples are embedded into a throwaway cache
+    patch.setenv("SIZEWISE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    legal = {"name": "legal", "examples": prompts(12, seed=20), "models": ["small", "big"], "threshold": 0.5}
+    catalog = {
+        "models": [
+            teacher_entry("small", teacher.base_url, 1),
+            teacher_entry("big", teacher.base_url, 100),
+            task_entry(student=str(student_file), online=False, audit_share=0.0, route="legal"),
+        ],
+        "routes": [legal],
+        "gateway": ROUTING,
+    }
+    with GatewayServer(catalog) as gw:
+        yield gw
+    patch.undo()
+
+
+def test_a_task_bound_to_a_route_answers_what_the_route_matches(routed: GatewayServer) -> None:
+    client = openai.OpenAI(base_url=routed.url, api_key="unused", max_retries=0)
+    on_task = told(ask(client, prompts(1, seed=21)[0], task=None))
+    assert on_task["model"] == "overruling" and on_task["task"]["answered_by"] == "task_model"
+    off_task = told(ask(client, "Write a short poem about autumn leaves falling in the park.", task=None))
+    assert off_task["model"] == "small" and "task" not in off_task

@@ -1,0 +1,116 @@
+"""The online loop through the running gateway (docs/distill.md): a task model with no student learns from the
+teacher's answers to on-task requests, starts answering once it passes its target on held-out answers, keeps
+what it learned across a restart, and stops answering when audits show the teacher changed its mind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from fakes import GatewayServer
+from task_helpers import Teacher, prompts, task_entry, teacher_entry, truthful
+
+pytestmark = pytest.mark.slow
+
+ROUTING = {"router": "heuristic", "threshold": 0.99, "log_url": "none"}
+#: Small enough for a test: first fit after 40 teacher answers, a refit every 20, one audit in five.
+ONLINE = {"min_examples": 40, "retrain_every": 20, "audit_share": 0.2}
+
+
+def catalog(teacher: Teacher, state: Path) -> dict[str, Any]:
+    return {
+        "models": [
+            teacher_entry("small", teacher.base_url, 1),
+            teacher_entry("big", teacher.base_url, 100),
+            task_entry(state=str(state), **ONLINE),
+        ],
+        "gateway": ROUTING,
+    }
+
+
+def run(gateway: GatewayServer, texts: list[str]) -> list[dict[str, Any]]:
+    """Send each text as an on-task request, in order; each answer's ``sizewise.task`` with the text and answer."""
+    client = openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0)
+    out = []
+    for text in texts:
+        response = client.chat.completions.create(
+            model="sizewise",
+            messages=[{"role": "user", "content": text}],
+            extra_body={"sizewise": {"task": "overruling"}},
+        )
+        task = dict(response.model_extra["sizewise"]["task"])
+        out.append({**task, "text": text, "answer": response.choices[0].message.content})
+    return out
+
+
+def settle(gateway: GatewayServer) -> None:
+    """Wait until the task's learner thread has learned every teacher answer sent so far."""
+    desk = gateway.app.state.gateway.engine.tasks
+    desk._learner.submit(lambda: None).result(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def teacher() -> Iterator[Teacher]:
+    with Teacher() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def learned(teacher: Teacher, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    """240 on-task requests streamed through a gateway whose task starts with no student; then it shuts down."""
+    state = tmp_path_factory.mktemp("task-state") / "overruling.zip"
+    with GatewayServer(catalog(teacher, state)) as gateway:
+        records = []
+        for start in range(0, 240, 20):  # let the learner keep up, as a real gateway's would between bursts
+            records += run(gateway, prompts(240, seed=11)[start : start + 20])
+            settle(gateway)
+    return state, records
+
+
+def test_the_student_answers_only_after_it_passes_its_target(learned: tuple[Path, list[dict[str, Any]]]) -> None:
+    _, records = learned
+    by = [r["answered_by"] for r in records]
+    first = by.index("task_model")
+    assert first >= ONLINE["min_examples"]  # no student before the first fit
+    assert all(b == "teacher" for b in by[:first])
+    assert by[:first].count("teacher") == first
+    late = by[-60:]
+    assert late.count("task_model") >= 30, by  # it serves most of the traffic once it passed
+    answered = [r for r in records if r["answered_by"] == "task_model"]
+    assert all(r["answer"] == ("yes" if truthful(r["text"]) else "no") for r in answered)
+    assert all(r["confidence"] >= r["threshold"] for r in answered)
+    audits = [r for r in records[first:] if r["audit"]]
+    assert audits and all(r["answered_by"] == "teacher" for r in audits)  # audits are the teacher's to answer
+    print(f"online: first student answer at request {first}; last 60: {late.count('task_model')} by the student")
+
+
+def test_a_restart_keeps_the_student_and_drift_stops_it(
+    learned: tuple[Path, list[dict[str, Any]]], teacher: Teacher
+) -> None:
+    state, _ = learned
+    assert state.is_file()
+    with GatewayServer(catalog(teacher, state)) as gateway:
+        before = run(gateway, prompts(20, seed=12))
+        assert sum(r["answered_by"] == "task_model" for r in before) >= 10  # serving at once, no relearning
+        teacher.rule = lambda text: not truthful(text)  # the teacher changes its mind
+        try:
+            after: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and len(after) < 200:
+                after += run(gateway, prompts(10, seed=13 + len(after)))
+                settle(gateway)
+                if all(r["answered_by"] == "teacher" for r in after[-10:]):
+                    break
+        finally:
+            teacher.rule = truthful
+    by = [r["answered_by"] for r in after]
+    assert by[-10:] == ["teacher"] * 10, by  # the audits caught the drift: the student stopped answering
+    assert "stopped: its audits disagreed with the teacher" in after[-1]["reason"]
+    first_stop = next(i for i, r in enumerate(after) if "stopped" in r["reason"])
+    print(f"drift: stopped after {first_stop} requests of the changed teacher; {len(after)} sent")

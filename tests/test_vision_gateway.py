@@ -10,7 +10,7 @@ from typing import Any
 import openai
 import pytest
 
-from fakes import GatewayServer, fake_model
+from fakes import GatewayServer, ThreadedServer, fake_model
 from recording_upstream import RecordingUpstream
 from vision_photos import data_url, image_message, photo
 
@@ -109,6 +109,21 @@ def test_an_unsure_classification_goes_to_the_model_that_sees(client: openai.Ope
     assert upstream.models() == ["sees-up"]
 
 
+def test_is_it_a_cat_or_a_dog_sums_the_breeds(client: openai.OpenAI, upstream) -> None:
+    chelsea = data_url(photo("chelsea"))  # tiger cat 0.39, Egyptian cat 0.36, tabby 0.17: each below 0.6
+    answer = client.chat.completions.create(
+        model="sizewise", messages=image_message("Is this a cat or a dog?", chelsea)
+    )
+    info = _sizewise(answer)["vision"]
+    assert answer.choices[0].message.content.startswith("This looks like a cat (")
+    assert info["choices"]["cat"] > 0.6 > info["top5"][0]["score"] and info["choices"]["dog"] < 0.1
+    unknown = client.chat.completions.create(
+        model="sizewise", messages=image_message("Is it a latte or a mocha?", COFFEE)
+    )
+    assert _sizewise(unknown)["model"] == "sees" and "no such class" in _sizewise(unknown)["vision"]["reason"]
+    assert upstream.models() == ["sees-up"]
+
+
 def test_naming_the_vision_model_always_classifies(client: openai.OpenAI, upstream) -> None:
     hopper = data_url(photo("grace_hopper"))
     answer = client.chat.completions.create(model="efficientnet-lite0", messages=image_message("hm", hopper))
@@ -184,3 +199,59 @@ def test_too_many_images_get_a_400(client: openai.OpenAI, upstream) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="sizewise", messages=image_message("What is this?", *[COFFEE] * 4))
     assert caught.value.body["code"] == "too_many_images" and upstream.bodies == []
+
+
+class PhotoServer(ThreadedServer):
+    """Serves photos over HTTP on 127.0.0.1: ``/coffee.jpg``, ``/slow.jpg`` (never finishes), ``/big.jpg``
+    (larger than the gateway's cap), anything else 404."""
+
+    def __init__(self) -> None:
+        self.coffee = photo("coffee")
+        super().__init__(self.app)
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        import asyncio
+
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        status, body = (200, self.coffee) if path in ("/coffee.jpg", "/slow.jpg") else (404, b"no")
+        if path == "/big.jpg":
+            status, body = 200, self.coffee * 20
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"image/jpeg")]})
+        if path == "/slow.jpg":
+            await send({"type": "http.response.body", "body": body[:100], "more_body": True})
+            await asyncio.sleep(5)
+        await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(scope="module")
+def photos() -> Iterator[PhotoServer]:
+    with PhotoServer() as server:
+        yield server
+
+
+def test_an_image_url_is_left_to_the_model_that_sees_unless_fetching_is_on(client, upstream, photos) -> None:
+    url = f"http://127.0.0.1:{photos.port}/coffee.jpg"
+    answer = client.chat.completions.create(model="sizewise", messages=image_message("What is this?", url))
+    assert _sizewise(answer)["model"] == "sees" and "fetch_urls" in _sizewise(answer)["vision"]["reason"]
+    assert upstream.bodies[0]["messages"][0]["content"][1]["image_url"]["url"] == url  # passed on as sent
+
+
+def test_a_fetched_image_url_is_classified_within_limits(upstream, photos) -> None:
+    base = f"http://127.0.0.1:{photos.port}"
+    with GatewayServer(catalog(upstream.base_url, fetch_urls=True, fetch_timeout_s=1.0)) as gw:
+        client = openai.OpenAI(base_url=gw.url, api_key="none", max_retries=0)
+        answer = client.chat.completions.create(
+            model="sizewise", messages=image_message("What is this?", f"{base}/coffee.jpg")
+        )
+        assert _sizewise(answer)["model"] == "efficientnet-lite0" and "espresso" in answer.choices[0].message.content
+        for path, status, words in [
+            ("/slow.jpg", 400, "longer than 1.0 s"),
+            ("/big.jpg", 413, "larger than 400000 bytes"),
+            ("/missing.jpg", 400, "HTTP 404"),
+        ]:
+            with pytest.raises(openai.APIStatusError) as caught:
+                client.chat.completions.create(model="sizewise", messages=image_message("What is this?", base + path))
+            assert caught.value.status_code == status and words in caught.value.body["message"], path
+    assert upstream.bodies == []

@@ -13,6 +13,7 @@ import pytest
 
 from sizewise.backends import vision
 from sizewise.backends.image_input import ImageLimits
+from sizewise.backends.imagenet_groups import alternatives, classes_of
 from sizewise.backends.torch_legacy import load_state_dict
 from sizewise.catalog import embedded
 from sizewise.core.decision import RequestRejected
@@ -124,8 +125,20 @@ def test_grace_hopper_wears_a_military_uniform(classifier: vision.ImageClassifie
 
 
 def test_the_answer_names_the_top_class() -> None:
-    labels = [vision.Label(967, "espresso", "espresso", 0.95)]
-    assert vision.answer_text(labels) == "This looks like an espresso (0.95)."
+    assert vision.answer_text("espresso", 0.951) == "This looks like an espresso (0.95)."
+    assert vision.answer_text("tabby", 0.5) == "This looks like a tabby (0.50)."
+
+
+def test_alternatives_become_class_sets(classifier: vision.ImageClassifier) -> None:
+    assert alternatives("Is this a cat or a dog?") == ("cat", "dog")
+    assert alternatives("is it an espresso, or a latte") == ("espresso", "latte")
+    assert alternatives("What is this?") is None
+    names = classifier.names
+    assert classes_of("dogs", names) == list(range(151, 269)) and classes_of("cat", names) == list(range(281, 286))
+    assert [names[i].split(",")[0] for i in classes_of("espresso", names)] == ["espresso"]
+    assert classes_of("latte", names) == []
+    probs = classifier.probabilities(photo("chelsea"))
+    assert probs[classes_of("cat", names)].sum() > 0.8 > probs[classes_of("dog", names)].sum()
 
 
 def test_a_bomb_is_refused_before_its_pixels_are_decoded() -> None:

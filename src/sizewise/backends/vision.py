@@ -137,26 +137,36 @@ class ImageClassifier:
                 )
         return self._session
 
-    def classify_pixels(self, pixels: np.ndarray, top_k: int = 5) -> list[Label]:
-        """Top-``k`` classes of a preprocessed (1, 3, 224, 224) input."""
+    @property
+    def names(self) -> list[str]:
+        """Every class's names ("tabby, tabby cat"), by index (loads the model)."""
+        self._load()
+        return self._labels
+
+    def probabilities(self, image_bytes: bytes, index: int = 0) -> np.ndarray:
+        """Class probabilities of an encoded image (JPEG, PNG, ...); :class:`RequestRejected` for a bad one."""
+        pixels = preprocess(decode_rgb(image_bytes, index, self.limits, size=_RESIZE))
         session = self._load()
         logits = session.run(None, {session.get_inputs()[0].name: pixels})[0][0].astype(np.float64)
         probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        top = np.argsort(-probs)[:top_k]
-        return [Label(int(i), self._labels[i].split(",")[0].strip(), self._labels[i], float(probs[i])) for i in top]
+        return np.asarray(probs / probs.sum())
+
+    def top(self, probs: np.ndarray, k: int = 5) -> list[Label]:
+        """The ``k`` most probable classes."""
+        names = self.names
+        return [
+            Label(int(i), names[i].split(",")[0].strip(), names[i], float(probs[i])) for i in np.argsort(-probs)[:k]
+        ]
 
     def classify(self, image_bytes: bytes, top_k: int = 5, index: int = 0) -> list[Label]:
-        """Top-``k`` classes of an encoded image (JPEG, PNG, ...); :class:`RequestRejected` for a bad one."""
-        image = decode_rgb(image_bytes, index, self.limits, size=_RESIZE)
-        return self.classify_pixels(preprocess(image), top_k)
+        """Top-``k`` classes of an encoded image; :class:`RequestRejected` for a bad one."""
+        return self.top(self.probabilities(image_bytes, index), top_k)
 
 
-def answer_text(labels: list[Label]) -> str:
-    """The chat answer: the top class and its probability."""
-    best = labels[0]
-    article = "an" if best.name[:1].lower() in "aeiou" else "a"
-    return f"This looks like {article} {best.name} ({best.score:.2f})."
+def answer_text(name: str, score: float) -> str:
+    """The chat answer: what the image shows and how sure the model is."""
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    return f"This looks like {article} {name} ({score:.2f})."
 
 
 class VisionBackend(Backend):
@@ -181,7 +191,7 @@ class VisionBackend(Backend):
         labels = await asyncio.to_thread(self.classifier.classify, refs[0].data or b"", 5, refs[0].index)
         return ChatResult(
             model=self.model,
-            text=answer_text(labels),
+            text=answer_text(labels[0].name, labels[0].score),
             latency_s=time.perf_counter() - start,
             upstream={"labels": [label.to_dict() for label in labels]},
         )

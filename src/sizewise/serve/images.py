@@ -19,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sizewise.backends.base import Backend, ChatResult
 from sizewise.backends.image_input import ImageLimits, ImageRef, decode_rgb, image_refs
+from sizewise.backends.imagenet_groups import alternatives, classes_of
+from sizewise.backends.vision import answer_text
 from sizewise.catalog.schema import ModelSpec, OnnxSettings
 from sizewise.core.decision import Decision, RequestRejected, Step
 from sizewise.policy.types import RequestContext
@@ -53,9 +56,10 @@ class ImageStep:
         if "image" not in ctx.modalities:
             return None
         refs = image_refs(ctx.messages, self.limits)
+        question = question_text(ctx.messages)
         if named == self.spec.name:  # asked for the classifier itself: it answers whatever the question
-            return await self._classify(ctx, refs, forced=True, why="the request names the vision model")
-        ok, why = (False, f"the request names model {named!r}") if named else classifiable(question_text(ctx.messages))
+            return await self._classify(ctx, refs, question, forced=True, why="the request names the vision model")
+        ok, why = (False, f"the request names model {named!r}") if named else classifiable(question)
         if ok and len(refs) > 1:
             ok, why = False, f"{len(refs)} images (the classifier names one)"
         if ok and refs[0].data is None and not self.settings.fetch_urls:
@@ -64,7 +68,7 @@ class ImageStep:
             await self._check(refs)
             ctx.extras[_NOTE] = {"answered": False, "reason": why}
             return None
-        return await self._classify(ctx, refs, forced=False, why=why)
+        return await self._classify(ctx, refs, question, forced=False, why=why)
 
     def note(self, ctx: RequestContext, decision: Decision) -> None:
         """Say in ``decision`` why the classifier left the request to the chat models (when it did)."""
@@ -79,28 +83,39 @@ class ImageStep:
                 await asyncio.to_thread(decode_rgb, ref.data, ref.index, self.limits, 32)
 
     async def _classify(
-        self, ctx: RequestContext, refs: list[ImageRef], *, forced: bool, why: str
+        self, ctx: RequestContext, refs: list[ImageRef], question: str, *, forced: bool, why: str
     ) -> tuple[ChatResult, Decision] | None:
-        from sizewise.backends.vision import answer_text
-
         start = time.perf_counter()
         data = refs[0].data if refs[0].data is not None else await self._fetch(refs[0])
         classifier = self._backend_of(self.spec).classifier  # type: ignore[attr-defined]
-        labels = await asyncio.to_thread(classifier.classify, data, 5, refs[0].index)
+        probs = await asyncio.to_thread(classifier.probabilities, data, refs[0].index)
+        labels = classifier.top(probs, 5)
         latency = time.perf_counter() - start
-        top, threshold = labels[0].score, self.settings.threshold
-        note = {"question": why, "top5": [label.to_dict() for label in labels], "threshold": threshold}
+        threshold = self.settings.threshold
+        note: dict[str, Any] = {"question": why, "top5": [label.to_dict() for label in labels], "threshold": threshold}
+        name, top = labels[0].name, labels[0].score
+        pair = alternatives(question)
+        if pair is not None:  # "is this a cat or a dog?": each alternative's classes, summed
+            groups = {phrase: classes_of(phrase, classifier.names) for phrase in pair}
+            unknown = [phrase for phrase, classes in groups.items() if not classes]
+            if unknown and not forced:
+                await self._decline(ctx, refs, f"{' and '.join(map(repr, unknown))}: no such class", note)
+                return None
+            note["choices"] = {phrase: round(float(probs[c].sum()), 4) for phrase, c in groups.items() if c}
+            name, top = max(note["choices"].items(), key=lambda item: item[1])
         if not forced and top < threshold:
-            await self._check(refs[1:])
-            ctx.extras[_NOTE] = {"answered": False, "reason": f"top-1 {top:.2f} < threshold {threshold}", **note}
+            await self._decline(ctx, refs, f"top-1 {top:.2f} < threshold {threshold}", note)
             return None
-        reason = f"vision model answered: {why}; top-1 {labels[0].name} {top:.2f} >= {threshold}"
+        reason = f"vision model answered: {why}; {name} {top:.2f} >= {threshold}"
         decision = Decision(policy=ctx.model_field, model=self.spec.name, score=top, threshold=threshold)
         decision.reason = "vision model answered (named)" if forced else reason
         decision.steps.append(Step(self.spec.name, top, threshold, accepted=True, reason=reason, latency_s=latency))
         decision.notes[_NOTE] = {"answered": True, **note}
-        result = ChatResult(model=self.spec.name, text=answer_text(labels), latency_s=latency)
-        return result, decision
+        return ChatResult(model=self.spec.name, text=answer_text(name, top), latency_s=latency), decision
+
+    async def _decline(self, ctx: RequestContext, refs: list[ImageRef], reason: str, note: dict[str, Any]) -> None:
+        await self._check(refs[1:])
+        ctx.extras[_NOTE] = {"answered": False, "reason": reason, **note}
 
     async def _fetch(self, ref: ImageRef) -> bytes:
         """The bytes at an image URL: ``fetch_timeout_s`` for the whole transfer, at most ``max_image_bytes``."""

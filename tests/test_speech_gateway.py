@@ -13,6 +13,7 @@ from typing import Any
 
 import openai
 import pytest
+
 from fakes import GatewayServer
 from recording_upstream import RecordingUpstream
 from speech_helpers import TranscriptionUpstream, needs_espeak, speak
@@ -95,7 +96,9 @@ def test_a_transcription_is_answered_locally_with_the_right_words(gateway: Gatew
 
 def test_verbose_json_and_subtitles_come_in_openais_shape(gateway: GatewayServer, speech: bytes):
     client = _client(gateway)
-    verbose = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", speech), response_format="verbose_json")
+    verbose = client.audio.transcriptions.create(
+        model="whisper-1", file=("a.wav", speech), response_format="verbose_json"
+    )
     assert verbose.duration > 3 and verbose.segments and verbose.segments[0].end > verbose.segments[0].start
     srt = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", speech), response_format="srt")
     assert str(srt).startswith("1\n00:00:00,000 --> ") and "report" in str(srt).lower()

@@ -162,3 +162,68 @@ def test_a_task_bound_to_a_route_answers_what_the_route_matches(routed: GatewayS
     assert on_task["model"] == "overruling" and on_task["task"]["answered_by"] == "task_model"
     off_task = told(ask(client, "Write a short poem about autumn leaves falling in the park.", task=None))
     assert off_task["model"] == "small" and "task" not in off_task
+
+
+def test_teacher_answers_are_kept_under_the_router_dir_across_a_restart(teacher: Teacher, tmp_path: Path) -> None:
+    """Five on-task answers of the teacher (one to a request naming it, one streamed) are learned, written to
+    ``<router_dir>/tasks/<name>.zip`` at shutdown, and read back by the next gateway."""
+    catalog = {
+        "models": [teacher_entry("small", teacher.base_url, 1), teacher_entry("big", teacher.base_url, 100)],
+        "gateway": {**ROUTING, "router_dir": str(tmp_path)},
+    }
+    catalog["models"].append(task_entry())
+    texts = prompts(5, seed=30)
+    with GatewayServer(catalog) as gw:
+        client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0)
+        for text in texts[:3]:
+            assert told(ask(client, text))["task"]["answered_by"] == "teacher"
+        assert told(ask(client, texts[3], model="big"))["task"]["answered_by"] == "named model"
+        extra = {"sizewise": {"task": "overruling"}}
+        stream = client.chat.completions.create(
+            model="sizewise", messages=[{"role": "user", "content": texts[4]}], stream=True, extra_body=extra
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        told(ask(client, "Write a haiku about the sea.", task=None))  # off-task: not learned
+    state = tmp_path / "tasks" / "overruling.zip"
+    assert state.is_file()
+    with GatewayServer(catalog) as gw:
+        task = gw.app.state.gateway.engine.tasks.tasks["overruling"]
+        assert task.online.state.examples == 5
+
+
+def gateway_with(teacher: Teacher, **settings: Any) -> GatewayServer:
+    models = [teacher_entry("small", teacher.base_url, 1), teacher_entry("big", teacher.base_url, 100)]
+    return GatewayServer({"models": [*models, task_entry(**settings)], "gateway": ROUTING})
+
+
+def test_unsure_policy_leaves_unsure_requests_to_the_router_but_audits_to_the_teacher(
+    teacher: Teacher, student_file: Path
+) -> None:
+    with gateway_with(teacher, student=str(student_file), online=False, audit_share=0.5, unsure="policy") as gw:
+        client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0)
+        unsure = told(ask(client, QUESTION + "Nothing in this text says anything either way."))
+        assert unsure["model"] == "small" and unsure["task"]["answered_by"] == "policy"
+        sure = [told(ask(client, text)) for text in prompts(16, seed=40)]
+    audits = [s for s in sure if s["task"]["audit"]]
+    assert audits and all(s["model"] == "big" and s["task"]["answered_by"] == "teacher" for s in audits)
+    assert {s["model"] for s in sure if not s["task"]["audit"]} == {"overruling"}
+
+
+def test_a_saved_student_stops_answering_when_its_audits_disagree(teacher: Teacher, student_file: Path) -> None:
+    """The teacher changes its mind: the audited half of the saved student's answers shows it, and after 20
+    audits below the target the student leaves every request to the teacher."""
+    with gateway_with(teacher, student=str(student_file), online=False, audit_share=0.5) as gw:
+        client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0)
+        teacher.rule = lambda text: not truthful(text)
+        try:
+            seen = []
+            for text in prompts(120, seed=41):
+                seen.append(told(ask(client, text)))
+                gw.app.state.gateway.engine.tasks._learner.submit(lambda: None).result(timeout=30)
+                if "stopped" in seen[-1]["task"]["reason"]:
+                    break
+        finally:
+            teacher.rule = truthful
+    last = seen[-1]["task"]
+    assert last["answered_by"] == "teacher" and "offline student stopped: audits agree 0.000" in last["reason"]
+    assert 20 <= len(seen) < 120

@@ -278,7 +278,7 @@ class TaskSettings(_Strict):
     #: An on-task request the student leaves: ``teacher`` asks the teacher; ``policy``: the normal decision.
     unsure: Literal["teacher", "policy"] = "teacher"
     #: File keeping the online student across restarts (relative to the catalog file); default
-    #: ``<gateway.router_dir>/tasks/<name>.json`` when a router_dir is set, else nothing is kept.
+    #: ``<gateway.router_dir>/tasks/<name>.zip`` when a router_dir is set, else nothing is kept.
     state: str | None = Field(default=None, min_length=1)
     #: Teacher answers before the online student is first fitted, and between refits (default: the distiller's).
     min_examples: int | None = Field(default=None, ge=4)

@@ -121,7 +121,7 @@ class Task:
             student = _load_student(spec.name, Path(resolve(settings.student)), settings.labels)
         state_path = Path(resolve(settings.state)) if settings.state else None
         if state_path is None and state_dir is not None:
-            state_path = state_dir / "tasks" / f"{spec.name}.json"
+            state_path = state_dir / "tasks" / f"{spec.name}.zip"
         online = _online_student(spec.name, settings, state_path) if settings.online else None
         if settings.online and state_path is None:
             logger.warning("task %s learns online but keeps nothing across restarts (set settings.state)", spec.name)

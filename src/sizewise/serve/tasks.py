@@ -105,9 +105,10 @@ class TaskTurn:
         try:
             async for chunk in chunks:
                 parts.append(chunk.text)
-                yield chunk
-                if chunk.finish_reason is not None and chunk.finish_reason != "length":  # a cut answer teaches nothing
+                # Before the final chunk goes out: its reader may stop there. A cut answer ("length") teaches nothing.
+                if chunk.finish_reason is not None and chunk.finish_reason != "length":
                     self.learn(decision.model, "".join(parts))
+                yield chunk
         finally:  # closed early (the client left): the upstream stream is closed too
             closer = getattr(chunks, "aclose", None)
             if closer is not None:

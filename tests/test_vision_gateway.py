@@ -136,8 +136,9 @@ def test_naming_a_chat_model_skips_the_classifier(client: openai.OpenAI, upstrea
     assert upstream.models() == ["sees-up"]
 
 
-def test_a_text_only_model_never_receives_an_image(upstream) -> None:
-    with GatewayServer(catalog(upstream.base_url, seeing=False)) as gw:
+def test_a_text_only_model_never_receives_an_image(upstream, tmp_path) -> None:
+    spec = {**catalog(upstream.base_url, seeing=False), "gateway": {"log_url": f"sqlite:///{tmp_path}/log.sqlite"}}
+    with GatewayServer(spec) as gw:
         client = openai.OpenAI(base_url=gw.url, api_key="none", max_retries=0)
         answered = client.chat.completions.create(model="sizewise", messages=image_message("What is this?", COFFEE))
         assert _sizewise(answered)["model"] == "efficientnet-lite0"
@@ -146,6 +147,8 @@ def test_a_text_only_model_never_receives_an_image(upstream) -> None:
         assert caught.value.body["code"] == "unsupported_modality"
         text = client.chat.completions.create(model="sizewise", messages=[{"role": "user", "content": "hi"}])
         assert _sizewise(text)["model"] == "text-only"
+        rows = gw.rows()
+    assert [row["model"] for row in rows] == ["efficientnet-lite0", None, "text-only"]  # None: the 400
     assert upstream.models() == ["text-up"] and not _has_image(upstream.bodies[0])
 
 

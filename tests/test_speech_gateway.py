@@ -130,6 +130,25 @@ def test_a_failing_remote_model_leaves_the_local_transcript(gateway: GatewayServ
     assert decision["fallback_from"] == "cloud-whisper" and "HTTP 500" in decision["errors"][0]
 
 
+def test_privacy_local_only_keeps_audio_off_the_remote_model(gateway: GatewayServer, speech: bytes, servers):
+    settings = gateway.app.state.gateway.engine.settings
+    _threshold(gateway, -0.0001)
+    settings.privacy = "local-only"
+    try:
+        client = _client(gateway)
+        raw = client.audio.transcriptions.with_raw_response.create(model="whisper-1", file=("a.wav", speech))
+        assert (
+            raw.headers["x-sizewise-model"] == "whisper-tiny.en"
+            and not raw.parse().model_extra["sizewise"]["escalated"]
+        )
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.audio.transcriptions.create(model="cloud-whisper", file=("a.wav", speech))
+        assert caught.value.code == "privacy_local_only"
+    finally:
+        settings.privacy = "off"
+    assert servers[1].calls == []
+
+
 def test_a_chat_audio_part_reaches_the_text_model_as_its_transcript(gateway: GatewayServer, speech: bytes, servers):
     chat = servers[2]
     audio = {"data": base64.b64encode(speech).decode(), "format": "wav"}

@@ -51,6 +51,12 @@ def speech_models(engine: Any) -> tuple[ModelSpec | None, list[ModelSpec]]:
     return local, [m for m in models if m.backend == "openai"]
 
 
+def audio_stays_local(settings: Any) -> bool:
+    """Whether the privacy setting keeps audio on this machine: ``local-only`` counts audio, which no scan
+    reads, as personal unless ``privacy_opaque: allow`` (docs/constraints.md)."""
+    return bool(settings.privacy == "local-only" and settings.privacy_opaque == "personal")
+
+
 def _escalation_target(local: ModelSpec, remotes: list[ModelSpec]) -> ModelSpec | None:
     wanted = local.settings.get("escalate_to")
     return next((m for m in remotes if m.name == wanted), None) if wanted else (remotes[0] if remotes else None)
@@ -104,6 +110,11 @@ async def hear(
     local, remotes = speech_models(engine)
     name = engine.aliases.get(model_field, model_field)
     decision = Decision(policy="transcription")
+    if audio_stays_local(engine.settings):
+        if any(m.name == name for m in remotes):
+            message = f"model {name!r} is remote and privacy 'local-only' keeps audio on local models"
+            raise RequestRejected(400, message, "privacy_local_only", "model")
+        remotes = []
     if name not in DECIDE:
         spec = next((m for m in (*([local] if local else []), *remotes) if m.name == name), None)
         if spec is None:
@@ -214,6 +225,7 @@ async def transcribe_parts(engine: Any, ctx: RequestContext, decision: Decision,
     """
     parts = _audio_parts(ctx.messages)
     local, remotes = speech_models(engine)
+    remotes = [] if audio_stays_local(engine.settings) else remotes
     if not parts or keep_audio or (local is None and not remotes):
         return
     messages = [dict(m) for m in ctx.messages]

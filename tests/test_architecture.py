@@ -37,6 +37,7 @@ PACKAGES = {
     "sizewise.paths": ("ground", "paths"),
     "sizewise.checks": ("ground", "checks"),
     "sizewise.storage": ("ground", "storage"),
+    "sizewise.progress": ("ground", "progress"),  # one progress display for every long job
     "sizewise.catalog": ("catalog", "catalog"),
     "sizewise.embedding": ("embedding", "embedding"),
     "sizewise.learn": ("models", "learn"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 
 from sizewise.cascade.graders import get_grader
 from sizewise.errors import DataError
+from sizewise.progress import Progress
 
 if TYPE_CHECKING:
     from sizewise.backends.base import Backend
@@ -136,30 +136,6 @@ class RowStore:
             self._handle = None
 
 
-class Progress:
-    """A one-line progress bar with rate and ETA on stderr."""
-
-    def __init__(self, total: int, stream: TextIO | None = None) -> None:
-        self.total = max(total, 1)
-        self.count = 0
-        self.start = time.monotonic()
-        self.stream = stream or sys.stderr
-
-    def update(self, note: str = "") -> None:
-        """Count one finished answer and redraw."""
-        self.count += 1
-        elapsed = time.monotonic() - self.start
-        eta = elapsed / self.count * (self.total - self.count)
-        filled = int(30 * self.count / self.total)
-        self.stream.write(
-            f"\rcollect [{'#' * filled}{'.' * (30 - filled)}] {self.count}/{self.total} "
-            f"{elapsed:.0f}s elapsed, eta {eta:.0f}s {note[:30]:30}"
-        )
-        self.stream.flush()
-        if self.count >= self.total:
-            self.stream.write("\n")
-
-
 async def collect(
     items: Sequence[Item],
     backends: dict[str, Backend],
@@ -187,7 +163,23 @@ async def collect(
         for model in names
         if (item.prompt_id, model) not in store.done or _missing(latest[item.prompt_id, model], model, names, scorers)
     ]
-    bar = Progress(len(todo)) if progress and todo else None
+    with Progress(len(todo), "collect", "answers", enabled=progress and bool(todo)) as bar:
+        return await _answer_all(todo, backends, store, names, grade, max_tokens, on_row, scorers, bar)
+
+
+async def _answer_all(
+    todo: list[tuple[Item, str]],
+    backends: dict[str, Backend],
+    store: RowStore,
+    names: list[str],
+    grade: Callable[[str, str], bool],
+    max_tokens: int,
+    on_row: Callable[[dict[str, Any]], None] | None,
+    scorers: Sequence[Scorer],
+    bar: Progress,
+) -> int:
+    """The loop of :func:`collect`: answer (or enrich) each pair, append its row, count it."""
+    latest = {(r["prompt_id"], r["model"]): r for r in store.rows}
     added = 0
     for item, model in todo:
         row = latest.get((item.prompt_id, model)) or await _answer(item, model, backends[model], grade, max_tokens)
@@ -199,8 +191,7 @@ async def collect(
         added += 1
         if on_row is not None:
             on_row(row)
-        if bar is not None:
-            bar.update(f"{model}")
+        bar.update(1, note=model)
     return added
 
 

@@ -43,15 +43,21 @@ def list_models(config: ConfigOption = None) -> None:
 def install(keys: KeysArgument = None) -> None:
     """Assemble the embedded models into the cache and check their sha256 (no network)."""
     from sizewise.catalog import embedded
+    from sizewise.progress import Progress
 
-    for key in keys or list(embedded.EMBEDDED):
-        start = time.perf_counter()
-        path = embedded.model_path(key)
-        if key == "vision":  # the .pth is converted to ONNX once, here rather than at the first image
-            from sizewise.backends.vision import onnx_file
+    todo = list(keys or embedded.EMBEDDED)
+    with Progress(len(todo), "models install", "models") as bar:
+        for key in todo:
+            bar.note(key)
+            start = time.perf_counter()
+            path = embedded.model_path(key)
+            if key == "vision":  # the .pth is converted to ONNX once, here rather than at the first image
+                from sizewise.backends.vision import onnx_file
 
-            path = onnx_file(key)
-        typer.echo(f"{key:<6} {embedded.get_embedded(key).name:<20} ok  {path}  ({time.perf_counter() - start:.1f}s)")
+                path = onnx_file(key)
+            name = embedded.get_embedded(key).name
+            typer.echo(f"{key:<6} {name:<20} ok  {path}  ({time.perf_counter() - start:.1f}s)")
+            bar.update(1)
     if not keys:  # a full install (``make setup``) also prepares the default router's embedding table
         _install_static_table()
 

@@ -12,16 +12,16 @@ distilled from the same model, a prompt is the mean of its tokens' rows (256-d, 
 from __future__ import annotations
 
 import os
-import sys
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from sizewise.embedding.cache import EmbeddingCache, text_key
 from sizewise.embedding.model import DIM, MAX_TOKENS, MODEL_ID, get_model
 from sizewise.embedding.static import embed_static
+from sizewise.progress import Progress
 
 __all__ = ["DIM", "MAX_TOKENS", "MODEL_ID", "clear_memo", "embed", "embed_id", "embed_static", "get_cache"]
 
@@ -59,26 +59,6 @@ def clear_memo() -> None:
     _MEMO.clear()
 
 
-class _Progress:
-    """A one-line progress bar on stderr."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.start = total, 0, time.monotonic()
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        elapsed = time.monotonic() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else 0.0
-        filled = int(30 * self.done / max(self.total, 1))
-        sys.stderr.write(
-            f"\rembedding [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} {rate:.0f}/s eta {eta:.0f}s "
-        )
-        if self.done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
 def embed(
     texts: Sequence[str],
     batch_size: int = 32,
@@ -89,7 +69,8 @@ def embed(
     """Unit-length all-MiniLM-L6-v2 embeddings, shape ``(len(texts), 384)``, float32.
 
     Texts longer than 256 tokens are truncated (as sentence-transformers does). ``cache=False``
-    skips both caches. ``progress`` shows a bar on stderr; by default only for 1,000+ new texts.
+    skips both caches. ``progress=False`` hides the progress of encoding new texts (:mod:`sizewise.progress`:
+    a bar on a terminal once it takes 2 s, else one final line).
     """
     texts = [str(t) for t in texts]
     out = np.zeros((len(texts), DIM), dtype=np.float32)
@@ -135,14 +116,28 @@ def _encode_missing(
     for i in missing:
         unique.setdefault(texts[i], []).append(i)
     todo = list(unique)
-    show = progress if progress is not None else len(todo) >= 1000
-    bar: Callable[[int], None] | None = _Progress(len(todo)) if show else None
+    bar = Progress(len(todo), "embedding", "texts", enabled=progress is not False)
     # Sort by length once so each write-chunk is itself of similar lengths (little padding).
     todo.sort(key=len)
     disk = get_cache() if cache else None
+    with bar:
+        _encode_chunks(todo, unique, keys, out, model, batch_size, cache, disk, bar)
+
+
+def _encode_chunks(
+    todo: list[str],
+    unique: dict[str, list[int]],
+    keys: list[bytes],
+    out: np.ndarray,
+    model: Any,
+    batch_size: int,
+    cache: bool,
+    disk: Any,
+    bar: Progress,
+) -> None:
     for start in range(0, len(todo), _WRITE_EVERY):
         chunk = todo[start : start + _WRITE_EVERY]
-        vectors = model.encode(chunk, batch_size=batch_size, progress=bar)
+        vectors = model.encode(chunk, batch_size=batch_size, progress=bar.update)
         items = []
         for text, vector in zip(chunk, vectors, strict=True):
             for i in unique[text]:

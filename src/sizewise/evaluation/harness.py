@@ -21,6 +21,7 @@ import numpy as np
 from sizewise.core.table import OutcomeTable
 from sizewise.errors import ConfigError, DataError
 from sizewise.evaluation import metrics
+from sizewise.progress import Progress
 from sizewise.routers.base import Router, make_router
 
 
@@ -163,11 +164,11 @@ def evaluate(
     built = [build(spec) for spec in routers]
     fitted = [isinstance(spec, Router) for spec in routers]
     steps = sum(1 if done or folds is None else len(folds) for done in fitted)
-    bar = _progress(steps, progress, data.name)
+    bar = Progress(steps, f"eval {data.name}", "fits", enabled=progress)
     results = []
     try:
         for router, already in zip(built, fitted, strict=True):
-            bar.set_postfix_str(router.name)
+            bar.note(router.name)
             scores = np.zeros(n)
             fold_apgr: list[float | None] = []
             if already:
@@ -240,22 +241,3 @@ def _result(
         values["cost_at_strong_quality"] = float(cost / full.c_strong)
     values["quality"] = float(quality)
     return RouterResult(router.name, point, values, fold_apgr, fixed)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        """Nothing to show."""
-
-    def set_postfix_str(self, text: str) -> None:
-        """Nothing to show."""
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-
-def _progress(total: int, enabled: bool, name: str) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"eval {name}", unit="fit", leave=False)

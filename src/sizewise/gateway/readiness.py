@@ -39,17 +39,20 @@ def warm_up(engine: Engine, say: Callable[[str], None] = logger.info) -> None:
     Raises what a load raises."""
     import time
 
-    for spec in engine.models:
-        backend = engine.backend(spec)
-        load = getattr(backend, "load", None)
-        if spec.location != "local" or load is None:
-            continue
-        started = time.perf_counter()
-        say(f"warming: loading {spec.name} ...")
-        load()
-        # One token too: the first answer pages the weights in and sets up the context (seconds on a slow disk).
-        asyncio.run(backend.complete(ChatRequest([{"role": "user", "content": "Hello"}], max_tokens=1)))
-        say(f"warming: {spec.name} loaded in {time.perf_counter() - started:.1f} s")
+    from sizewise.progress import Progress
+
+    backends = [(spec, engine.backend(spec)) for spec in engine.models if spec.location == "local"]
+    local = [(spec, backend, load) for spec, backend in backends if (load := getattr(backend, "load", None))]
+    with Progress(len(local), "warming", "models") as bar:
+        for spec, backend, load in local:
+            started = time.perf_counter()
+            say(f"warming: loading {spec.name} ...")
+            bar.note(spec.name)
+            load()
+            # One token too: the first answer pages the weights in and sets up the context (seconds on a slow disk).
+            asyncio.run(backend.complete(ChatRequest([{"role": "user", "content": "Hello"}], max_tokens=1)))
+            say(f"warming: {spec.name} loaded in {time.perf_counter() - started:.1f} s")
+            bar.update(1)
     scorer = getattr(engine.policy("sizewise"), "scorer", None)
     if scorer is not None:  # a learned router embeds text: the first score loads its embedding model
         started = time.perf_counter()

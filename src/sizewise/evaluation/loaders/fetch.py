@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sizewise.errors import DataError, UnknownNameError
+from sizewise.progress import Progress
 
 ROUTELLM_COMMIT = "0b64fdafe049e596a3f5657c219329f24af24198"
 MMLU_PRO_COMMIT = "f418b116db00b065c2aea046518d8fcf74d39872"
@@ -80,9 +81,12 @@ def fetch_dataset(
                 with client.stream("GET", url) as response:
                     if response.status_code != 200:
                         raise DataError(f"could not fetch {url}: HTTP {response.status_code}")
-                    with partial.open("wb") as handle:
+                    size = response.headers.get("content-length")
+                    total = int(size) if size and size.isdigit() else None
+                    with partial.open("wb") as handle, Progress(total, f"fetch {relative}", "B", scale=True) as bar:
                         for chunk in response.iter_bytes():
                             handle.write(chunk)
+                            bar.update(len(chunk))
             except httpx.HTTPError as exc:
                 partial.unlink(missing_ok=True)
                 raise DataError(f"could not fetch {url}: {type(exc).__name__}: {exc}") from None

@@ -258,3 +258,16 @@ def test_a_fetched_image_url_is_classified_within_limits(upstream, photos) -> No
                 client.chat.completions.create(model="sizewise", messages=image_message("What is this?", base + path))
             assert caught.value.status_code == status and words in caught.value.body["message"], path
     assert upstream.bodies == []
+
+
+def test_the_anthropic_messages_api_gets_the_same_answer(gateway: GatewayServer, upstream) -> None:
+    import base64
+
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=gateway.url.removesuffix("/v1"), api_key="unused", max_retries=0)
+    source = {"type": "base64", "media_type": "image/jpeg", "data": base64.b64encode(photo("coffee")).decode()}
+    content = [{"type": "image", "source": source}, {"type": "text", "text": "What is in this picture?"}]
+    message = client.messages.create(model="sizewise", max_tokens=16, messages=[{"role": "user", "content": content}])
+    assert "espresso" in message.content[0].text and upstream.bodies == []
+    assert message.model_extra["sizewise"]["model"] == "efficientnet-lite0"

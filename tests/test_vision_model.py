@@ -147,3 +147,17 @@ def test_a_bomb_is_refused_before_its_pixels_are_decoded() -> None:
         small.classify(photo("coffee", "PNG"))  # 400x600 = 240,000 pixels declared
     assert caught.value.status == 413 and "at most 100000 pixels" in caught.value.message
     assert small._session is None  # refused before the model was even loaded
+
+
+def test_a_sideways_phone_photo_is_turned_upright(classifier: vision.ImageClassifier) -> None:
+    import io
+
+    from PIL import Image
+
+    sideways = Image.open(io.BytesIO(photo("coffee"))).rotate(90, expand=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: "turn 90 degrees clockwise to view"
+    tagged, plain = io.BytesIO(), io.BytesIO()
+    sideways.save(tagged, "JPEG", exif=exif.tobytes())
+    sideways.save(plain, "JPEG")
+    assert classifier.classify(tagged.getvalue())[0].score > 0.8 > classifier.classify(plain.getvalue())[0].score

@@ -119,13 +119,14 @@ def open_image(data: bytes, index: int, limits: ImageLimits) -> Any:
 
 
 def decode_rgb(data: bytes, index: int, limits: ImageLimits, size: int = 256) -> Any:
-    """The image as RGB pixels, decoded at a reduced scale where the format allows (JPEG's draft mode)."""
-    from PIL import Image
+    """The image as RGB pixels, upright, decoded at a reduced scale where the format allows (JPEG's draft mode)."""
+    from PIL import Image, ImageOps
 
     image = open_image(data, index, limits)
     try:
         image.draft("RGB", (size, size))  # JPEG decodes at 1/2..1/8 scale: less memory and time
         image.load()
-        return image.convert("RGB")
+        # A phone photo stores its pixels sideways and says so in EXIF: the classifier must see it upright.
+        return (ImageOps.exif_transpose(image) or image).convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise _reject(f"image {index} is corrupt: {error}") from None

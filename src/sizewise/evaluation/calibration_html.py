@@ -74,10 +74,18 @@ def calibration_figure(curve: dict[str, Any], result: Any, title: str) -> Any:
             tickprefix="$" if key == "cost_per_1k" else None,
         )
         if key == "quality":
+            # labels on the left, where the curve is near the strong model's level, not the weak one's
             ends = ((result.weak_quality, result.weak, "dot"), (result.strong_quality, result.strong, "dash"))
             for value, name, dash in ends:
                 text = f"{name} alone {value:.3f}"
-                fig.add_hline(y=value, line={"dash": dash, "width": 1}, annotation_text=text, row=row, col=1)
+                fig.add_hline(
+                    y=value,
+                    line={"dash": dash, "width": 1},
+                    annotation_text=text,
+                    annotation_position="top left",
+                    row=row,
+                    col=1,
+                )
     fig.add_vline(x=result.threshold, line={"color": "crimson", "width": 1}, opacity=0.5)
     fig.update_xaxes(title_text=f"threshold (score ≥ threshold goes to {result.strong})", row=len(panels), col=1)
     fig.update_layout(

@@ -44,6 +44,15 @@ def log_ticks(low: float, high: float) -> list[float]:
     return inside if len(inside) <= 12 else [t for t in inside if str(t).lstrip("0.").startswith("1")]
 
 
+def _label_sides(rows: list[ModelRow]) -> list[str]:
+    """Labels above and below in turn, by cost, so neighbours' names do not print over each other."""
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].cost_per_1k, rows[i].quality))
+    sides = [""] * len(rows)
+    for rank, i in enumerate(order):
+        sides[i] = "top center" if rank % 2 == 0 else "bottom center"
+    return sides
+
+
 def _model_hover(row: ModelRow) -> list[str]:
     latency = "–" if row.latency_p95_ms is None else f"{row.latency_p95_ms:.0f} ms"
     memory = "–" if row.memory_gb is None else f"{row.memory_gb:.1f} GB ({row.location})"
@@ -69,7 +78,7 @@ def frontier_figure(report: ChooseReport) -> Any:
                 customdata=[_model_hover(r) for r in rows],
                 name="models" if eligible else "models ruled out by the constraints",
                 mode="markers+text",
-                textposition="top center",
+                textposition=_label_sides(rows),
                 marker={"size": 11, "color": "#1f77b4" if eligible else "lightgray", "line": {"width": 1}},
                 hovertemplate=MODEL_HOVER,
             )
@@ -86,14 +95,22 @@ def frontier_figure(report: ChooseReport) -> Any:
         )
     for p in report.policies:
         _add_policy(fig, p, floor, chosen=p is report.policy)
-    fig.add_hline(y=report.target, line={"width": 1, "color": "red"}, annotation_text=f"target {report.target:.3f}")
+    fig.add_hline(
+        y=report.target,
+        line={"width": 1, "color": "red"},
+        annotation_text=f"target {report.target:.3f}",
+        annotation_position="bottom left",
+    )
     xs_all = [x for trace in fig.data for x in trace.x]
     ticks = log_ticks(min(xs_all), max(xs_all))
+    margin = 0.12 * max(math.log10(max(xs_all) / min(xs_all)), 1.0)  # room for the end labels
+    span = [math.log10(min(xs_all)) - margin, math.log10(max(xs_all)) + margin]
     fig.update_layout(
         title=f"{report.task}: quality vs cost, {report.prompts} prompts",
         xaxis={
             "title": "USD per 1,000 requests (log scale)",
             "type": "log",
+            "range": span,
             "tickvals": ticks or None,
             "ticktext": [f"${t:.4g}" for t in ticks] or None,
             "tickformat": "$.3~g",

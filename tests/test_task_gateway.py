@@ -227,3 +227,24 @@ def test_a_saved_student_stops_answering_when_its_audits_disagree(teacher: Teach
     last = seen[-1]["task"]
     assert last["answered_by"] == "teacher" and "offline student stopped: audits agree 0.000" in last["reason"]
     assert 20 <= len(seen) < 120
+
+
+def test_shadow_judging_leaves_task_decisions_alone(teacher: Teacher, student_file: Path, tmp_path: Path) -> None:
+    """Shadow judging samples the router's decisions; a student's answer (or a teacher the task asked) is not one."""
+    shadow = {"enabled": True, "uniform_rate": 1.0, "active_rate": 0.0, "judge": "big", "concurrency": 1}
+    catalog = {
+        "models": [
+            teacher_entry("small", teacher.base_url, 1),
+            teacher_entry("big", teacher.base_url, 100),
+            task_entry(student=str(student_file), online=False, audit_share=0.0),
+        ],
+        "gateway": {**ROUTING, "log_url": f"sqlite:///{tmp_path / 'log.sqlite'}", "shadow": shadow},
+    }
+    with GatewayServer(catalog) as gw:
+        client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0)
+        for text in prompts(3, seed=50):
+            assert told(ask(client, text))["task"]["answered_by"] == "task_model"
+        assert told(ask(client, QUESTION + "Nothing here says either way."))["task"]["answered_by"] == "teacher"
+        assert told(ask(client, "Write a haiku about the sea.", task=None))["model"] == "small"  # routed: shadowed
+        metrics = gw.app.state.gateway.metrics.registry
+        assert metrics.get_sample_value("sizewise_shadow_jobs_total", {"event": "queued"}) == 1

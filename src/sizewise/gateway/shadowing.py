@@ -137,6 +137,8 @@ class ShadowHook:
             return None
         if decision.fell_back:
             return None  # a fault chose the answering model, not the router: its outcome says nothing of the router
+        if decision.task is not None and decision.task.get("answered_by") in ("task_model", "teacher"):
+            return None  # a task model (or its teacher, sent by the task) answered, not the router's choice
         if "tools" in ctx.request.extra or (ctx.request.extra.get("n") or 1) != 1:
             return None  # tool calls and several choices are not what the judges compare
         others = self._others(ctx, decision)

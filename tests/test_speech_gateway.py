@@ -164,6 +164,18 @@ def test_a_chat_audio_part_reaches_the_text_model_as_its_transcript(gateway: Gat
     assert note["model"] == "whisper-tiny.en" and note["part"] == "messages[0].content[1]"
 
 
+def test_a_streamed_chat_hears_its_audio_first(gateway: GatewayServer, speech: bytes, servers):
+    audio = {"data": base64.b64encode(speech).decode(), "format": "wav"}
+    stream = _client(gateway).chat.completions.create(
+        model="cloud-text",
+        messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": audio}]}],
+        stream=True,
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "ok"
+    [body] = servers[2].bodies
+    assert body["stream"] and "friday" in body["messages"][0]["content"][0]["text"].lower()
+
+
 @pytest.mark.parametrize(
     ("data", "code"),
     [

@@ -79,7 +79,7 @@ def photo_bytes(package: str, name: str) -> bytes:
 
 def calibrate(scores: list[float], right: list[bool], target: float = TARGET_PRECISION) -> float:
     """The threshold that answers the most photos while >= ``target`` of the answers are right: just above the
-    best photo left out, rounded up to 0.05 (0.0 when every answer may be given)."""
+    best photo left out, on the 0.05 grid (0.0 when every answer may be given)."""
     order = [int(i) for i in np.argsort(scores)[::-1]]
     keep, hits = 0, 0
     for count, i in enumerate(order, start=1):
@@ -88,7 +88,7 @@ def calibrate(scores: list[float], right: list[bool], target: float = TARGET_PRE
             keep = count
     if keep == len(order):
         return 0.0
-    return float(min(1.0, np.ceil(scores[order[keep]] * 20 + 1e-9) / 20))
+    return round(min(1.0, float(np.floor(scores[order[keep]] * 20 + 1e-9)) / 20 + 0.05), 2)  # strictly above it
 
 
 def _rss_mb(field: str) -> float:

@@ -161,3 +161,26 @@ def test_a_sideways_phone_photo_is_turned_upright(classifier: vision.ImageClassi
     sideways.save(tagged, "JPEG", exif=exif.tobytes())
     sideways.save(plain, "JPEG")
     assert classifier.classify(tagged.getvalue())[0].score > 0.8 > classifier.classify(plain.getvalue())[0].score
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK"])
+def test_every_pixel_mode_is_classified(classifier: vision.ImageClassifier, mode: str) -> None:
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(photo("camera"))).convert(mode).resize((1200, 1200))  # also shrunk by reduce()
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG" if mode == "CMYK" else "PNG")
+    assert classifier.classify(buffer.getvalue())[0].name == "tripod"
+
+
+def test_calibration_picks_the_threshold_above_the_best_photo_left_out() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for bench/
+    from bench._modalities_vision import calibrate
+
+    assert calibrate([0.96, 0.95, 0.58, 0.49], [True, True, False, True]) == 0.6
+    assert calibrate([0.9, 0.3], [True, True]) == 0.0  # every answer right: answer everything
+    assert calibrate([0.9, 0.3], [False, False]) == 0.95  # strictly above every wrong answer

@@ -126,7 +126,13 @@ def decode_rgb(data: bytes, index: int, limits: ImageLimits, size: int = 256) ->
     try:
         image.draft("RGB", (size, size))  # JPEG decodes at 1/2..1/8 scale: less memory and time
         image.load()
+        if image.mode not in ("RGB", "RGBA", "L", "LA", "I", "F"):  # modes Image.reduce does not take (P, 1, CMYK)
+            image = image.convert("RGB")
+        factor = min(image.size) // size
+        if factor >= 2:  # shrink at once (box filter), so the full-size pixels are the only large copy
+            image = image.reduce(factor)
         # A phone photo stores its pixels sideways and says so in EXIF: the classifier must see it upright.
-        return (ImageOps.exif_transpose(image) or image).convert("RGB")
+        image = ImageOps.exif_transpose(image) or image
+        return image if image.mode == "RGB" else image.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise _reject(f"image {index} is corrupt: {error}") from None

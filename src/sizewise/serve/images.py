@@ -31,6 +31,8 @@ from sizewise.policy.types import RequestContext
 from sizewise.serve.vision_intent import classifiable, question_text
 
 _NOTE = "vision"
+#: Images decoded (and classified) at once, per engine.
+DECODERS = 2
 
 
 class ImageStep:
@@ -41,6 +43,9 @@ class ImageStep:
         self.settings = settings
         self.limits = ImageLimits(settings.max_images, settings.max_image_bytes, settings.max_pixels)
         self._backend_of = backend_of  # the engine's: the classifier is created (not loaded) on first use
+        # Decoded pixels are the memory an image costs (3 bytes each): at most DECODERS images at once, so a
+        # burst of large photos holds 2 x 3 x max_pixels bytes, not one decode per waiting request.
+        self._decoders = asyncio.Semaphore(DECODERS)
 
     @classmethod
     def build(cls, models: list[ModelSpec], backend_of: Callable[[ModelSpec], Backend]) -> ImageStep | None:
@@ -80,7 +85,8 @@ class ImageStep:
         or bomb image is refused here with a 4xx, not passed upstream."""
         for ref in refs:
             if ref.data is not None:
-                await asyncio.to_thread(decode_rgb, ref.data, ref.index, self.limits, 32)
+                async with self._decoders:
+                    await asyncio.to_thread(decode_rgb, ref.data, ref.index, self.limits, 32)
 
     async def _classify(
         self, ctx: RequestContext, refs: list[ImageRef], question: str, *, forced: bool, why: str
@@ -88,7 +94,8 @@ class ImageStep:
         start = time.perf_counter()
         data = refs[0].data if refs[0].data is not None else await self._fetch(refs[0])
         classifier = self._backend_of(self.spec).classifier  # type: ignore[attr-defined]
-        probs = await asyncio.to_thread(classifier.probabilities, data, refs[0].index)
+        async with self._decoders:
+            probs = await asyncio.to_thread(classifier.probabilities, data, refs[0].index)
         labels = classifier.top(probs, 5)
         latency = time.perf_counter() - start
         threshold = self.settings.threshold

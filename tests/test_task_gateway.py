@@ -248,3 +248,12 @@ def test_shadow_judging_leaves_task_decisions_alone(teacher: Teacher, student_fi
         assert told(ask(client, "Write a haiku about the sea.", task=None))["model"] == "small"  # routed: shadowed
         metrics = gw.app.state.gateway.metrics.registry
         assert metrics.get_sample_value("sizewise_shadow_jobs_total", {"event": "queued"}) == 1
+
+
+def test_naming_the_task_model_makes_the_request_that_tasks(client: openai.OpenAI) -> None:
+    text = prompts(1, seed=60)[0]
+    sizewise = told(ask(client, text, task=None, model="overruling"))
+    assert sizewise["model"] == "overruling" and sizewise["task"]["answered_by"] == "task_model"
+    assert sizewise["policy"] == "sizewise"
+    with pytest.raises(openai.BadRequestError, match=r"sizewise\.task names 'other'"):
+        ask(client, text, task="other", model="overruling")

@@ -206,6 +206,8 @@ class Engine:
 
     async def decide(self, ctx: RequestContext) -> tuple[Policy, Decision, list[ModelSpec]]:
         """Filters and the policy: returns (policy, decision so far, models to try in order)."""
+        if self.tasks is not None:  # "model": "<a task model>" is that task's request, decided as "sizewise"
+            self.tasks.claim(ctx, self.aliases.get(ctx.model_field, ctx.model_field))
         policy = self.policy(ctx.model_field)
         decision = Decision(policy=policy.name)
         if "audio" in ctx.modalities:  # heard first: the decision and text models see the transcript (serve.speech)

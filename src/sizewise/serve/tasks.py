@@ -12,8 +12,9 @@ an on-task request the engine asks the task desk after the filters and the polic
   handed to the task's learner thread after the answer is complete (:meth:`TaskTurn.learn`), off the
   request path: the online student learns from it and audits are scored.
 
-A request naming a catalog model is answered by that model; when it names the teacher, its answer still
-teaches the student.
+A request whose ``model`` is a task model is that task's, decided as ``model: sizewise`` (:meth:`TaskDesk.claim`).
+A request naming another catalog model is answered by that model; when it names the teacher, its answer
+still teaches the student.
 """
 
 from __future__ import annotations
@@ -173,6 +174,16 @@ class TaskDesk:
     def backends(self) -> dict[str, Backend]:
         """One backend per task model, for the engine's table of backends."""
         return {name: TaskBackend(task) for name, task in self.tasks.items()}
+
+    def claim(self, ctx: RequestContext, name: str) -> None:
+        """A request whose ``model`` names task model ``name`` is that task's: decided as ``model: sizewise``."""
+        if name not in self.tasks:
+            return
+        named = ctx.extras.get(TASK_KEY)
+        if named is not None and named != name:
+            message = f"model {ctx.model_field!r} is task model {name!r}, but sizewise.task names {named!r}"
+            raise RequestRejected(400, message, "invalid_value", "sizewise.task")
+        ctx.extras[TASK_KEY], ctx.model_field = name, "sizewise"
 
     def bound(self, ctx: RequestContext) -> Task | None:
         """The task this request is for: the one it names, else the one whose route the domain filter matched."""

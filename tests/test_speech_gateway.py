@@ -214,3 +214,24 @@ def test_bad_chat_audio_and_unknown_models_are_4xx(gateway: GatewayServer, speec
     assert caught.value.code == "unsupported_audio"
     with pytest.raises(openai.NotFoundError):
         client.audio.transcriptions.create(model="cloud-text", file=("a.wav", speech))
+
+
+def test_a_malformed_transcription_request_is_a_400(gateway: GatewayServer, speech: bytes):
+    import httpx
+
+    url = gateway.url + "/audio/transcriptions"
+    as_json = httpx.post(url, json={"model": "whisper-1", "file": "x"})
+    no_file = httpx.post(url, data={"model": "whisper-1"}, files={"other": ("a.txt", b"x")})
+    no_model = httpx.post(url, files={"file": ("a.wav", speech)})
+    bad_format = httpx.post(
+        url, data={"model": "whisper-1", "response_format": "mp3"}, files={"file": ("a.wav", speech)}
+    )
+    bad_temp = httpx.post(url, data={"model": "whisper-1", "temperature": "hot"}, files={"file": ("a.wav", speech)})
+    for response, param in [
+        (as_json, None),
+        (no_file, "file"),
+        (no_model, "model"),
+        (bad_format, "response_format"),
+        (bad_temp, "temperature"),
+    ]:
+        assert response.status_code == 400 and response.json()["error"]["param"] == param, response.text

@@ -257,3 +257,17 @@ def test_naming_the_task_model_makes_the_request_that_tasks(client: openai.OpenA
     assert sizewise["policy"] == "sizewise"
     with pytest.raises(openai.BadRequestError, match=r"sizewise\.task names 'other'"):
         ask(client, text, task="other", model="overruling")
+
+
+def test_a_request_asking_for_more_than_a_label_is_left_to_the_policy(client: openai.OpenAI) -> None:
+    text = prompts(1, seed=70)[0]
+    for extra in ({"response_format": {"type": "json_object"}}, {"n": 2}, {"logprobs": True}):
+        response = client.chat.completions.create(
+            model="sizewise",
+            messages=[{"role": "user", "content": text}],
+            extra_body={"sizewise": {"task": "overruling"}},
+            **extra,  # type: ignore[arg-type]
+        )
+        sizewise = told(response)
+        assert sizewise["model"] == "small" and sizewise["task"]["answered_by"] == "policy", extra
+        assert "the request asks for" in sizewise["task"]["note"]

@@ -208,6 +208,10 @@ class TaskDesk:
         if isinstance(policy, BypassPolicy):  # a named model answers; the teacher's answer still teaches
             decision.task = {"task": task.name, "answered_by": "named model"}
             return turn
+        shape = _asks_for_more(ctx)
+        if shape is not None:  # a label is no answer to it: the policy decides, as for any request
+            decision.task = {"task": task.name, "answered_by": "policy", "note": f"the request asks for {shape}"}
+            return turn
         verdict = await asyncio.to_thread(task.verdict, text)
         decision.task = _report(task, verdict)
         if verdict.label is not None:
@@ -251,6 +255,21 @@ class TaskDesk:
                 task.save()
             except Exception:
                 logger.exception("task %s: its online student could not be saved", task.name)
+
+
+def _asks_for_more(ctx: RequestContext) -> str | None:
+    """What the request asks for beyond one plain answer (tools, a JSON format, several choices, logprobs), if any."""
+    extra = ctx.request.extra
+    if extra.get("tools"):
+        return "tools"
+    response_format = extra.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
+        return f"response_format {response_format.get('type')}"
+    if (extra.get("n") or 1) != 1:
+        return "several choices"
+    if ctx.request.logprobs:
+        return "logprobs"
+    return None
 
 
 def _observe(task: Task, text: str, answer: str) -> None:

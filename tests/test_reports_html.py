@@ -189,3 +189,20 @@ def test_log_plot_counts_the_known_log(chrome: Any, run_cli: Any, tmp_path: Path
 def test_log_plot_refuses_an_unknown_format_before_reading(run_cli: Any, tmp_path: Path) -> None:
     code, _, err = run_cli("log", "--db", str(tmp_path / "none.sqlite"), "--plot", str(tmp_path / "log.txt"))
     assert code == 2 and "ending in .html (interactive) or .png" in err and err.count("\n") == 1
+
+
+def test_pages_without_costs_or_prices_still_render() -> None:
+    import dataclasses
+
+    from sizewise.evaluation.choose import choose
+    from sizewise.evaluation.choose.html import render_html
+    from sizewise.evaluation.harness import evaluate
+    from sizewise.evaluation.report import render
+
+    table = dataclasses.replace(planted_pair(120, seed=2), cost=None)
+    page = render(evaluate(table, ["tfidf-logreg", "always-small"], cv=2, seed=0))
+    assert page.count('class="plotly-graph-div"') == 1 and "Quality vs cost" not in page  # no cost, no cost chart
+    assert '"unknown"' in page  # each point's hover says its cost is unknown
+    free = dataclasses.replace(make_table(), cost=np.zeros((400, 3)))  # local models, no prices: all at cost 0
+    html = render_html(choose(free, "0.9"))
+    assert html.count('class="plotly-graph-div"') == 1 and "big-70B" in html

@@ -22,7 +22,6 @@ import pytest
 
 from fakes import FakeUpstream, GatewayServer, fake_model
 from sizewise.gateway.auth import hash_key
-from sizewise.gateway.dashboard_data import QueryError, parse_window
 from sizewise.learn.outcomes import Outcome
 
 KEY = "dash-key-123"
@@ -225,14 +224,6 @@ def test_a_bad_parameter_is_a_one_line_400(gateway: GatewayServer, query: str, p
     assert error["param"] == param and "\n" not in error["message"]
 
 
-def test_windows_are_aligned_and_bounded() -> None:
-    window = parse_window("1h", "60", now=1_800_000_030.0)
-    assert window.start == 1_799_996_400.0 and window.buckets == 61
-    assert parse_window("1800000000", None, now=1_800_003_600.0).bucket == 60  # a unix time, about 60 buckets
-    with pytest.raises(QueryError, match="in the past"):
-        parse_window("1800000100", None, now=1_800_000_000.0)
-
-
 # -- the page in a real browser --------------------------------------------------------------------------------
 CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver")
 
@@ -307,12 +298,17 @@ def test_the_page_charts_those_numbers_in_a_real_browser(
     latency = {t["name"]: dict(zip(t["x"], t["y"], strict=True)) for t in charts["latency"]}
     for model, numbers in shown["models"].items():
         assert latency["p50"][model] == numbers["p50_ms"] and latency["p95"][model] == numbers["p95_ms"]
-    savings = charts["savings"][0]
-    assert savings["y"] == [shown["savings"]["cost_ratio"], shown["savings"]["quality"]]
+    savings = {t["name"]: t for t in charts["savings"]}
+    assert savings["cost vs always-big"]["y"] == [shown["savings"]["cost_ratio"]]
+    kept = savings["quality retained"]
+    low, high = shown["savings"]["interval"]
+    assert kept["y"] == [shown["savings"]["quality"]]
+    assert kept["error_y"]["array"][0] == pytest.approx(high - kept["y"][0])
+    assert kept["error_y"]["arrayminus"][0] == pytest.approx(kept["y"][0] - low)
     quality = (traffic["models"]["small"] * 0.6 + traffic["models"]["big"]) / (
         traffic["models"]["small"] * 0.8 + traffic["models"]["big"]
     )
-    assert savings["y"][1] == pytest.approx(quality, abs=1e-4)
+    assert kept["y"][0] == pytest.approx(quality, abs=1e-4)
     router = charts["router"][0]
     assert router["y"] == ["v0001", "v0001", "v0002", "v0002", "v0001"]
     assert "current v0001" in browser.execute_script("return document.getElementById('router').innerText")

@@ -18,18 +18,15 @@ import json
 import math
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Integer, and_, case, cast, func, or_, select
 from sqlalchemy.engine import Engine as SAEngine
 
 from sizewise.core.requestlog import requests_table
 from sizewise.errors import SizewiseError
 
-#: The newest rows read per refresh; an older part of a longer window is left out and the answer says so.
-MAX_ROWS = 200_000
 #: The most buckets a time axis may have (a finer ``bucket`` is refused, not silently coarsened).
 MAX_BUCKETS = 2_000
 #: Buckets per window when the client names none.
@@ -89,94 +86,133 @@ def parse_window(since: str | None, bucket: str | None, now: float | None = None
     return Window(start=start, end=now, bucket=step)
 
 
-def read_rows(engine: SAEngine, start: float, limit: int = MAX_ROWS) -> tuple[list[dict[str, Any]], bool]:
-    """The window's rows (the newest ``limit``), oldest first, and whether older ones were left out."""
+def _in_window(window: Window) -> Any:
+    return requests_table.c.time >= window.start
+
+
+def _answered() -> Any:
+    """A row is answered: status below 400 and a serving model (as a 1/0 column every database groups by)."""
     t = requests_table.c
-    columns = (t.time, t.model, t.status, t.escalated, t.fallback_from, t.filters, t.latency_ms, t.cost, t.big_cost)
-    query = select(*columns).where(t.time >= start).order_by(t.id.desc()).limit(limit + 1)
-    with engine.connect() as connection:
-        rows = [dict(row._mapping) for row in connection.execute(query)]
-    truncated = len(rows) > limit
-    return rows[:limit][::-1], truncated
+    return case((and_(t.status < 400, t.model.is_not(None), t.model != ""), 1), else_=0)
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    """numpy's default (linear) percentile, without numpy on this path."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+def _bucket(engine: SAEngine, window: Window) -> Any:
+    """The bucket number of a row in SQL: ``floor((time - start) / bucket)`` (SQLite may lack ``floor``;
+    its integer cast truncates, which is the floor here since ``time >= start``)."""
+    offset = (requests_table.c.time - window.start) / window.bucket
+    return cast(offset, Integer) if engine.dialect.name == "sqlite" else func.floor(offset)
 
 
-def _fired(filters: str | None) -> list[str]:
-    """The filters named in a row's ``filters`` column (JSON object: filter -> removed models or note)."""
-    if not filters:
-        return []
-    try:
-        value = json.loads(filters)
-    except ValueError:  # a row cut to its column's length: its filters are unknown, not a failure of the page
-        return []
-    return [str(name) for name in value] if isinstance(value, dict) else []
+def _groups(connection: Any, engine: SAEngine, window: Window) -> list[Any]:
+    """Per (bucket, model, answered): rows, escalations, fallbacks, cost, always-big cost, latencies known."""
+    t = requests_table.c
+    bucket, answered = _bucket(engine, window).label("bucket"), _answered().label("answered")
+    query = (
+        select(
+            bucket,
+            t.model,
+            answered,
+            func.count(),
+            func.sum(case((t.escalated.is_(True), 1), else_=0)),
+            func.count(t.fallback_from),
+            func.sum(t.cost),
+            func.sum(t.big_cost),
+            func.count(t.latency_ms),
+        )
+        .where(_in_window(window))
+        .group_by(bucket, t.model, answered)
+    )
+    return list(connection.execute(query))
 
 
-def _answered(row: dict[str, Any]) -> bool:
-    return row["status"] is not None and row["status"] < 400 and bool(row["model"])
+def _percentiles(connection: Any, window: Window, counts: dict[str, int]) -> dict[str, dict[str, float | None]]:
+    """p50 and p95 (numpy's default, linear) of each model's answered latencies; ``counts`` are how many each
+    model has. One query: the database ranks the rows (a window function) and returns the few ranks needed."""
+    ranks = {m: {q: (n - 1) * q / 100 for q in (50, 95)} for m, n in counts.items() if n}
+    out: dict[str, dict[str, float | None]] = {m: {"p50_ms": None, "p95_ms": None} for m in counts}
+    if not ranks:
+        return out
+    t = requests_table.c
+    order = func.row_number().over(partition_by=t.model, order_by=t.latency_ms) - 1
+    ranked = (
+        select(t.model, t.latency_ms, order.label("rank"))
+        .where(_in_window(window), _answered() == 1, t.latency_ms.is_not(None), t.model.in_(list(ranks)))
+        .subquery()
+    )
+    wanted = [
+        and_(ranked.c.model == m, ranked.c.rank.in_(sorted({math.floor(r) + k for r in qs.values() for k in (0, 1)})))
+        for m, qs in ranks.items()
+    ]
+    values: dict[tuple[str, int], float] = {
+        (m, int(rank)): float(v) for m, v, rank in connection.execute(select(ranked).where(or_(*wanted)))
+    }
+    for m, qs in ranks.items():
+        for q, rank in qs.items():
+            low = math.floor(rank)
+            if (m, low) in values:  # absent only if rows vanished between the two reads
+                high = values.get((m, low + 1), values[(m, low)])
+                out[m][f"p{q}_ms"] = values[(m, low)] + (high - values[(m, low)]) * (rank - low)
+    return out
 
 
-def summarize(rows: Sequence[dict[str, Any]], window: Window) -> dict[str, Any]:
-    """Totals, per-bucket series, per-model latency and filter counts of ``rows`` (see the module doc)."""
-    n = window.buckets
-    models = sorted({str(r["model"]) for r in rows if _answered(r)})
-    per_model: dict[str, list[int]] = {m: [0] * n for m in models}
-    series = {name: [0] * n for name in ("escalations", "fallbacks", "errors")}
-    cost, big_cost = [0.0] * n, [0.0] * n
-    latency: dict[str, list[float]] = {m: [] for m in models}
-    filters: dict[str, int] = {}
-    for row in rows:
-        i = window.index(float(row["time"]))
-        for name in _fired(row["filters"]):
-            filters[name] = filters.get(name, 0) + 1
-        if row["fallback_from"]:
-            series["fallbacks"][i] += 1
-        if not _answered(row):
-            series["errors"][i] += 1
+def _fired(connection: Any, window: Window) -> dict[str, int]:
+    """Requests per filter that fired (the ``filters`` column: JSON object of filter -> removed models or note)."""
+    t = requests_table.c
+    query = select(t.filters, func.count()).where(_in_window(window), t.filters.is_not(None)).group_by(t.filters)
+    counts: dict[str, int] = {}
+    for text, n in connection.execute(query):
+        try:
+            fired = json.loads(text)
+        except ValueError:  # a row cut to its column's length: its filters are unknown, not a failure of the page
             continue
-        model = str(row["model"])
-        per_model[model][i] += 1
-        series["escalations"][i] += bool(row["escalated"])
-        cost[i] += float(row["cost"] or 0.0)
-        big_cost[i] += float(row["big_cost"] or 0.0)
-        if row["latency_ms"] is not None:
-            latency[model].append(float(row["latency_ms"]))
-    totals_per_bucket = [sum(per_model[m][i] for m in models) for i in range(n)]
-    share = {m: [c / t if t else None for c, t in zip(per_model[m], totals_per_bucket, strict=True)] for m in models}
-    answered = sum(totals_per_bucket)
+        for name in fired if isinstance(fired, dict) else ():
+            counts[str(name)] = counts.get(str(name), 0) + int(n)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def summarize(engine: SAEngine, window: Window) -> dict[str, Any]:
+    """Totals, per-bucket series, per-model latency and filter counts of the window (see the module doc);
+    the database does the counting and sorting, so a refresh costs a few small reads, not a row scan here."""
+    n = window.buckets
+    series = {name: [0] * n for name in ("escalations", "fallbacks", "errors")}
+    per_model: dict[str, list[int]] = {}
+    cost, big_cost = [0.0] * n, [0.0] * n
+    timed: dict[str, int] = {}
+    with engine.connect() as connection:
+        for bucket, model, answered, rows, escalated, fallbacks, spent, big, latencies in _groups(
+            connection, engine, window
+        ):
+            i = min(n - 1, max(0, int(bucket)))  # a row stamped after "now" (clock skew) joins the last bucket
+            series["fallbacks"][i] += int(fallbacks)
+            if not answered:
+                series["errors"][i] += int(rows)
+                continue
+            per_model.setdefault(str(model), [0] * n)[i] += int(rows)
+            series["escalations"][i] += int(escalated or 0)
+            cost[i] += float(spent or 0.0)
+            big_cost[i] += float(big or 0.0)
+            timed[str(model)] = timed.get(str(model), 0) + int(latencies)
+        models = sorted(per_model)
+        latency = _percentiles(connection, window, {m: timed[m] for m in models})
+        filters = _fired(connection, window)
+    per_model = {m: per_model[m] for m in models}
+    totals = [sum(per_model[m][i] for m in models) for i in range(n)]
+    share = {m: [c / t if t else None for c, t in zip(per_model[m], totals, strict=True)] for m in models}
     return {
         "t": [window.start + i * window.bucket for i in range(n)],
         "totals": {
-            "rows": len(rows),
-            "answered": answered,
+            "answered": sum(totals),
             **{name: sum(values) for name, values in series.items()},
             "cost": sum(cost),
             "big_cost": sum(big_cost),
         },
-        "models": {
-            m: {
-                "requests": sum(per_model[m]),
-                "p50_ms": _percentile(latency[m], 50),
-                "p95_ms": _percentile(latency[m], 95),
-            }
-            for m in models
-        },
+        "models": {m: {"requests": sum(per_model[m]), **latency[m]} for m in models},
         "requests": per_model,
         "share": share,
         **series,
         "cost": cost,
         "big_cost": big_cost,
-        "filters": dict(sorted(filters.items(), key=lambda item: (-item[1], item[0]))),
+        "filters": filters,
     }
 
 
@@ -225,7 +261,6 @@ def dashboard_data(state: Any, since: str | None, bucket: str | None) -> dict[st
     if state.log is None:  # nothing to chart but the router: say why
         out["error"] = "the request log is off (gateway.log_url is 'none'): nothing to chart"
         return out
-    rows, out["truncated"] = read_rows(state.log.engine, window.start)
-    out.update(summarize(rows, window))
+    out.update(summarize(state.log.engine, window))
     out["savings"] = savings_in(state.outcomes, window.start)
     return out

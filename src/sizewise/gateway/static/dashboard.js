@@ -3,7 +3,7 @@
 "use strict";
 
 const REFRESH_MS = 5000;
-const CONFIG = { displaylogo: false, responsive: true };
+const CONFIG = { displaylogo: false, displayModeBar: false, responsive: true };  // drag to zoom, double-click back
 const BASE = { margin: { t: 40, r: 20, b: 50, l: 60 }, legend: { orientation: "h", y: -0.2 } };
 
 // What the browser test waits for: the last answer drawn and how many were drawn.
@@ -34,10 +34,10 @@ function drawTraffic(data, x) {
   const models = Object.keys(data.requests);
   const perModel = models.map((m) => ({ type: "bar", name: m, x: x, y: data.requests[m] }));
   draw("requests", perModel, "Requests per model", { barmode: "stack", yaxis: { title: { text: "requests" } } });
-  const share = models.map((m) => ({
-    type: "scatter", mode: "lines", stackgroup: "share", groupnorm: "", name: m, x: x, y: data.share[m],
-  }));
-  draw("share", share, "Share per model", { yaxis: { title: { text: "share" }, tickformat: ".0%", range: [0, 1] } });
+  const share = models.map((m) => ({ type: "bar", name: m, x: x, y: data.share[m] }));  // empty buckets: no bar
+  draw("share", share, "Share per model", {
+    barmode: "stack", yaxis: { title: { text: "share" }, tickformat: ".0%", range: [0, 1] },
+  });
 }
 
 function drawCost(data, x) {
@@ -48,18 +48,20 @@ function drawCost(data, x) {
   const s = data.savings || {};
   const quality = s.quality === undefined ? null : s.quality;
   const interval = s.interval || [quality, quality];
-  const bars = {
-    type: "bar", name: "savings", x: ["cost vs always-big", "quality retained"], y: [s.cost_ratio, quality],
-    text: [percent(s.cost_ratio), percent(quality)], textposition: "auto",
-    error_y: {
-      type: "data", symmetric: false, visible: quality !== null,
-      array: [0, quality === null ? 0 : interval[1] - quality], arrayminus: [0, quality === null ? 0 : quality - interval[0]],
-    },
+  const cost = {
+    type: "bar", name: "cost vs always-big", x: ["cost vs always-big"], y: [s.cost_ratio],
+    text: [percent(s.cost_ratio)], textposition: "outside",
+  };
+  const kept = {
+    type: "bar", name: "quality retained", x: ["quality retained"], y: [quality], text: [percent(quality)],
+    textposition: "inside",
+    error_y: { type: "data", symmetric: false, visible: quality !== null, array: [quality === null ? 0 : interval[1] - quality],
+      arrayminus: [quality === null ? 0 : quality - interval[0]] },
   };
   const title = quality === null
     ? `Savings: quality unknown (${s.judged || 0} judged)`
     : `Savings: quality ${percent(quality)} (${percent(interval[0])}-${percent(interval[1])}), ${s.judged} judged`;
-  draw("savings", [bars], title, { yaxis: { tickformat: ".0%", rangemode: "tozero" }, showlegend: false });
+  draw("savings", [cost, kept], title, { yaxis: { tickformat: ".0%", rangemode: "tozero" }, showlegend: false });
 }
 
 function drawEvents(data, x) {
@@ -79,7 +81,7 @@ function drawFilters(data) {
   const names = Object.keys(data.filters);
   const trace = { type: "bar", orientation: "h", name: "fired", x: names.map((n) => data.filters[n]), y: names };
   draw("filters", [trace], names.length ? "Filters that fired" : "Filters that fired: none",
-    { yaxis: { automargin: true }, xaxis: { title: { text: "requests" } }, showlegend: false });
+    { yaxis: { automargin: true }, xaxis: { title: { text: "requests" } }, showlegend: false, bargap: 0.5 });
 }
 
 function drawRouter(router) {
@@ -102,8 +104,7 @@ function render(data) {
   document.getElementById("summary").textContent = data.error
     ? data.error
     : `${t.answered} answered, ${t.escalations} escalated, ${t.fallbacks} fallbacks, ${t.errors} errors`
-      + (data.savings && data.savings.line ? ` · ${data.savings.line}` : "")
-      + (data.truncated ? " · only the newest rows" : "");
+      + (data.savings && data.savings.line ? ` · ${data.savings.line}` : "");
   if (!data.error) {
     const x = times(data);
     drawTraffic(data, x);

@@ -1,0 +1,89 @@
+"""The dashboard's numbers straight from the request log's database (SQLite and PostgreSQL): the counting
+and percentiles done in SQL equal what Python computes from the same rows; windows and buckets."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pg_helpers import postgres_url
+from sizewise.core.decision import Decision, FilterReport
+from sizewise.gateway.dashboard_data import QueryError, parse_window, summarize
+from sizewise.gateway.log import LogEntry, RequestLog
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'log.db'}"
+    else:
+        yield from postgres_url()
+
+
+def _entries(now: float, rng: random.Random) -> list[LogEntry]:
+    """Rows of every kind, at random times in the last 10 minutes, plus some on bucket edges and one before."""
+    entries = []
+    for i in range(400):
+        model = rng.choice(["small", "big", "mid"])
+        status = rng.choice([200] * 8 + [502, 429])
+        fired = [FilterReport("context", {"small": "too long"})] if i % 7 == 0 else []
+        fired += [FilterReport("latency", note="no measurement yet")] if i % 11 == 0 else []
+        decision = Decision(
+            policy="sizewise",
+            model=None if status == 429 else model,
+            escalated=rng.random() < 0.2,
+            fallback_from="mid" if rng.random() < 0.1 else None,
+            filters=fired,
+            cost=rng.uniform(0, 1e-3),
+        )
+        at = now - rng.uniform(0, 599) if i > 5 else math.floor(now / 60) * 60 - 60 * i  # edges: start of a bucket
+        latency = rng.uniform(0.01, 2.0)
+        entries.append(LogEntry(f"r{i}", "hi", status, latency, decision, big_cost=2e-3, time=at))
+    entries.append(LogEntry("old", "hi", 200, 0.5, Decision(policy="x", model="big"), time=now - 3600))
+    return entries
+
+
+def test_the_database_counts_as_python_would_on_sqlite_and_postgresql(log_url: str) -> None:
+    now = time.time()
+    entries = _entries(now, random.Random(5))
+    log = RequestLog(log_url)
+    for entry in entries:
+        log.write(entry)
+    assert log.flush(30)
+    window = parse_window("10m", "60", now=now)
+    try:
+        got = summarize(log.engine, window)
+    finally:
+        log.close()
+    inside = [e for e in entries if e.time >= window.start and e.decision is not None]
+    answered = [e for e in inside if e.status < 400 and e.decision and e.decision.model]
+    models = sorted({e.decision.model for e in answered if e.decision and e.decision.model})
+    assert sorted(got["requests"]) == models
+    for m in models:
+        mine = [e for e in answered if e.decision and e.decision.model == m]
+        per_bucket = Counter(int((e.time - window.start) // 60) for e in mine)
+        assert got["requests"][m] == [per_bucket[i] for i in range(window.buckets)], m
+        latencies = [e.latency_s * 1000 for e in mine]
+        assert got["models"][m]["p50_ms"] == pytest.approx(float(np.percentile(latencies, 50)))
+        assert got["models"][m]["p95_ms"] == pytest.approx(float(np.percentile(latencies, 95)))
+    assert got["totals"]["errors"] == len(inside) - len(answered)
+    assert got["totals"]["escalations"] == sum(bool(e.decision and e.decision.escalated) for e in answered)
+    assert got["totals"]["fallbacks"] == sum(bool(e.decision and e.decision.fallback_from) for e in inside)
+    assert got["totals"]["cost"] == pytest.approx(sum(e.decision.cost for e in answered if e.decision))
+    fired = Counter(f.filter for e in inside if e.decision for f in e.decision.filters if f.fired)
+    assert got["filters"] == dict(fired) and fired["context"] > 0 and fired["latency"] > 0
+
+
+def test_windows_are_aligned_and_bounded() -> None:
+    window = parse_window("1h", "60", now=1_800_000_030.0)
+    assert window.start == 1_799_996_400.0 and window.buckets == 61
+    assert parse_window("1800000000", None, now=1_800_003_600.0).bucket == 60  # a unix time, about 60 buckets
+    with pytest.raises(QueryError, match="in the past"):
+        parse_window("1800000100", None, now=1_800_000_000.0)

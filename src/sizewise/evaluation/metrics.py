@@ -30,6 +30,7 @@ import numpy as np
 
 from sizewise.checks import check_choice as check_choice  # shared with the N-model routers; re-exported
 from sizewise.errors import DataError
+from sizewise.evaluation.hull import mixture_frontier  # one hull for every frontier, tested against Qhull
 
 
 @dataclass(frozen=True)
@@ -176,21 +177,7 @@ def nondecreasing_hull(cost: object, quality: object) -> tuple[np.ndarray, np.nd
     c, q = _vector(cost, "cost"), _vector(quality, "quality")
     if c.size == 0 or c.size != q.size:
         raise DataError(f"need matching, non-empty cost and quality points ({c.size} vs {q.size})")
-    order = np.lexsort((-q, c))  # by cost, best quality first among equal costs
-    hull: list[tuple[float, float]] = []
-    for x, y in zip(c[order], q[order], strict=True):
-        if hull and x == hull[-1][0]:
-            continue  # same cost, lower quality: dominated
-        # pop while the last point lies on or below the chord from hull[-2] to (x, y)
-        while len(hull) >= 2:
-            (x1, y1), (x2, y2) = hull[-2], hull[-1]
-            if (x2 - x1) * (y - y1) - (y2 - y1) * (x - x1) >= 0:
-                hull.pop()
-            else:
-                break
-        hull.append((float(x), float(y)))
-    best = int(np.argmax([y for _, y in hull]))
-    kept = hull[: best + 1]
+    kept = [(float(c[i]), float(q[i])) for i in mixture_frontier(c, q)]
     if kept[-1][0] < float(c.max()):
         kept.append((float(c.max()), kept[-1][1]))
     arr = np.asarray(kept)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sizewise.backends.base import BackendError
-from sizewise.backends.speech import AudioError, SpeechBackend, Transcript
+from sizewise.backends.speech import AudioError, SpeechBackend, Transcript, sniff_format
 from sizewise.catalog.schema import ModelSpec, OpenAISettings
 from sizewise.core.decision import Decision, RequestRejected, Step
 from sizewise.core.text import conversation_text, modalities
@@ -107,30 +107,10 @@ async def hear(
     fields: dict[str, str] | None = None,
 ) -> tuple[Heard, Decision]:
     """Transcribe ``data``: a named speech model, or the local model escalating to a remote one when unsure."""
-    local, remotes = speech_models(engine)
-    name = engine.aliases.get(model_field, model_field)
+    local, remotes = _candidates(engine, engine.aliases.get(model_field, model_field))
     decision = Decision(policy="transcription")
-    if audio_stays_local(engine.settings):
-        if any(m.name == name for m in remotes):
-            message = f"model {name!r} is remote and privacy 'local-only' keeps audio on local models"
-            raise RequestRejected(400, message, "privacy_local_only", "model")
-        remotes = []
-    if name not in DECIDE:
-        spec = next((m for m in (*([local] if local else []), *remotes) if m.name == name), None)
-        if spec is None:
-            known = ", ".join(["sizewise", "whisper-1", *(m.name for m in ([local] if local else []) + remotes)])
-            raise RequestRejected(
-                404, f"model {model_field!r} does not transcribe audio; use one of {known}", "model_not_found", "model"
-            )
-        if spec.backend == "openai":
-            decision.model = spec.name
-            return await _remote(engine, spec, data, filename, fields or {}, decision, None), decision
-        local, remotes = spec, []
-    if local is None:
-        if not remotes:
-            raise RequestRejected(
-                400, "no speech model in the catalog: add one of kind 'speech'", "no_model_available", "model"
-            )
+    if local is None:  # a remote model named, or the only speech model there is
+        check_audio(data)
         decision.model = remotes[0].name
         return await _remote(engine, remotes[0], data, filename, fields or {}, decision, None), decision
     backend = engine.backend(local)
@@ -161,6 +141,36 @@ async def hear(
         decision.errors.append(str(error))
         decision.model, decision.fallback_from, step.accepted = local.name, target.name, True
         return heard, decision
+
+
+def _candidates(engine: Any, name: str) -> tuple[ModelSpec | None, list[ModelSpec]]:
+    """Who hears a request whose ``model`` is ``name``: (the local model or None, remote models in order)."""
+    local, remotes = speech_models(engine)
+    if audio_stays_local(engine.settings):
+        if any(m.name == name for m in remotes):
+            message = f"model {name!r} is remote and privacy 'local-only' keeps audio on local models"
+            raise RequestRejected(400, message, "privacy_local_only", "model")
+        remotes = []
+    if name not in DECIDE:
+        spec = next((m for m in [*([local] if local else []), *remotes] if m.name == name), None)
+        if spec is None:
+            known = ", ".join(["sizewise", "whisper-1", *(m.name for m in [*([local] if local else []), *remotes])])
+            message = f"model {name!r} does not transcribe audio; use one of {known}"
+            raise RequestRejected(404, message, "model_not_found", "model")
+        return (None, [spec]) if spec.backend == "openai" else (spec, [])
+    if local is None and not remotes:
+        raise RequestRejected(400, "no speech model in the catalog: add one of kind 'speech'", "no_model_available")
+    return local, remotes
+
+
+def check_audio(data: bytes) -> None:
+    """The cheap checks for audio sent on unheard (to a remote model): not empty, a known container."""
+    try:
+        if not data:
+            raise AudioError("the audio file is empty", "empty_audio")
+        sniff_format(data)
+    except AudioError as error:
+        raise audio_error(error, "file") from None
 
 
 def _why_escalate(backend: SpeechBackend, transcript: Transcript, language: str | None, threshold: Any) -> str:

@@ -16,8 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
+from distill_helpers import synthetic_task
 from learned_helpers import planted_pair
 from sizewise.cascade.scorers.base import SCORERS, Answer, Scorer
+from sizewise.distill.student import TASKS, TaskStudent
 from sizewise.errors import ConfigError, DataError, NotFittedError, RouterFileError
 from sizewise.learn import Estimator, Registry, get_registry, kinds
 from sizewise.routers.base import ROUTERS, Router
@@ -66,6 +68,8 @@ _TABLE = planted_pair(80, seed=5)
 _ROUTER_TRAIN, _ROUTER_TEST = _TABLE.subset(np.arange(56)), _TABLE.subset(np.arange(56, 80))
 _ANSWERS, _LABELS = planted_answers(40, seed=1)
 _TEST_ANSWERS, _ = planted_answers(12, seed=2)
+_TASK_TEXTS, _TASK_LABELS = synthetic_task(60, seed=3)
+_TASK_TEST, _ = synthetic_task(12, seed=4)
 
 KINDS: dict[str, Kind] = {
     "router": Kind(
@@ -87,8 +91,20 @@ KINDS: dict[str, Kind] = {
         ],
         bad_predict=lambda e: e.score(["an answer as a string"]),
     ),
+    "task": Kind(
+        fit=lambda e: e.fit(_TASK_TEXTS, _TASK_LABELS),
+        predict=lambda e: e.predict_proba(_TASK_TEST)[:, 1],
+        bad_fits=[
+            lambda e: e.fit(_TASK_TEXTS, _TASK_LABELS[:-1]),  # one label short
+            lambda e: e.fit(_TASK_TEXTS, ["yes"] * len(_TASK_TEXTS)),  # one label: nothing to tell apart
+            lambda e: e.fit(_TASK_TEXTS, [None] * len(_TASK_TEXTS)),  # unparseable answers left in
+            lambda e: e.fit([], []),
+            lambda e: e.fit("a single string", ["yes"]),
+        ],
+        bad_predict=lambda e: e.predict_proba("a single string, not a list"),
+    ),
 }
-REGISTRIES: dict[str, Registry[Any]] = {"router": ROUTERS, "scorer": SCORERS}
+REGISTRIES: dict[str, Registry[Any]] = {"router": ROUTERS, "scorer": SCORERS, "task": TASKS}
 CASES = [
     pytest.param(kind, name, id=f"{kind}-{name}", marks=[pytest.mark.slow] if (kind, name) in SLOW else [])
     for kind, reg in REGISTRIES.items()
@@ -130,10 +146,10 @@ def same(a: Any, b: Any, json: bool = False) -> bool:
 
 
 def test_every_kind_has_a_registry_of_estimators() -> None:
-    assert kinds() == ["router", "scorer"]
+    assert kinds() == ["router", "scorer", "task"]
     for kind, reg in REGISTRIES.items():
         assert get_registry(kind) is reg and reg.names()
-        base = Router if kind == "router" else Scorer
+        base = {"router": Router, "scorer": Scorer, "task": TaskStudent}[kind]
         for name in reg.names():
             cls = reg.get(name)
             assert (
@@ -170,7 +186,7 @@ def test_fit_returns_self_and_leaves_the_parameters_unchanged(kind: str, name: s
     assert KINDS[kind].fit(estimator) is estimator
     assert same(estimator.get_params(), before)
     predictions = KINDS[kind].predict(estimator)
-    assert predictions.shape == (len(_TEST_ANSWERS) if kind == "scorer" else len(_ROUTER_TEST),)
+    assert predictions.shape == ({"scorer": len(_TEST_ANSWERS), "task": len(_TASK_TEST)}.get(kind, len(_ROUTER_TEST)),)
     assert not np.isnan(predictions).any()  # always-large scores +inf on purpose
 
 

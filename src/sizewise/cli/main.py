@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "sizewise.cli.outcomes_cmd",
     "sizewise.cli.router_cmd",
     "sizewise.cli.scorer_cmd",
+    "sizewise.cli.distill_cmd",
 ]
 
 app = typer.Typer(

@@ -14,7 +14,7 @@ Teachers answer in prose: "Yes.", "The answer is No", "**up**", "Answer: B", "No
    and kept out of training.
 
 Single-letter labels (multiple choice "A".."E") count in rule 4 only where punctuation or the end follows
-them ("(b)", "b)", "b." but not the article in "a cat"); a preamble "a:" needs its colon for the same reason.
+them ("(b)", "b)", "b.", "a or b" but not the article in "a cat"); a preamble "a:" needs its colon for the same reason.
 Nothing here knows a dataset; aliases are the caller's (e.g. ``{"yes": ["true"]}``).
 """
 
@@ -104,8 +104,9 @@ class AnswerNormaliser:
         found: set[str] = set()
         for match in self._mention.finditer(whole):
             form = match.group(1)
-            if len(form) == 1 and whole[match.end() : match.end() + 1] not in ("", ".", ",", ";", ":"):
-                continue  # a lone letter inside prose ("a cat") is no choice
+            rest = whole[match.end() :]
+            if len(form) == 1 and rest[:1] not in ("", ".", ",", ";", ":") and not rest.startswith((" or ", " and ")):
+                continue  # a lone letter inside prose ("a cat") is no choice; "a or b" still names two
             before = whole[: match.start()].split()
             if before and before[-1] in NEGATIONS:
                 return None  # "it is not yes": saying what it is not names no label

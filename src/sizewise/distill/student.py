@@ -32,6 +32,9 @@ TASK_MODULES = ["sizewise.distill.student"]
 #: Entry-point group through which other packages add task students.
 ENTRY_POINT_GROUP = "sizewise.tasks"
 TASKS: Registry[TaskStudent] = Registry("task", TASK_MODULES, ENTRY_POINT_GROUP)
+#: Regularisation strengths tried when ``C`` is None, chosen by out-of-fold coverage at the target: a weak
+#: penalty fits noisy teacher labels and grows over-confident, a strong one under-fits clean ones.
+C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
 
 
 def check_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
@@ -62,7 +65,12 @@ class TaskStudent(Estimator):
     name: ClassVar[str] = "student"
 
     def __init__(
-        self, features: str = "tfidf", C: float = 10.0, target_agreement: float = 0.98, folds: int = 5, seed: int = 0
+        self,
+        features: str = "tfidf",
+        C: float | None = None,
+        target_agreement: float = 0.98,
+        folds: int = 5,
+        seed: int = 0,
     ) -> None:
         self.features = features
         self.C = C
@@ -73,8 +81,8 @@ class TaskStudent(Estimator):
     def _check_params(self) -> None:
         if self.features not in FEATURES:
             raise ConfigError(f"task 'student': features must be one of {', '.join(FEATURES)}, not {self.features!r}")
-        if not isinstance(self.C, int | float) or not self.C > 0:
-            raise ConfigError(f"task 'student': C must be a positive number, not {self.C!r}")
+        if self.C is not None and (not isinstance(self.C, int | float) or not self.C > 0):
+            raise ConfigError(f"task 'student': C must be a positive number or None (choose), not {self.C!r}")
         if not isinstance(self.target_agreement, int | float) or not 0.5 <= self.target_agreement < 1:
             raise ConfigError(f"task 'student': target_agreement must lie in [0.5, 1), not {self.target_agreement!r}")
         if not isinstance(self.folds, int) or self.folds < 2:
@@ -89,38 +97,50 @@ class TaskStudent(Estimator):
         self.shared_ = learn_shared(texts)
         readable = varying_part(texts, *self.shared_)
         y = np.array([self.classes_.index(x) for x in labels])
-        raw = self._out_of_fold(readable, y)
-        agree = (raw.argmax(1) == y) if raw is not None else np.zeros(0)
-        top = raw.max(1) if raw is not None else np.zeros(0)
-        self.map_ = ConfidenceMap.fit(top, agree) if raw is not None else ConfidenceMap.identity()
-        self.featuriser_, self.coef_, self.intercept_ = self._train(readable, y)
+        grid = C_GRID if self.C is None else (float(self.C),)
+        raw = self._out_of_fold(readable, y, grid)
+        if raw is None:  # too few answers of some label to hold any out: no map, the grid's middle
+            self.C_, top, agree = grid[len(grid) // 2], np.zeros(0), np.zeros(0)
+            self.map_ = ConfidenceMap.identity()
+        else:
+            self.C_, self.map_, top, agree = _best_of(raw, y, grid, self.target_agreement)
+        self.featuriser_, self.coef_, self.intercept_ = self._train(readable, y, self.C_)
         self.fitted_ = True
         self.threshold_ = choose_threshold(self.map_(top), agree, self.target_agreement)
         self.coverage_, self.agreement_ = coverage_agreement(self.map_(top), agree, self.threshold_)
         return self
 
-    def _train(self, texts: list[str], y: np.ndarray) -> tuple[Featuriser, np.ndarray, np.ndarray]:
-        from sklearn.linear_model import LogisticRegression
-
+    def _train(self, texts: list[str], y: np.ndarray, C: float) -> tuple[Featuriser, np.ndarray, np.ndarray]:
         featuriser = Featuriser.fit(self.features, texts)
-        model = LogisticRegression(C=self.C, max_iter=2000, random_state=self.seed)
-        model.fit(featuriser.transform(texts), y)
-        coef, intercept = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
+        coef, intercept = self._logistic(featuriser.transform(texts), y, C)
         return featuriser, coef, intercept
 
-    def _out_of_fold(self, texts: list[str], y: np.ndarray) -> np.ndarray | None:
-        """Class probabilities for each training text from a model that did not see it (None: too few)."""
+    def _logistic(self, X: Any, y: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(C=C, max_iter=2000, random_state=self.seed).fit(X, y)
+        return model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
+
+    def _out_of_fold(self, texts: list[str], y: np.ndarray, grid: Sequence[float]) -> dict[float, np.ndarray] | None:
+        """For each C of ``grid``: class probabilities of each training text from a model that did not see
+        it (None: too few answers of some label). The featuriser is fitted once per fold, shared by the Cs."""
         smallest = int(np.bincount(y).min())
         folds = min(self.folds, smallest)
         if folds < 2:
             return None
         from sklearn.model_selection import StratifiedKFold
 
-        out = np.zeros((len(texts), len(self.classes_)))
+        out = {C: np.zeros((len(texts), len(self.classes_))) for C in grid}
         split = StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(texts, y)
         for train, test in split:  # stratified with folds <= the rarest label's count: every label in each train
-            featuriser, coef, intercept = self._train([texts[i] for i in train], y[train])
-            out[test] = _probabilities(featuriser.transform([texts[i] for i in test]) @ coef.T + intercept)
+            featuriser = Featuriser.fit(self.features, [texts[i] for i in train])
+            X_train, X_test = (
+                featuriser.transform([texts[i] for i in train]),
+                featuriser.transform([texts[i] for i in test]),
+            )
+            for C in grid:
+                coef, intercept = self._logistic(X_train, y[train], C)
+                out[C][test] = _probabilities(X_test @ coef.T + intercept)
         return out
 
     def calibrate(
@@ -175,6 +195,7 @@ class TaskStudent(Estimator):
         blocks, arrays = self.featuriser_.state()
         meta = {
             "classes": self.classes_,
+            "C": self.C_,
             "shared": list(self.shared_),
             "blocks": blocks,
             "threshold": None if not np.isfinite(self.threshold_) else self.threshold_,
@@ -191,6 +212,7 @@ class TaskStudent(Estimator):
         if not isinstance(shared, list) or len(shared) != 2 or not all(isinstance(s, str) for s in shared):
             raise ValueError("its shared prompt text is not a [prefix, suffix] pair")
         self.classes_, self.shared_ = list(classes), (shared[0], shared[1])
+        self.C_ = float(meta["C"])
         self.featuriser_ = Featuriser.from_state(self.features, meta["blocks"], arrays)
         rows = 1 if len(classes) == 2 else len(classes)
         self.coef_ = saved_array(arrays, "coef", (rows, self.featuriser_.width), kind="task")
@@ -203,6 +225,23 @@ class TaskStudent(Estimator):
         self.threshold_ = float("inf") if threshold is None else float(threshold)
         self.coverage_ = float(meta["coverage"])
         self.agreement_ = float("nan") if meta["agreement"] is None else float(meta["agreement"])
+
+
+def _best_of(
+    raw: dict[float, np.ndarray], y: np.ndarray, grid: Sequence[float], target: float
+) -> tuple[float, ConfidenceMap, np.ndarray, np.ndarray]:
+    """The C whose out-of-fold answers cover most at ``target`` agreement (ties: the smaller C, the
+    smoother model), with its confidence map, top probabilities and agreement."""
+    best: tuple[float, float, ConfidenceMap, np.ndarray, np.ndarray] | None = None
+    for C in grid:
+        top, agree = raw[C].max(1), (raw[C].argmax(1) == y).astype(float)
+        confidence_map = ConfidenceMap.fit(top, agree)
+        confidence = confidence_map(top)
+        coverage = coverage_agreement(confidence, agree, choose_threshold(confidence, agree, target))[0]
+        if best is None or coverage > best[1]:
+            best = (C, coverage, confidence_map, top, agree)
+    assert best is not None
+    return best[0], best[2], best[3], best[4]
 
 
 def _probabilities(logits: np.ndarray) -> np.ndarray:

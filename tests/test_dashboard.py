@@ -339,3 +339,33 @@ def test_the_page_loads_nothing_from_another_host(
     # Nothing refused by the page's content security policy, no script error (a missing favicon is no error).
     errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not [e for e in errors if "favicon.ico" not in e], errors
+
+
+# -- without a log, and with a log that cannot be read ----------------------------------------------------------
+def _bare(log_url: str) -> GatewayServer:
+    models = [
+        fake_model("small", "ok", 1.0, "http://127.0.0.1:9/v1"),
+        fake_model("big", "ok", 8.0, "http://127.0.0.1:9/v1"),
+    ]
+    return GatewayServer({"models": models, "gateway": {"log_url": log_url}})
+
+
+def test_without_a_log_the_data_says_why_and_keys_off_leave_it_open() -> None:
+    with _bare("none") as gw:
+        response = httpx.get(f"{_root(gw)}/dashboard/data")  # no key: keys are off
+        assert response.status_code == 200
+        body = response.json()
+        assert body["log"] is False and "log_url" in body["error"] and body["router"]["policy"] == "sizewise"
+        assert httpx.get(f"{_root(gw)}/dashboard").status_code == 200
+
+
+def test_a_log_that_cannot_be_read_is_a_one_line_503(tmp_path: Path) -> None:
+    import sqlite3
+
+    with _bare(f"sqlite:///{tmp_path / 'log.db'}") as gw:
+        with sqlite3.connect(tmp_path / "log.db") as connection:
+            connection.execute("drop table requests")
+        response = httpx.get(f"{_root(gw)}/dashboard/data")
+        assert response.status_code == 503
+        error = response.json()["error"]
+        assert error["code"] == "log_unavailable" and "\n" not in error["message"]

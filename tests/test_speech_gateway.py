@@ -235,3 +235,13 @@ def test_a_malformed_transcription_request_is_a_400(gateway: GatewayServer, spee
         (bad_temp, "temperature"),
     ]:
         assert response.status_code == 400 and response.json()["error"]["param"] == param, response.text
+
+
+def test_a_named_remote_speech_model_hears_alone(gateway: GatewayServer, speech: bytes, servers):
+    client = _client(gateway)
+    raw = client.audio.transcriptions.with_raw_response.create(model="cloud-whisper", file=("a.wav", speech))
+    assert raw.headers["x-sizewise-model"] == "cloud-whisper" and raw.parse().text == "words from the remote model"
+    with pytest.raises(openai.BadRequestError) as caught:  # checked here, never sent on
+        client.audio.transcriptions.create(model="cloud-whisper", file=("a.txt", b"just text"))
+    assert caught.value.code == "unsupported_audio"
+    assert len(servers[1].calls) == 1

@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sizewise.gateway.dashboard_data import QueryError, dashboard_data
+from sizewise.gateway.dashboard_data import QueryError, SavingsCache, dashboard_data
 from sizewise.gateway.errors import GatewayError, error_response
 
 logger = logging.getLogger("sizewise.dashboard")
@@ -133,7 +133,7 @@ async def data(request: Request) -> Response:
     if body is None:
         state = request.app.state.gateway
         try:
-            answer = await asyncio.to_thread(dashboard_data, state, *key)
+            answer = await asyncio.to_thread(dashboard_data, state, *key, request.app.state.dashboard_savings)
         except QueryError as error:
             param = "since" if error.args[0].startswith("since") else "bucket"
             return error_response(400, str(error), "invalid_value", param)
@@ -156,5 +156,6 @@ ROUTES = {
 def install_dashboard(app: Any) -> None:
     """Add the dashboard's routes to a gateway app (plain routes, not in the OpenAPI schema)."""
     app.state.dashboard_cache = _Cache()
+    app.state.dashboard_savings = SavingsCache()
     for path, handler in ROUTES.items():
         app.add_route(path, handler, methods=["GET"])

@@ -31,6 +31,8 @@ from sizewise.errors import SizewiseError
 MAX_BUCKETS = 2_000
 #: Buckets per window when the client names none.
 DEFAULT_BUCKETS = 60
+#: Seconds a window's savings estimate is reused (the ``/metrics`` gauges are refreshed every 30 s too).
+SAVINGS_S = 30.0
 #: Router history events sent (the newest).
 MAX_EVENTS = 200
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
@@ -224,7 +226,27 @@ def savings_in(outcomes: Any, since: float) -> dict[str, Any] | None:
     from sizewise.learn.savings import savings_of  # numpy and the estimator: only when the page asks
 
     savings = savings_of(outcomes.store, big=outcomes.big, since=since)
-    return {**savings.compact(), "big": savings.big, "requests": savings.requests, "line": savings.line()}
+    compact = savings.compact()
+    return {**compact, "big": savings.big, "requests": savings.requests, "line": savings.line(), "as_of": time.time()}
+
+
+class SavingsCache:
+    """The last savings estimate per window (``since`` as the client wrote it), each reused for
+    :data:`SAVINGS_S` seconds: its bootstrap is the costliest part of a refresh, and it moves slowly."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str | None, tuple[float, dict[str, Any] | None]] = {}
+
+    def get(self, outcomes: Any, since: str | None, start: float) -> dict[str, Any] | None:
+        """The estimate over ``[start, now)`` for the window named ``since``, computed at most every ``SAVINGS_S``."""
+        now = time.monotonic()
+        hit = self.kept.get(since)
+        if hit is not None and now - hit[0] < SAVINGS_S:
+            return hit[1]
+        value = savings_in(outcomes, start)
+        self.kept = {key: kept for key, kept in self.kept.items() if now - kept[0] < SAVINGS_S}
+        self.kept[since] = (now, value)
+        return value
 
 
 def router_info(router_dir: Any, policy: str, router: str | None) -> dict[str, Any]:
@@ -246,8 +268,11 @@ def router_info(router_dir: Any, policy: str, router: str | None) -> dict[str, A
     return info
 
 
-def dashboard_data(state: Any, since: str | None, bucket: str | None) -> dict[str, Any]:
-    """The whole answer of ``GET /dashboard/data`` for a gateway ``state`` (reads the database)."""
+def dashboard_data(
+    state: Any, since: str | None, bucket: str | None, savings: SavingsCache | None = None
+) -> dict[str, Any]:
+    """The whole answer of ``GET /dashboard/data`` for a gateway ``state`` (reads the database); ``savings``
+    reuses recent estimates (none: computed now)."""
     window = parse_window(since, bucket)
     settings = state.settings
     env = state.engine.env
@@ -262,5 +287,6 @@ def dashboard_data(state: Any, since: str | None, bucket: str | None) -> dict[st
         out["error"] = "the request log is off (gateway.log_url is 'none'): nothing to chart"
         return out
     out.update(summarize(state.log.engine, window))
-    out["savings"] = savings_in(state.outcomes, window.start)
+    cache = savings if savings is not None else SavingsCache()
+    out["savings"] = cache.get(state.outcomes, since, window.start)
     return out

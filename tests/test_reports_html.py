@@ -78,7 +78,7 @@ def test_eval_charts_show_the_reports_numbers(chrome: Any, eval_report: tuple[Pa
     assert share["x"] == tfidf["share"] and share["y"] == tfidf["quality"]
     # hover: each point's threshold as in the JSON (null = share 0, nothing to the strong model)
     assert [c[0] for c in share["customdata"]] == [
-        "none: every prompt to the weak model" if t is None else f"score ≥ {t:.4g}" for t in tfidf["threshold"]
+        "none: every prompt to the weak model" if t is None else f"fold rank ≥ {t:.4g}" for t in tfidf["threshold"]
     ]
     assert trace(drawn["share"], "random (reference)")["y"] == routers["random"]["curve"]["quality"]
     cost = trace(drawn["cost"], "tfidf-logreg")
@@ -206,3 +206,21 @@ def test_pages_without_costs_or_prices_still_render() -> None:
     free = dataclasses.replace(make_table(), cost=np.zeros((400, 3)))  # local models, no prices: all at cost 0
     html = render_html(choose(free, "0.9"))
     assert html.count('class="plotly-graph-div"') == 1 and "big-70B" in html
+
+
+def test_a_saved_routers_thresholds_are_its_own_scores_not_fold_ranks() -> None:
+    from sizewise.evaluation.harness import evaluate
+    from sizewise.evaluation.report import recommend, share_figure
+    from sizewise.routers.base import make_router
+
+    router = make_router("tfidf-logreg").fit(planted_pair(200, seed=8))
+    table = planted_pair(120, seed=4)
+    result = evaluate(table, [router, "tfidf-logreg"], cv=3)
+    saved, refitted = result.results
+    scores = np.asarray(router.score_table(table), dtype=float)
+    assert set(saved.curve.threshold[1:].tolist()) == set(scores.tolist())  # every distinct score is a point
+    saved_hover, refitted_hover = [t.customdata for t in share_figure(result, [], 0.9).data if t.name == "tfidf-logreg"]
+    assert all(row[0].startswith("score ≥ ") for row in saved_hover[1:])
+    assert all(row[0].startswith("fold rank ≥ ") for row in refitted_hover[1:]) and refitted.fold_apgr
+    pick = recommend(saved, 0.8)
+    assert pick is not None and not pick.ranked and pick.threshold in scores

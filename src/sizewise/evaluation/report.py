@@ -58,6 +58,13 @@ class Pick:
     quality: float
     threshold: float | None
     cost_per_1k: float | None
+    ranked: bool = False  # the threshold is on within-fold ranks (cross-validation), not on raw scores
+
+
+def ranked(item: RouterResult) -> bool:
+    """Whether ``item``'s scores are within-fold ranks: fitted per fold in cross-validation (a router file
+    or a transfer fit is scored once, on its own scale)."""
+    return bool(item.fold_apgr)
 
 
 def recommend(item: RouterResult, target: float) -> Pick | None:
@@ -69,11 +76,13 @@ def recommend(item: RouterResult, target: float) -> Pick | None:
     k = int(reached[0])
     threshold = None if curve.threshold is None or not np.isfinite(curve.threshold[k]) else float(curve.threshold[k])
     cost = None if curve.cost is None else float(curve.cost[k]) * 1000
-    return Pick(item.name, float(curve.share[k]), float(curve.quality[k]), threshold, cost)
+    return Pick(item.name, float(curve.share[k]), float(curve.quality[k]), threshold, cost, ranked(item))
 
 
-def _threshold_text(value: float) -> str:
-    return "none: every prompt to the weak model" if not math.isfinite(value) else f"score ≥ {value:.4g}"
+def _threshold_text(value: float, rank: bool) -> str:
+    if not math.isfinite(value):
+        return "none: every prompt to the weak model"
+    return f"fold rank ≥ {value:.4g}" if rank else f"score ≥ {value:.4g}"
 
 
 def _hover(item: RouterResult) -> list[list[str]]:
@@ -82,7 +91,7 @@ def _hover(item: RouterResult) -> list[list[str]]:
     costs = curve.cost * 1000 if curve.cost is not None else [math.nan] * n
     out = []
     for t, c in zip(thresholds, costs, strict=True):
-        rule = "fixed share" if item.fixed_share is not None else _threshold_text(float(t))
+        rule = "fixed share" if item.fixed_share is not None else _threshold_text(float(t), ranked(item))
         out.append([rule, "unknown" if not math.isfinite(c) else f"${c:.4f}"])
     return out
 
@@ -235,7 +244,7 @@ def render(result: EvalResult, target: float = DEFAULT_TARGET) -> str:
 
 
 def _threshold_section(result: EvalResult, picks: list[Pick], goal: float) -> str:
-    cv = "cv" in result.mode
+    cv = any(p.ranked for p in picks)
     intro = (
         f"Target: quality {goal:.3f} ({goal / result.random.q_strong:.0%} of {result.strong}'s "
         f"{result.random.q_strong:.3f}). "
@@ -251,7 +260,7 @@ def _threshold_section(result: EvalResult, picks: list[Pick], goal: float) -> st
     rows = [
         [
             p.router,
-            "–" if p.threshold is None else f"{p.threshold:.4g}",
+            "–" if p.threshold is None else f"{p.threshold:.4g}{' (fold rank)' if p.ranked else ''}",
             f"{p.share:.1%}",
             f"{p.quality:.4f}",
             "–" if p.cost_per_1k is None else f"${p.cost_per_1k:.4f}",

@@ -271,3 +271,17 @@ def test_the_anthropic_messages_api_gets_the_same_answer(gateway: GatewayServer,
     message = client.messages.create(model="sizewise", max_tokens=16, messages=[{"role": "user", "content": content}])
     assert "espresso" in message.content[0].text and upstream.bodies == []
     assert message.model_extra["sizewise"]["model"] == "efficientnet-lite0"
+
+
+def test_an_image_with_audio_is_left_to_the_chat_models(gateway: GatewayServer) -> None:
+    """The question may be spoken: the classifier does not answer what it cannot read (and the catalog has no
+    speech model here, so the request is refused for its audio, not answered as "an espresso")."""
+    import base64
+
+    audio = {"type": "input_audio", "input_audio": {"data": base64.b64encode(b"RIFF").decode(), "format": "wav"}}
+    messages = image_message("", COFFEE)
+    messages[0]["content"].append(audio)  # type: ignore[union-attr]
+    client = openai.OpenAI(base_url=gateway.url, api_key="none", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="sizewise", messages=messages)
+    assert "audio" in caught.value.body["message"]

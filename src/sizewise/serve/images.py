@@ -65,6 +65,8 @@ class ImageStep:
         if named == self.spec.name:  # asked for the classifier itself: it answers whatever the question
             return await self._classify(ctx, refs, question, forced=True, why="the request names the vision model")
         ok, why = (False, f"the request names model {named!r}") if named else classifiable(question)
+        if ok and "audio" in ctx.modalities:  # the question may be spoken: heard later, by the speech step
+            ok, why = False, "the request has audio too (a spoken question is not read here)"
         if ok and len(refs) > 1:
             ok, why = False, f"{len(refs)} images (the classifier names one)"
         if ok and refs[0].data is None and not self.settings.fetch_urls:

@@ -285,3 +285,12 @@ def test_an_image_with_audio_is_left_to_the_chat_models(gateway: GatewayServer) 
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="sizewise", messages=messages)
     assert "audio" in caught.value.body["message"]
+
+
+def test_an_onnx_model_that_claims_to_chat_is_a_config_error(upstream) -> None:
+    from sizewise.errors import ConfigError
+
+    spec = catalog(upstream.base_url)
+    spec["models"][0]["kind"] = "llm"
+    with pytest.raises(ConfigError, match="backend 'onnx' is an image classifier; give it kind: vision"):
+        GatewayServer(spec)

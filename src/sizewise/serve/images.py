@@ -27,6 +27,7 @@ from sizewise.backends.imagenet_groups import alternatives, classes_of
 from sizewise.backends.vision import answer_text
 from sizewise.catalog.schema import ModelSpec, OnnxSettings
 from sizewise.core.decision import Decision, RequestRejected, Step
+from sizewise.errors import ConfigError
 from sizewise.policy.types import RequestContext
 from sizewise.serve.vision_intent import classifiable, question_text
 
@@ -50,6 +51,9 @@ class ImageStep:
     @classmethod
     def build(cls, models: list[ModelSpec], backend_of: Callable[[ModelSpec], Backend]) -> ImageStep | None:
         """The step for the catalog's first ``kind: vision`` model on ``backend: onnx``; None without one."""
+        wrong = [spec.name for spec in models if spec.backend == "onnx" and spec.kind != "vision"]
+        if wrong:  # an onnx model only classifies images: as a chat model it would "answer" every prompt
+            raise ConfigError(f"model {wrong[0]!r}: backend 'onnx' is an image classifier; give it kind: vision")
         for spec in models:
             if spec.kind == "vision" and spec.backend == "onnx":
                 return cls(spec, backend_of, OnnxSettings.model_validate(spec.settings))

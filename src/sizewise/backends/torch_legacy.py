@@ -119,6 +119,8 @@ def load_state_dict(path: Path) -> dict[str, np.ndarray]:
             header = [_Unpickler(handle).load() for _ in range(3)]
             if header[0] != _MAGIC or header[1] != _PROTOCOL:
                 raise pickle.UnpicklingError("not a legacy PyTorch file (bad magic number or protocol)")
+            if not isinstance(header[2], dict) or header[2].get("little_endian") is not True:
+                raise pickle.UnpicklingError("only little-endian files are read")
             state = _Unpickler(handle).load()
             keys = _Unpickler(handle).load()
             tensors = state.items() if isinstance(state, dict) else ()

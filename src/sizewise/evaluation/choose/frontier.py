@@ -31,7 +31,7 @@ def plot_frontier(report: ChooseReport, path: str) -> str:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    from sizewise.evaluation.choose.html import cost_floor
+    from sizewise.evaluation.choose.html import cost_floor, log_ticks
     from sizewise.evaluation.hull import mixture_path
 
     floor = cost_floor(report)
@@ -54,6 +54,10 @@ def plot_frontier(report: ChooseReport, path: str) -> str:
     ax.axhline(report.target, color="tab:red", lw=1, label=f"target {report.target:.3f}")
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlapped the major ones on short ranges
+    low, high = ax.get_xlim()
+    ticks = log_ticks(low, high)
+    if ticks:  # 1-2-5 per decade, in dollars, instead of one 10^k label per decade
+        ax.set_xticks(ticks, [f"${t:.4g}" for t in ticks])
     ax.set_xlabel("USD per 1,000 requests (log)")
     ax.set_ylabel("quality")
     ax.set_title(f"{report.task}: cost vs quality")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fakes import fake_model
+from fakes import GatewayServer, fake_model
 from learned_helpers import planted_pair, rewrite_bundle
 from sizewise.errors import ConfigError, RouterFileError
 from sizewise.learn import read_header
@@ -195,22 +195,42 @@ def test_the_recipe_reads_the_embedded_pairs_collected_outcomes(
 
 
 @pytest.mark.model
-def test_cascade_logprob_no_longer_accepts_smollm2s_wrong_product() -> None:
-    """Issue #22: at the old threshold 0.6, cascade-logprob accepted SmolLM2's "12*12 = 120"; the
-    threshold calibrated on the embedded ladder's own outcomes (bench/train_default_router.py) does not."""
-    import asyncio
+@pytest.mark.slow
+def test_cascade_logprob_does_not_accept_smollm2s_wrong_product() -> None:
+    """Issue #22: cascade-logprob accepted SmolLM2's "12*12 = 120". Through a live gateway at the shipped
+    threshold (calibrated on the embedded ladder's own outcomes, cut answers escalated: python
+    bench/train_default_router.py) it is escalated both whole ("12*12 = 120.", sampled with seed 0, which
+    the earlier 0.6 and a point-estimate 0.66 accepted) and cut at max_tokens ("12*12 = 120\n\n" at 12
+    tokens). The rung above is a fake upstream only to keep the test to one model load."""
+    import openai
 
-    from sizewise.backends.factory import make_backend
+    from fakes import FakeUpstream
     from sizewise.cascade.scorers.base import Answer, make_scorer
     from sizewise.catalog import load_catalog
-    from sizewise.core.chat import ChatRequest
     from sizewise.policy.cascading import DEFAULT_THRESHOLDS
 
-    catalog = load_catalog(None)
-    backend = make_backend(catalog.get("smollm2-135m"), catalog)
-    messages = [{"role": "user", "content": "What is 12*12?"}]
-    request = ChatRequest(messages=messages, max_tokens=12, temperature=0.0, logprobs=True)  # "12*12 = 120\n\n"
-    result = asyncio.run(backend.complete(request))
-    assert "144" not in result.text  # still wrong: otherwise this test checks nothing
-    score = make_scorer("logprob").score([Answer("What is 12*12?", result.text, logprobs=result.logprobs)])[0]
-    assert score < DEFAULT_THRESHOLDS["logprob"]
+    tiny = load_catalog(None).get("smollm2-135m").model_dump()
+    asked = {"messages": [{"role": "user", "content": "What is 12*12?"}]}
+    whole: dict[str, Any] = {"max_tokens": 64, "seed": 0}
+    cut: dict[str, Any] = {"max_tokens": 12, "temperature": 0}
+    with (
+        FakeUpstream() as up,
+        GatewayServer(
+            {"models": [tiny, fake_model("big-ok", "big-ok", 8.0, up.base_url)], "gateway": {"log_url": "none"}}
+        ) as gw,
+    ):
+        client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0, timeout=120)
+        alone = client.chat.completions.create(model="smollm2-135m", logprobs=True, **asked, **whole).choices[0]
+        logprobs = [t.logprob for t in alone.logprobs.content]  # type: ignore[union-attr]
+        score = float(make_scorer("logprob").score([Answer("", "", logprobs=logprobs)])[0])
+        # Whole, wrong and trusted by the earlier threshold: otherwise this test checks nothing.
+        assert alone.finish_reason == "stop" and "144" not in str(alone.message.content) and score > 0.6
+        steps = {}
+        for name, settings in (("whole", whole), ("cut", cut)):
+            answer = client.chat.completions.create(model="cascade-logprob", **asked, **settings)
+            decision = answer.model_extra["sizewise"]  # type: ignore[index]
+            assert decision["model"] == "big-ok" and decision["steps"][0]["model"] == "smollm2-135m"
+            steps[name] = decision["steps"][0]
+    assert steps["whole"]["score"] == pytest.approx(score, abs=1e-6)
+    assert score < steps["whole"]["threshold"] == pytest.approx(DEFAULT_THRESHOLDS["logprob"])
+    assert "finish_reason length" in steps["cut"]["reason"]  # escalated unscored

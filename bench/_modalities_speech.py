@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import re
 import resource
 import shutil
@@ -336,6 +337,8 @@ def _notes(calibrated: dict[str, Any], runs: dict[str, Any], n: int) -> list[str
         f"{n} espeak-ng sentences (6 voices, 3 speeds), 16 kHz, clean and with white noise at 10 dB and 0 dB SNR; "
         "WER over lower-cased words; latency per request through `SpeechBackend` (decode + transcribe, greedy, "
         "int8, 2 threads), after one warm-up; peak RSS over the child process's baseline after imports.",
+        f"Load average while measuring (1 min, at the end): {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+        "latency grows with it, word error rates do not.",
         f"Escalation threshold (`escalate_below`), calibrated on the even sentences (bad transcript: WER > "
         f"{BAD_WER:g}; Youden's J): **{calibrated['threshold']:g}**. Held-out odd sentences: AUC of the mean "
         f"log-probability for finding a bad transcript {auc_text}; {held['escalated']:.0%} escalated; "

@@ -30,6 +30,26 @@ def fetch(
 
     root = fetch_dataset(name, to, force=force)
     typer.echo(f"{name}: files in {root}; load with SIZEWISE_DATA={root} or data_dir={root}")
+    typer.echo(_price_sheet(root))
+
+
+def _price_sheet(root: Path) -> str:
+    """Put the price sheet in use beside the fetched files (no public source has one), so a later
+    ``SIZEWISE_DATA=<root>`` finds its costs; say what was done, or what to do when there is no sheet."""
+    import shutil
+
+    from sizewise.core.prices import default_price_path
+
+    target = root / "prices.csv"
+    if target.is_file():
+        return f"price sheet: {target}"
+    source = default_price_path()
+    if not source.is_file():
+        return (
+            f"no price sheet at hand ({source}): costs need one; write {target} or set SIZEWISE_PRICES (docs/prices.md)"
+        )
+    shutil.copyfile(source, target)
+    return f"price sheet: copied {source} to {target} (list prices; edit it, docs/prices.md)"
 
 
 @data_app.command("show")

@@ -139,7 +139,10 @@ def history_command(router_dir: RouterDirOption = None, config: ConfigOption = N
     versions = RouterVersions(resolve_router_dir(router_dir, config))
     events = versions.history()
     if not events:
-        raise ConfigError(f"no router history in {versions.root}")
+        raise ConfigError(
+            f"no router history in {versions.root}: `sizewise router retrain` records the first version "
+            "(or name the folder with --router-dir or --config)"
+        )
     for event in events:
         where = event.get("version") or f"{event.get('from') or '-'} -> {event.get('to')}"
         typer.echo(f"{event['time']}  {event['event']:<8} {where}  {event.get('reason') or event.get('note') or ''}")

@@ -184,3 +184,8 @@ def test_calibration_picks_the_threshold_above_the_best_photo_left_out() -> None
     assert calibrate([0.96, 0.95, 0.58, 0.49], [True, True, False, True]) == 0.6
     assert calibrate([0.9, 0.3], [True, True]) == 0.0  # every answer right: answer everything
     assert calibrate([0.9, 0.3], [False, False]) == 0.95  # strictly above every wrong answer
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
+def test_every_accepted_format_is_read(classifier: vision.ImageClassifier, fmt: str) -> None:
+    assert classifier.classify(photo("coffee", fmt))[0].name == "espresso"

@@ -334,25 +334,6 @@ class OnnxSettings(_Strict):
     max_pixels: int = Field(default=40_000_000, ge=50_176)
 
 
-class OnnxSettings(_Strict):
-    """``backend: onnx`` (``kind: vision``): the embedded image classifier (``sizewise.backends.vision``) and how
-    images in chat requests are checked and answered (docs/modalities.md)."""
-
-    embedded: Literal["vision"] = "vision"
-    #: onnxruntime threads per image (one keeps a classification from taking the cores the LLMs use).
-    threads: int = Field(default=1, ge=1)
-    #: Top-1 probability from which the classifier answers a classifiable question itself
-    #: (calibrated on the labelled photos by ``bench/modalities.py``; docs/modalities.md).
-    threshold: float = Field(default=0.6, ge=0, le=1)
-    #: Fetch ``http(s)://`` image URLs (with the limits below); false: only data URLs are classified.
-    fetch_urls: bool = False
-    fetch_timeout_s: float = Field(default=5.0, gt=0)
-    max_images: int = Field(default=8, ge=1)
-    max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    #: Most pixels an image may declare in its header (a decompression bomb declares billions).
-    max_pixels: int = Field(default=40_000_000, ge=50_176)
-
-
 BACKEND_SETTINGS: dict[str, type[_Strict]] = {
     "llamacpp": LlamaCppSettings,
     "openai": OpenAISettings,

@@ -142,6 +142,7 @@ def _router(
     unique = np.random.default_rng(seed).permutation(np.unique(texts))
     fit_texts = set(unique[: max(1, int(train_share * len(unique)))])
     in_fit = np.array([t in fit_texts for t in texts])
+    typer.echo(f"training {name} on {int(in_fit.sum())} of {len(data)} prompts of {data.name} ...", err=True)
     try:
         estimator.fit(data.subset(np.flatnonzero(in_fit)))
     except TypeError as error:  # a --param of the wrong type

@@ -52,6 +52,8 @@ def train(
     estimator = make_router(router, **parse_params(param))  # a ConfigError for a --param the router does not take
     data = _table(dataset, table)
     start = time.perf_counter()
+    # Fitting says nothing for seconds to minutes (mf, MiniLM embeddings): say what is running first.
+    typer.echo(f"training {router} on {len(data)} prompts of {data.name} ...", err=True)
     try:
         estimator.fit(data, weak=weak, strong=strong)
     except TypeError as error:  # a --param of the wrong type

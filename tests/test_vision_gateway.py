@@ -219,9 +219,13 @@ class PhotoServer(ThreadedServer):
             return
         path = scope["path"]
         status, body = (200, self.coffee) if path in ("/coffee.jpg", "/slow.jpg") else (404, b"no")
+        headers = [(b"content-type", b"image/jpeg")]
         if path == "/big.jpg":
             status, body = 200, self.coffee * 20
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"image/jpeg")]})
+        if path == "/elsewhere.jpg":  # a redirect to another host name for the same server
+            status, body = 302, b""
+            headers.append((b"location", f"http://localhost:{self.port}/coffee.jpg".encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         if path == "/slow.jpg":
             await send({"type": "http.response.body", "body": body[:100], "more_body": True})
             await asyncio.sleep(5)
@@ -294,3 +298,30 @@ def test_an_onnx_model_that_claims_to_chat_is_a_config_error(upstream) -> None:
     spec["models"][0]["kind"] = "llm"
     with pytest.raises(ConfigError, match="backend 'onnx' is an image classifier; give it kind: vision"):
         GatewayServer(spec)
+
+
+def test_fetch_hosts_limits_where_images_come_from_redirects_included(upstream, photos) -> None:
+    base = f"http://127.0.0.1:{photos.port}"
+    with GatewayServer(catalog(upstream.base_url, fetch_urls=True, fetch_hosts=["127.0.0.1"])) as gw:
+        client = openai.OpenAI(base_url=gw.url, api_key="none", max_retries=0)
+        answer = client.chat.completions.create(
+            model="sizewise", messages=image_message("What is this?", f"{base}/coffee.jpg")
+        )
+        assert _sizewise(answer)["model"] == "efficientnet-lite0"
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(
+                model="sizewise", messages=image_message("What is it?", f"{base}/elsewhere.jpg")
+            )
+        assert "host 'localhost' is not in fetch_hosts" in caught.value.body["message"]
+    assert upstream.bodies == []
+
+
+def test_host_patterns() -> None:
+    from sizewise.serve.images import host_allowed
+
+    assert host_allowed("anything.org", [])
+    assert host_allowed("img.example.com", ["*.example.com"]) and host_allowed("IMG.example.com.", ["*.example.com"])
+    assert not host_allowed("example.com.evil.org", ["*.example.com"]) and not host_allowed(
+        "badexample.com", ["*.example.com"]
+    )
+    assert host_allowed("example.com", ["example.com"]) and not host_allowed("a.example.com", ["example.com"])

@@ -328,6 +328,9 @@ class OnnxSettings(_Strict):
     #: Fetch ``http(s)://`` image URLs (with the limits below); false: only data URLs are classified.
     fetch_urls: bool = False
     fetch_timeout_s: float = Field(default=5.0, gt=0)
+    #: Hosts image URLs may be fetched from (``images.example.com``, or ``*.example.com`` for its subdomains),
+    #: redirects included; empty: any host the gateway can reach.
+    fetch_hosts: list[str] = Field(default_factory=list)
     max_images: int = Field(default=8, ge=1)
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     #: Most pixels an image may declare in its header (a decompression bomb declares billions).

@@ -139,10 +139,14 @@ class ImageStep:
         def refuse(message: str, status: int = 400, code: str = "invalid_image") -> RequestRejected:
             return RequestRejected(status, f"image {ref.index}: {message}", code, param="messages")
 
+        async def allowed(request: httpx.Request) -> None:  # every hop, so a redirect cannot leave the list
+            if not host_allowed(request.url.host, self.settings.fetch_hosts):
+                raise refuse(f"host {request.url.host!r} is not in fetch_hosts")
+
         try:
             async with (
                 asyncio.timeout(self.settings.fetch_timeout_s),
-                httpx.AsyncClient() as client,
+                httpx.AsyncClient(event_hooks={"request": [allowed]}) as client,
                 client.stream("GET", url, follow_redirects=True) as response,
             ):
                 if response.status_code != 200:
@@ -158,3 +162,11 @@ class ImageStep:
             raise refuse(f"fetching {url} took longer than {self.settings.fetch_timeout_s} s") from None
         except httpx.HTTPError as error:
             raise refuse(f"cannot fetch {url}: {type(error).__name__}") from None
+
+
+def host_allowed(host: str, hosts: list[str]) -> bool:
+    """Whether ``host`` matches ``hosts`` (names, or ``*.domain`` for its subdomains); an empty list allows any."""
+    host = host.lower().rstrip(".")
+    if not hosts:
+        return True
+    return any(host == h.lower() or (h.startswith("*.") and host.endswith(h[1:].lower())) for h in hosts)

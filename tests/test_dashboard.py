@@ -4,6 +4,8 @@ and it loads nothing from any host but the gateway's own."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import math
 import re
@@ -22,6 +24,7 @@ import pytest
 
 from fakes import FakeUpstream, GatewayServer, fake_model
 from sizewise.gateway.auth import hash_key
+from sizewise.gateway.dashboard import _Cache
 from sizewise.learn.outcomes import Outcome
 
 KEY = "dash-key-123"
@@ -211,6 +214,26 @@ def test_every_series_the_grafana_dashboard_queries_is_in_metrics(
             shown = set(re.findall(r"\{\{(\w+)\}\}", target["legendFormat"]))
             problems += [f"{panel['title']!r}: no label {g!r} in {expr}" for g in (grouped | shown) - labels]
     assert not problems, problems
+
+
+def test_computations_take_at_most_a_quarter_of_the_time() -> None:
+    # However many pages ask, one computation at a time, each starting 3x the previous one's time after it ended.
+    cache, spans = _Cache(), []
+
+    def compute() -> bytes:
+        started = time.monotonic()
+        time.sleep(0.2)
+        spans.append((started, time.monotonic()))
+        return str(len(spans)).encode()
+
+    async def many() -> list[bytes]:
+        keys = [("1h", None), ("2h", None), ("1h", None), ("3h", None)]
+        return await asyncio.gather(*(cache.answer(key, compute) for key in keys))
+
+    bodies = asyncio.run(many())
+    assert len(spans) == 3 and bodies[0] == bodies[2]  # the repeated query waited and took the cached answer
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start - end >= 3 * 0.2 * 0.99
 
 
 @pytest.mark.parametrize(

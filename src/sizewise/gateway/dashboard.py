@@ -3,7 +3,7 @@
 
 Offline: plotly.js is served from the installed ``plotly`` package (``plotly/package_data/plotly.min.js``),
 never from a CDN, so the page works on a machine without internet and makes no request to another host.
-With API keys on, all three are behind a key like every other endpoint; a browser cannot set a bearer
+With API keys on, every dashboard route is behind a key like the API; a browser cannot set a bearer
 header on a page it navigates to, so the key is also taken as the password of HTTP Basic auth (any user
 name), and every 401 of the dashboard asks the browser for it (``WWW-Authenticate: Basic``): a browser
 sends Basic credentials to a page's scripts and ``fetch`` calls only when challenged.
@@ -18,6 +18,7 @@ import importlib.util
 import json
 import logging
 import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sizewise.gateway.dashboard_data import QueryError, SavingsCache, dashboard_data
+from sizewise.gateway.dashboard_data import QueryError, SavingsCache, dashboard_data, parse_window
 from sizewise.gateway.errors import GatewayError, error_response
 
 logger = logging.getLogger("sizewise.dashboard")
@@ -34,6 +35,8 @@ logger = logging.getLogger("sizewise.dashboard")
 STATIC = Path(__file__).with_name("static")
 #: Seconds an answer of ``/dashboard/data`` is reused for the same query (many open pages, one database read).
 CACHE_S = 2.0
+#: The most of one core the dashboard's computations may take (see :class:`_Cache`).
+DUTY = 0.25
 _PAGE_HEADERS = {
     # The page and its scripts come from this gateway only; nothing may be loaded from or sent to elsewhere.
     "content-security-policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:",
@@ -106,10 +109,15 @@ async def plotly_js(request: Request) -> Response:
 
 
 class _Cache:
-    """The last few answers by query, each kept :data:`CACHE_S` seconds."""
+    """Answers by query, each kept :data:`CACHE_S` seconds, computed one at a time and at most :data:`DUTY`
+    of the time: after a computation that took ``d`` seconds the next one starts ``(1 / DUTY - 1) * d`` later,
+    so however many pages poll, and whatever they ask, the dashboard takes at most that share of one core
+    from the requests the gateway serves (a large log makes refreshes rarer, never the gateway slower)."""
 
     def __init__(self) -> None:
         self.answers: dict[tuple[str | None, str | None], tuple[float, bytes]] = {}
+        self.lock = asyncio.Lock()
+        self.next_start = 0.0
 
     def get(self, key: tuple[str | None, str | None]) -> bytes | None:
         hit = self.answers.get(key)
@@ -120,28 +128,45 @@ class _Cache:
         self.answers = {k: v for k, v in self.answers.items() if now - v[0] < CACHE_S}
         self.answers[key] = (now, body)
 
+    async def answer(self, key: tuple[str | None, str | None], compute: Callable[[], bytes]) -> bytes:
+        """The cached answer for ``key``, else ``compute()`` in a thread, in turn and within the duty cycle."""
+        async with self.lock:
+            body = self.get(key)  # another request may have computed it while this one waited
+            if body is not None:
+                return body
+            await asyncio.sleep(max(0.0, self.next_start - time.monotonic()))
+            started = time.monotonic()
+            try:
+                body = await asyncio.to_thread(compute)
+            finally:
+                took = time.monotonic() - started
+                self.next_start = time.monotonic() + took * (1 / DUTY - 1)
+            self.put(key, body)
+            return body
+
 
 async def data(request: Request) -> Response:
     """``GET /dashboard/data?since=1h&bucket=60``: the charts' numbers as JSON (400 for a bad parameter)."""
     denied = _denied(request)
     if denied is not None:
         return denied
-    query = request.query_params
-    key = (query.get("since"), query.get("bucket"))
-    cache_ = request.app.state.dashboard_cache
+    key = (request.query_params.get("since"), request.query_params.get("bucket"))
+    try:
+        parse_window(*key)  # a bad parameter is answered at once, never queued behind a computation
+    except QueryError as error:
+        param = "since" if error.args[0].startswith("since") else "bucket"
+        return error_response(400, str(error), "invalid_value", param)
+    state, cache_ = request.app.state.gateway, request.app.state.dashboard_cache
+    savings = request.app.state.dashboard_savings
     body = cache_.get(key)
     if body is None:
-        state = request.app.state.gateway
         try:
-            answer = await asyncio.to_thread(dashboard_data, state, *key, request.app.state.dashboard_savings)
-        except QueryError as error:
-            param = "since" if error.args[0].startswith("since") else "bucket"
-            return error_response(400, str(error), "invalid_value", param)
+            body = await cache_.answer(
+                key, lambda: json.dumps(dashboard_data(state, *key, savings), default=str).encode()
+            )
         except SQLAlchemyError as error:  # the page keeps its last charts and shows this line
             logger.error("dashboard: cannot read the request log: %s", error)
             return error_response(503, f"cannot read the request log: {type(error).__name__}", "log_unavailable")
-        body = json.dumps(answer, default=str).encode()
-        cache_.put(key, body)
     return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
 
 

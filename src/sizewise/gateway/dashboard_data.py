@@ -273,6 +273,7 @@ def dashboard_data(
 ) -> dict[str, Any]:
     """The whole answer of ``GET /dashboard/data`` for a gateway ``state`` (reads the database); ``savings``
     reuses recent estimates (none: computed now)."""
+    started = time.perf_counter()
     window = parse_window(since, bucket)
     settings = state.settings
     env = state.engine.env
@@ -289,4 +290,5 @@ def dashboard_data(
     out.update(summarize(state.log.engine, window))
     cache = savings if savings is not None else SavingsCache()
     out["savings"] = cache.get(state.outcomes, since, window.start)
+    out["took_ms"] = (time.perf_counter() - started) * 1000  # what this answer cost (the duty cycle spaces them)
     return out

@@ -222,6 +222,32 @@ def measure(name: str, folder: Path | None, paths: list[Path]) -> dict[str, Any]
     return result
 
 
+def gateway_latency(paths: list[Path]) -> list[float]:
+    """Seconds per transcription through a live gateway (the built-in catalog) and the openai client."""
+    import openai
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _serve import serve_in_thread
+    from sizewise.catalog import load_catalog
+    from sizewise.catalog.schema import CatalogSpec
+    from sizewise.gateway.app import create_app
+
+    spec = load_catalog(None).spec.model_dump()  # its LLMs load only if called
+    app = create_app(CatalogSpec.model_validate({**spec, "gateway": {**spec["gateway"], "log_url": "none"}}))
+    times = []
+    with serve_in_thread(app) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0)
+        for i, path in enumerate([paths[0], *paths]):
+            start = time.perf_counter()
+            raw = client.audio.transcriptions.with_raw_response.create(
+                model="whisper-1", file=(path.name, path.read_bytes()), language="en"
+            )
+            assert raw.headers["x-sizewise-model"] == "whisper-tiny.en", raw.headers
+            if i:  # the first request loads the model
+                times.append(time.perf_counter() - start)
+    return times
+
+
 # -- the escalation threshold --------------------------------------------------------------------------------
 def calibrate(scores: np.ndarray, bad: np.ndarray) -> float:
     """The threshold ``t`` (escalate when score < t) with the largest Youden's J on these transcripts: halfway
@@ -281,12 +307,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 items.append({k: clip[k] for k in ("sentence", "text", "voice", "speed")} | {"condition": condition})
                 paths.append(path)
         runs = {"tiny": measure("whisper-tiny.en", None, paths), "base": measure("whisper-base", base_folder(), paths)}
+        clean = [p for p, it in zip(paths, items, strict=True) if it["condition"] == "clean"]
+        gateway = gateway_latency(clean)
     for key, result in runs.items():
         for item, heard in zip(items, result["results"], strict=True):
             item[key] = heard
     for item in items:
         item["tiny_wer"] = wer([(item["text"], item["tiny"]["text"])])
     rows = [_row(name, key, runs[key], items, condition) for key, name in MODELS for condition, _ in CONDITIONS]
+    direct = [it["tiny"]["latency_s"] for it in items if it["condition"] == "clean"]
+    overhead = float(np.median(np.array(gateway) - np.array(direct)))
+    rows[0]["gateway p50 ms"] = round(float(np.percentile(gateway, 50)) * 1000)
     calibrated = escalation(items)
     for condition, _ in CONDITIONS:
         held = calibrated[condition]
@@ -299,17 +330,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "escalated": f"{held['escalated']:.0%}",
             }
         )
+    notes = _notes(calibrated, runs, len(sentences))
+    notes.insert(
+        1,
+        f"Gateway: the clean clips through `POST /v1/audio/transcriptions` (built-in catalog, openai client), one "
+        f"request each after a warm-up: p50 {rows[0]['gateway p50 ms']} ms; the median of each clip's gateway "
+        f"time minus its direct time: {overhead * 1000:.0f} ms (multipart, HTTP, decision; two runs on a loaded "
+        "machine, so this difference is noisy).",
+    )
     return {
         "rows": rows,
         "columns": COLUMNS,
-        "notes": _notes(calibrated, runs, len(sentences)),
+        "notes": notes,
+        "gateway_s": gateway,
         "escalation": calibrated,
         "clips": items,
     }
 
 
 MODELS = [("tiny", "whisper tiny.en (embedded)"), ("base", "whisper base")]
-COLUMNS = ["model", "audio", "clips", "WER", "escalated", "p50 ms", "p95 ms", "x real time", "load s", "peak RSS MB"]
+COLUMNS = ["model", "audio", "clips", "WER", "escalated", "p50 ms", "p95 ms", "gateway p50 ms", "x real time"]
+COLUMNS += ["load s", "peak RSS MB"]
 
 
 def _row(name: str, key: str, run_: dict[str, Any], items: list[dict[str, Any]], condition: str) -> dict[str, Any]:

@@ -39,3 +39,15 @@ def test_bad_params_are_one_line(run_cli, table_file: str, args, message) -> Non
     code, _, err = run_cli("choose", "--data", table_file, "--target", "0.5", *args)
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_choose_reads_the_table_options_of_the_other_commands(run_cli, table_file: str) -> None:
+    code, by_data, err = run_cli("choose", "--data", table_file, "--target", "0.5")
+    assert code == 0, err
+    code, by_table, err = run_cli("choose", "--table", table_file, "--target", "0.5")  # as eval, train, calibrate
+    assert code == 0 and by_table == by_data, err
+    for args in ((), ("--data", table_file, "--table", table_file)):
+        code, _, err = run_cli("choose", "--target", "0.5", *args)
+        assert code == 2 and "give exactly one of --data NAME_OR_FILE (or --dataset NAME, --table FILE)" in err
+    code, out, _ = run_cli("choose", "--help")
+    assert "--data" in out and "--table" not in out

@@ -22,8 +22,13 @@ def _catalog(config: Path | None) -> Any:
 
 
 def choose(
-    data: Annotated[str, typer.Option("--data", "-d", help="Dataset name (e.g. mmlu-pro) or outcome table file.")],
     target: Annotated[str, typer.Option("--target", "-t", help="Quality target: 0.7 (absolute) or 95% (of best).")],
+    data: Annotated[
+        str | None, typer.Option("--data", "-d", help="Dataset name (e.g. mmlu-pro) or outcome table file.")
+    ] = None,
+    # eval, train and calibrate spell it --dataset NAME / --table FILE: the same words work here.
+    dataset: Annotated[str | None, typer.Option("--dataset", hidden=True)] = None,
+    table_file: Annotated[str | None, typer.Option("--table", hidden=True)] = None,
     models: Annotated[str | None, typer.Option("--models", help="Comma-separated models to consider.")] = None,
     config: Annotated[
         Path | None,
@@ -51,6 +56,10 @@ def choose(
     from sizewise.evaluation.choose import choose as run_choose
     from sizewise.policy.constraints import catalog_parts
 
+    given = [value for value in (data, dataset, table_file) if value is not None]
+    if len(given) != 1:
+        raise ConfigError("give exactly one of --data NAME_OR_FILE (or --dataset NAME, --table FILE)")
+    data = given[0]
     params = parse_params(param)
     if params and router is None:
         raise ConfigError("--param sets parameters of the --router named with it: give --router NAME")

@@ -9,8 +9,10 @@ answers, never trained on): it serves only if its answered held-out part agrees 
 
 While serving, ``decide`` still returns None for a random ``audit_share`` of the confident requests: the
 teacher answers those and ``observe`` compares with what the student would have said. When the audits
-contradict the target (one-sided binomial test at 5% on the last ``audit_window`` audits) serving stops
-until a refit passes again: drift is caught by paying for a few teacher calls, never by trusting the student.
+contradict the target (one-sided binomial test at 1% on the last 100 audits, once 20 exist) serving stops,
+the answers older than the first disagreeing audit are forgotten (the teacher changed its mind: its old
+answers would teach the old task), and serving resumes only when a refit passes again. Drift is caught by paying for a
+few teacher calls, never by trusting the student.
 
 Thread-safe: one lock guards the state; with ``background=True`` refits run in a daemon thread and the old
 student keeps serving meanwhile.
@@ -18,9 +20,9 @@ student keeps serving meanwhile.
 
 from __future__ import annotations
 
-import io
 import json
 import random
+import tempfile
 import threading
 import zipfile
 from collections import deque
@@ -38,8 +40,11 @@ from sizewise.errors import ConfigError, RouterFileError
 FORMAT = "sizewise-distiller"
 #: Audits kept for the drift test; older ones describe an older student.
 AUDIT_WINDOW = 100
-#: The drift test's significance: stop when agreement this far below target would be this unlikely.
-DRIFT_P = 0.05
+#: The drift test's significance: stop when this many disagreements would be this unlikely at the target
+#: (strict, as the test is repeated after every audit).
+DRIFT_P = 0.01
+#: Audits needed before the drift test runs (one early disagreement is no evidence).
+MIN_AUDITS = 20
 
 
 @dataclass(frozen=True)
@@ -98,14 +103,17 @@ class OnlineDistiller:
         self._texts: list[str] = []
         self._labels: list[str] = []
         self._held: list[bool] = []
+        self._weights: list[float] = []  # 1 / P(this request reached the teacher): audits stand for many
         self._pending: dict[str, deque[str]] = {}  # audited text -> the student's label(s) awaiting the teacher's
-        self._audits: deque[bool] = deque(maxlen=AUDIT_WINDOW)
+        self._audits: deque[tuple[bool, int]] = deque(maxlen=AUDIT_WINDOW)  # (agreed, examples held then)
         self._student: TaskStudent | None = None
         self._serving = False
         self._since_fit = 0
         self._refits = self._unparseable = self._stops = self._audit_total = 0
         self._measured: tuple[float, float] | None = None  # held-out (agreement, coverage) of the last refit
         self._refitting = False
+        self._thread: threading.Thread | None = None
+        self._generation = 0  # bumped when drift drops old examples: a refit begun before then is stale
 
     # -- the request path ------------------------------------------------------------
     def decide(self, text: str) -> StudentAnswer | None:
@@ -132,10 +140,11 @@ class OnlineDistiller:
                 self._unparseable += 1
                 self._pending.pop(text, None)
                 return
-            self._check_audit(text, label)
+            audited = self._check_audit(text, label)
             self._texts.append(text)
             self._labels.append(label)
             self._held.append(self._random.random() < self.holdout_share)
+            self._weights.append(1.0 / self.audit_share if audited else 1.0)
             self._since_fit += 1
             due = (
                 len(self._texts) >= self.min_examples and self._since_fit >= self.retrain_every and not self._refitting
@@ -144,54 +153,69 @@ class OnlineDistiller:
                 self._refitting, self._since_fit = True, 0
         if due:
             if self.background:
-                threading.Thread(target=self._refit, name="sizewise-distill-refit", daemon=True).start()
+                thread = threading.Thread(target=self._refit, name="sizewise-distill-refit", daemon=True)
+                with self._lock:
+                    self._thread = thread
+                thread.start()
             else:
                 self._refit()
 
-    def _check_audit(self, text: str, label: str) -> None:
+    def _check_audit(self, text: str, label: str) -> bool:
+        """Score an audit of ``text`` (if it was one) and stop serving on drift; True if it was an audit."""
         waiting = self._pending.get(text)
         if not waiting:
-            return
+            return False
         said = waiting.popleft()
         if not waiting:
             del self._pending[text]
-        self._audits.append(said == label)
+        self._audits.append((said == label, len(self._texts)))
         self._audit_total += 1
         if self._serving and self._drifted():
             self._serving = False
             self._stops += 1
-            self._since_fit = max(self._since_fit, self.retrain_every - max(1, self.retrain_every // 4))
+            self._generation += 1
+            # Forget what the teacher said before the first audit that disagreed: it taught the old task.
+            cut = next(position for agreed, position in self._audits if not agreed)
+            self._texts, self._labels = self._texts[cut:], self._labels[cut:]
+            self._held, self._weights = self._held[cut:], self._weights[cut:]
+            self._audits.clear()
+            self._since_fit = 0
+        return True
 
     def _drifted(self) -> bool:
         """One-sided binomial test: would this many disagreements be unlikely (< DRIFT_P) at the target?"""
         from scipy.stats import binom
 
-        n, errors = len(self._audits), self._audits.count(False)
-        return errors > 0 and float(binom.sf(errors - 1, n, 1.0 - self.target_agreement)) < DRIFT_P
+        n, errors = len(self._audits), sum(not agreed for agreed, _ in self._audits)
+        return n >= MIN_AUDITS and errors > 0 and float(binom.sf(errors - 1, n, 1.0 - self.target_agreement)) < DRIFT_P
 
     # -- learning --------------------------------------------------------------------
     def _refit(self) -> None:
         try:
             with self._lock:
                 texts, labels, held = list(self._texts), list(self._labels), np.array(self._held)
-            result = self._fit_and_check(texts, labels, held)
+                weights, generation = np.array(self._weights), self._generation
+            result = self._fit_and_check(texts, labels, held, weights)
             with self._lock:
                 self._refits += 1
-                if result is not None:
+                if result is not None and generation == self._generation:
                     student, agreement, coverage = result
                     self._measured = (agreement, coverage)
-                    passed = agreement >= self.target_agreement and coverage > 0
-                    if passed:
-                        self._student, self._audits = student, deque(maxlen=AUDIT_WINDOW)
-                    self._serving = passed
+                    if agreement >= self.target_agreement and coverage > 0:
+                        self._student, self._audits, self._serving = student, deque(maxlen=AUDIT_WINDOW), True
+                    # A student that fails keeps nothing; the one serving (if any) stays, watched by the audits.
         finally:
             with self._lock:
                 self._refitting = False
 
     def _fit_and_check(
-        self, texts: list[str], labels: list[str], held: np.ndarray
+        self, texts: list[str], labels: list[str], held: np.ndarray, weights: np.ndarray
     ) -> tuple[TaskStudent, float, float] | None:
-        """A student fitted on the training part, with its held-out (agreement, coverage); None if it cannot."""
+        """A student fitted on the training part, with its held-out (agreement, coverage); None if it cannot.
+
+        While a student serves, the teacher sees its unsure requests and only an audit share of its sure ones,
+        so the held-out answers over-represent hard requests; each counts with weight 1 / P(the teacher saw
+        it) (inverse propensity), which makes the measured agreement and coverage those of all traffic."""
         train = np.flatnonzero(~held)
         test = np.flatnonzero(held)
         if len({labels[i] for i in train}) < 2 or len(test) == 0:
@@ -200,13 +224,24 @@ class OnlineDistiller:
         student.fit([texts[i] for i in train], [labels[i] for i in train])
         predicted, confidence = student.predict_with_confidence([texts[i] for i in test])
         answered = confidence >= student.threshold_
+        w = weights[test]
+        coverage = float(w[answered].sum() / w.sum())
         if answered.sum() < self.min_answered:
-            return student, 0.0, float(answered.mean())
+            return student, 0.0, coverage
         agree = np.array([predicted[j] == labels[i] for j, i in enumerate(test)])
-        return student, float(agree[answered].mean()), float(answered.mean())
+        return student, float((w * agree)[answered].sum() / w[answered].sum()), coverage
+
+    def wait_for_refit(self, timeout: float | None = None) -> bool:
+        """Wait for a background refit in flight (if any); False if it is still running after ``timeout`` s."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
 
     def refit_now(self) -> None:
-        """Refit at once (synchronously), whatever the counters say."""
+        """Refit at once (synchronously, after any background refit in flight), whatever the counters say."""
+        self.wait_for_refit()
         with self._lock:
             if self._refitting:
                 return
@@ -230,7 +265,7 @@ class OnlineDistiller:
                 coverage=coverage,
                 refits=self._refits,
                 audits=self._audit_total,
-                audit_agreement=(sum(self._audits) / audits) if audits else None,
+                audit_agreement=(sum(agreed for agreed, _ in self._audits) / audits) if audits else None,
                 stopped_for_drift=self._stops,
             )
 
@@ -250,20 +285,19 @@ class OnlineDistiller:
                 "texts": self._texts,
                 "labels": self._labels,
                 "held": self._held,
+                "weights": self._weights,
                 "serving": self._serving,
                 "state": asdict(self.state),
             }
             student = self._student
-        buffer = io.BytesIO()
+        student_bytes = None
         if student is not None:
-            student_path = path.with_name(path.name + ".student.tmp")
-            student.save(student_path)
-            buffer.write(student_path.read_bytes())
-            student_path.unlink()
+            with tempfile.TemporaryDirectory() as folder:
+                student_bytes = student.save(Path(folder) / "student.zip").read_bytes()
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("distiller.json", json.dumps(header))
-            if student is not None:
-                archive.writestr("student.zip", buffer.getvalue())
+            if student_bytes is not None:
+                archive.writestr("student.zip", student_bytes)
         return path
 
     def _params(self) -> dict[str, Any]:
@@ -281,18 +315,22 @@ class OnlineDistiller:
             if not isinstance(header, dict) or header.get("format") != FORMAT:
                 raise ValueError("not a distiller file")
             distiller = cls(**header["params"], background=background)
-            texts, labels, held = header["texts"], header["labels"], header["held"]
-            if not (len(texts) == len(labels) == len(held)) or not all(isinstance(t, str) for t in texts):
+            texts, labels, held, weights = header["texts"], header["labels"], header["held"], header["weights"]
+            if not (len(texts) == len(labels) == len(held) == len(weights)) or not all(
+                isinstance(t, str) for t in texts
+            ):
                 raise ValueError("its examples are malformed")
         except (OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError, ConfigError) as error:
             raise RouterFileError(f"{path}: not a valid distiller file ({error})") from None
         distiller._texts, distiller._labels, distiller._held = list(texts), list(labels), [bool(h) for h in held]
+        distiller._weights = [float(w) for w in weights]
         if student_bytes is not None:
-            student_path = path.with_name(path.name + ".student.tmp")
-            student_path.write_bytes(student_bytes)
-            try:
-                distiller._student = TaskStudent.load(student_path)
-            finally:
-                student_path.unlink()
+            with tempfile.TemporaryDirectory() as folder:
+                student_path = Path(folder) / "student.zip"
+                student_path.write_bytes(student_bytes)
+                try:
+                    distiller._student = TaskStudent.load(student_path)
+                except RouterFileError as error:
+                    raise RouterFileError(f"{path}: its student is not valid ({error})") from None
             distiller._serving = bool(header.get("serving"))
         return distiller

@@ -236,7 +236,8 @@ def _write_catalog(path: Path, router_file: Path | None, result: Any, record: di
     import yaml
 
     lines = [
-        f"# sizewise calibrate, {record['calibrated']}: {result.target} on {record['data']} ({record['source']})",
+        f"# sizewise calibrate, {record['calibrated']}: {result.target} on {record['data']}"
+        + (f" ({record['source']})" if record["source"] != record["data"] else ""),
         f"# {result.n_calibration} calibration and {result.n_heldout} held-out prompts; on the held-out ones:",
         f"#   share to {result.strong} {result.share:.3f} (95% CI {result.share_ci[0]:.3f} - {result.share_ci[1]:.3f})",
         f"#   quality {result.quality:.4f} (95% CI {result.quality_ci[0]:.4f} - {result.quality_ci[1]:.4f}); "

@@ -105,3 +105,22 @@ def test_calibration_picks_the_threshold_that_separates_bad_transcripts() -> Non
     threshold = calibrate(scores, bad)
     assert -0.9 < threshold <= -0.35 + 0.01 and auc(scores, bad) == 1.0
     assert auc(scores, ~bad) == 0.0 and auc(scores, np.zeros(6, bool)) is None
+
+
+@needs_espeak
+def test_an_unknown_language_is_a_one_line_error_naming_the_field() -> None:
+    """A multilingual model refuses an unknown code with a ValueError listing all 99 codes: one line instead."""
+    from sizewise.backends.speech import SpeechBackend
+    from sizewise.catalog.schema import ModelSpec, WhisperSettings
+
+    class Multilingual:
+        def transcribe(self, *_: object, language: str | None = None, **__: object) -> None:
+            raise ValueError(f"'{language}' is not a valid language code (accepted language codes: af, am, ...)")
+
+    spec = ModelSpec(name="whisper-base", kind="speech", modalities=["audio"], context_window=448, backend="whisper")
+    backend = SpeechBackend(spec, WhisperSettings(path="unused"), folder=Path("unused"))
+    backend._model = Multilingual()  # the real model is not needed to check the error's shape
+    with pytest.raises(AudioError) as caught:
+        backend.transcribe_sync(speak("hello"), language="xx")
+    assert caught.value.code == "invalid_language" and caught.value.param == "language"
+    assert str(caught.value) == "'xx' is not a valid language code; use an ISO-639-1 code such as 'en'"

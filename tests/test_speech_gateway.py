@@ -226,6 +226,7 @@ def test_a_malformed_transcription_request_is_a_400(gateway: GatewayServer, spee
     bad_format = httpx.post(
         url, data={"model": "whisper-1", "response_format": "mp3"}, files={"file": ("a.wav", speech)}
     )
+    bad_language = httpx.post(url, data={"model": "whisper-1", "language": "en; rm"}, files={"file": ("a.wav", speech)})
     bad_temp = httpx.post(url, data={"model": "whisper-1", "temperature": "hot"}, files={"file": ("a.wav", speech)})
     for response, param in [
         (as_json, None),
@@ -233,6 +234,7 @@ def test_a_malformed_transcription_request_is_a_400(gateway: GatewayServer, spee
         (no_model, "model"),
         (bad_format, "response_format"),
         (bad_temp, "temperature"),
+        (bad_language, "language"),
     ]:
         assert response.status_code == 400 and response.json()["error"]["param"] == param, response.text
 

@@ -39,10 +39,11 @@ _MAGIC: list[tuple[int, bytes, str, str]] = [
 class AudioError(SizewiseError):
     """Audio that cannot be transcribed: empty, too big, too long, corrupt or of an unsupported format."""
 
-    def __init__(self, message: str, code: str, status: int = 400) -> None:
+    def __init__(self, message: str, code: str, status: int = 400, param: str = "file") -> None:
         super().__init__(message)
         self.code = code
         self.status = status
+        self.param = param
 
 
 @dataclass(frozen=True)
@@ -149,14 +150,20 @@ class SpeechBackend(Backend):
         """Decode and transcribe ``data`` in the calling thread."""
         audio = decode(data, max_bytes=self.settings.max_bytes, max_seconds=self.settings.max_seconds)
         model = self._load()
-        segments, info = model.transcribe(
-            audio,
-            language=language,
-            initial_prompt=prompt or None,
-            temperature=temperature,
-            beam_size=self.settings.beam_size,
-            condition_on_previous_text=False,  # a hallucinated segment must not seed the next one
-        )
+        try:
+            segments, info = model.transcribe(
+                audio,
+                language=language,
+                initial_prompt=prompt or None,
+                temperature=temperature,
+                beam_size=self.settings.beam_size,
+                condition_on_previous_text=False,  # a hallucinated segment must not seed the next one
+            )
+        except ValueError as error:  # an unknown language code (its message lists all 99 known ones)
+            reason = str(error).split(" (")[0]
+            raise AudioError(
+                f"{reason}; use an ISO-639-1 code such as 'en'", "invalid_language", param="language"
+            ) from None
         parts = [
             {
                 "id": i,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from typing import Any
 
@@ -43,6 +44,8 @@ async def transcriptions(request: Request) -> Response:
         local, _ = speech_models(state.engine)
         limit = int(local.settings.get("max_bytes", _DEFAULT_MAX_BYTES)) if local else _DEFAULT_MAX_BYTES
         fields, data, filename = await _read_form(request, limit)
+        if not re.fullmatch(r"[A-Za-z]{2,3}", fields.get("language") or "en"):
+            raise GatewayError(400, "language must be an ISO-639-1 code such as 'en'", "invalid_value", "language")
         response_format = fields.pop("response_format", "json")
         if response_format not in FORMATS:
             raise GatewayError(

@@ -64,7 +64,7 @@ def _escalation_target(local: ModelSpec, remotes: list[ModelSpec]) -> ModelSpec 
 
 def audio_error(error: AudioError, param: str) -> RequestRejected:
     """The client error of bad audio, naming the field at fault."""
-    return RequestRejected(error.status, str(error), error.code, param)
+    return RequestRejected(error.status, str(error), error.code, param if error.param == "file" else error.param)
 
 
 async def forward(

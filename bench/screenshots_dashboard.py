@@ -35,6 +35,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _chromium import browser
 from fake_upstream import FakeUpstream, ThreadedServer
 from sizewise.catalog.schema import CatalogSpec
 from sizewise.gateway.app import create_app
@@ -152,29 +153,17 @@ def screenshot(seconds: float) -> None:
 
 
 def _save_page(url: str) -> None:
-    from selenium import webdriver
-
-    with tempfile.TemporaryDirectory() as profile:
-        options = webdriver.ChromeOptions()
-        options.binary_location = "/usr/bin/chromium"
-        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                     "--window-size=1400,1700", f"--user-data-dir={profile}"):  # fmt: skip
-            options.add_argument(flag)
-        service = webdriver.ChromeService(executable_path="/usr/bin/chromedriver")
-        driver = webdriver.Chrome(options=options, service=service)
-        try:
-            driver.get(url)
-            deadline = time.monotonic() + 60
-            while not driver.execute_script("return (window.sizewiseDashboard || {}).renders > 0"):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the dashboard did not draw within 60 s")
-                time.sleep(0.2)
-            time.sleep(1.0)  # let the last chart finish its layout
-            OUT.parent.mkdir(parents=True, exist_ok=True)
-            driver.save_screenshot(str(OUT))
-        finally:
-            driver.quit()
+    """Open ``url`` in headless Chromium (``bench/_chromium.py``), wait for the first drawing, save the page."""
+    with browser(1400, 1700) as driver:
+        driver.get(url)
+        deadline = time.monotonic() + 60
+        while not driver.execute_script("return (window.sizewiseDashboard || {}).renders > 0"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the dashboard did not draw within 60 s")
+            time.sleep(0.2)
+        time.sleep(1.0)  # let the last chart finish its layout
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(OUT))
 
 
 def refresh_cost(rows: int) -> None:

@@ -54,7 +54,7 @@ function drawCost(data, x) {
   };
   const kept = {
     type: "bar", name: "quality retained", x: ["quality retained"], y: [quality], text: [percent(quality)],
-    textposition: "inside",
+    textposition: "inside", insidetextanchor: "middle",  // clear of the interval's whiskers
     error_y: { type: "data", symmetric: false, visible: quality !== null, array: [quality === null ? 0 : interval[1] - quality],
       arrayminus: [quality === null ? 0 : quality - interval[0]] },
   };

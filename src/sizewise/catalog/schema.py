@@ -158,6 +158,9 @@ class GatewaySettings(_Strict):
     max_sessions: int = Field(default=10_000, ge=1)
     #: Older spelling: ``true`` also takes the OpenAI ``user`` field as a session id.
     sticky_sessions: bool = False
+    #: SQLAlchemy URL of the database that gateway replicas share sessions in (``log``: the request log's);
+    #: unset: sessions live in this process's memory (``sizewise.serve.session_sql``).
+    state_url: str | None = None
     #: Output-token factor of each reasoning effort (prices the ``<name>@<effort>`` rungs): a prior, about
     #: doubling per step; measure your own from the request log's completion tokens.
     effort_output_factor: dict[ReasoningEffort, float] = Field(default_factory=_effort_factors)

@@ -43,7 +43,8 @@ from sizewise.policy.types import (
 )
 from sizewise.serve.call import ANSWER, STREAM, AllModelsFailed, Calls, fall_back, replay, retry
 from sizewise.serve.images import ImageStep
-from sizewise.serve.session import Affinity, MemorySessionStore, session_of, sources
+from sizewise.serve.session import Affinity, session_of, sources
+from sizewise.serve.session_sql import session_store
 from sizewise.serve.tasks import TaskDesk, TaskTurn
 
 MAX_CACHED_POLICIES = 256
@@ -101,8 +102,8 @@ class Engine:
         self._policies: dict[str, Policy] = {}
         #: Where session ids come from (none: no session affinity), and the sessions' models.
         self.session_sources = sources(settings)
-        store = MemorySessionStore(settings.max_sessions, settings.session_ttl_s)
-        self.sessions = Affinity(store, settings.session_margin)
+        # In memory, or in the database replicas share (gateway.state_url: serve.session_sql).
+        self.sessions = Affinity(session_store(settings), settings.session_margin)
         #: The local image classifier in front of the chat models (None: the catalog has no vision model).
         self.images = ImageStep.build(self.models, self.backend)
 
@@ -198,11 +199,11 @@ class Engine:
             ctx.session, ctx.session_lookup = found if found else (None, False)
         if ctx.session is None:
             return plan
-        plan, decision.session = self.sessions.steer(ctx, plan, candidates)
+        plan, decision.session = await self.sessions.steer_async(ctx, plan, candidates)
         return plan
 
-    def _remember(self, ctx: RequestContext, decision: Decision, model: str) -> None:
-        self.sessions.remember(ctx, decision.session, model)
+    async def _remember(self, ctx: RequestContext, decision: Decision, model: str) -> None:
+        await self.sessions.remember_async(ctx, decision.session, model)
 
     async def decide(self, ctx: RequestContext) -> tuple[Policy, Decision, list[ModelSpec]]:
         """Filters and the policy: returns (policy, decision so far, models to try in order)."""
@@ -249,7 +250,7 @@ class Engine:
             result = await self._cascade(ctx, policy, turn.order, decision)
         else:
             result, spec = await fall_back(self.calls, ANSWER, turn.order, ctx, decision)
-            self._remember(ctx, decision, spec.name)
+            await self._remember(ctx, decision, spec.name)
         turn.learn(decision.model, result.text)  # the teacher's answer teaches its task, in the task's own thread
         return result, decision
 
@@ -273,7 +274,7 @@ class Engine:
             turn.learn(decision.model, result.text)
             return replay(result), decision, self.by_name.get(result.model, order[0])
         chunks, spec = await fall_back(self.calls, STREAM, turn.order, ctx, decision)
-        self._remember(ctx, decision, spec.name)
+        await self._remember(ctx, decision, spec.name)
         return turn.tap(chunks, decision), decision, spec
 
     async def _task_turn(

@@ -13,11 +13,14 @@ not "everything but the last turn": that prefix changes every turn, while the op
 for the whole conversation. An opening is looked up only once the conversation has an assistant turn,
 so identical one-shot prompts are routed afresh.
 
-Sessions live in a :class:`SessionStore`; :class:`MemorySessionStore` is an in-process LRU with a TTL.
+Sessions live in a :class:`SessionStore`; :class:`MemorySessionStore` is an in-process LRU with a TTL,
+:class:`sizewise.serve.session_sql.SqlSessionStore` a table that several gateway replicas share. A new
+session is *claimed* (first writer wins), so replicas racing on it agree on its model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -45,6 +48,10 @@ class SessionStore(Protocol):
 
     def put(self, key: str, model: str) -> None:
         """Pin a session to a model."""
+        ...
+
+    def claim(self, key: str, model: str) -> str:
+        """Pin a new session to ``model`` unless it has a live model already; returns the session's model."""
         ...
 
 
@@ -80,6 +87,14 @@ class MemorySessionStore:
             self._items.move_to_end(key)
             while len(self._items) > self.max_entries:
                 self._items.popitem(last=False)
+
+    def claim(self, key: str, model: str) -> str:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None and self.clock() - item[1] <= self.ttl_s:
+                return item[0]
+        self.put(key, model)  # one process: the race this guards against is between replicas
+        return model
 
 
 def _digest(value: Any) -> str:
@@ -134,6 +149,21 @@ class Affinity:
     def __init__(self, store: SessionStore, margin: float | None) -> None:
         self.store = store
         self.margin = margin
+        #: A database store is called from a worker thread, never on the event loop.
+        self.blocking = bool(getattr(store, "blocking", False))
+
+    async def steer_async(self, ctx: RequestContext, plan: Plan, candidates: list[ModelSpec]) -> tuple[Plan, str]:
+        """:meth:`steer`, in a worker thread when the store blocks."""
+        if self.blocking and ctx.session and ctx.session_lookup:
+            return await asyncio.to_thread(self.steer, ctx, plan, candidates)
+        return self.steer(ctx, plan, candidates)
+
+    async def remember_async(self, ctx: RequestContext, status: str | None, model: str) -> None:
+        """:meth:`remember`, in a worker thread when the store blocks."""
+        if self.blocking and ctx.session and status in ("new", "switched", "moved"):
+            await asyncio.to_thread(self.remember, ctx, status, model)
+        else:
+            self.remember(ctx, status, model)
 
     def steer(self, ctx: RequestContext, plan: Plan, candidates: list[ModelSpec]) -> tuple[Plan, str]:
         """(the plan to follow, what the session did: new, same, kept, switched or moved)."""
@@ -165,6 +195,10 @@ class Affinity:
         return abs(plan.score - plan.threshold) > self.margin
 
     def remember(self, ctx: RequestContext, status: str | None, model: str) -> None:
-        """After an answer: a new, switched or moved session is pinned to the model that answered."""
-        if ctx.session and status in ("new", "switched", "moved"):
+        """After an answer: a new session is claimed for the model that answered (a replica that claimed
+        it first keeps its model); a switched or moved session, or a one-shot opening that was not looked
+        up, is pinned to it."""
+        if ctx.session and status == "new" and ctx.session_lookup:
+            self.store.claim(ctx.session, model)
+        elif ctx.session and status in ("new", "switched", "moved"):
             self.store.put(ctx.session, model)

@@ -219,7 +219,7 @@ def test_a_saved_student_stops_answering_when_its_audits_disagree(teacher: Teach
             seen = []
             for text in prompts(120, seed=41):
                 seen.append(told(ask(client, text)))
-                gw.app.state.gateway.engine.tasks._learner.submit(lambda: None).result(timeout=30)
+                assert gw.app.state.gateway.engine.tasks.wait_idle(30)
                 if "stopped" in seen[-1]["task"]["reason"]:
                     break
         finally:

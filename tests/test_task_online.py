@@ -19,8 +19,8 @@ from task_helpers import Teacher, prompts, task_entry, teacher_entry, truthful
 pytestmark = pytest.mark.slow
 
 ROUTING = {"router": "heuristic", "threshold": 0.99, "log_url": "none"}
-#: Small enough for a test: first fit after 40 teacher answers, a refit every 20, one audit in five.
-ONLINE = {"min_examples": 40, "retrain_every": 20, "audit_share": 0.2}
+#: Small enough for a test: first fit after 40 teacher answers, a refit every 20, one audit in four.
+ONLINE = {"min_examples": 40, "retrain_every": 20, "audit_share": 0.25}
 
 
 def catalog(teacher: Teacher, state: Path) -> dict[str, Any]:
@@ -50,9 +50,8 @@ def run(gateway: GatewayServer, texts: list[str]) -> list[dict[str, Any]]:
 
 
 def settle(gateway: GatewayServer) -> None:
-    """Wait until the task's learner thread has learned every teacher answer sent so far."""
-    desk = gateway.app.state.gateway.engine.tasks
-    desk._learner.submit(lambda: None).result(timeout=60)
+    """Wait until every teacher answer sent so far is learned and no refit is running."""
+    assert gateway.app.state.gateway.engine.tasks.wait_idle(120)
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +100,8 @@ def test_a_restart_keeps_the_student_and_drift_stops_it(
         teacher.rule = lambda text: not truthful(text)  # the teacher changes its mind
         try:
             after: list[dict[str, Any]] = []
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and len(after) < 200:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and len(after) < 300:
                 after += run(gateway, prompts(10, seed=13 + len(after)))
                 settle(gateway)
                 if all(r["answered_by"] == "teacher" for r in after[-10:]):

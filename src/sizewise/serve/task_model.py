@@ -30,10 +30,11 @@ logger = logging.getLogger(__name__)
 
 #: Audited answers remembered until the teacher's answer arrives (oldest forgotten first).
 PENDING_AUDITS = 1024
-#: The offline student stops serving when its last ``AUDIT_WINDOW`` audits (at least ``MIN_AUDITS``) agree
-#: with the teacher less often than the target.
-AUDIT_WINDOW = 50
+#: The offline student's drift test, as the online student's: the last ``AUDIT_WINDOW`` audits, at least
+#: ``MIN_AUDITS``, disagreements that would have probability < ``DRIFT_P`` at the target agreement.
+AUDIT_WINDOW = 100
 MIN_AUDITS = 20
+DRIFT_P = 0.01
 #: Least time between two saves of the online student while it learns (it is saved at shutdown too).
 SAVE_EVERY_S = 10.0
 
@@ -55,28 +56,33 @@ class Verdict:
 
 
 class AuditWatch:
-    """Agreement of a student's audited answers with the teacher's, over the last ``window`` audits."""
+    """A saved student's audited answers against the teacher's, over the last ``window``: it stops the student
+    for good when their disagreements would be unlikely at the target (one-sided binomial test at ``p``, after
+    at least ``least`` audits), the test the online student is held to (:mod:`sizewise.distill.online`)."""
 
-    def __init__(self, target: float, window: int = AUDIT_WINDOW, least: int = MIN_AUDITS) -> None:
+    def __init__(self, target: float, window: int = AUDIT_WINDOW, least: int = MIN_AUDITS, p: float = DRIFT_P) -> None:
         self.target = target
         self.least = least
+        self.p = p
         self.recent: deque[bool] = deque(maxlen=window)
         self.total = 0
+        #: Set once the audits contradicted the target; a saved student cannot relearn, so it stays stopped.
+        self.drifted = False
 
     def add(self, agree: bool) -> None:
-        """One audit's outcome."""
+        """One audit's outcome (the learner thread); tests for drift."""
         self.recent.append(agree)
         self.total += 1
+        n, errors = len(self.recent), self.recent.count(False)
+        if n >= self.least and errors > 0 and not self.drifted:
+            from scipy.stats import binom
+
+            self.drifted = float(binom.sf(errors - 1, n, 1.0 - self.target)) < self.p
 
     @property
     def agreement(self) -> float | None:
         """The recent audits' agreement (None before any)."""
         return sum(self.recent) / len(self.recent) if self.recent else None
-
-    @property
-    def drifted(self) -> bool:
-        """True when enough recent audits agree less often than the target."""
-        return len(self.recent) >= self.least and (self.agreement or 0.0) < self.target
 
 
 class Task:
@@ -199,6 +205,10 @@ class Task:
             self._was_serving = serving
             self.save()
 
+    def wait_for_refit(self, timeout_s: float) -> bool:
+        """Wait for the online student's refit in flight, if any; False when it still runs after ``timeout_s``."""
+        return self.online is None or bool(self.online.wait_for_refit(timeout_s))
+
     def save(self) -> None:
         """Keep the online student in its file (written aside and renamed: never half a file)."""
         if self.online is None or self.state_path is None:
@@ -239,13 +249,16 @@ def _online_student(name: str, settings: TaskSettings, state_path: Path | None) 
 
     options: dict[str, Any] = {"target_agreement": settings.target_agreement, "audit_share": settings.audit_share}
     options["aliases"] = settings.aliases or None
+    # Refits take seconds to minutes: in the distiller's own thread, so teacher answers and audits are taken in as
+    # they come (a refit in the learner thread would queue them behind it, and the queue would only grow).
+    options["background"] = True
     if settings.min_examples is not None:
         options["min_examples"] = settings.min_examples
     if settings.retrain_every is not None:
         options["retrain_every"] = settings.retrain_every
     if state_path is not None and state_path.is_file():
         try:
-            return OnlineDistiller.load(state_path)
+            return OnlineDistiller.load(state_path, background=True)
         except (SizewiseError, OSError, ValueError) as error:
             raise ConfigError(f"task model {name!r}: cannot read its online student {state_path}: {error}") from None
     return OnlineDistiller(settings.labels, **options)

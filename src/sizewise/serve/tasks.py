@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -243,12 +244,18 @@ class TaskDesk:
         """Learn what is queued (up to :data:`CLOSE_WAIT_S`), then keep each online student in its file."""
         await asyncio.to_thread(self._close)
 
-    def _close(self) -> None:
-        done = self._learner.submit(lambda: None)
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until every teacher answer handed over is learned and no student is refitting; False on timeout."""
+        deadline = time.monotonic() + timeout_s
         try:
-            done.result(timeout=CLOSE_WAIT_S)
-        except Exception:  # a stuck refit: keep what was learned so far
-            logger.warning("task desk: teacher answers still queued at shutdown are dropped")
+            self._learner.submit(lambda: None).result(timeout=timeout_s)
+        except Exception:
+            return False
+        return all(task.wait_for_refit(max(0.0, deadline - time.monotonic())) for task in self.tasks.values())
+
+    def _close(self) -> None:
+        if not self.wait_idle(CLOSE_WAIT_S):  # a refit still running is lost; what it learned from is kept
+            logger.warning("task desk: shutting down with teacher answers queued or a refit running")
         self._learner.shutdown(wait=False, cancel_futures=True)
         for task in self.tasks.values():
             try:

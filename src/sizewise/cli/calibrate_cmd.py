@@ -62,6 +62,8 @@ def calibrate(
     from sizewise.routers.calibration import calibrate as run
 
     _check(router_file, router, param, out, write)
+    if sum(t is not None for t in (target_share, target_quality, budget_per_1k)) != 1:  # before any fitting
+        raise ConfigError("give exactly one target: --target-share S, --target-quality Q or --budget-per-1k USD")
     data = _table(dataset, table)
     estimator, data, fitted_on = _router(router_file, router, parse_params(param), data, train_share, seed)
     warning = _trained_on(estimator, data) if fitted_on is None else None

@@ -314,6 +314,14 @@ def test_the_page_charts_those_numbers_in_a_real_browser(
     assert all(len(t["x"]) == len(shown["t"]) for t in charts["requests"] + charts["events"])
     counts = {t["name"]: sum(t["y"]) for t in charts["requests"]}
     assert counts == dict(traffic["models"])
+    for i in range(len(shown["t"])):  # each bucket's shares add up to one (or the bucket is empty)
+        shares = [t["y"][i] for t in charts["share"] if t["y"][i] is not None]
+        assert not shares or sum(shares) == pytest.approx(1.0)
+    assert {t["name"] for t in charts["share"]} == set(traffic["models"])
+    cost = {t["name"]: t["y"][-1] for t in charts["cost"]}  # cumulative: the last point is the total
+    assert cost["served"] == pytest.approx(traffic["cost"]) and cost["always-big"] == pytest.approx(
+        shown["totals"]["big_cost"]
+    )
     events = {t["name"]: sum(t["y"]) for t in charts["events"]}
     assert events == {name: traffic[name] for name in ("escalations", "fallbacks", "errors")}
     filters = charts["filters"][0]

@@ -9,8 +9,8 @@ const BASE = { margin: { t: 40, r: 20, b: 50, l: 60 }, legend: { orientation: "h
 // What the browser test waits for: the last answer drawn and how many were drawn.
 window.sizewiseDashboard = { renders: 0, last: null, error: null };
 
-function times(data) {
-  return data.t.map((t) => new Date(t * 1000).toISOString());
+function times(data) {  // UTC, like the router history's times (plotly draws date strings as written)
+  return data.t.map((t) => new Date(t * 1000).toISOString().replace("T", " ").replace("Z", ""));
 }
 
 function layout(title, extra) {
@@ -141,7 +141,7 @@ async function refresh() {
     window.sizewiseDashboard.renders += 1;
     window.sizewiseDashboard.error = null;
     status.className = "";
-    status.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    status.textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC (all times UTC)`;
   } catch (error) {  // keep the last charts; say what is wrong
     window.sizewiseDashboard.error = String(error.message || error);
     status.className = "error";

@@ -224,3 +224,16 @@ def test_a_saved_routers_thresholds_are_its_own_scores_not_fold_ranks() -> None:
     assert all(row[0].startswith("fold rank ≥ ") for row in refitted_hover[1:]) and refitted.fold_apgr
     pick = recommend(saved, 0.8)
     assert pick is not None and not pick.ranked and pick.threshold in scores
+
+
+def test_calibrate_plot_writes_html_or_png_by_the_files_name(run_cli: Any, tmp_path: Path) -> None:
+    table = str(planted_pair(160, seed=5).save(tmp_path / "t.parquet"))
+    base = ("calibrate", "--router", "tfidf-logreg", "--table", table, "--target-quality", "0.95")
+    code, out, err = run_cli(*base, "--out", str(tmp_path / "r.zip"), "--plot", str(tmp_path / "c.html"))
+    assert code == 0, err
+    page = (tmp_path / "c.html").read_text()
+    assert_self_contained(page)
+    assert 'id="calibration"' in page and f"wrote {tmp_path / 'c.html'}" in out
+    code, _, err = run_cli(*base, "--out", str(tmp_path / "r2.zip"), "--plot", str(tmp_path / "c.png"))
+    assert code == 0, err
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

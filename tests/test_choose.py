@@ -116,6 +116,7 @@ def test_cli_choose_on_a_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["choose", "--data", str(path), "--target", "0.75", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "frontier.png").is_file() and "Recommendation" in (out / "report.md").read_text()
+    assert 'id="frontier"' in (out / "frontier.html").read_text()  # the interactive chart beside them
     bad = CliRunner().invoke(app, ["choose", "--data", str(path), "--target", "2"])
     assert bad.exit_code != 0
 

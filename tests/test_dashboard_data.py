@@ -87,3 +87,28 @@ def test_windows_are_aligned_and_bounded() -> None:
     assert parse_window("1800000000", None, now=1_800_003_600.0).bucket == 60  # a unix time, about 60 buckets
     with pytest.raises(QueryError, match="in the past"):
         parse_window("1800000100", None, now=1_800_000_000.0)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    yield from postgres_url()  # skips without SIZEWISE_TEST_POSTGRES_URL; a fresh schema, dropped afterwards
+
+
+def test_the_endpoint_on_postgresql(pg_url: str) -> None:
+    """The whole path on PostgreSQL: a gateway logging there, the outcome store beside it, ``/dashboard/data``."""
+    import httpx
+
+    from fakes import FakeUpstream, GatewayServer, fake_model
+
+    with FakeUpstream() as up:
+        models = [fake_model("small", "ok-small", 1.0, up.base_url), fake_model("big", "ok-big", 8.0, up.base_url)]
+        with GatewayServer({"models": models, "gateway": {"log_url": pg_url}}) as gw:
+            with httpx.Client(base_url=gw.url, timeout=30) as client:
+                for model in ["small"] * 5 + ["big"] * 3:
+                    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+                    assert client.post("/chat/completions", json=body).status_code == 200
+            assert gw.app.state.gateway.log.flush(10)
+            data = httpx.get(gw.url.removesuffix("/v1") + "/dashboard/data?since=5m&bucket=10").json()
+    assert {m: v["requests"] for m, v in data["models"].items()} == {"small": 5, "big": 3}
+    assert data["totals"]["answered"] == 8 and data["savings"]["big"] == "big"
+    assert data["savings"]["cost_ratio"] == pytest.approx(data["totals"]["cost"] / data["totals"]["big_cost"], abs=1e-4)

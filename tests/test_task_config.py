@@ -97,3 +97,15 @@ def test_a_corrupt_online_state_file_fails_at_start_up(tmp_path: Path) -> None:
     spec = CatalogSpec.model_validate(catalog({"settings": {"state": str(state)}}, gateway={"log_url": "none"}))
     with pytest.raises(ConfigError, match="cannot read its online student"):
         create_app(spec)
+
+
+def test_a_teacher_without_its_api_key_is_skipped_not_a_start_up_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine leaves a model whose key variable is unset out of routing; its task still starts (and leaves
+    unsure requests to the policy until the teacher can be called)."""
+    monkeypatch.delenv("SIZEWISE_TEST_TEACHER_KEY", raising=False)
+    data = catalog({}, gateway={"log_url": "none"})
+    data["models"][0]["settings"]["api_key_env"] = "SIZEWISE_TEST_TEACHER_KEY"
+    data["models"].append(fake_model("small", "up-small", 1, UPSTREAM))
+    app = create_app(CatalogSpec.model_validate(data))
+    engine = app.state.gateway.engine
+    assert "big" in engine.unavailable and "overruling" in engine.tasks.tasks

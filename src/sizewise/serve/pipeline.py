@@ -81,7 +81,7 @@ class Engine:
         self._backends: dict[str, Backend] = {}
         self.env = PolicyEnv(self.models, settings, self.backend, router_dir=router_dir, catalog=catalog)
         #: Task models (``kind: task``): students that answer their narrow task when sure (None: the catalog has none).
-        self.tasks = TaskDesk.build(self.models, catalog, router_dir)
+        self.tasks = TaskDesk.build(models, catalog, router_dir)  # all models: a teacher may lack its key for now
         if self.tasks is not None:
             self._backends.update(self.tasks.backends())
         if filters is None:

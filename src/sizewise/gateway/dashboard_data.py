@@ -1,9 +1,10 @@
 """What ``GET /dashboard/data`` returns: the request log and the learning loop, summed for the charts.
 
 Everything is computed from the request log's rows in a time window (the ``requests`` table, SQLite or
-PostgreSQL), the savings estimate of the learning loop (:func:`sizewise.learn.savings.savings_of` over the
-same window) and the router directory's versions (:class:`sizewise.learn.versions.RouterVersions`). The
-functions here are synchronous and read the database: the HTTP handler runs them off the event loop.
+PostgreSQL; the database counts and sorts, so a refresh reads a few small results), the savings estimate of
+the learning loop (:func:`sizewise.learn.savings.savings_of` over the same window) and the router directory's
+versions (:class:`sizewise.learn.versions.RouterVersions`). The functions here are synchronous and read the
+database: the HTTP handler runs them off the event loop.
 
 Counting rules (the dashboard test checks them against traffic it sent): a row is *answered* when its
 status is below 400 and it names a model; *requests per model* and *share* count answered rows by the

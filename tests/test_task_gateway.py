@@ -271,3 +271,16 @@ def test_a_request_asking_for_more_than_a_label_is_left_to_the_policy(client: op
         sizewise = told(response)
         assert sizewise["model"] == "small" and sizewise["task"]["answered_by"] == "policy", extra
         assert "the request asks for" in sizewise["task"]["note"]
+
+
+def test_under_a_cascade_an_unsure_student_sends_the_request_straight_to_the_teacher(
+    teacher: Teacher, student_file: Path
+) -> None:
+    with gateway_with(teacher, student=str(student_file), online=False, audit_share=0.0) as gw:
+        client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0)
+        unsure = told(
+            ask(client, QUESTION + "Nothing in this text says anything either way.", model="cascade-consistency")
+        )
+        off_task = told(ask(client, "Write a haiku about the sea.", task=None, model="cascade-consistency"))
+    assert [step["model"] for step in unsure["steps"]] == ["big"] and unsure["task"]["answered_by"] == "teacher"
+    assert off_task["steps"][0]["model"] == "small" and "task" not in off_task  # the cascade climbs from the bottom

@@ -248,6 +248,11 @@ def test_shadow_judging_leaves_task_decisions_alone(teacher: Teacher, student_fi
         assert told(ask(client, "Write a haiku about the sea.", task=None))["model"] == "small"  # routed: shadowed
         metrics = gw.app.state.gateway.metrics.registry
         assert metrics.get_sample_value("sizewise_shadow_jobs_total", {"event": "queued"}) == 1
+        rows = gw.rows()
+    # The request log keeps each student answer as the task model's, with its confidence as the score.
+    students = [row for row in rows if row["model"] == "overruling"]
+    assert len(students) == 3 and all(row["score"] >= row["threshold"] > 0 for row in students)
+    assert [row["model"] for row in rows if row["model"] != "overruling"] == ["big", "small"]
 
 
 def test_naming_the_task_model_makes_the_request_that_tasks(client: openai.OpenAI) -> None:
@@ -284,3 +289,19 @@ def test_under_a_cascade_an_unsure_student_sends_the_request_straight_to_the_tea
         off_task = told(ask(client, "Write a haiku about the sea.", task=None, model="cascade-consistency"))
     assert [step["model"] for step in unsure["steps"]] == ["big"] and unsure["task"]["answered_by"] == "teacher"
     assert off_task["steps"][0]["model"] == "small" and "task" not in off_task  # the cascade climbs from the bottom
+
+
+def test_an_anthropic_client_gets_the_task_model_too(gateway: GatewayServer) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=gateway.url.removesuffix("/v1"), api_key="unused", max_retries=0)
+    text = prompts(1, seed=80)[0]
+    raw = client.messages.with_raw_response.create(
+        model="sizewise",
+        max_tokens=8,
+        messages=[{"role": "user", "content": text}],
+        extra_body={"sizewise": {"task": "overruling"}},
+    )
+    message = raw.parse()
+    assert raw.headers["x-sizewise-model"] == "overruling"
+    assert message.content[0].text == ("yes" if truthful(text) else "no")  # type: ignore[union-attr]

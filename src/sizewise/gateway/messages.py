@@ -27,6 +27,7 @@ from sizewise.gateway.schemas import read_body, request_context
 from sizewise.gateway.state import GatewayState, ReportedStream, StreamReport
 from sizewise.gateway.streaming import OnDone
 from sizewise.policy.types import Decision, RequestContext
+from sizewise.serve.tasks import TASK_KEY, take_task
 
 logger = logging.getLogger("sizewise.gateway")
 
@@ -46,7 +47,9 @@ async def messages(request: Request) -> Response:
         raw = await read_body(request, state.settings.max_body_bytes)
         body, chat = parse_messages(raw, state.settings.max_messages)
         stops = body.stop_sequences
+        task = take_task(body.model_extra)  # "sizewise": {"task": ...}: as on chat completions (serve.tasks)
         ctx = request_context(request, chat, stream=body.stream, api_key=api_key, request_id=request_id)
+        ctx.extras[TASK_KEY] = task
         if body.stream:
             return await _stream(state, ctx, started, api_key, request, stops)
         result, decision = await state.engine.complete(ctx)

@@ -1,11 +1,10 @@
 """What a task student reads of a text: TF-IDF word and character n-grams, and/or an embedding.
 
-The TF-IDF transform is done here rather than by scikit-learn's vectoriser at answer time: the learned
-vocabulary and idf weights are plain data (saved as JSON + arrays, no pickle), and one text is
-transformed in tens of microseconds instead of scikit-learn's per-call validation overhead, which
-matters for a student that must answer in well under a millisecond. ``fit`` still uses scikit-learn
-(lazily imported) to count the vocabulary, so the weighting is scikit-learn's (smooth idf, sublinear tf,
-L2 per block).
+The TF-IDF transform is done here rather than by scikit-learn's vectoriser: the learned vocabulary and idf
+weights are plain data (saved as JSON + arrays, no pickle), one text is transformed in tens of microseconds
+instead of paying scikit-learn's per-call validation overhead (a student must answer in well under a
+millisecond), and cross-validation counts each text's terms once (:func:`analyse`) for every fold. The
+tokenisation is scikit-learn's analyzer and the weighting its formula (smooth idf, sublinear tf, L2 per block).
 """
 
 from __future__ import annotations
@@ -43,23 +42,25 @@ class TfidfBlock:
         self.analyze = _analyzer(kind, ngrams)
 
     @classmethod
-    def fit(cls, texts: Sequence[str], kind: str, ngrams: tuple[int, int]) -> TfidfBlock:
-        from sklearn.feature_extraction.text import TfidfVectorizer
+    def fit(cls, counts: Sequence[Counter[str]], kind: str, ngrams: tuple[int, int]) -> TfidfBlock:
+        """Vocabulary (terms in ``MIN_DF`` texts, sorted) and smooth idf ``ln((1 + n) / (1 + df)) + 1``, as
+        scikit-learn's vectoriser computes them, from each text's term counts (:func:`analyse`)."""
+        df: Counter[str] = Counter()
+        for text_counts in counts:
+            df.update(text_counts.keys())
+        min_df = MIN_DF if len(counts) >= 20 else 1  # tiny data: every term counts
+        terms = sorted(term for term, n in df.items() if n >= min_df)
+        frequency = np.array([df[t] for t in terms], dtype=np.float64)
+        idf = (np.log((1.0 + len(counts)) / (1.0 + frequency)) + 1.0).astype(np.float32)
+        return cls(kind, ngrams, {t: i for i, t in enumerate(terms)}, idf)
 
-        min_df = MIN_DF if len(texts) >= 20 else 1  # tiny data: every term counts
-        vectorizer = TfidfVectorizer(
-            analyzer=kind, ngram_range=ngrams, min_df=min_df, sublinear_tf=True, dtype=np.float32
-        )
-        try:
-            vectorizer.fit(texts)
-        except ValueError:  # nothing left after min_df (or empty texts): an empty block
-            return cls(kind, ngrams, {}, np.zeros(0, dtype=np.float32))
-        vocabulary = {str(term): int(column) for term, column in vectorizer.vocabulary_.items()}
-        return cls(kind, ngrams, vocabulary, vectorizer.idf_.astype(np.float32))
+    def counts(self, text: str) -> Counter[str]:
+        """The text's term counts in this block."""
+        return Counter(self.analyze(text))
 
-    def row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """(columns, values) of one text: sublinear tf times idf, L2-normalised."""
-        counts = Counter(self.analyze(text))
+    def row(self, text: str | Counter[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(columns, values) of one text (or its counts): sublinear tf times idf, L2-normalised."""
+        counts = self.counts(text) if isinstance(text, str) else text
         pairs = [(self.vocabulary[t], c) for t, c in counts.items() if t in self.vocabulary]
         if not pairs:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
@@ -84,6 +85,17 @@ class TfidfBlock:
         if meta["kind"] not in ("word", "char_wb") or len(ngrams) != 2:
             raise ValueError(f"unknown TF-IDF block {meta['kind']!r}")
         return cls(str(meta["kind"]), (ngrams[0], ngrams[1]), {t: i for i, t in enumerate(terms)}, idf)
+
+
+#: Each text's term counts, one Counter per TF-IDF block: what every fold's vocabulary and rows are built
+#: from, so cross-validation reads each text once instead of twice per fold.
+Analysed = list[list[Counter[str]]]
+
+
+def analyse(texts: Sequence[str]) -> Analysed:
+    """The term counts of each text in each block of :data:`TFIDF_BLOCKS`."""
+    analyzers = [_analyzer(kind, ngrams) for kind, ngrams in TFIDF_BLOCKS]
+    return [[Counter(analyze(text)) for analyze in analyzers] for text in texts]
 
 
 def parts(features: str) -> list[str]:
@@ -111,25 +123,31 @@ class Featuriser:
         self.width = sum(len(b.idf) for b in blocks) + (_embedding_dim(self.embedding) if self.embedding else 0)
 
     @classmethod
-    def fit(cls, features: str, texts: Sequence[str]) -> Featuriser:
-        blocks = [TfidfBlock.fit(texts, k, n) for k, n in TFIDF_BLOCKS] if "tfidf" in parts(features) else []
-        return cls(features, blocks)
+    def fit(cls, features: str, texts: Sequence[str], counts: Analysed | None = None) -> Featuriser:
+        """Learn the TF-IDF blocks' vocabularies; ``counts`` (from :func:`analyse`) saves re-reading the texts."""
+        if "tfidf" not in parts(features):
+            return cls(features, [])
+        counts = analyse(texts) if counts is None else counts
+        return cls(features, [TfidfBlock.fit([c[b] for c in counts], k, n) for b, (k, n) in enumerate(TFIDF_BLOCKS)])
 
-    def transform(self, texts: Sequence[str]) -> Any:
-        """A ``scipy.sparse.csr_matrix`` of shape ``(len(texts), width)``."""
+    def transform(self, texts: Sequence[str], counts: Analysed | None = None, dense: np.ndarray | None = None) -> Any:
+        """A ``scipy.sparse.csr_matrix`` of shape ``(len(texts), width)``; ``counts`` as for :meth:`fit`,
+        ``dense`` the texts' embeddings if already computed (:func:`embedding_of`)."""
         from scipy import sparse
 
+        if self.blocks and counts is None:
+            counts = analyse(texts)
         rows, columns, values = [], [], []
-        for i, text in enumerate(texts):
+        for i in range(len(texts)):
             offset = 0
-            for block in self.blocks:
-                cols, vals = block.row(text)
+            for b, block in enumerate(self.blocks):
+                cols, vals = block.row(counts[i][b])  # type: ignore[index]
                 rows.append(np.full(len(cols), i))
                 columns.append(cols + offset)
                 values.append(vals)
                 offset += len(block.idf)
         if self.embedding is not None:
-            dense = embedding_of(self.embedding, texts) * EMBEDDING_WEIGHT
+            dense = (embedding_of(self.embedding, texts) if dense is None else dense) * EMBEDDING_WEIGHT
             offset = self.width - dense.shape[1]
             grid = np.indices(dense.shape)
             rows.append(grid[0].ravel())

@@ -16,12 +16,13 @@ Confidences are the top class probability mapped by an isotonic fit on out-of-fo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from sizewise.distill.calibration import ConfidenceMap, choose_threshold, coverage_agreement
-from sizewise.distill.features import FEATURES, Featuriser
+from sizewise.distill.features import FEATURES, Analysed, Featuriser, analyse, embedding_of, parts
 from sizewise.errors import ConfigError, DataError
 from sizewise.learn.estimator import Estimator
 from sizewise.learn.persist import saved_array
@@ -55,6 +56,22 @@ def check_labelled(texts: Sequence[str], labels: Sequence[str]) -> tuple[list[st
     if len(set(labels)) < 2:
         raise DataError(f"a student needs answers of at least two labels; got {sorted(set(labels)) or 'none'}")
     return items, labels
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Training texts read once: their TF-IDF term counts and embeddings (None where the features lack them)."""
+
+    texts: list[str]
+    counts: Analysed | None
+    dense: np.ndarray | None
+
+    def subset(self, rows: np.ndarray) -> Prepared:
+        return Prepared(
+            [self.texts[i] for i in rows],
+            None if self.counts is None else [self.counts[i] for i in rows],
+            None if self.dense is None else self.dense[rows],
+        )
 
 
 @register
@@ -91,6 +108,15 @@ class TaskStudent(Estimator):
     # -- learning ------------------------------------------------------------------
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> TaskStudent:
         """Learn from ``labels`` (the teacher's, normalised); set ``threshold_`` from out-of-fold answers."""
+        import sklearn.linear_model  # noqa: F401 - load its OpenMP/BLAS first: the limit binds only loaded ones
+        from threadpoolctl import threadpool_limits
+
+        # One BLAS thread: these fits are small, and on a busy machine (a gateway, other jobs) threaded BLAS
+        # made each 30x slower in wall time (measured: 2.2 s vs 0.08 s for one fit on 800 prompts).
+        with threadpool_limits(limits=1):
+            return self._fit(texts, labels)
+
+    def _fit(self, texts: Sequence[str], labels: Sequence[str]) -> TaskStudent:
         self._check_params()
         texts, labels = check_labelled(texts, labels)
         self.classes_ = sorted(set(labels))
@@ -98,22 +124,22 @@ class TaskStudent(Estimator):
         readable = varying_part(texts, *self.shared_)
         y = np.array([self.classes_.index(x) for x in labels])
         grid = C_GRID if self.C is None else (float(self.C),)
-        raw = self._out_of_fold(readable, y, grid)
+        counts = analyse(readable) if "tfidf" in parts(self.features) else None
+        embedding = next((p for p in parts(self.features) if p != "tfidf"), None)
+        dense = embedding_of(embedding, readable) if embedding else None
+        raw = self._out_of_fold(Prepared(readable, counts, dense), y, grid)
         if raw is None:  # too few answers of some label to hold any out: no map, the grid's middle
             self.C_, top, agree = grid[len(grid) // 2], np.zeros(0), np.zeros(0)
             self.map_ = ConfidenceMap.identity()
         else:
             self.C_, self.map_, top, agree = _best_of(raw, y, grid, self.target_agreement)
-        self.featuriser_, self.coef_, self.intercept_ = self._train(readable, y, self.C_)
+        self.featuriser_ = Featuriser.fit(self.features, readable, counts)
+        X = self.featuriser_.transform(readable, counts, dense)
+        self.coef_, self.intercept_ = self._logistic(X, y, self.C_)
         self.fitted_ = True
         self.threshold_ = choose_threshold(self.map_(top), agree, self.target_agreement)
         self.coverage_, self.agreement_ = coverage_agreement(self.map_(top), agree, self.threshold_)
         return self
-
-    def _train(self, texts: list[str], y: np.ndarray, C: float) -> tuple[Featuriser, np.ndarray, np.ndarray]:
-        featuriser = Featuriser.fit(self.features, texts)
-        coef, intercept = self._logistic(featuriser.transform(texts), y, C)
-        return featuriser, coef, intercept
 
     def _logistic(self, X: Any, y: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.linear_model import LogisticRegression
@@ -121,7 +147,7 @@ class TaskStudent(Estimator):
         model = LogisticRegression(C=C, max_iter=2000, random_state=self.seed).fit(X, y)
         return model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
 
-    def _out_of_fold(self, texts: list[str], y: np.ndarray, grid: Sequence[float]) -> dict[float, np.ndarray] | None:
+    def _out_of_fold(self, data: Prepared, y: np.ndarray, grid: Sequence[float]) -> dict[float, np.ndarray] | None:
         """For each C of ``grid``: class probabilities of each training text from a model that did not see
         it (None: too few answers of some label). The featuriser is fitted once per fold, shared by the Cs."""
         smallest = int(np.bincount(y).min())
@@ -130,14 +156,13 @@ class TaskStudent(Estimator):
             return None
         from sklearn.model_selection import StratifiedKFold
 
-        out = {C: np.zeros((len(texts), len(self.classes_))) for C in grid}
-        split = StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(texts, y)
+        out = {C: np.zeros((len(data.texts), len(self.classes_))) for C in grid}
+        split = StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(data.texts, y)
         for train, test in split:  # stratified with folds <= the rarest label's count: every label in each train
-            featuriser = Featuriser.fit(self.features, [texts[i] for i in train])
-            X_train, X_test = (
-                featuriser.transform([texts[i] for i in train]),
-                featuriser.transform([texts[i] for i in test]),
-            )
+            part_train, part_test = data.subset(train), data.subset(test)
+            featuriser = Featuriser.fit(self.features, part_train.texts, part_train.counts)
+            X_train = featuriser.transform(part_train.texts, part_train.counts, part_train.dense)
+            X_test = featuriser.transform(part_test.texts, part_test.counts, part_test.dense)
             for C in grid:
                 coef, intercept = self._logistic(X_train, y[train], C)
                 out[C][test] = _probabilities(X_test @ coef.T + intercept)

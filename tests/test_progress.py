@@ -38,7 +38,7 @@ def _collect(tmp_path: Path, base_url: str, **env: str) -> subprocess.CompletedP
 def test_collect_in_a_pipe_prints_one_final_line_and_no_bar(tmp_path: Path) -> None:
     with FakeUpstream() as upstream:
         shown = _collect(tmp_path, upstream.base_url, SIZEWISE_PROGRESS_DELAY="0")  # every job counts as long
-        quiet = _collect(tmp_path, upstream.base_url)  # the default: a job under 2 s shows nothing
+        quiet = _collect(tmp_path, upstream.base_url, SIZEWISE_PROGRESS_DELAY="600")  # a job shorter than the delay
     assert shown.returncode == 0, shown.stderr
     assert "\r" not in shown.stderr and "[#" not in shown.stderr and "..." not in shown.stderr
     assert [line for line in shown.stderr.splitlines() if FINAL.match(line)] == shown.stderr.splitlines(), shown.stderr
@@ -84,3 +84,16 @@ def test_delay_from_the_environment(monkeypatch) -> None:
     for bad in ("-1", "soon"):
         monkeypatch.setenv("SIZEWISE_PROGRESS_DELAY", bad)
         assert default_delay() == 2.0
+
+
+def test_silenced_reaches_every_job_inside(tmp_path: Path) -> None:
+    from sizewise.progress import silenced
+
+    log = tmp_path / "log.txt"
+    with log.open("w") as stream:
+        # What `eval --no-progress` wraps the evaluation in (embedding included).
+        with silenced(), Progress(3, "embedding", "texts", delay=0, stream=stream) as bar:
+            bar.update(3)
+        with Progress(3, "after", "texts", delay=0, stream=stream) as bar:
+            bar.update(3)
+    assert [line.split(":")[0] for line in log.read_text().splitlines()] == ["after"]

@@ -12,10 +12,23 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, TextIO
 
 DELAY_S = 2.0  # a job shorter than this shows nothing
+_SILENCED = [0]  # depth of silenced() blocks: a command's --no-progress reaches the jobs it runs (embedding, ...)
+
+
+@contextmanager
+def silenced() -> Iterator[None]:
+    """No progress from any job started inside the block (``eval --no-progress`` embeds too)."""
+    _SILENCED[0] += 1
+    try:
+        yield
+    finally:
+        _SILENCED[0] -= 1
 
 
 class Progress:
@@ -37,11 +50,11 @@ class Progress:
         self.count = 0
         self.start = time.monotonic()
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled
+        self.enabled = enabled and not _SILENCED[0]
         self.scale = scale  # bytes and the like: 33.2MB rather than 33190000
         self._bar: Any = None
         self._closed = False
-        if enabled and _is_tty(self.stream):
+        if self.enabled and _is_tty(self.stream):
             from tqdm import tqdm
 
             self._bar = tqdm(

@@ -53,6 +53,10 @@ def eval_command(
         list[str] | None,
         typer.Option("--param", help="Parameter KEY=JSON of every --router, e.g. embedding='\"static\"' (repeatable)."),
     ] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Fit every (router, fold) as a Ray task (same numbers).")] = False,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster to join under --ray (default: start a local one).")
+    ] = None,
 ) -> None:
     """Evaluate routers on one dataset: APGR, CPT(20/50/80%), AUC, AIQ and cost at the strong model's quality."""
     from sizewise.cli.tables import read_table
@@ -84,17 +88,23 @@ def eval_command(
     data = read_table(str(table) if table is not None else str(dataset))
     train_table = read_table(train_on) if train_on is not None else None
     weak, strong = pick_pair(data, weak, strong)
-    result = evaluate(
-        data,
-        [*names, *loaded],
-        cv=cv,
-        seed=seed,
-        train_table=train_table,
-        weak=weak,
-        strong=strong,
-        progress=progress,
-        router_params={name: params for name in names} if params else None,
-    )
+    from contextlib import nullcontext
+
+    from sizewise.progress import silenced
+
+    with nullcontext() if progress else silenced():  # --no-progress: the embedding's progress too
+        result = evaluate(
+            data,
+            [*names, *loaded],
+            cv=cv,
+            seed=seed,
+            train_table=train_table,
+            weak=weak,
+            strong=strong,
+            progress=progress,
+            router_params={name: params for name in names} if params else None,
+            fold_map=_fold_map(ray, address),
+        )
     _print_table(result)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +114,19 @@ def eval_command(
         from sizewise.evaluation.report import write_report
 
         typer.echo(f"wrote {write_report(result, report, target_quality)}")
+
+
+def _fold_map(ray: bool, address: str | None) -> Any:
+    """``--ray``: Ray's fold map for :func:`evaluate` (joining or starting a cluster); None runs locally."""
+    if address is not None and not ray:
+        raise ConfigError("--address is an option of --ray: add --ray")
+    if not ray:
+        return None
+    from sizewise.distributed.batch import ray_fold_map
+    from sizewise.distributed.run import connect
+
+    connect(address)
+    return ray_fold_map
 
 
 def pick_pair(table: Any, weak: str | None, strong: str | None) -> tuple[str, str]:

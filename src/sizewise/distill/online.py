@@ -315,7 +315,8 @@ class OnlineDistiller:
             if not isinstance(header, dict) or header.get("format") != FORMAT:
                 raise ValueError("not a distiller file")
             distiller = cls(**header["params"], background=background)
-            texts, labels, held, weights = header["texts"], header["labels"], header["held"], header["weights"]
+            texts, labels, held, weights = header["texts"], header["labels"], header["held"], header.get("weights")
+            weights = [1.0] * len(held) if weights is None else weights  # files from before the weights
             if not (len(texts) == len(labels) == len(held) == len(weights)) or not all(
                 isinstance(t, str) for t in texts
             ):

@@ -94,7 +94,7 @@ def _encode(texts: list[str]) -> tuple[Any, int]:
     from sizewise.embedding import embed
     from sizewise.embedding.model import get_model
 
-    vectors = embed(texts)
+    vectors = embed(texts, progress=False)  # a request's texts: no progress line on the server's console
     tokens = sum(len(ids) for ids in get_model().token_ids(texts))
     return vectors, tokens
 

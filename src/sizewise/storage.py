@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import MetaData, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.elements import TextClause
 
 from sizewise.errors import ConfigError
+
+#: The PostgreSQL advisory lock that serialises sizewise's CREATE TABLEs (any constant; "sizewise" in ASCII).
+_SCHEMA_LOCK = 0x73697A6577697365
 
 
 def make_engine(url: str, *, what: str = "database", immediate: bool = False) -> Engine:
@@ -45,3 +49,16 @@ def make_engine(url: str, *, what: str = "database", immediate: bool = False) ->
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def create_tables(metadata: MetaData, engine: Engine, *statements: TextClause) -> None:
+    """``metadata.create_all(engine)``, then ``statements`` (``CREATE INDEX IF NOT EXISTS ...``), safe when
+    several gateway replicas start at once on one PostgreSQL: there two racing CREATEs both find nothing
+    and the second fails on the system catalog's unique index, so they take turns under a
+    transaction-scoped advisory lock. SQLite's write lock already serialises them."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+        metadata.create_all(connection)
+        for statement in statements:
+            connection.execute(statement)

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sizewise.core.requestlog import requests_table
 from sizewise.errors import ConfigError
+from sizewise.storage import create_tables as _create
 
 metadata = MetaData()
 outcomes_table = Table(
@@ -51,10 +52,8 @@ def create_tables(engine: SAEngine) -> None:
     from sizewise.core.requestlog import metadata as log_metadata
 
     try:
-        log_metadata.create_all(engine)
-        metadata.create_all(engine)
-        with engine.begin() as connection:
-            connection.execute(text(_REQUEST_ID_INDEX))
+        _create(log_metadata, engine)  # replicas starting at once take turns (PostgreSQL)
+        _create(metadata, engine, text(_REQUEST_ID_INDEX))
     except SQLAlchemyError as error:
         raise ConfigError(f"outcome store {engine.url!r}: cannot create tables ({type(error).__name__})") from None
 

@@ -62,7 +62,7 @@ def measured_p95(url: str, window: int = WINDOW, min_samples: int = MIN_SAMPLES)
         return {}
     out: dict[str, float] = {}
     try:
-        metadata.create_all(engine)
+        storage.create_tables(metadata, engine)
         t = requests_table.c
         query = select(t.model, t.latency_ms).where(t.status == 200).order_by(t.id.desc()).limit(window * 50)
         with engine.connect() as connection:

@@ -44,6 +44,7 @@ from sizewise.core.requestlog import metadata as metadata
 from sizewise.core.requestlog import requests_table as requests_table
 from sizewise.errors import ConfigError
 from sizewise.policy.constraints.privacy import redact_error
+from sizewise.storage import create_tables
 
 
 @dataclass
@@ -166,7 +167,7 @@ class RequestLog:
         self.log_text = log_text
         self.engine = make_engine(url)
         try:
-            metadata.create_all(self.engine)
+            create_tables(metadata, self.engine)  # replicas starting at once take turns (PostgreSQL)
         except SQLAlchemyError as error:
             raise ConfigError(f"request log {url!r}: cannot create table ({error.__class__.__name__})") from None
         self._queue: queue.SimpleQueue[LogEntry | None] = queue.SimpleQueue()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.engine import Engine as SAEngine
 
-from sizewise.storage import make_engine
+from sizewise.storage import create_tables, make_engine
 
 metadata = MetaData()
 spend_table = Table(
@@ -39,7 +39,7 @@ class SpendLedger:
     def __init__(self, url: str | None) -> None:
         self.engine: SAEngine | None = make_engine(url, what="shadow spend ledger") if url else None
         if self.engine is not None:
-            metadata.create_all(self.engine)
+            create_tables(metadata, self.engine)
         self._lock = threading.Lock()
         self._memory: list[tuple[float, float]] = []  # (time, usd) without a database
 

@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sizewise.catalog.schema import GatewaySettings
 from sizewise.errors import ConfigError
 from sizewise.serve.session import MAX_ID_CHARS, MemorySessionStore, SessionStore
-from sizewise.storage import make_engine
+from sizewise.storage import create_tables, make_engine
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class SqlSessionStore:
         self._swept = -float("inf")
         self._sweep_lock = threading.Lock()
         try:
-            metadata.create_all(self.engine)
+            create_tables(metadata, self.engine)
         except SQLAlchemyError as error:
             raise ConfigError(f"session store {url!r}: cannot create table ({type(error).__name__})") from None
 

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sizewise.errors import ConfigError
 from sizewise.policy.constraints.budget_wait import SettleSignal
-from sizewise.storage import make_engine
+from sizewise.storage import create_tables, make_engine
 
 #: How long a peek at the ledger serves the other waiters of this process (seconds).
 PEEK_TTL_S = 0.01
@@ -95,7 +95,7 @@ class BudgetLedger:
         self._peeked: dict[tuple[Limit, ...], tuple[float, list[Usage]]] = {}
         self._peek_lock = threading.Lock()
         try:
-            metadata.create_all(self.engine)
+            create_tables(metadata, self.engine)  # replicas starting at once take turns (PostgreSQL)
         except SQLAlchemyError as error:
             raise ConfigError(f"budget ledger {url!r}: cannot create table ({type(error).__name__})") from None
 

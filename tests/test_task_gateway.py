@@ -191,22 +191,30 @@ def test_teacher_answers_are_kept_under_the_router_dir_across_a_restart(teacher:
         assert task.online.state.examples == 5
 
 
-def gateway_with(teacher: Teacher, **settings: Any) -> GatewayServer:
+def gateway_with(teacher: Teacher, log: Path | None = None, **settings: Any) -> GatewayServer:
     models = [teacher_entry("small", teacher.base_url, 1), teacher_entry("big", teacher.base_url, 100)]
-    return GatewayServer({"models": [*models, task_entry(**settings)], "gateway": ROUTING})
+    # log_text: the log keeps prompts, so it embeds none (a prompt's vector stands in for its text otherwise).
+    gateway = {**ROUTING, "log_url": f"sqlite:///{log}", "log_text": True} if log is not None else ROUTING
+    return GatewayServer({"models": [*models, task_entry(**settings)], "gateway": gateway})
 
 
 def test_unsure_policy_leaves_unsure_requests_to_the_router_but_audits_to_the_teacher(
-    teacher: Teacher, student_file: Path
+    teacher: Teacher, student_file: Path, tmp_path: Path
 ) -> None:
-    with gateway_with(teacher, student=str(student_file), online=False, audit_share=0.5, unsure="policy") as gw:
+    settings = {"student": str(student_file), "online": False, "audit_share": 0.5, "unsure": "policy"}
+    with gateway_with(teacher, log=tmp_path / "log.sqlite", **settings) as gw:
         client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0)
         unsure = told(ask(client, QUESTION + "Nothing in this text says anything either way."))
         assert unsure["model"] == "small" and unsure["task"]["answered_by"] == "policy"
         sure = [told(ask(client, text)) for text in prompts(16, seed=40)]
+        rows = gw.rows()
     audits = [s for s in sure if s["task"]["audit"]]
     assert audits and all(s["model"] == "big" and s["task"]["answered_by"] == "teacher" for s in audits)
     assert {s["model"] for s in sure if not s["task"]["audit"]} == {"overruling"}
+    # The request log keeps each student answer as the task model's, with its confidence as the score.
+    students = [row for row in rows if row["model"] == "overruling"]
+    assert len(students) == len(sure) - len(audits) and all(row["score"] >= row["threshold"] > 0 for row in students)
+    assert sorted(row["model"] for row in rows if row["model"] != "overruling") == ["big"] * len(audits) + ["small"]
 
 
 def test_a_saved_student_stops_answering_when_its_audits_disagree(teacher: Teacher, student_file: Path) -> None:
@@ -238,7 +246,7 @@ def test_shadow_judging_leaves_task_decisions_alone(teacher: Teacher, student_fi
             teacher_entry("big", teacher.base_url, 100),
             task_entry(student=str(student_file), online=False, audit_share=0.0),
         ],
-        "gateway": {**ROUTING, "log_url": f"sqlite:///{tmp_path / 'log.sqlite'}", "shadow": shadow},
+        "gateway": {**ROUTING, "log_url": f"sqlite:///{tmp_path / 'log.sqlite'}", "log_text": True, "shadow": shadow},
     }
     with GatewayServer(catalog) as gw:
         client = openai.OpenAI(base_url=gw.url, api_key="unused", max_retries=0)
@@ -248,11 +256,6 @@ def test_shadow_judging_leaves_task_decisions_alone(teacher: Teacher, student_fi
         assert told(ask(client, "Write a haiku about the sea.", task=None))["model"] == "small"  # routed: shadowed
         metrics = gw.app.state.gateway.metrics.registry
         assert metrics.get_sample_value("sizewise_shadow_jobs_total", {"event": "queued"}) == 1
-        rows = gw.rows()
-    # The request log keeps each student answer as the task model's, with its confidence as the score.
-    students = [row for row in rows if row["model"] == "overruling"]
-    assert len(students) == 3 and all(row["score"] >= row["threshold"] > 0 for row in students)
-    assert [row["model"] for row in rows if row["model"] != "overruling"] == ["big", "small"]
 
 
 def test_naming_the_task_model_makes_the_request_that_tasks(client: openai.OpenAI) -> None:

@@ -235,3 +235,24 @@ def test_documented_commands_run_as_written(page: Path, commands: list[str], tmp
             assert run.returncode == 0, f"{where} exited {run.returncode}: {run.stderr[-2000:]}"
         assert "Traceback" not in run.stderr, f"{where}: {run.stderr}"
     shutil.rmtree(tmp_path / "home", ignore_errors=True)
+
+
+def test_fetch_puts_the_price_sheet_beside_the_data_or_says_what_to_do(tmp_path: Path, monkeypatch) -> None:
+    from sizewise.cli.data_cmd import _price_sheet
+
+    sheet = tmp_path / "mine.csv"
+    sheet.write_text("model,usd_per_1m_input,usd_per_1m_output\nm,1,2\n")
+    monkeypatch.setenv("SIZEWISE_PRICES", str(sheet))
+    root = tmp_path / "fetched"
+    root.mkdir()
+    assert (
+        _price_sheet(root)
+        == f"price sheet: copied {sheet} to {root / 'prices.csv'} (list prices; edit it, docs/prices.md)"
+    )
+    assert (root / "prices.csv").read_text() == sheet.read_text()
+    assert _price_sheet(root) == f"price sheet: {root / 'prices.csv'}"  # kept, never overwritten
+    monkeypatch.setenv("SIZEWISE_PRICES", str(tmp_path / "none.csv"))
+    other = tmp_path / "other"
+    other.mkdir()
+    assert "no price sheet at hand" in _price_sheet(other) and "set SIZEWISE_PRICES" in _price_sheet(other)
+    assert not (other / "prices.csv").exists()

@@ -109,3 +109,15 @@ def test_a_teacher_without_its_api_key_is_skipped_not_a_start_up_error(monkeypat
     app = create_app(CatalogSpec.model_validate(data))
     engine = app.state.gateway.engine
     assert "big" in engine.unavailable and "overruling" in engine.tasks.tasks
+
+
+@pytest.mark.parametrize(
+    ("aliases", "message"),
+    [({"maybe": ["perhaps"]}, "aliases name 'maybe', which is not a label"), ({"yes": ["no"]}, "would mean both")],
+)
+def test_bad_aliases_fail_at_start_up_naming_the_task(aliases: dict[str, list[str]], message: str) -> None:
+    for online in (True, False):
+        settings = {"aliases": aliases, "online": online, "student": None if online else "unused.zip"}
+        spec = CatalogSpec.model_validate(catalog({"settings": settings}, gateway={"log_url": "none"}))
+        with pytest.raises(ConfigError, match=f"task model 'overruling': .*{message}"):
+            create_app(spec)

@@ -260,7 +260,7 @@ class ReplaySettings(_Strict):
 
 class TaskSettings(_Strict):
     """``backend: task`` (``kind: task``): a student distilled from ``teacher``'s answers serves one narrow task
-    in-process (``sizewise.serve.tasks``, docs/distill.md). On-task requests: those matching domain ``route``
+    in-process (``sizewise.serve.tasks``, docs/gateway.md). On-task requests: those matching domain ``route``
     or carrying ``"sizewise": {"task": "<this model's name>"}``."""
 
     labels: list[str] = Field(min_length=2)

@@ -1,4 +1,4 @@
-"""Start-up checks of the catalog's task models (``kind: task``, ``backend: task``; docs/distill.md).
+"""Start-up checks of the catalog's task models (``kind: task``, ``backend: task``; docs/gateway.md).
 
 A task entry names other entries (its ``teacher``, its domain ``route``) and a file (its ``student``);
 each reference is checked here so a typo fails at start-up with the file, line and field, never at the

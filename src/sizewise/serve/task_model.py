@@ -1,4 +1,4 @@
-"""One task model (``kind: task``, docs/distill.md): its students, its drift watch and its file.
+"""One task model (``kind: task``; docs/gateway.md, Task models): its students, its drift watch and its file.
 
 A task has up to two students. The *offline* one is a saved :class:`~sizewise.distill.student.TaskStudent`
 (``settings.student``, from ``sizewise distill``); the *online* one is an
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sizewise.catalog.schema import ModelSpec, TaskSettings
-from sizewise.errors import ConfigError, SizewiseError
+from sizewise.errors import ConfigError, DataError, SizewiseError
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +122,12 @@ class Task:
             settings = TaskSettings.model_validate(spec.settings)
         except ValueError as error:
             raise ConfigError(f"task model {spec.name!r}: bad settings: {error}") from None
+        from sizewise.distill.normalise import AnswerNormaliser
+
+        try:  # aliases first, before any file is read: one naming no label, or one meaning two labels
+            AnswerNormaliser(settings.labels, settings.aliases or None)
+        except DataError as error:
+            raise ConfigError(f"task model {spec.name!r}: {error}") from None
         student = None
         if settings.student is not None:
             student = _load_student(spec.name, Path(resolve(settings.student)), settings.labels)
@@ -256,12 +262,15 @@ def _online_student(name: str, settings: TaskSettings, state_path: Path | None) 
         options["min_examples"] = settings.min_examples
     if settings.retrain_every is not None:
         options["retrain_every"] = settings.retrain_every
-    if state_path is not None and state_path.is_file():
+    if state_path is not None and state_path.is_file():  # what it learned before a restart
         try:
             return OnlineDistiller.load(state_path, background=True)
         except (SizewiseError, OSError, ValueError) as error:
             raise ConfigError(f"task model {name!r}: cannot read its online student {state_path}: {error}") from None
-    return OnlineDistiller(settings.labels, **options)
+    try:
+        return OnlineDistiller(settings.labels, **options)
+    except (DataError, ConfigError) as error:
+        raise ConfigError(f"task model {name!r}: {error}") from None
 
 
 def _number(value: Any) -> float | None:

@@ -1,4 +1,4 @@
-"""Task models on the request path (docs/distill.md): a student answers its narrow task when it is sure.
+"""Task models on the request path (docs/gateway.md, Task models): a student answers its task when it is sure.
 
 A request is *on-task* for a task model when the client names it (``"sizewise": {"task": "<name>"}``) or
 when the domain filter matched the task's ``route``; every other request never meets a task model. For

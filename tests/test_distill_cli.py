@@ -38,7 +38,7 @@ def test_distill_writes_a_calibrated_student(run_cli, table: Path, tmp_path: Pat
     assert "vs 100.0% (teacher alone)" in stdout  # gold "yes" is the label "Yes" the teacher said
     student = TaskStudent.load(out)
     assert student.classes_ == ["no", "yes"] and student.provenance_["teacher"] == "teacher"
-    assert 0 < student.threshold_ < 1
+    assert 0 < student.threshold_ <= 1 and student.coverage_ > 0
 
 
 def test_distill_says_when_no_threshold_reaches_the_target(run_cli, table: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from sizewise.distill.student import TASKS, TaskStudent
 from sizewise.errors import ConfigError, DataError, NotFittedError, RouterFileError
 
 TRAIN = synthetic_task(600, seed=1)
-HELD_OUT = synthetic_task(400, seed=2)
+HELD_OUT = synthetic_task(1000, seed=2)
 FRESH = synthetic_task(1500, seed=3)
 
 
@@ -35,7 +35,7 @@ def test_calibrated_threshold_reaches_the_target_on_fresh_data(student: TaskStud
     """30% of the teacher's labels are coin flips: a student answering everything agrees ~85%; the
     calibrated one answers about the learnable 70% and keeps 98% on data it never saw."""
     report = student.calibrate(*HELD_OUT, target_agreement=0.98)
-    assert report["n"] == 400 and report["agreement"] >= 0.98 and 0.6 <= report["coverage"] <= 0.8
+    assert report["n"] == 1000 and report["agreement"] >= 0.98 and 0.5 <= report["coverage"] <= 0.8
     coverage, agreement, everything = measured(student, *FRESH)
     assert everything < 0.9  # answering everything misses the target by far
     assert agreement >= 0.97 and coverage >= 0.6
@@ -123,3 +123,12 @@ def test_threshold_counts_one_extra_disagreement() -> None:
     assert choose_threshold(confidence, agree, 0.98) == pytest.approx(confidence[59])
     assert choose_threshold(confidence[:10], np.zeros(10), 0.98) == float("inf")
     assert choose_threshold(np.ones(60), np.r_[np.ones(59), 0.0], 0.95) == 1.0  # ties: all or none
+
+
+def test_a_margin_asks_for_more_evidence() -> None:
+    confidence = np.linspace(1, 0, 100)
+    agree = np.ones(100)
+    agree[[60, 80]] = 0
+    assert choose_threshold(confidence, agree, 0.98, margin=1.0) == float("inf")  # 60 clean answers: not enough
+    many = np.linspace(1, 0, 400)
+    assert choose_threshold(many, np.ones(400), 0.98, margin=1.0) == pytest.approx(many[-1])

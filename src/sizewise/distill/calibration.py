@@ -6,7 +6,9 @@
 * :func:`choose_threshold`: the lowest confidence threshold whose answered set keeps ``target`` agreement
   with a finite-sample margin (conformal risk control, Angelopoulos et al. 2022: the disagreement rate
   among the answered counts one extra disagreement, ``(errors + 1) / (answered + 1) <= 1 - target``),
-  so a threshold chosen on a few hundred answers does not fall short on the next ones by chance alone.
+  so a threshold chosen on a few hundred answers does not fall short on the next ones by chance alone. Picking
+  the largest answered set that passes favours thresholds whose errors fell low by chance, so a ``margin``
+  (in standard deviations of the disagreement count at the target rate) can be added on top.
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ class ConfidenceMap:
         return np.interp(np.asarray(raw, dtype=float), self.x, self.y)
 
 
-def choose_threshold(confidence: np.ndarray, agree: np.ndarray, target: float) -> float:
-    """The lowest threshold on ``confidence`` whose answered set (confidence >= threshold) meets
-    ``target`` agreement with one extra disagreement counted; ``inf`` (never answer) when none does."""
+def choose_threshold(confidence: np.ndarray, agree: np.ndarray, target: float, margin: float = 0.0) -> float:
+    """The lowest threshold on ``confidence`` whose answered set (confidence >= threshold) meets ``target``
+    agreement with one extra disagreement counted, plus ``margin`` standard deviations of the number of
+    disagreements at the target rate; ``inf`` (never answer) when none does."""
     confidence, agree = np.asarray(confidence, dtype=float), np.asarray(agree, dtype=float)
     if confidence.size == 0:
         return float("inf")
@@ -57,7 +60,8 @@ def choose_threshold(confidence: np.ndarray, agree: np.ndarray, target: float) -
     answered = np.arange(1, conf.size + 1)
     # A cut is only possible after the last of equal confidences: all of them are answered or none.
     last_of_tie = np.r_[conf[1:] < conf[:-1], True]
-    ok = ((errors + 1.0) / (answered + 1.0) <= 1.0 - target) & last_of_tie
+    spread = margin * np.sqrt(answered * target * (1.0 - target))
+    ok = (errors + 1.0 + spread <= (1.0 - target) * (answered + 1.0)) & last_of_tie
     if not ok.any():
         return float("inf")
     return float(conf[np.flatnonzero(ok)[-1]])

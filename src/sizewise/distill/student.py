@@ -10,7 +10,9 @@ The model: the part of the prompt that varies (a shared few-shot prefix and clos
 and dropped, :mod:`sizewise.routers.prefix`), featurised by :mod:`sizewise.distill.features`, then a
 logistic regression (``class_weight`` none: the teacher's own label frequencies are what it must match).
 Confidences are the top class probability mapped by an isotonic fit on out-of-fold predictions
-(:mod:`sizewise.distill.calibration`). Files are the estimators' safe zip (JSON + arrays, no pickle).
+(:mod:`sizewise.distill.calibration`); the threshold counts one extra disagreement and ``margin`` (default 1)
+standard deviations of the disagreement count, so it holds on new answers, not only on those it was chosen on.
+Files are the estimators' safe zip (JSON + arrays, no pickle).
 """
 
 from __future__ import annotations
@@ -86,12 +88,14 @@ class TaskStudent(Estimator):
         features: str = "tfidf",
         C: float | None = None,
         target_agreement: float = 0.98,
+        margin: float = 1.0,
         folds: int = 5,
         seed: int = 0,
     ) -> None:
         self.features = features
         self.C = C
         self.target_agreement = target_agreement
+        self.margin = margin
         self.folds = folds
         self.seed = seed
 
@@ -102,6 +106,8 @@ class TaskStudent(Estimator):
             raise ConfigError(f"task 'student': C must be a positive number or None (choose), not {self.C!r}")
         if not isinstance(self.target_agreement, int | float) or not 0.5 <= self.target_agreement < 1:
             raise ConfigError(f"task 'student': target_agreement must lie in [0.5, 1), not {self.target_agreement!r}")
+        if not isinstance(self.margin, int | float) or not 0 <= self.margin <= 5:
+            raise ConfigError(f"task 'student': margin must lie in [0, 5] (standard deviations), not {self.margin!r}")
         if not isinstance(self.folds, int) or self.folds < 2:
             raise ConfigError(f"task 'student': folds must be an integer >= 2, not {self.folds!r}")
 
@@ -132,12 +138,12 @@ class TaskStudent(Estimator):
             self.C_, top, agree = grid[len(grid) // 2], np.zeros(0), np.zeros(0)
             self.map_ = ConfidenceMap.identity()
         else:
-            self.C_, self.map_, top, agree = _best_of(raw, y, grid, self.target_agreement)
+            self.C_, self.map_, top, agree = _best_of(raw, y, grid, self.target_agreement, self.margin)
         self.featuriser_ = Featuriser.fit(self.features, readable, counts)
         X = self.featuriser_.transform(readable, counts, dense)
         self.coef_, self.intercept_ = self._logistic(X, y, self.C_)
         self.fitted_ = True
-        self.threshold_ = choose_threshold(self.map_(top), agree, self.target_agreement)
+        self.threshold_ = choose_threshold(self.map_(top), agree, self.target_agreement, self.margin)
         self.coverage_, self.agreement_ = coverage_agreement(self.map_(top), agree, self.threshold_)
         return self
 
@@ -182,7 +188,7 @@ class TaskStudent(Estimator):
         target = self.target_agreement if target_agreement is None else target_agreement
         predicted, confidence = self.predict_with_confidence(texts)
         agree = np.array([p == t for p, t in zip(predicted, labels, strict=True)], dtype=float)
-        self.threshold_ = choose_threshold(confidence, agree, target)
+        self.threshold_ = choose_threshold(confidence, agree, target, self.margin)
         self.coverage_, self.agreement_ = coverage_agreement(confidence, agree, self.threshold_)
         return {"threshold": self.threshold_, "coverage": self.coverage_, "agreement": self.agreement_, "n": len(texts)}
 
@@ -253,7 +259,7 @@ class TaskStudent(Estimator):
 
 
 def _best_of(
-    raw: dict[float, np.ndarray], y: np.ndarray, grid: Sequence[float], target: float
+    raw: dict[float, np.ndarray], y: np.ndarray, grid: Sequence[float], target: float, margin: float
 ) -> tuple[float, ConfidenceMap, np.ndarray, np.ndarray]:
     """The C whose out-of-fold answers cover most at ``target`` agreement (ties: the smaller C, the
     smoother model), with its confidence map, top probabilities and agreement."""
@@ -262,7 +268,7 @@ def _best_of(
         top, agree = raw[C].max(1), (raw[C].argmax(1) == y).astype(float)
         confidence_map = ConfidenceMap.fit(top, agree)
         confidence = confidence_map(top)
-        coverage = coverage_agreement(confidence, agree, choose_threshold(confidence, agree, target))[0]
+        coverage = coverage_agreement(confidence, agree, choose_threshold(confidence, agree, target, margin))[0]
         if best is None or coverage > best[1]:
             best = (C, coverage, confidence_map, top, agree)
     assert best is not None

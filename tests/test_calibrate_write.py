@@ -133,6 +133,8 @@ def test_router_with_params_is_fitted_and_calibrated_on_other_prompts(run_cli, t
         (("--router-file", "missing.zip"), "--router-file missing.zip: no such file (write one with `sizewise train`)"),
         (("--router", "tfidf-logreg", "--out", "o.zip", "--train-share", "1"), "--train-share must lie strictly"),
         (("--router", "tfidf-logreg", "--out", "o.zip", "--target-quality", "0.9"), "give exactly one target"),
+        (("--router-file", "r.zip", "--plot", "curves.txt"), "--plot curves.txt: end the name in .png, .svg or .pdf"),
+        (("--router-file", "r.zip", "--plot", "curves"), "--plot curves: end the name in .png"),
     ],
 )
 def test_errors_are_one_line_that_say_what_to_do(run_cli, tables, tmp_path: Path, monkeypatch, args, message) -> None:

@@ -23,6 +23,8 @@ from sizewise.cli.eval_cmd import ROUTER_HELP
 from sizewise.cli.params import PARAM_HELP, parse_params
 from sizewise.errors import ConfigError
 
+PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".html", ".htm")
+
 
 def calibrate(
     router_file: Annotated[
@@ -64,6 +66,8 @@ def calibrate(
     _check(router_file, router, param, out, write)
     if sum(t is not None for t in (target_share, target_quality, budget_per_1k)) != 1:  # before any fitting
         raise ConfigError("give exactly one target: --target-share S, --target-quality Q or --budget-per-1k USD")
+    if plot is not None and plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise ConfigError(f"--plot {plot}: end the name in .png, .svg or .pdf (a picture) or .html (interactive)")
     data = _table(dataset, table)
     estimator, data, fitted_on = _router(router_file, router, parse_params(param), data, train_share, seed)
     warning = _trained_on(estimator, data) if fitted_on is None else None

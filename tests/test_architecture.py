@@ -58,6 +58,7 @@ PACKAGES = {
     "sizewise.gateway": ("gateway", "gateway"),
     "sizewise.evaluation": ("lab", "lab"),
     "sizewise.cli": ("cli", "cli"),
+    "sizewise.distributed": ("cli", "distributed"),  # Ray: deploys the gateway, spreads the lab's collect and eval
 }
 
 
@@ -243,7 +244,7 @@ def test_the_checker_finds_a_module_named_in_a_string_and_the_lab_on_the_request
 
 
 # -- a light request path -----------------------------------------------------------------------------
-HEAVY = ("pandas", "matplotlib", "sklearn")
+HEAVY = ("pandas", "matplotlib", "sklearn", "ray")
 
 _SPY = """
 import importlib, json, sys, traceback

@@ -42,6 +42,10 @@ def collect(
         ),
     ] = None,
     samples: Annotated[int, typer.Option("--samples", min=1, help="Extra samples per answer (consistency).")] = 3,
+    ray: Annotated[bool, typer.Option("--ray", help="Spread the questions over Ray tasks (same rows).")] = False,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster to join under --ray (default: start a local one).")
+    ] = None,
 ) -> None:
     """Answer each question with each model; store answer, correctness, tokens, latency and logprobs."""
     import asyncio
@@ -66,9 +70,22 @@ def collect(
     recorders = _scorers(scorers, samples, grader)
     cat = load_catalog(config)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else [m.name for m in cat.ladder()]
+    if address is not None and not ray:
+        raise ConfigError("--address is an option of --ray: add --ray")
     backends = {name: make_backend(cat.get(name), cat) for name in names}
     store = RowStore(out)
     before = len(store.rows)
+    if ray:
+        from sizewise.distributed.batch import collect_on_ray
+        from sizewise.distributed.run import connect
+
+        connect(address)
+        try:
+            added = collect_on_ray(items, cat, names, store, grader=grader, max_tokens=max_tokens, scorers=recorders)
+        finally:
+            store.close()
+        typer.echo(f"{added} new rows ({before} already there), {len(store.rows)} in {out}")
+        return
     try:
         added = asyncio.run(
             run_collect(items, backends, store, grader=grader, max_tokens=max_tokens, scorers=recorders)

@@ -46,6 +46,13 @@ def serve(
     warm: Annotated[
         bool, typer.Option("--warm", help="Load the local models and the router before saying ready (GET /readyz).")
     ] = False,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Serve on Ray Serve: gateway replicas, one deployment per local model.")
+    ] = False,
+    replicas: Annotated[int | None, typer.Option("--replicas", help="Gateway replicas, --ray (default 1).")] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster to join under --ray (default: start a local one).")
+    ] = None,
 ) -> None:
     """Serve the gateway: point any OpenAI client at http://HOST:PORT/v1 and use model 'sizewise'."""
     from sizewise.catalog import load_catalog
@@ -58,6 +65,8 @@ def serve(
     _, settings = _unpack(catalog)
     flags = {key: value for key, value in (("router", router), ("threshold", threshold)) if value is not None}
     settings = settings.model_copy(update=flags)
+    if ray or replicas is not None or address is not None:
+        return _serve_on_ray(catalog, settings, ray, replicas, address, host, port, router_dir, log_url)
     _access_log_to_stderr()
     app = create_app(catalog, settings=settings, router_dir=router_dir, log_url=log_url)
     state = app.state.gateway
@@ -72,6 +81,26 @@ def serve(
     server.run(sockets=[sock])
     if server.failure is not None:
         raise ConfigError(server.failure)
+
+
+def _serve_on_ray(
+    catalog: Any, settings: Any, ray: bool, replicas: int | None, address: str | None, *where: Any
+) -> None:
+    """``--ray``: the gateway and the local models as Ray Serve deployments (docs/scaling.md)."""
+    if not ray:
+        raise ConfigError("--replicas and --address are options of --ray: add --ray")
+    if replicas is not None and replicas < 1:
+        raise ConfigError(f"--replicas must be at least 1, got {replicas}")
+    from sizewise.distributed.run import serve_forever
+
+    host, port, router_dir, log_url = where
+    host = host or settings.host
+    port = port if port is not None else settings.port
+    _bind(host, port).close()  # a taken port is one line here, before Ray starts
+    serve_forever(
+        catalog, settings, address=address, echo=typer.echo, replicas=replicas or 1, host=host, port=port,
+        router_dir=router_dir, log_url=log_url,
+    )  # fmt: skip
 
 
 def startup_lines(config: Path | None, state: Any, flags: set[str]) -> list[str]:

@@ -12,7 +12,7 @@ table, score every prompt of this one. A router loaded from a file is only score
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +123,18 @@ def _check_scores(name: str, scores: np.ndarray, n: int) -> np.ndarray:
     return scores
 
 
+def fit_fold(
+    router: Router, data: OutcomeTable, train_idx: np.ndarray, test_idx: np.ndarray, weak: str, strong: str
+) -> np.ndarray:
+    """One fold: a clone of ``router`` fitted on the training rows; its raw scores of the test rows."""
+    model = router.clone().fit(data.subset(train_idx), weak, strong)
+    return _check_scores(router.name, model.score_table(data.subset(test_idx)), test_idx.size)
+
+
+#: ``fold_map(data, weak, strong, [(router, train_idx, test_idx), ...])`` -> each fold's :func:`fit_fold` scores.
+FoldMap = Callable[[OutcomeTable, str, str, list[tuple[Router, np.ndarray, np.ndarray]]], list[np.ndarray]]
+
+
 def evaluate(
     table: OutcomeTable,
     routers: Sequence[str | Router],
@@ -134,11 +146,14 @@ def evaluate(
     strong: str | None = None,
     router_params: dict[str, dict[str, Any]] | None = None,
     progress: bool = False,
+    fold_map: FoldMap | None = None,
 ) -> EvalResult:
     """Measure each router on ``table`` (names are made with ``make_router``; fitted Router objects are only scored).
 
     ``train_table`` switches from ``cv``-fold cross-validation to transfer. ``router_params`` maps a router
     name to constructor keywords (``seed``/``random_state`` are filled from ``seed`` where the router takes them).
+    ``fold_map`` runs every (router, fold) fit elsewhere, all at once (``eval --ray``: one Ray task each); it
+    returns what :func:`fit_fold` would, in order, so the numbers are the local run's.
     """
     weak, strong = table.weak_strong(weak, strong)
     data, dropped = known_pair(table, weak, strong)
@@ -164,10 +179,18 @@ def evaluate(
     built = [build(spec) for spec in routers]
     fitted = [isinstance(spec, Router) for spec in routers]
     steps = sum(1 if done or folds is None else len(folds) for done in fitted)
+    jobs = [(i, k) for i, done in enumerate(fitted) if not done and folds is not None for k in range(len(folds))]
+    mapped: dict[tuple[int, int], np.ndarray] = {}
+    if fold_map is not None and folds is not None and jobs:
+        parts = fold_map(data, weak, strong, [(built[i], *folds[k]) for i, k in jobs])
+        mapped = {
+            job: _check_scores(built[job[0]].name, part, folds[job[1]][1].size)
+            for job, part in zip(jobs, parts, strict=True)
+        }
     bar = Progress(steps, f"eval {data.name}", "fits", enabled=progress)
     results = []
     try:
-        for router, already in zip(built, fitted, strict=True):
+        for index, (router, already) in enumerate(zip(built, fitted, strict=True)):
             bar.note(router.name)
             scores = np.zeros(n)
             fold_apgr: list[float | None] = []
@@ -180,9 +203,10 @@ def evaluate(
                 scores = _check_scores(router.name, model.score_table(data), n)
                 bar.update(1)
             else:
-                for train_idx, test_idx in folds:
-                    model = router.clone().fit(data.subset(train_idx), weak, strong)
-                    part = _check_scores(router.name, model.score_table(data.subset(test_idx)), test_idx.size)
+                for k, (train_idx, test_idx) in enumerate(folds):
+                    part = mapped.get((index, k))
+                    if part is None:
+                        part = fit_fold(router, data, train_idx, test_idx, weak, strong)
                     scores[test_idx] = fold_ranks(part)
                     if getattr(router, "fixed_share", None) is None:
                         curve = metrics.routing_curve(part, q_weak[test_idx], q_strong[test_idx])

@@ -1,0 +1,213 @@
+"""``serve --ray``, ``collect --ray`` and ``eval --ray`` on a local Ray cluster started here (2 CPUs, 127.0.0.1).
+
+One cluster for the module (starting Ray costs ~15 s on 2 cores). The gateway runs on Ray Serve with 2
+replicas in front of the embedded tiny model (its own deployment) and a fake remote upstream; one
+replica is killed with ``ray.kill`` in the middle of a bounded run of requests and every failure is
+counted. collect and eval run through the real CLI, once locally and once with ``--ray``, and must agree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fakes import FakeUpstream, fake_model, free_port
+from learned_helpers import planted_pair
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def test_the_single_machine_path_imports_no_ray() -> None:
+    """serve, collect and eval without --ray (and the gateway app) never load Ray."""
+    code = (
+        "import sys\nimport sizewise.cli.main, sizewise.cli.serve_cmd, sizewise.cli.collect_cmd\n"
+        "import sizewise.cli.eval_cmd\n"
+        "import sizewise.evaluation.harness\nfrom sizewise.gateway.app import create_app\n"
+        "from sizewise.catalog import load_catalog\ncreate_app(load_catalog(None), log_url='none')\n"
+        "print('ray' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_ray_options_without_ray_are_one_line_errors(run_cli: Any) -> None:
+    code, _, err = run_cli("serve", "--replicas", "2")
+    assert code == 2 and "add --ray" in err and "Traceback" not in err
+    code, _, err = run_cli("serve", "--ray", "--replicas", "0")
+    assert code == 2 and "--replicas must be at least 1" in err
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, address="local", log_to_driver=False)
+    yield ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def ray_gateway(cluster: Any, upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from sizewise.catalog import load_catalog
+    from sizewise.catalog.schema import CatalogSpec
+    from sizewise.distributed.run import deploy
+
+    tiny = load_catalog(None).get("smollm2-135m").model_dump()
+    tiny["ray"] = {"num_cpus": 0.5}  # the tiny model's own deployment; the gateway replicas take 0.5 CPU each
+    spec = CatalogSpec.model_validate(
+        {"models": [tiny, fake_model("big", "ok-big", 8, upstream.base_url)], "gateway": {"log_url": "none"}}
+    )
+    port = free_port()
+    names = deploy(spec, spec.gateway, replicas=2, host="127.0.0.1", port=port)
+    assert names == ["gateway", "model-smollm2-135m"]
+    yield f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_serve_ray_answers_the_readme_request_through_the_model_deployment(ray_gateway: str) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{ray_gateway}/v1", api_key="unused", max_retries=0, timeout=120)
+    raw = client.chat.completions.with_raw_response.create(
+        model="sizewise", messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=32
+    )
+    answer = raw.parse()
+    assert raw.headers["x-sizewise-model"] in ("smollm2-135m", "big") and answer.choices[0].message.content
+    assert answer.model_extra and answer.model_extra["sizewise"]["model"] == raw.headers["x-sizewise-model"]
+    # The local model answers from its own deployment (a Ray handle), streamed and not.
+    local = client.chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
+    assert local.choices[0].message.content and local.usage and 0 < local.usage.completion_tokens <= 4
+    chunks = client.chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+
+
+def _gateway_replicas(ray: Any) -> list[str]:
+    from ray.util import list_named_actors
+
+    return sorted(
+        a["name"]
+        for a in list_named_actors(all_namespaces=True)
+        if a["name"].startswith("SERVE_REPLICA::sizewise#gateway#")
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_serve_ray_survives_killing_a_replica_mid_load(cluster: Any, ray_gateway: str) -> None:
+    """200 requests, 8 at a time; one of the 2 replicas is killed (``ray.kill``) after 50 answers.
+
+    Serve's router routes around the dead replica: every request sent after the kill is answered. A hard
+    kill does drop what that replica was answering at that instant (Ray does not replay a request an actor
+    accepted); those are counted, and must be no more than were in flight.
+    """
+    replicas = _gateway_replicas(cluster)
+    assert len(replicas) == 2
+    lock, done, kill_at = threading.Lock(), [0], [float("inf")]
+
+    def one(i: int) -> tuple[float, int]:
+        sent = time.monotonic()
+        try:
+            with httpx.Client(timeout=30) as http:
+                reply = http.post(
+                    f"{ray_gateway}/v1/chat/completions",
+                    json={"model": "big", "messages": [{"role": "user", "content": f"question {i}"}]},
+                )
+            status = reply.status_code
+        except httpx.HTTPError:
+            status = -1
+        with lock:
+            done[0] += 1
+            if done[0] == 50:
+                cluster.kill(cluster.get_actor(replicas[0], namespace="serve"), no_restart=True)
+                kill_at[0] = time.monotonic()
+        return sent, status
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(200)))
+    after = [status for sent, status in results if sent > kill_at[0]]
+    lost = [status for _, status in results if status != 200]
+    assert len(after) > 100 and set(after) == {200}, f"requests sent after the kill failed: {after.count(500)}"
+    assert len(lost) <= 8, f"{len(lost)} lost: more than the requests in flight when the replica died"
+    print(f"\nkilled 1 of 2 replicas after 50 answers: {len(lost)} of 200 requests lost (in flight in it)")
+    deadline = time.monotonic() + 60
+    while len(_gateway_replicas(cluster)) < 2 or replicas[0] in _gateway_replicas(cluster):
+        assert time.monotonic() < deadline, "Serve did not replace the killed replica"
+        time.sleep(1)
+
+
+# -- collect and eval: the local run and the Ray run agree ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def collect_config(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import yaml
+
+    folder = tmp_path_factory.mktemp("collect")
+    models = [fake_model("small", "ok-small", 1, upstream.base_url), fake_model("big", "ok-big", 8, upstream.base_url)]
+    config = folder / "sizewise.yaml"
+    config.write_text(yaml.safe_dump({"models": models}))
+    questions = folder / "questions.jsonl"
+    lines = [
+        {"id": f"q{i}", "prompt": f"word{i} and more", "answer": f"echo: word{i}" if i % 3 else "no"} for i in range(23)
+    ]
+    questions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return config, questions
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    timing = {"latency", "cpu_s"}  # measured anew on every run
+    return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_collect_ray_writes_the_local_runs_rows(
+    cluster: Any, run_cli: Any, collect_config: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, questions = collect_config
+    args = ["collect", "--dataset", str(questions), "--models", "small,big", "-c", str(config), "--grader", "exact"]
+    code, out, err = run_cli(*args, "--out", str(tmp_path / "local.jsonl"))
+    assert code == 0, err
+    code, out, err = run_cli(*args, "--out", str(tmp_path / "ray.jsonl"), "--ray", "--limit", "10")
+    assert code == 0 and "20 new rows (0 already there)" in out, err
+    code, out, err = run_cli(*args, "--out", str(tmp_path / "ray.jsonl"), "--ray")  # resumes: only the rest
+    assert code == 0 and "26 new rows (20 already there)" in out, err
+    local, ray = _rows(tmp_path / "local.jsonl"), _rows(tmp_path / "ray.jsonl")
+    assert len(local) == 46 and ray == local
+    assert sum(bool(r["correct"]) for r in local) == 2 * 15  # the graded answers themselves, not only their order
+
+
+@pytest.mark.slow
+def test_eval_ray_gives_the_local_runs_numbers(cluster: Any, run_cli: Any, tmp_path: Path) -> None:
+    table = str(planted_pair(300, seed=3).save(tmp_path / "outcomes.parquet"))
+    args = ["eval", "--table", table, "--router", "random", "--router", "tfidf-logreg", "--cv", "3", "--no-progress"]
+    code, local_out, err = run_cli(*args, "--json", str(tmp_path / "local.json"))
+    assert code == 0, err
+    code, ray_out, err = run_cli(*args, "--json", str(tmp_path / "ray.json"), "--ray")
+    assert code == 0, err
+    assert ray_out.replace("ray.json", "local.json") == local_out  # the same printed table
+    local, ray = json.loads((tmp_path / "local.json").read_text()), json.loads((tmp_path / "ray.json").read_text())
+    assert ray == local and {r["router"] for r in local["routers"]} == {"random", "tfidf-logreg"}

@@ -41,6 +41,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
 
+class RayDeployment(_Strict):
+    """How ``sizewise serve --ray`` deploys a local model as its own Ray Serve deployment (docs/scaling.md)."""
+
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    #: Requests a replica works on at once before Serve queues or adds a replica.
+    max_ongoing_requests: int = Field(default=4, ge=1)
+
+
 class ModelSpec(_Strict):
     """One model the gateway may call."""
 
@@ -72,6 +83,8 @@ class ModelSpec(_Strict):
     #: Output tokens expected per answer token (reasoning spends tokens it does not show): what the ladder
     #: order prices this model's answers by; the real cost counts the tokens the upstream billed.
     output_factor: float = Field(default=1.0, gt=0)
+    #: Resources and autoscaling bounds of this model's deployment under ``serve --ray`` (local models only).
+    ray: RayDeployment = Field(default_factory=RayDeployment)
 
     def cost_usd(self, tokens_in: float, tokens_out: float) -> float:
         """Price of one call with these token counts."""

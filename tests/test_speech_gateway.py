@@ -247,3 +247,23 @@ def test_a_named_remote_speech_model_hears_alone(gateway: GatewayServer, speech:
         client.audio.transcriptions.create(model="cloud-whisper", file=("a.txt", b"just text"))
     assert caught.value.code == "unsupported_audio"
     assert len(servers[1].calls) == 1
+
+
+def test_audio_heard_again_is_not_transcribed_again(gateway: GatewayServer, speech: bytes):
+    import httpx
+
+    def cached() -> int:
+        return int(
+            httpx.get(gateway.url.removesuffix("/v1") + "/healthz").json()["workers"]["whisper-tiny.en"]["cached"]
+        )
+
+    audio = {"data": base64.b64encode(speech).decode(), "format": "wav"}
+    turn = {"role": "user", "content": [{"type": "input_audio", "input_audio": audio}]}
+    client = _client(gateway)
+    client.chat.completions.create(model="cloud-text", messages=[turn])
+    before = cached()
+    history = [turn, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "And then?"}]
+    answer = client.chat.completions.create(model="cloud-text", messages=history)
+    assert (
+        cached() == before + 1 and answer.model_extra["sizewise"]["transcribed"][0]["part"] == "messages[0].content[0]"
+    )

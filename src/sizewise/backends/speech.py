@@ -11,10 +11,12 @@ decoding, so a tiny file that expands to hours of samples stops early. Every bad
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import itertools
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,8 @@ from sizewise.catalog.schema import ModelSpec, WhisperSettings
 from sizewise.errors import SizewiseError
 
 SAMPLE_RATE = 16_000
+#: Transcripts kept for audio heard again (a few KB each).
+RECENT = 256
 #: Leading bytes -> FFmpeg demuxer, for the containers OpenAI's transcription API accepts.
 _MAGIC: list[tuple[int, bytes, str, str]] = [
     (0, b"RIFF", "wav", "wav"),
@@ -121,6 +125,10 @@ class SpeechBackend(Backend):
         self._model: Any = None
         self._lock = threading.Lock()
         self.loads = 0
+        #: Recent transcripts by the audio's sha256 and the options: a conversation re-sends its earlier audio
+        #: parts every turn, and they are heard once.
+        self._recent: OrderedDict[tuple[str, str | None, str | None, float], Transcript] = OrderedDict()
+        self.cached = 0
 
     def _load(self) -> Any:
         with self._lock:
@@ -185,8 +193,18 @@ class SpeechBackend(Backend):
     async def transcribe(
         self, data: bytes, language: str | None = None, prompt: str | None = None, temperature: float = 0.0
     ) -> Transcript:
-        """:meth:`transcribe_sync` in a worker thread (decoding included: it is CPU work too)."""
-        return await asyncio.to_thread(self.transcribe_sync, data, language, prompt, temperature)
+        """:meth:`transcribe_sync` in a worker thread (decoding included: it is CPU work too), or a recent
+        transcript of the same audio with the same options."""
+        key = (hashlib.sha256(data).hexdigest(), language, prompt, temperature)
+        if (recent := self._recent.get(key)) is not None:
+            self._recent.move_to_end(key)
+            self.cached += 1
+            return recent
+        transcript = await asyncio.to_thread(self.transcribe_sync, data, language, prompt, temperature)
+        self._recent[key] = transcript
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+        return transcript
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         raise BackendError(f"{self.model} is a speech model: it transcribes audio, it does not chat", retryable=False)
@@ -196,8 +214,8 @@ class SpeechBackend(Backend):
         yield  # pragma: no cover - makes this an async generator
 
     def state(self) -> dict[str, Any]:
-        """For ``/healthz``: whether the model is loaded."""
-        return {"kind": "speech", "loaded": self._model is not None, "loads": self.loads}
+        """For ``/healthz``: whether the model is loaded, and how many transcripts came from the recent ones."""
+        return {"kind": "speech", "loaded": self._model is not None, "loads": self.loads, "cached": self.cached}
 
 
 def speech_backend(spec: ModelSpec, settings: Any, resolve: Any) -> SpeechBackend:

@@ -56,7 +56,7 @@ async def transcriptions(request: Request) -> Response:
             data,
             model_field=fields.pop("model"),
             filename=filename,
-            language=fields.get("language") or None,
+            language=(fields.get("language") or "").lower() or None,
             prompt=fields.get("prompt") or None,
             temperature=_temperature(fields.get("temperature")),
             fields={**fields, "response_format": response_format},

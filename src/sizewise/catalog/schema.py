@@ -172,8 +172,10 @@ class GatewaySettings(_Strict):
     #: Older spelling: ``true`` also takes the OpenAI ``user`` field as a session id.
     sticky_sessions: bool = False
     #: SQLAlchemy URL of the database that gateway replicas share sessions in (``log``: the request log's);
-    #: unset: sessions live in this process's memory (``sizewise.serve.session_sql``).
+    #: unset: sessions live in this process's memory (``sizewise.serve.session_sql``). With a ``router_dir``,
+    #: the router promoted there is polled every ``state_poll_s`` seconds (``sizewise.serve.router_watch``).
     state_url: str | None = None
+    state_poll_s: float = Field(default=5.0, gt=0)
     #: Output-token factor of each reasoning effort (prices the ``<name>@<effort>`` rungs): a prior, about
     #: doubling per step; measure your own from the request log's completion tokens.
     effort_output_factor: dict[ReasoningEffort, float] = Field(default_factory=_effort_factors)

@@ -20,6 +20,20 @@ from sizewise.errors import ConfigError
 router_app = typer.Typer(help="Retrain, promote, roll back and list router versions.", no_args_is_help=True)
 
 
+def _versions(router_dir: Path | None, config: Path | None) -> Any:
+    """The router directory's versions; with ``--config`` whose gateway shares state (``state_url``), a
+    promotion or rollback is also recorded in that database, where every replica picks it up."""
+    from sizewise.learn.versions import RouterVersions
+
+    url = None
+    if config is not None:
+        from sizewise.catalog import load_catalog
+        from sizewise.serve.session_sql import state_url
+
+        url = state_url(load_catalog(config).spec.gateway)
+    return RouterVersions(resolve_router_dir(router_dir, config), state_url=url)
+
+
 def _incumbent(spec: str | None, versions: Any) -> tuple[Any, Path, str | None]:
     """(router, its file, its version) for ``--incumbent`` (a file, ``default``) or the directory's current one."""
     from sizewise.routers.base import load_router
@@ -76,9 +90,8 @@ def retrain_command(
     """Refit on judged requests; keep the candidate as a version; promote it only if shown better."""
     from sizewise.cli.tables import read_table
     from sizewise.learn.retrain import incumbent_target, parse_target, provenance, retrain
-    from sizewise.learn.versions import RouterVersions
 
-    versions = RouterVersions(resolve_router_dir(router_dir, config))
+    versions = _versions(router_dir, config)
     router, path, parent = _incumbent(incumbent, versions)
     table = read_table(outcomes)
     goal = parse_target(target) if target is not None else incumbent_target(router)
@@ -112,9 +125,8 @@ def promote_command(
     config: ConfigOption = None,
 ) -> None:
     """Make a recorded version current by hand (logged as manual)."""
-    from sizewise.learn.versions import RouterVersions
 
-    event = RouterVersions(resolve_router_dir(router_dir, config)).promote(version, reason="promoted by hand")
+    event = _versions(router_dir, config).promote(version, reason="promoted by hand")
     typer.echo(f"promoted {event['to']} (was {event['from'] or 'none'})")
 
 
@@ -125,9 +137,8 @@ def rollback_command(
     config: ConfigOption = None,
 ) -> None:
     """Restore the version that was current before the last promotion."""
-    from sizewise.learn.versions import RouterVersions
 
-    event = RouterVersions(resolve_router_dir(router_dir, config)).rollback(to)
+    event = _versions(router_dir, config).rollback(to)
     typer.echo(f"rolled back to {event['to']} (was {event['from']})")
 
 

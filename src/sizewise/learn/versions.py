@@ -9,6 +9,10 @@ A router directory (``gateway.router_dir``) holds::
 Files are written to a temporary name and renamed, and every change holds a lock on the directory, so
 a gateway reading ``default.zip`` sees the old file or the new one, never half of one. This module
 moves files and reads their headers; loading a router is the caller's (``sizewise.routers``).
+
+With a ``state_url`` (the gateway's ``state_url``: replicas sharing a database), every promotion and
+rollback also records the new current file there (:mod:`sizewise.learn.shared_router`), and every
+replica loads it within ``gateway.state_poll_s``.
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ def data_digest(texts: list[str], *columns: np.ndarray) -> str:
 class RouterVersions:
     """The versions, history and current router of one router directory."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, state_url: str | None = None) -> None:
         self.root = Path(root)
+        self.state_url = state_url
 
     # -- reading ---------------------------------------------------------------------
     def history(self) -> list[dict[str, Any]]:
@@ -124,6 +129,7 @@ class RouterVersions:
         with self._locked():
             previous = self.current()
             _copy_atomic(source, self.root / CURRENT)
+            self._share(version, source)
             return self._log({"event": "promote", "from": previous, "to": version, "reason": reason, **(details or {})})
 
     def rollback(self, to: str | None = None) -> dict[str, Any]:
@@ -134,7 +140,15 @@ class RouterVersions:
                 to = self._previous(current)
             source = self.path(to)
             _copy_atomic(source, self.root / CURRENT)
+            self._share(to, source)
             return self._log({"event": "rollback", "from": current, "to": to, "reason": f"rolled back from {current}"})
+
+    def _share(self, version: str, source: Path) -> None:
+        """Record the new current version in the replicas' database, when there is one."""
+        if self.state_url is not None:
+            from sizewise.learn.shared_router import publish
+
+            publish(self.state_url, version, source)
 
     def _previous(self, current: str | None) -> str:
         """The version that was current before ``current`` became it."""

@@ -34,8 +34,7 @@ from sizewise.catalog.catalog import ladder_key
 from sizewise.catalog.schema import ModelSpec
 from sizewise.core.chat import BackendError, ChatChunk, ChatRequest, ChatResult
 from sizewise.core.decision import Decision, RequestRejected, Step
-from sizewise.policy.routing import BypassPolicy
-from sizewise.policy.types import Policy, RequestContext
+from sizewise.policy.types import RequestContext
 from sizewise.serve.call import replay
 from sizewise.serve.task_model import Task, Verdict
 
@@ -141,8 +140,10 @@ class TaskBackend(Backend):
 class TaskDesk:
     """The catalog's task models, how requests are bound to them, and the thread that teaches them."""
 
-    def __init__(self, tasks: list[Task]) -> None:
+    def __init__(self, tasks: list[Task], model_names: set[str] | None = None) -> None:
         self.tasks = {task.name: task for task in tasks}
+        #: What a client names a catalog model by (names and aliases): such a request gets that model.
+        self.model_names = model_names or set()
         self.by_route = {task.settings.route: task for task in tasks if task.settings.route}
         # One thread: teacher answers are learned in arrival order, refits never overlap, requests never wait.
         self._learner = ThreadPoolExecutor(1, thread_name_prefix="sizewise-distill")
@@ -170,7 +171,7 @@ class TaskDesk:
             if route is not None and route not in routes:
                 raise ConfigError(f"task model {spec.name!r}: route {route!r} is not a catalog route")
             tasks.append(task)
-        return cls(tasks)
+        return cls(tasks, {name for spec in models for name in (spec.name, *spec.aliases)})
 
     def backends(self) -> dict[str, Backend]:
         """One backend per task model, for the engine's table of backends."""
@@ -199,14 +200,14 @@ class TaskDesk:
         route = (ctx.extras.get("domain") or {}).get("route")
         return self.by_route.get(route) if route is not None else None
 
-    async def turn(self, ctx: RequestContext, policy: Policy, decision: Decision, order: list[ModelSpec]) -> TaskTurn:
+    async def turn(self, ctx: RequestContext, decision: Decision, order: list[ModelSpec]) -> TaskTurn:
         """Answer with the student, or say which models to call (see the module docstring)."""
         task = self.bound(ctx)
         if task is None:
             return TaskTurn(order)
         text = task_text(ctx.messages)
         turn = TaskTurn(order, learner=self._learn_for(task), teacher=task.settings.teacher, text=text)
-        if isinstance(policy, BypassPolicy):  # a named model answers; the teacher's answer still teaches
+        if ctx.model_field in self.model_names:  # a named model answers; the teacher's answer still teaches
             decision.task = {"task": task.name, "answered_by": "named model"}
             return turn
         shape = _asks_for_more(ctx)

@@ -43,6 +43,7 @@ from sizewise.policy.types import (
 )
 from sizewise.serve.call import ANSWER, STREAM, AllModelsFailed, Calls, fall_back, replay, retry
 from sizewise.serve.images import ImageStep
+from sizewise.serve.router_watch import watch_router
 from sizewise.serve.session import Affinity, session_of, sources
 from sizewise.serve.session_sql import session_store
 from sizewise.serve.tasks import TaskDesk, TaskTurn
@@ -104,6 +105,8 @@ class Engine:
         self.session_sources = sources(settings)
         # In memory, or in the database replicas share (gateway.state_url: serve.session_sql).
         self.sessions = Affinity(session_store(settings), settings.session_margin)
+        #: Follows the router promoted in the replicas' shared database (None: no state_url or router_dir).
+        self.router_watch = watch_router(settings, router_dir, self.refresh_policies)
         #: The local image classifier in front of the chat models (None: the catalog has no vision model).
         self.images = ImageStep.build(self.models, self.backend)
 
@@ -123,7 +126,20 @@ class Engine:
         policy = self._policies.get(model_field)
         if policy is not None:
             return policy
+        policy = self._build_policy(model_field)
+        if len(self._policies) >= MAX_CACHED_POLICIES:  # clients may send many thresholds; factories cache the rest
+            self._policies.clear()
+        self._policies[model_field] = policy
+        return policy
+
+    def refresh_policies(self) -> None:
+        """Forget every built policy once a promoted router arrived (``serve.router_watch``, in its thread):
+        the default policy is built first, off the event loop, so no request waits for the new router."""
+        self._policies = {"sizewise": self._build_policy("sizewise")}
+
+    def _build_policy(self, model_field: str) -> Policy:
         name = self.aliases.get(model_field, model_field)
+        policy: Policy
         if name in self.unavailable:
             message = f"model {name!r} is unavailable: {self.unavailable[name]}"
             raise RequestRejected(503, message, "model_unavailable", "model")
@@ -141,9 +157,6 @@ class Engine:
                 )
             policy = factory(target, self.env)
             policy.name = model_field
-        if len(self._policies) >= MAX_CACHED_POLICIES:  # clients may send many thresholds; factories cache the rest
-            self._policies.clear()
-        self._policies[model_field] = policy
         return policy
 
     def _big_model(self) -> ModelSpec:
@@ -342,6 +355,8 @@ class Engine:
         self._backends.clear()
         if self._admit_pool is not None:
             self._admit_pool.shutdown(wait=False)
+        if self.router_watch is not None:
+            await asyncio.to_thread(self.router_watch.stop)
 
 
 __all__ = ["AllModelsFailed", "Engine"]

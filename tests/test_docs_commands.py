@@ -63,6 +63,7 @@ NOT_RUN: dict[str, str] = {
     'python bench/cascade.py --parts "" --collected gsm8k.jsonl': MODEL,
     "sizewise collect --config my-catalog.yaml --models new-model --dataset gsm8k --limit 300 --out new.jsonl": YOURS,
     "sizewise add-model --router-file mf.zip --table new.jsonl --out mf-plus-new.zip": YOURS,
+    "sizewise distill --table answers.csv --teacher gpt-4 --labels Yes,No --target 0.98 --out overruling.zip": YOURS,
     "sizewise scorer fit --scorer answer-classifier --table runs/gsm8k.jsonl --model qwen2.5-coder-0.5b "
     "--param c=0.5": MODEL,
     "sizewise scorer fit --scorer logprob --table runs/gsm8k.jsonl --out logprob.zip": MODEL,

@@ -99,6 +99,10 @@ def test_the_store_follows_the_settings(tmp_path: Path) -> None:
         session_store(GatewaySettings(log_url="none", state_url="log"))
     with pytest.raises(ConfigError, match="session store"):
         session_store(GatewaySettings(state_url="nosuchdb://x"))
+    pytest.importorskip("psycopg")
+    with pytest.raises(ConfigError, match=r"session store .*cannot create table") as refused:
+        session_store(GatewaySettings(state_url="postgresql+psycopg://me:secret@127.0.0.1:1/db"))
+    assert "secret" not in str(refused.value)  # the error names the database, not its password
 
 
 def test_a_failing_database_costs_affinity_not_the_request(tmp_path: Path) -> None:

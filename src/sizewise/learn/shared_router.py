@@ -52,7 +52,7 @@ def _engine(url: str) -> SAEngine:
         create_tables(metadata, engine)
     except SQLAlchemyError as error:
         engine.dispose()
-        raise ConfigError(f"shared router state {url!r}: cannot create table ({type(error).__name__})") from None
+        raise ConfigError(f"shared router state {engine.url!r}: cannot create table ({type(error).__name__})") from None
     return engine
 
 
@@ -71,7 +71,9 @@ def publish(url: str, version: str, file: str | Path, name: str = DEFAULT) -> Cu
             connection.execute(router_table.delete().where(router_table.c.name == name))
             connection.execute(router_table.insert().values(name=name, **row.__dict__))
     except SQLAlchemyError as error:
-        raise ConfigError(f"shared router state {url!r}: cannot record {version} ({type(error).__name__})") from None
+        raise ConfigError(
+            f"shared router state {engine.url!r}: cannot record {version} ({type(error).__name__})"
+        ) from None
     finally:
         engine.dispose()
     return row

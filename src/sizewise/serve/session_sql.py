@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Column, Float, MetaData, String, Table, delete, select, update
+from sqlalchemy import Column, Float, MetaData, String, Table, delete, func, select, update
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -69,7 +69,7 @@ class SqlSessionStore:
         self.clock = clock  # wall time: replicas on several machines compare it
         self.engine: SAEngine = make_engine(url, what="session store")
         if self.engine.dialect.name not in ("sqlite", "postgresql"):
-            raise ConfigError(f"gateway.state_url {url!r}: sessions need SQLite or PostgreSQL")
+            raise ConfigError(f"gateway.state_url {self.engine.url!r}: sessions need SQLite or PostgreSQL")
         self._insert = _upsert(self.engine.dialect.name)
         self._touch_every = min(TOUCH_EVERY_S, ttl_s / 10)
         self._swept = -float("inf")
@@ -77,28 +77,34 @@ class SqlSessionStore:
         try:
             create_tables(metadata, self.engine)
         except SQLAlchemyError as error:
-            raise ConfigError(f"session store {url!r}: cannot create table ({type(error).__name__})") from None
+            raise ConfigError(
+                f"session store {self.engine.url!r}: cannot create table ({type(error).__name__})"
+            ) from None
 
     def __len__(self) -> int:
         t = sessions_table.c
         with self.engine.connect() as connection:
-            query = select(t.key).where(t.touched >= self.clock() - self.ttl_s)
-            return len(connection.execute(query).all())
+            query = select(func.count()).select_from(sessions_table).where(t.touched >= self.clock() - self.ttl_s)
+            return int(connection.execute(query).scalar_one())
 
     def get(self, key: str) -> str | None:
         """The model of a live session (refreshing it), or None; None too when the database fails."""
         now, t = self.clock(), sessions_table.c
         try:
-            with self.engine.begin() as connection:
+            with self.engine.connect() as connection:
                 row = connection.execute(select(t.model, t.touched).where(t.key == key)).first()
-                if row is None or now - row.touched > self.ttl_s:
-                    return None
-                if now - row.touched > self._touch_every:
-                    connection.execute(update(sessions_table).where(t.key == key).values(touched=now))
-                return str(row.model)
         except SQLAlchemyError as error:
             logger.warning("session store: lookup failed (%s); routing without affinity", type(error).__name__)
             return None
+        if row is None or now - row.touched > self.ttl_s:
+            return None
+        if now - row.touched > self._touch_every:
+            try:  # its own write-first transaction: a read upgraded to a write can fail at once on SQLite
+                with self.engine.begin() as connection:
+                    connection.execute(update(sessions_table).where(t.key == key).values(touched=now))
+            except SQLAlchemyError as error:  # the session is still live; the next lookup refreshes it
+                logger.warning("session store: refresh failed (%s)", type(error).__name__)
+        return str(row.model)
 
     def claim(self, key: str, model: str) -> str:
         """Pin a *new* session to ``model`` unless a live one exists: returns the model the session has

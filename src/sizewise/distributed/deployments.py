@@ -107,8 +107,13 @@ def gateway_application(
     router_dir: str | Path | None = None,
     log_url: str | None = None,
     num_cpus: float = 0.5,
+    max_ongoing_requests: int = 64,
 ) -> Any:
-    """The bound Serve application: the gateway ingress with ``replicas`` replicas over the model deployments."""
+    """The bound Serve application: the gateway ingress with ``replicas`` replicas over the model deployments.
+
+    A gateway replica is asynchronous (it waits on models, it does not compute them): it takes up to
+    ``max_ongoing_requests`` at once, where Serve's default of 5 would queue a busy client's requests.
+    """
     from sizewise.gateway.state import unpack_catalog
 
     models, _ = unpack_catalog(catalog)
@@ -117,8 +122,11 @@ def gateway_application(
         for spec in models
         if spec.location == "local" and spec.backend in DEPLOYED_BACKENDS
     }
-    gateway = serve.deployment(name="gateway", num_replicas=replicas, ray_actor_options={"num_cpus": num_cpus})(
-        GatewayIngress
-    )
+    gateway = serve.deployment(
+        name="gateway",
+        num_replicas=replicas,
+        ray_actor_options={"num_cpus": num_cpus},
+        max_ongoing_requests=max_ongoing_requests,
+    )(GatewayIngress)
     directory = None if router_dir is None else str(router_dir)
     return gateway.bind(catalog, settings, directory, log_url, handles)

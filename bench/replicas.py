@@ -1,0 +1,218 @@
+"""Ray (#21): the gateway on Ray Serve with 1, 2, 3 replicas against one fast fake upstream, and ``eval`` on a
+100k-row outcome table in one process vs over Ray tasks, on the same cores.
+
+Part ``serve``: a local Ray cluster (``--cpus``), the gateway deployed by :func:`sizewise.distributed.run.deploy`
+with N replicas (0.5 CPU each) in front of bench/fake_upstream.py; the same keep-alive load (bench/_loadgen.py)
+per N: requests/s, p50, p99, and the ratio to one replica. Part ``eval``: a 100k-row table resampled (with
+replacement, fixed seed) from a RouteLLM table, ``evaluate`` with ``--cv`` folds of each router, first with
+every fit in this process (each fit timed: the per-task cost), then one Ray task per fit; the numbers must
+match. From the per-task cost it says what W workers would take: put + ceil(tasks / W) x task + driver.
+
+    python bench/replicas.py [--parts serve,eval] [--requests 2000] [--rows 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _loadgen import load
+from _results import ROOT, markdown_table, update_section, write_json
+from fake_upstream import FakeUpstream, free_port
+
+JSON_PATH = ROOT / "docs" / "results" / "replicas.json"
+
+
+def _catalog(base_url: str) -> Any:
+    from sizewise.catalog.schema import CatalogSpec
+
+    def model(name: str, upstream: str, size: float) -> dict[str, Any]:
+        settings = {"base_url": base_url, "model": upstream, "timeout_s": 10.0}
+        return {
+            "name": name,
+            "backend": "openai",
+            "context_window": 4096,
+            "params_b": size,
+            "location": "remote",
+            "price_in": size,
+            "price_out": 2 * size,
+            "settings": settings,
+        }
+
+    return CatalogSpec.model_validate(
+        {"models": [model("small", "ok-small", 1), model("big", "ok-big", 8)], "gateway": {"log_url": "none"}}
+    )
+
+
+def serve_part(requests: int, concurrency: int, counts: list[int]) -> list[dict[str, Any]]:
+    """requests/s and latency with each replica count, one run each, after a short warm-up."""
+    from ray import serve
+
+    from sizewise.distributed.run import deploy
+
+    rows = []
+    with FakeUpstream() as upstream:
+        spec, port = _catalog(upstream.base_url), free_port()
+        for count in counts:
+            started = time.perf_counter()
+            deploy(spec, spec.gateway, replicas=count, host="127.0.0.1", port=port)
+            ready_s = time.perf_counter() - started
+            asyncio.run(load(port, "/v1/chat/completions", "sizewise", 100, concurrency))  # warm every replica
+            result = asyncio.run(load(port, "/v1/chat/completions", "sizewise", requests, concurrency, distinct=True))
+            rows.append(
+                {
+                    "replicas": count,
+                    "rps": result["rps"],
+                    "p50_ms": result["p50_ms"],
+                    "p99_ms": result["p99_ms"],
+                    "errors": result.get("errors", 0),
+                    "deploy_s": ready_s,
+                }
+            )
+            print(rows[-1], flush=True)
+        serve.delete("sizewise")
+    for row in rows:
+        row["rps_ratio"] = row["rps"] / rows[0]["rps"]
+    return rows
+
+
+def _resampled(name: str, rows: int, seed: int) -> Any:
+    """``rows`` prompts drawn with replacement from table ``name``; each draw gets its own prompt id."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from sizewise.cli.tables import read_table
+
+    table = read_table(name)
+    picked = np.random.default_rng(seed).integers(0, len(table), rows)
+    prompts = table.prompts.iloc[picked].reset_index(drop=True)
+    prompts["prompt_id"] = [f"{pid}#{i}" for i, pid in enumerate(prompts["prompt_id"])]
+    cells = {
+        key: None if getattr(table, key) is None else getattr(table, key)[picked]
+        for key in ("quality", "cost", "tokens_in", "tokens_out", "latency", "responses")
+    }
+    return replace(table, name=f"{name} x{rows}", prompts=prompts, **cells)
+
+
+def eval_part(dataset: str, rows: int, routers: list[str], cv: int) -> dict[str, Any]:
+    """One process vs Ray tasks on the same table; per-task cost and the cluster estimate."""
+    import ray
+
+    from sizewise.distributed.batch import ray_fold_map
+    from sizewise.evaluation.harness import evaluate, fit_fold
+
+    table = _resampled(dataset, rows, seed=0)
+    task_s: list[float] = []
+
+    def timed_local(data: Any, weak: str, strong: str, jobs: list[Any]) -> list[Any]:
+        out = []
+        for router, train, test in jobs:
+            started = time.perf_counter()
+            out.append(fit_fold(router, data, train, test, weak, strong))
+            task_s.append(time.perf_counter() - started)
+        return out
+
+    started = time.perf_counter()
+    local = evaluate(table, routers, cv=cv, seed=0, fold_map=timed_local)
+    local_s = time.perf_counter() - started
+    started = time.perf_counter()
+    ray.get(ray.put(table))
+    put_s = time.perf_counter() - started
+    started = time.perf_counter()
+    spread = evaluate(table, routers, cv=cv, seed=0, fold_map=ray_fold_map)
+    ray_s = time.perf_counter() - started
+    same = json.dumps(local.to_json(), sort_keys=True) == json.dumps(spread.to_json(), sort_keys=True)
+    tasks, per_task = len(task_s), sum(task_s) / len(task_s)
+    driver_s = local_s - sum(task_s)
+    estimate = {w: put_s + math.ceil(tasks / w) * per_task + driver_s for w in (1, 2, 4, 8, 16)}
+    return {
+        "dataset": dataset,
+        "rows": len(table),
+        "routers": routers,
+        "cv": cv,
+        "tasks": tasks,
+        "local_s": local_s,
+        "ray_s": ray_s,
+        "put_s": put_s,
+        "task_s": task_s,
+        "per_task_s": per_task,
+        "driver_s": driver_s,
+        "same_numbers": same,
+        "rows_per_s_local": len(table) * len(routers) / local_s,
+        "rows_per_s_ray": len(table) * len(routers) / ray_s,
+        "estimate_s_by_workers": estimate,
+    }
+
+
+def _report(serve_rows: list[dict[str, Any]] | None, ev: dict[str, Any] | None, cpus: int, command: str) -> None:
+    lines = [f"A local Ray cluster of {cpus} CPUs on this machine (Ray {__import__('ray').__version__})."]
+    if serve_rows:
+        lines += [
+            "",
+            "Gateway on Ray Serve, N replicas (0.5 CPU each), one fast fake upstream, "
+            "`model: sizewise` (routed), distinct prompts; one run per N:",
+            "",
+            markdown_table(serve_rows, ["replicas", "rps", "rps_ratio", "p50_ms", "p99_ms", "errors"], 2),
+        ]
+    if ev:
+        lines += [
+            "",
+            f"`eval` of {', '.join(ev['routers'])} ({ev['cv']}-fold) on {ev['rows']:,} rows resampled from "
+            f"{ev['dataset']}: {ev['tasks']} fits; same numbers both ways: {ev['same_numbers']}.",
+            "",
+            markdown_table(
+                [
+                    {"run": "one process", "seconds": ev["local_s"], "rows/s": ev["rows_per_s_local"]},
+                    {"run": f"Ray tasks ({cpus} CPUs)", "seconds": ev["ray_s"], "rows/s": ev["rows_per_s_ray"]},
+                ],
+                digits=1,
+            ),
+            "",
+            f"Per fit (task) {ev['per_task_s']:.1f} s; table to the object store {ev['put_s']:.2f} s; "
+            f"driver (folds, ranks, curves) {ev['driver_s']:.1f} s. Estimated on W workers "
+            "(put + ceil(tasks/W) x task + driver): "
+            + ", ".join(f"W={w}: {s:.0f} s" for w, s in ev["estimate_s_by_workers"].items())
+            + ".",
+        ]
+    update_section("replicas", "Ray: gateway replicas and eval over Ray tasks (issue #21)", command, "\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="serve,eval")
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dataset", default="routellm-mmlu")
+    parser.add_argument("--routers", default="tfidf-logreg")
+    parser.add_argument("--cv", type=int, default=4)
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    ray.init(num_cpus=args.cpus, include_dashboard=False, address="local", log_to_driver=False)
+    parts = set(args.parts.split(","))
+    payload: dict[str, Any] = {"cpus": args.cpus}
+    if "serve" in parts:
+        payload["serve"] = serve_part(args.requests, args.concurrency, [1, 2, 3])
+    if "eval" in parts:
+        payload["eval"] = eval_part(args.dataset, args.rows, args.routers.split(","), args.cv)
+        print({k: v for k, v in payload["eval"].items() if k != "task_s"}, flush=True)
+    write_json(JSON_PATH, payload)
+    _report(payload.get("serve"), payload.get("eval"), args.cpus, "python bench/replicas.py " + " ".join(sys.argv[1:]))
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

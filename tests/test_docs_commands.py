@@ -36,6 +36,7 @@ MAKE = "builds the environment or runs the whole suite (make)"
 MINUTES = "takes minutes on 2 cores (embeds or fits tens of thousands of prompts)"
 YOURS = "names the reader's own file, catalog or model"
 LOGGED = "reads judged traffic a running gateway logged (tests/test_learning_loop_e2e.py runs the loop)"
+RAY = "starts or joins a Ray cluster and serves or fits for minutes (tests/test_ray.py runs serve, collect, eval --ray)"
 SLOW = "takes 20-40 s on 2 cores (test_cli_eval.py, test_choose.py and test_reports_html.py cover it on small tables)"
 
 #: Documented commands that are not run here, and why (the exact command, as extracted).
@@ -51,6 +52,10 @@ NOT_RUN: dict[str, str] = {
     "sizewise serve": SERVER,
     "sizewise serve --config sizewise.yaml --host 0.0.0.0 --port 9000 --router-dir routers/": SERVER,
     "sizewise serve -c sizewise.yaml": SERVER,
+    "sizewise serve --ray --replicas 2 -c sizewise.yaml": RAY,
+    "sizewise serve --ray --replicas 4 --address auto -c sizewise.yaml": RAY,
+    "sizewise collect --out runs/gsm8k.jsonl --dataset gsm8k --limit 200 --ray": MODEL,
+    "sizewise eval --dataset routellm-mmlu --router gbdt --router knn --cv 5 --ray --address auto": RAY,
     "sizewise models install": "assembles the models (tests/test_embedded.py); `models list` and `verify` run here",
     "sizewise collect --out runs/gsm8k.jsonl --dataset gsm8k --limit 200 --max-tokens 256": MODEL,
     "sizewise collect --out runs/mine.jsonl --dataset my_questions.jsonl --models qwen2.5-coder-0.5b,"

@@ -121,3 +121,19 @@ def test_bad_aliases_fail_at_start_up_naming_the_task(aliases: dict[str, list[st
         spec = CatalogSpec.model_validate(catalog({"settings": settings}, gateway={"log_url": "none"}))
         with pytest.raises(ConfigError, match=f"task model 'overruling': .*{message}"):
             create_app(spec)
+
+
+def test_unquoted_yes_no_labels_in_yaml_get_a_hint(tmp_path: Path) -> None:
+    """YAML reads ``labels: [yes, no]`` as two booleans; the error says so instead of "not a valid string"."""
+    text = (
+        "models:\n"
+        "  - {name: big, backend: openai, context_window: 512, settings: {base_url: 'http://127.0.0.1:9'}}\n"
+        "  - name: overruling\n    kind: task\n    backend: task\n    context_window: 512\n"
+        "    settings: {labels: [yes, no], teacher: big}\n"
+    )
+    with pytest.raises(ConfigError, match=r'line 7: .*settings.labels.*quote labels \("yes"\)'):
+        parse_catalog(text, source="tasks.yaml", base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"settings.aliases.*quote labels"):
+        parse_catalog(text.replace("[yes, no]", "['yes', 'no'], aliases: {'yes': [true]}"), base_dir=tmp_path)
+    loaded = parse_catalog(text.replace("[yes, no]", "['yes', 'no']"), base_dir=tmp_path)
+    assert loaded.get("overruling").settings["labels"] == ["yes", "no"]

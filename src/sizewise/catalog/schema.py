@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Modality = Literal["text", "image", "audio", "file"]
 #: ``task``: a student distilled from a big model's answers for one narrow task (``sizewise.distill``);
@@ -301,6 +301,18 @@ class TaskSettings(_Strict):
     #: Teacher answers before the online student is first fitted, and between refits (default: the distiller's).
     min_examples: int | None = Field(default=None, ge=4)
     retrain_every: int | None = Field(default=None, ge=1)
+
+    @field_validator("labels", "aliases", mode="before")
+    @classmethod
+    def _no_yaml_booleans(cls, value: Any) -> Any:
+        # YAML reads unquoted yes/no/on/off/true/false as booleans: say so instead of "not a valid string".
+        if isinstance(value, dict):  # aliases: the labels it maps and the words they map to
+            items = [*value, *(x for v in value.values() for x in (v if isinstance(v, list) else [v]))]
+        else:
+            items = value if isinstance(value, list) else []
+        if any(isinstance(item, bool) for item in items):
+            raise ValueError('YAML reads unquoted yes, no, on, off, true, false as booleans: quote labels ("yes")')
+        return value
 
     def model_post_init(self, __context: Any) -> None:
         if len({label.strip().lower() for label in self.labels}) != len(self.labels):

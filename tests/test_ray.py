@@ -211,3 +211,45 @@ def test_eval_ray_gives_the_local_runs_numbers(cluster: Any, run_cli: Any, tmp_p
     assert ray_out.replace("ray.json", "local.json") == local_out  # the same printed table
     local, ray = json.loads((tmp_path / "local.json").read_text()), json.loads((tmp_path / "ray.json").read_text())
     assert ray == local and {r["router"] for r in local["routers"]} == {"random", "tfidf-logreg"}
+
+
+# -- the handle transport: Ray's errors as the engine understands them -----------------------------------
+
+
+class _Method:
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+
+    def remote(self, *args: Any) -> Any:
+        async def answer() -> Any:
+            if isinstance(self.outcome, BaseException):
+                raise self.outcome
+            return self.outcome
+
+        return answer()
+
+
+class _Handle:
+    def __init__(self, outcome: Any) -> None:
+        self.complete = self.choice_logprobs = _Method(outcome)
+
+
+def test_the_handle_backend_keeps_the_models_error_and_makes_rays_retryable() -> None:
+    import asyncio
+
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    from sizewise.core.chat import BackendError, ChatRequest, ChatResult
+    from sizewise.distributed.handle_backend import RayHandleBackend
+
+    request = ChatRequest(messages=[{"role": "user", "content": "hi"}])
+    result = ChatResult(model="m", text="hello")
+    assert asyncio.run(RayHandleBackend("m", _Handle(result)).complete(request)) is result
+    refused = BackendError("context too long", retryable=False, status=400)
+    wrapped = RayTaskError("complete", "traceback", refused).as_instanceof_cause()  # what a handle raises
+    with pytest.raises(BackendError) as caught:
+        asyncio.run(RayHandleBackend("m", _Handle(wrapped)).complete(request))
+    assert caught.value is refused and not caught.value.retryable  # the model's own verdict, not Ray's wrapper
+    with pytest.raises(BackendError) as caught:
+        asyncio.run(RayHandleBackend("m", _Handle(ActorDiedError())).choice_logprobs(request, ["yes", "no"]))
+    assert caught.value.retryable and "m: Ray deployment failed: ActorDiedError" in str(caught.value)

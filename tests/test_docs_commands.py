@@ -15,10 +15,10 @@ import functools
 import http.server
 import os
 import re
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -174,15 +174,43 @@ def doc_commands() -> dict[Path, list[str]]:
     return found
 
 
-@pytest.fixture(scope="module")
-def mirror() -> Iterator[str]:
+@contextmanager
+def serving_data() -> Iterator[str]:
     """The data folder over HTTP on 127.0.0.1, laid out like the public repositories (for `data fetch`)."""
     handler = functools.partial(_Quiet, directory=str(data_dir()))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def command_folder(folder: Path, mirror: str) -> dict[str, str]:
+    """Prepare ``folder`` to run documented commands in (a HOME, the source trees they read); their environment."""
+    (folder / "home").mkdir(parents=True, exist_ok=True)
+    for tree in ("src", "bench"):  # read by documented commands (sed on the built-in catalog, bench scripts)
+        if not (folder / tree).exists():
+            (folder / tree).symlink_to(ROOT / tree)
+    env = {
+        **os.environ,
+        "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(folder / "home"),
+        "SIZEWISE_DATA": str(data_dir().resolve()),
+        "SIZEWISE_CACHE": str(cache_dir().resolve()),
+        "SIZEWISE_ROUTELLM_URL": f"{mirror}/routellm",
+        "SIZEWISE_MMLU_PRO_URL": f"{mirror}/mmlu-pro",
+    }
+    for name in ("SIZEWISE_PRICES", "SIZEWISE_ROUTER_DIR"):
+        env.pop(name, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def mirror() -> Iterator[str]:
+    with serving_data() as url:
+        yield url
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -214,21 +242,7 @@ def test_documented_commands_run_as_written(page: Path, commands: list[str], tmp
     runnable = [command for command in commands if command not in NOT_RUN]
     if not runnable:
         pytest.skip(f"every command of {page.name} is listed in NOT_RUN")
-    home = tmp_path / "home"
-    home.mkdir()
-    for tree in ("src", "bench"):  # read by documented commands (sed on the built-in catalog, bench scripts)
-        (tmp_path / tree).symlink_to(ROOT / tree)
-    env = {
-        **os.environ,
-        "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(home),
-        "SIZEWISE_DATA": str(data_dir().resolve()),
-        "SIZEWISE_CACHE": str(cache_dir().resolve()),
-        "SIZEWISE_ROUTELLM_URL": f"{mirror}/routellm",
-        "SIZEWISE_MMLU_PRO_URL": f"{mirror}/mmlu-pro",
-    }
-    env.pop("SIZEWISE_PRICES", None)
-    env.pop("SIZEWISE_ROUTER_DIR", None)
+    env = command_folder(tmp_path, mirror)
     for command in runnable:
         run = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=180)  # fmt: skip
@@ -240,7 +254,6 @@ def test_documented_commands_run_as_written(page: Path, commands: list[str], tmp
         else:
             assert run.returncode == 0, f"{where} exited {run.returncode}: {run.stderr[-2000:]}"
         assert "Traceback" not in run.stderr, f"{where}: {run.stderr}"
-    shutil.rmtree(tmp_path / "home", ignore_errors=True)
 
 
 def test_fetch_puts_the_price_sheet_beside_the_data_or_says_what_to_do(tmp_path: Path, monkeypatch) -> None:

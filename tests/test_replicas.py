@@ -33,6 +33,8 @@ from learned_helpers import planted_pair
 from pg_helpers import postgres_url as _postgres_url
 from sizewise.routers.baselines import RandomRouter
 
+pytestmark = pytest.mark.slow  # three gateway processes start (~10 s on 2 cores), then 330 requests
+
 REPLICAS = 3
 FREE, CAPPED = "free-key-" + uuid.uuid4().hex, "capped-key-" + uuid.uuid4().hex
 #: Room for about 40 of the capped requests, not a whole number of them (so a race on the last one shows).

@@ -66,6 +66,7 @@ def _cli(*args: str) -> str:
     return run.stdout
 
 
+@pytest.mark.slow  # two gateways and two CLI processes
 def test_a_promotion_and_a_rollback_reach_every_replica(tmp_path: Path, db_url: str) -> None:
     admin = tmp_path / "admin"  # where the operator's CLI keeps the versions
     small = AlwaysSmallRouter().fit(planted_pair(40)).save(tmp_path / "small.zip")

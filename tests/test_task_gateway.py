@@ -308,3 +308,17 @@ def test_an_anthropic_client_gets_the_task_model_too(gateway: GatewayServer) -> 
     message = raw.parse()
     assert raw.headers["x-sizewise-model"] == "overruling"
     assert message.content[0].text == ("yes" if truthful(text) else "no")  # type: ignore[union-attr]
+
+
+def test_metrics_count_on_task_requests_by_what_answered(gateway: GatewayServer, client: openai.OpenAI) -> None:
+    registry = gateway.app.state.gateway.metrics.registry
+
+    def count(answered_by: str) -> float:
+        labels = {"task": "overruling", "answered_by": answered_by}
+        return registry.get_sample_value("sizewise_task_requests_total", labels) or 0.0
+
+    before = {who: count(who) for who in ("task_model", "teacher")}
+    ask(client, prompts(1, seed=90)[0])
+    ask(client, QUESTION + "Nothing in this text says anything either way.")
+    ask(client, "Write a haiku about the sea.", task=None)  # off-task: not counted
+    assert {who: count(who) - before[who] for who in before} == {"task_model": 1.0, "teacher": 1.0}

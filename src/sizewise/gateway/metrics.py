@@ -50,6 +50,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        #: On-task requests (``sizewise.serve.tasks``) by task model and what answered: ``task_model`` (its student),
+        #: ``teacher``, ``policy`` or ``named model``; the student's share of a task is its coverage.
+        self.tasks = Counter(
+            "sizewise_task_requests",
+            "On-task requests by what answered them",
+            ["task", "answered_by"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, str, int, bool, bool], tuple[Any, ...]] = {}
 
     def observe(
@@ -85,6 +93,9 @@ class Metrics:
                 self.errors.labels(self.model_label(step.model)).inc()
         if status < 400:
             decisions.inc()
+            if decision.task is not None:
+                task, answered_by = str(decision.task.get("task")), str(decision.task.get("answered_by"))
+                self.tasks.labels(self.model_label(task), answered_by).inc()
             prompt.inc(prompt_tokens)
             completion.inc(completion_tokens)
             if decision.cost:

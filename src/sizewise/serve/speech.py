@@ -26,6 +26,7 @@ from sizewise.core.decision import Decision, RequestRejected, Step
 from sizewise.core.text import conversation_text, modalities
 from sizewise.errors import ConfigError
 from sizewise.policy.types import RequestContext
+from sizewise.serve.speech_privacy import personal
 
 #: ``model`` values that let the gateway decide (OpenAI's own transcription model name included).
 DECIDE = frozenset({"sizewise", "whisper-1"})
@@ -109,8 +110,15 @@ async def hear(
     """Transcribe ``data``: a named speech model, or the local model escalating to a remote one when unsure."""
     local, remotes = _candidates(engine, engine.aliases.get(model_field, model_field))
     decision = Decision(policy="transcription")
+    readable = [filename, *(fields or {}).values()]  # what leaves with the audio, judged (serve.speech_privacy)
     if local is None:  # a remote model named, or the only speech model there is
         check_audio(data)
+        fired = await personal(engine.settings, readable)
+        if fired:
+            named = model_field not in DECIDE
+            message = f"this request contains personal data ({fired}) and speech model {remotes[0].name!r} is remote"
+            code = "privacy_remote_model" if named else "privacy_no_local_model"
+            raise RequestRejected(400, f"{message}; privacy 'local-only' allows only local models", code, "model")
         decision.model = remotes[0].name
         return await _remote(engine, remotes[0], data, filename, fields or {}, decision, None), decision
     backend = engine.backend(local)
@@ -129,6 +137,11 @@ async def hear(
     heard = Heard(transcript.text, local.name, transcript)
     why = _why_escalate(backend, transcript, language, threshold)
     target = _escalation_target(local, remotes) if why else None
+    fired = await personal(engine.settings, [*readable, transcript.text]) if target is not None else ""
+    if fired:  # the transcript (or the form) holds personal data: the audio stays here, unsure or not
+        decision.reason = step.reason = f"{why}; personal data ({fired}) keeps the audio local"
+        step.accepted = True
+        return heard, decision
     step.accepted = target is None
     step.reason = why or "confident"
     if target is None:

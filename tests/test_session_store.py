@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from fakes import FakeUpstream, GatewayServer, fake_model
 from pg_helpers import postgres_url as _postgres_url
 from sizewise.catalog.schema import GatewaySettings
 from sizewise.errors import ConfigError
@@ -115,3 +118,31 @@ def test_a_failing_database_costs_affinity_not_the_request(tmp_path: Path) -> No
     assert store.claim("header:b", "big") == "big"
     store.put("header:b", "small")  # logged, not raised
     store.close()
+
+
+def _turn(gateway: Any, messages: list[dict[str, str]]) -> tuple[str, str]:
+    body = {"model": "sizewise", "messages": messages, "max_tokens": 4}
+    headers = {"x-sizewise-session-id": "conversation-1"}
+    response = httpx.post(f"{gateway.url}/chat/completions", json=body, headers=headers, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.headers["x-sizewise-model"], response.headers["x-sizewise-session"]
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_two_gateways_on_one_sqlite_file_keep_a_session_on_its_model(tmp_path: Path, shared: bool) -> None:
+    """A conversation opened on one gateway and continued on another with a prompt the router sends to the
+    big model stays on the small one when they share ``state_url``; in memory the second gateway has
+    never seen it (the control)."""
+    hard = "Prove step by step that 17 * 23 = 391, then derive 2^10 - 7 * 13 and explain each step. " * 8
+    with FakeUpstream() as upstream, ExitStack() as stack:
+        models = [fake_model("small", "ok-s", 1, upstream.base_url), fake_model("big", "ok-b", 70, upstream.base_url)]
+        state = {"state_url": f"sqlite:///{tmp_path / 'state.sqlite'}"} if shared else {}
+        spec = {
+            "models": models,
+            "gateway": {"log_url": "none", "router": "heuristic", "session_margin": None, **state},
+        }
+        first, second = (stack.enter_context(GatewayServer(spec)) for _ in range(2))
+        messages = [{"role": "user", "content": "hi"}]
+        assert _turn(first, messages) == ("small", "new")
+        messages += [{"role": "assistant", "content": "hello"}, {"role": "user", "content": hard}]
+        assert _turn(second, messages) == (("small", "kept") if shared else ("big", "new"))

@@ -65,11 +65,12 @@ async def transcriptions(request: Request) -> Response:
         failure, headers = state.refuse(error, None, decision, started, request_id=request_id, api_key=api_key)
         return error_response(failure.status, failure.message, failure.code, failure.param, headers)
     state.finish(None, decision, 200, started, request_id=request_id, api_key=api_key)
-    headers = decision_headers(decision, request_id)
+    headers = {**decision_headers(decision, request_id), "x-content-type-options": "nosniff"}
     if heard.body is not None:  # a remote model answered: its body as it sent it (JSON gains the decision)
-        return Response(
-            _with_decision(heard.body, heard.content_type, decision), headers=headers, media_type=heard.content_type
-        )
+        # ...but only as JSON or plain text: HTML, SVG or a script from a broken upstream would run in a browser
+        # on this origin (the dashboard's), and any web page can post this form.
+        kind = JSON if "json" in (heard.content_type or "") else "text/plain; charset=utf-8"
+        return Response(_with_decision(heard.body, heard.content_type, decision), headers=headers, media_type=kind)
     body, media_type = render(heard, decision, response_format)
     return Response(body, headers=headers, media_type=media_type)
 

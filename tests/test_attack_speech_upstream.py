@@ -1,0 +1,76 @@
+"""Attacks by a broken remote speech model on ``POST /v1/audio/transcriptions``: the gateway passes a remote
+answer on, but never as a type a browser would run (HTML, SVG, JavaScript) on the gateway's origin, where the
+dashboard and its Basic-auth key live; a form any web page can post would make that a stored script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from fakes import GatewayServer, ThreadedServer
+
+WAV = b"RIFF\x24\x00\x00\x00WAVEfmt "  # sniffed as WAV: a named remote model gets it unheard
+SCRIPT = b"<html><script>fetch('/dashboard/data').then(r => r.text()).then(alert)</script></html>"
+
+
+class HostileSpeech(ThreadedServer):
+    """Answers every transcription with ``body`` under the content type ``kind``."""
+
+    def __init__(self) -> None:
+        self.kind, self.body = "application/json", b'{"text": "hi"}'
+        super().__init__(self.app)
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        headers = [(b"content-type", self.kind.encode()), (b"content-length", str(len(self.body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[GatewayServer, HostileSpeech]]:
+    with HostileSpeech() as hostile:
+        speech = {"kind": "speech", "modalities": ["audio"], "context_window": 448, "location": "remote"}
+        settings = {"base_url": hostile.base_url, "model": "whisper-large", "timeout_s": 5}
+        catalog = {
+            "models": [
+                {"name": "cloud-whisper", **speech, "backend": "openai", "settings": settings},
+                {"name": "text", "context_window": 8192, "backend": "openai", "settings": settings},
+            ],
+            "gateway": {"log_url": "none"},
+        }
+        with GatewayServer(catalog) as gateway:
+            yield gateway, hostile
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "expected"),
+    [
+        ("text/html; charset=utf-8", SCRIPT, "text/plain"),
+        ("image/svg+xml", b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>", "text/plain"),
+        ("application/javascript", b"alert(1)", "text/plain"),
+        ("text/plain; charset=utf-8", b"hello there\n", "text/plain"),
+        ("application/json", b'{"text": "hello"}', "application/json"),
+    ],
+    ids=["html", "svg", "javascript", "text", "json"],
+)
+def test_a_remote_answer_is_never_served_as_active_content(
+    servers: tuple[GatewayServer, HostileSpeech], kind: str, body: bytes, expected: str
+) -> None:
+    gateway, hostile = servers
+    hostile.kind, hostile.body = kind, body
+    response = httpx.post(
+        gateway.url + "/audio/transcriptions", data={"model": "cloud-whisper"}, files={"file": ("a.wav", WAV)}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].split(";")[0] == expected
+    assert response.headers["x-content-type-options"] == "nosniff"
+    if expected == "text/plain":  # the words stay as the remote model sent them
+        assert response.content == body

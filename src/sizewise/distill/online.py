@@ -72,7 +72,9 @@ class DistillerState:
 
 
 class OnlineDistiller:
-    """See the module docstring. ``features`` and ``seed`` go to the :class:`TaskStudent`."""
+    """See the module docstring. ``features``, ``margin`` and ``seed`` go to the :class:`TaskStudent`; its
+    threshold needs no margin by default (an offline student's does): here the held-out check and the audits
+    guard it, and a margin only made it defer to the teacher more (measured on OVERRULING, results.md)."""
 
     def __init__(
         self,
@@ -85,6 +87,7 @@ class OnlineDistiller:
         min_answered: int = 30,
         aliases: dict[str, list[str]] | None = None,
         features: str = "tfidf",
+        margin: float = 0.0,
         seed: int = 0,
         background: bool = False,
     ) -> None:
@@ -97,7 +100,7 @@ class OnlineDistiller:
         self.target_agreement, self.audit_share = float(target_agreement), float(audit_share)
         self.min_examples, self.retrain_every = int(min_examples), int(retrain_every)
         self.holdout_share, self.min_answered = float(holdout_share), int(min_answered)
-        self.features, self.seed, self.background = features, seed, background
+        self.features, self.margin, self.seed, self.background = features, float(margin), seed, background
         self._lock = threading.RLock()
         self._random = random.Random(seed)
         self._texts: list[str] = []
@@ -220,7 +223,9 @@ class OnlineDistiller:
         test = np.flatnonzero(held)
         if len({labels[i] for i in train}) < 2 or len(test) == 0:
             return None
-        student = TaskStudent(features=self.features, target_agreement=self.target_agreement, seed=self.seed)
+        student = TaskStudent(
+            features=self.features, target_agreement=self.target_agreement, margin=self.margin, seed=self.seed
+        )
         student.fit([texts[i] for i in train], [labels[i] for i in train])
         predicted, confidence = student.predict_with_confidence([texts[i] for i in test])
         answered = confidence >= student.threshold_
@@ -302,7 +307,7 @@ class OnlineDistiller:
 
     def _params(self) -> dict[str, Any]:
         names = ("labels", "target_agreement", "audit_share", "min_examples", "retrain_every", "holdout_share")
-        return {n: getattr(self, n) for n in (*names, "min_answered", "aliases", "features", "seed")}
+        return {n: getattr(self, n) for n in (*names, "min_answered", "aliases", "features", "margin", "seed")}
 
     @classmethod
     def load(cls, path: str | Path, background: bool = False) -> OnlineDistiller:

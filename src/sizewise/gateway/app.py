@@ -43,6 +43,7 @@ from sizewise.gateway.errors import GatewayError, error_response
 from sizewise.gateway.feedback import PendingNotes, post_feedback, start_outcomes, take_inline
 from sizewise.gateway.messages import count_tokens, messages
 from sizewise.gateway.openapi import install_schema
+from sizewise.gateway.origin import CrossSiteGuard
 from sizewise.gateway.readiness import readyz
 from sizewise.gateway.responses import JSON, completion_body, decision_headers
 from sizewise.gateway.schemas import parse_request, request_context
@@ -218,6 +219,7 @@ def create_app(
     install_dashboard(app)  # /dashboard: charts of the request log, behind the key (docs/gateway.md)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(CrossSiteGuard, allowed=state.settings.cors_origins)  # cross-site POSTs: 403 (gateway/origin.py)
     if state.settings.access_log:  # one line per request on the sizewise.access logger (uvicorn's stays off)
         app.add_middleware(AccessLog)
     if state.settings.cors_origins:  # browser pages on these origins may call the gateway and read its headers

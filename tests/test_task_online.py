@@ -113,3 +113,32 @@ def test_a_restart_keeps_the_student_and_drift_stops_it(
     assert "stopped: its audits disagreed with the teacher" in after[-1]["reason"]
     first_stop = next(i for i, r in enumerate(after) if "stopped" in r["reason"])
     print(f"drift: stopped after {first_stop} requests of the changed teacher; {len(after)} sent")
+
+
+def test_concurrent_on_task_requests_are_each_answered_and_learned_once(teacher: Teacher, tmp_path: Path) -> None:
+    """Sixteen clients at once while the student learns and starts serving: no request fails, and every answer
+    of the teacher is learned exactly once (the learner thread takes them in order, refits run beside it)."""
+    import asyncio
+
+    async def flood(url: str) -> list[dict[str, Any]]:
+        client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=60)
+        gate = asyncio.Semaphore(16)
+
+        async def one(text: str) -> dict[str, Any]:
+            async with gate:
+                response = await client.chat.completions.create(
+                    model="sizewise",
+                    messages=[{"role": "user", "content": text}],
+                    extra_body={"sizewise": {"task": "overruling"}},
+                )
+            return dict(response.model_extra["sizewise"]["task"])
+
+        return await asyncio.gather(*(one(text) for text in prompts(200, seed=31)))
+
+    with GatewayServer(catalog(teacher, tmp_path / "state.zip")) as gateway:
+        records = asyncio.run(flood(gateway.url))
+        settle(gateway)
+        state = gateway.app.state.gateway.engine.tasks.tasks["overruling"].online.state
+    taught = sum(r["answered_by"] == "teacher" for r in records)
+    assert len(records) == 200 and state.stopped_for_drift == 0  # no drift cut examples: all are still there
+    assert state.examples + state.unparseable == taught

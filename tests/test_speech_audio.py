@@ -124,3 +124,13 @@ def test_an_unknown_language_is_a_one_line_error_naming_the_field() -> None:
         backend.transcribe_sync(speak("hello"), language="xx")
     assert caught.value.code == "invalid_language" and caught.value.param == "language"
     assert str(caught.value) == "'xx' is not a valid language code; use an ISO-639-1 code such as 'en'"
+
+
+def test_models_verify_hashes_the_whisper_model_and_does_not_chat_with_it() -> None:
+    from typer.testing import CliRunner
+
+    from sizewise.cli.main import app
+
+    result = CliRunner().invoke(app, ["models", "verify", "whisper", "--generate"])
+    assert result.exit_code == 0, result.output
+    assert "whisper sha256 ok" in result.output and "model.bin" in result.output and "generate" not in result.output

@@ -134,3 +134,26 @@ def test_models_verify_hashes_the_whisper_model_and_does_not_chat_with_it() -> N
     result = CliRunner().invoke(app, ["models", "verify", "whisper", "--generate"])
     assert result.exit_code == 0, result.output
     assert "whisper sha256 ok" in result.output and "model.bin" in result.output and "generate" not in result.output
+
+
+@needs_espeak
+def test_a_corrupt_whisper_model_is_a_503_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded model.bin is hashed before it loads: a mismatch refuses the model with one line."""
+    import asyncio
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from sizewise.backends.speech import SpeechBackend
+    from sizewise.catalog import embedded
+    from sizewise.catalog.schema import GatewaySettings, ModelSpec, WhisperSettings
+    from sizewise.core.decision import RequestRejected
+    from sizewise.serve.speech import hear
+
+    monkeypatch.setitem(embedded.EMBEDDED, "whisper", replace(embedded.EMBEDDED["whisper"], sha256="0" * 64))
+    spec = ModelSpec(name="whisper-tiny.en", kind="speech", context_window=448, backend="whisper", modalities=["audio"])
+    backend = SpeechBackend(spec, WhisperSettings(embedded="whisper"), folder=None)
+    engine = SimpleNamespace(models=[spec], aliases={}, settings=GatewaySettings(), backend=lambda _: backend)
+    with pytest.raises(RequestRejected) as caught:
+        asyncio.run(hear(engine, speak("hello")))
+    assert caught.value.status == 503 and caught.value.code == "model_unavailable"
+    assert "expected 0000" in caught.value.message and backend.loads == 0

@@ -56,6 +56,8 @@ def test_a_foreign_page_cannot_post(
     assert response.status_code == 403, response.text
     assert response.json()["error"]["code"] == "cross_site_request"
     assert servers[1].bodies == []
+    row = next(r for r in gateway.rows() if r["request_id"] == response.headers["x-request-id"])
+    assert row["status"] == 403  # refused, and still in the request log
 
 
 @pytest.mark.parametrize("origin", [None, FRIEND, "same"])

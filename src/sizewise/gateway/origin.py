@@ -11,10 +11,11 @@ budget of a keyless gateway on their machine, or fill its log. Browsers say wher
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from sizewise.gateway.errors import error_body
+from sizewise.gateway.errors import GatewayError, error_body
 
 #: Methods that only read: a cross-site page may send them (it cannot read the answer without CORS).
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -50,7 +51,14 @@ class CrossSiteGuard:
             await self.app(scope, receive, send)
             return
         message = f"cross-site request from origin {origin[:200]!r} refused: add it to gateway.cors_origins"
-        body = json.dumps(error_body(403, message, "cross_site_request")).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        error = GatewayError(403, message, "cross_site_request")
+        headers = [(b"content-type", b"application/json")]
+        state = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
+        if state is not None and str(scope.get("path", "")).startswith("/v1/"):  # an API request: the log keeps it
+            request_id = state.next_id()
+            state.refuse(error, None, None, time.perf_counter(), request_id=request_id, api_key=None)
+            headers.append((b"x-request-id", request_id.encode()))
+        body = json.dumps(error_body(error.status, error.message, error.code)).encode()
+        headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": 403, "headers": headers})
         await send({"type": "http.response.body", "body": body})

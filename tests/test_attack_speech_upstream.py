@@ -18,10 +18,11 @@ SCRIPT = b"<html><script>fetch('/dashboard/data').then(r => r.text()).then(alert
 
 
 class HostileSpeech(ThreadedServer):
-    """Answers every transcription with ``body`` under the content type ``kind``."""
+    """Answers every transcription with ``body`` under the content type ``kind``; ``endless``: a JSON text
+    that never ends (1 MiB chunks as fast as the gateway reads them, until it hangs up)."""
 
     def __init__(self) -> None:
-        self.kind, self.body = "application/json", b'{"text": "hi"}'
+        self.kind, self.body, self.endless, self.sent = "application/json", b'{"text": "hi"}', False, 0
         super().__init__(self.app)
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -29,6 +30,14 @@ class HostileSpeech(ThreadedServer):
             return
         while (await receive()).get("more_body"):
             pass
+        if self.endless:
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            chunk = b"a" * (1 << 20)
+            while self.sent < 1 << 30:  # 1 GiB at most, so a gateway that reads it all still ends
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self.sent += len(chunk)
+            await send({"type": "http.response.body", "body": b""})
+            return
         headers = [(b"content-type", self.kind.encode()), (b"content-length", str(len(self.body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
@@ -74,3 +83,21 @@ def test_a_remote_answer_is_never_served_as_active_content(
     assert response.headers["x-content-type-options"] == "nosniff"
     if expected == "text/plain":  # the words stay as the remote model sent them
         assert response.content == body
+
+
+def test_an_endless_remote_answer_is_cut_off(servers: tuple[GatewayServer, HostileSpeech]) -> None:
+    """A broken upstream's answer is read up to a cap, never whole into memory: 502 naming the model."""
+    gateway, hostile = servers
+    hostile.endless, hostile.sent = True, 0
+    try:
+        response = httpx.post(
+            gateway.url + "/audio/transcriptions",
+            data={"model": "cloud-whisper"},
+            files={"file": ("a.wav", WAV)},
+            timeout=120,
+        )
+    finally:
+        hostile.endless = False
+    assert response.status_code == 502 and "cloud-whisper" in response.json()["error"]["message"]
+    assert "larger than" in response.json()["error"]["message"]
+    assert hostile.sent < 256 << 20  # the gateway hung up early (what is in flight on loopback at most)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import os
 import time
@@ -30,6 +31,9 @@ from sizewise.serve.speech_privacy import personal
 
 #: ``model`` values that let the gateway decide (OpenAI's own transcription model name included).
 DECIDE = frozenset({"sizewise", "whisper-1"})
+#: The most bytes read of a remote speech model's answer (a transcript of 25 MB of audio, even as verbose_json
+#: with every segment, is well under 1 MB).
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
 #: Containers the chat API's ``input_audio.format`` may name (OpenAI's are wav and mp3).
 CHAT_FORMATS = frozenset({"wav", "mp3", "flac", "ogg", "webm", "mp4", "m4a"})
 
@@ -78,22 +82,33 @@ async def forward(
     if settings.api_key_env:
         headers["Authorization"] = f"Bearer {os.environ.get(settings.api_key_env, '')}"
     form = {**fields, "model": settings.model or spec.name}
+    client = backend.client
     try:
-        response = await backend.client.post(
-            "audio/transcriptions", files={"file": (filename, data)}, data=form, headers=headers
-        )
+        files = {"file": (filename, data)}
+        request = client.build_request("POST", "audio/transcriptions", files=files, data=form, headers=headers)
+        response = await client.send(request, stream=True)
+        try:  # read up to a cap: a broken upstream's endless answer must not fill the gateway's memory
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise BackendError(f"{spec.name}: the answer is larger than {MAX_ANSWER_BYTES:,} bytes")
+        finally:
+            await response.aclose()
+    except BackendError:
+        raise
     except Exception as error:  # httpx's transport errors: the local transcript stands
         raise BackendError(f"{spec.name}: {type(error).__name__}: {error}") from None
+    text = bytes(body).decode(response.encoding or "utf-8", errors="replace")
     if response.status_code >= 400:
-        raise BackendError(f"{spec.name}: HTTP {response.status_code}: {response.text[:200]}")
+        raise BackendError(f"{spec.name}: HTTP {response.status_code}: {text[:200]}")
     kind = response.headers.get("content-type", "application/json")
-    text = response.text
     if "json" in kind:
         try:
-            text = str(response.json().get("text", ""))
-        except ValueError:
+            text = str(json.loads(body).get("text", ""))
+        except (ValueError, AttributeError):
             raise BackendError(f"{spec.name}: the answer is not JSON") from None
-    return response.content, kind, text
+    return bytes(body), kind, text
 
 
 async def hear(

@@ -45,8 +45,12 @@ def missing() -> str | None:
 
 
 @contextmanager
-def browser(width: int = 1200, height: int = 900) -> Iterator[Any]:
-    """A headless Chromium (selenium WebDriver) with a fresh, temporary profile; quit on exit."""
+def browser(width: int = 1200, height: int = 900, log_requests: bool = False) -> Iterator[Any]:
+    """A headless Chromium (selenium WebDriver) with a fresh, temporary profile; quit on exit.
+
+    ``log_requests`` keeps every request the browser makes and its console (``driver.get_log("performance")``
+    and ``get_log("browser")``), for tests that check a page reaches no other host.
+    """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -58,6 +62,8 @@ def browser(width: int = 1200, height: int = 900) -> Iterator[Any]:
         options.binary_location = str(_which(CHROMIUM))
         for flag in (*FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"):
             options.add_argument(flag)
+        if log_requests:
+            options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
         driver = webdriver.Chrome(options=options, service=Service(executable_path=str(_which(DRIVER))))
         try:
             driver.set_page_load_timeout(60)

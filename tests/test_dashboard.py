@@ -9,7 +9,6 @@ import itertools
 import json
 import math
 import re
-import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -248,37 +247,15 @@ def test_a_bad_parameter_is_a_one_line_400(gateway: GatewayServer, query: str, p
 
 
 # -- the page in a real browser --------------------------------------------------------------------------------
-CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver")
-
-
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not Path(CHROMIUM).is_file() or DRIVER is None:
-        pytest.skip("chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is needed (pip install -e '.[dev]')")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,1800",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
-    ):
-        options.add_argument(flag)
-    options.set_capability(
-        "goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"}
-    )  # every request the browser made
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
-    driver.set_page_load_timeout(60)
-    try:
+def browser() -> Iterator[Any]:
+    import _chromium  # bench/, which fakes puts on sys.path
+
+    reason = _chromium.missing()
+    if reason:
+        pytest.skip(reason)
+    with _chromium.browser(1400, 1800, log_requests=True) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _open(driver: Any, gateway: GatewayServer, query: str = "") -> dict[str, Any]:

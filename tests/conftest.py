@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,23 @@ def private_embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     yield
     patch.undo()
     module._CACHE = None
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema in the PostgreSQL ``.ci/run`` starts, dropped afterwards (tests/pg_helpers.py); the test
+    is skipped, with the reason, without ``SIZEWISE_TEST_POSTGRES_URL``."""
+    from pg_helpers import postgres_url as fresh_schema
+
+    yield from fresh_schema()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The test runs twice: on a SQLite file in ``tmp_path``, and on PostgreSQL (``postgres_url``)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.sqlite'}"
+    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture

@@ -7,24 +7,13 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pg_helpers import postgres_url
 from sizewise.core.decision import Decision, FilterReport
 from sizewise.gateway.dashboard_data import QueryError, parse_window, summarize
 from sizewise.gateway.log import LogEntry, RequestLog
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'log.db'}"
-    else:
-        yield from postgres_url()
 
 
 def _entries(now: float, rng: random.Random) -> list[LogEntry]:
@@ -50,10 +39,10 @@ def _entries(now: float, rng: random.Random) -> list[LogEntry]:
     return entries
 
 
-def test_the_database_counts_as_python_would_on_sqlite_and_postgresql(log_url: str) -> None:
+def test_the_database_counts_as_python_would_on_sqlite_and_postgresql(db_url: str) -> None:
     now = time.time()
     entries = _entries(now, random.Random(5))
-    log = RequestLog(log_url)
+    log = RequestLog(db_url)
     for entry in entries:
         log.write(entry)
     assert log.flush(30)
@@ -89,12 +78,7 @@ def test_windows_are_aligned_and_bounded() -> None:
         parse_window("1800000100", None, now=1_800_000_000.0)
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    yield from postgres_url()  # skips without SIZEWISE_TEST_POSTGRES_URL; a fresh schema, dropped afterwards
-
-
-def test_the_endpoint_on_postgresql(pg_url: str) -> None:
+def test_the_endpoint_on_postgresql(postgres_url: str) -> None:
     """The whole path on PostgreSQL: a gateway logging there, the outcome store beside it, ``/dashboard/data``."""
     import httpx
 
@@ -102,7 +86,7 @@ def test_the_endpoint_on_postgresql(pg_url: str) -> None:
 
     with FakeUpstream() as up:
         models = [fake_model("small", "ok-small", 1.0, up.base_url), fake_model("big", "ok-big", 8.0, up.base_url)]
-        with GatewayServer({"models": models, "gateway": {"log_url": pg_url}}) as gw:
+        with GatewayServer({"models": models, "gateway": {"log_url": postgres_url}}) as gw:
             with httpx.Client(base_url=gw.url, timeout=30) as client:
                 for model in ["small"] * 5 + ["big"] * 3:
                     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}

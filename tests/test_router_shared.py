@@ -9,10 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +18,6 @@ import yaml
 
 from fakes import FakeUpstream, GatewayServer, fake_model
 from learned_helpers import planted_pair
-from pg_helpers import postgres_url as _postgres_url
 from sizewise.learn.shared_router import SharedRouter
 from sizewise.learn.versions import RouterVersions
 from sizewise.routers.baselines import AlwaysLargeRouter, AlwaysSmallRouter
@@ -28,18 +25,6 @@ from sizewise.routers.baselines import AlwaysLargeRouter, AlwaysSmallRouter
 POLL_S = 0.2
 #: How long a promotion may take to reach a replica here: a poll, the router's load, a loaded machine.
 BOUND_S = 15.0
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    yield from _postgres_url()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: Any, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.sqlite'}"
-    return str(request.getfixturevalue("postgres_url"))
 
 
 def _routed(gateway: GatewayServer) -> str:

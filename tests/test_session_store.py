@@ -5,7 +5,6 @@ replicas racing on a new session agree on (first writer wins). Real SQLite, and 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -14,23 +13,10 @@ import httpx
 import pytest
 
 from fakes import FakeUpstream, GatewayServer, fake_model
-from pg_helpers import postgres_url as _postgres_url
 from sizewise.catalog.schema import GatewaySettings
 from sizewise.errors import ConfigError
 from sizewise.serve.session import MemorySessionStore
 from sizewise.serve.session_sql import SqlSessionStore, session_store
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    yield from _postgres_url()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: Any, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.sqlite'}"
-    return str(request.getfixturevalue("postgres_url"))
 
 
 class Clock:

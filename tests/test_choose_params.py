@@ -3,8 +3,6 @@ parser), and a parameter it does not take is a one-line error before any work.""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from learned_helpers import planted_pair

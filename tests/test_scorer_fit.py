@@ -126,7 +126,8 @@ def test_router_dir_comes_from_the_catalog_as_the_gateway_reads_it(run_cli, coll
     catalog.write_text(json.dumps({"models": models, "gateway": {"router_dir": "routers"}}))
     code, out, err = run_cli("scorer", "fit", "--scorer", "logprob", "--table", str(collected), "-c", str(catalog))
     assert code == 0, err
-    assert (tmp_path / "conf" / "routers" / "scorer-logprob.zip").is_file()  # beside the catalog, not in the cwd
+    saved = tmp_path / "conf" / "routers" / "scorer-logprob.zip"
+    assert saved.is_file() and str(saved) in out  # beside the catalog, not in the cwd
     code, _, err = run_cli("router", "history", "--config", str(catalog))
     assert code == 2 and f"no router history in {tmp_path / 'conf' / 'routers'}" in err
     catalog.write_text(json.dumps({"models": models}))

@@ -61,7 +61,6 @@ def test_unlearnable_answers_are_never_served() -> None:
     assert answered == 0 and calls == 300 and distiller.state.refits >= 2 and not distiller.state.serving
 
 
-@pytest.mark.slow
 def test_audits_catch_drift_and_it_stops_then_relearns() -> None:
     distiller = OnlineDistiller(["yes", "no"], min_examples=100, retrain_every=100, audit_share=0.3, seed=1)
     texts, labels = synthetic_task(400, seed=14, clear_share=0.9)

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from sizewise.backends.base import Backend
+from sizewise.backends.capped import capped_lines, read_capped
 from sizewise.catalog.schema import ModelSpec, OpenAISettings
 from sizewise.core.chat import BackendError, ChatChunk, ChatRequest, ChatResult
 from sizewise.errors import ConfigError
@@ -254,15 +255,16 @@ class OpenAICompatBackend(Backend):
         """POST ``chat/completions`` and return the first choice."""
         start = time.perf_counter()
         try:
-            response = await self.client.post(
-                "chat/completions", json=_body(request, self.upstream_model, False), headers=self._headers()
-            )
+            async with self.client.stream(
+                "POST", "chat/completions", json=_body(request, self.upstream_model, False), headers=self._headers()
+            ) as response:
+                body = await read_capped(response, self.model)  # an endless body fails the call, never fills memory
         except httpx.HTTPError as error:
             raise self._error(error) from None
         if response.status_code >= 400:
-            raise self._status_error(self.model, response, response.text)
+            raise self._status_error(self.model, response, body.decode(response.encoding or "utf-8", "replace"))
         try:
-            return parse_answer(self.model, response.json(), time.perf_counter() - start)
+            return parse_answer(self.model, json.loads(body), time.perf_counter() - start)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise BackendError(f"{self.model}: upstream sent a malformed answer", retryable=True) from None
 
@@ -276,9 +278,9 @@ class OpenAICompatBackend(Backend):
                 "POST", "chat/completions", json=_body(request, self.upstream_model, True), headers=self._headers()
             ) as response:
                 if response.status_code >= 400:
-                    text = (await response.aread()).decode("utf-8", errors="replace")
+                    text = (await read_capped(response, self.model)).decode("utf-8", errors="replace")
                     raise self._status_error(self.model, response, text)
-                async for line in response.aiter_lines():
+                async for line in capped_lines(response, self.model):
                     if not line.startswith("data:"):
                         continue
                     payload = line[5:].strip()

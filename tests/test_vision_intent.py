@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sizewise.serve.vision_intent import classifiable, question_text
+from sizewise.core.text import last_user_text
+from sizewise.serve.vision_intent import classifiable
 
 QUESTIONS = json.loads((Path(__file__).parent / "data" / "vision_questions.json").read_text())
 
@@ -37,10 +38,10 @@ def test_examples(question: str, named: bool) -> None:
 
 
 def test_the_question_is_the_last_user_turns_text() -> None:
-    messages = [
+    messages: list[dict[str, object]] = [
         {"role": "user", "content": "what does the sign say?"},
         {"role": "assistant", "content": "STOP"},
         {"role": "user", "content": [{"type": "text", "text": "and what is"}, {"type": "text", "text": "this?"}]},
     ]
-    assert question_text(messages) == "and what is this?"
-    assert classifiable(question_text(messages))[0]
+    assert last_user_text(messages) == "and what is this?"
+    assert classifiable(last_user_text(messages))[0]

@@ -14,25 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 from sizewise.backends.base import Backend
 from sizewise.core.chat import BackendError, ChatChunk, ChatRequest, ChatResult
-from sizewise.core.text import conversation_text
+from sizewise.core.text import content_text, conversation_text
 
 if TYPE_CHECKING:
     from sizewise.core.table import OutcomeTable
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return "" if content is None else str(content)
-
-
 def request_keys(messages: list[dict[str, Any]]) -> list[str]:
     """The texts a request may be recorded under, most specific first."""
     keys = [conversation_text(messages)]
-    users = [_text(m.get("content")) for m in messages if m.get("role") == "user"]
+    users = [content_text(m.get("content")) for m in messages if m.get("role") == "user"]
     if users:
         keys.append(users[-1])
-    keys.append("\n".join(_text(m.get("content")) for m in messages))
+    keys.append("\n".join(content_text(m.get("content")) for m in messages))
     return [key.strip() for key in keys]
 
 

@@ -6,6 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def content_text(content: object) -> str:
+    """A message content's text: a string as it is, a list's text parts joined by spaces (image/audio dropped)."""
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "" if content is None else str(content)
+
+
 def conversation_text(messages: Sequence[dict[str, object]]) -> str:
     """The text a router sees for a conversation: every message's text content, in order.
 
@@ -14,14 +21,17 @@ def conversation_text(messages: Sequence[dict[str, object]]) -> str:
     """
     lines = []
     for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            content = " ".join(
-                str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
-            )
-        if content:
+        if content := content_text(message.get("content")):
             lines.append(f"{message.get('role', 'user')}: {content}")
     return "\n".join(lines)
+
+
+def last_user_text(messages: Sequence[dict[str, object]]) -> str:
+    """The text of the last user message (the question a domain, or an image's classifier, is judged on)."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return content_text(message.get("content"))
+    return ""
 
 
 def modalities(messages: Sequence[dict[str, Any]]) -> frozenset[str]:

@@ -36,6 +36,7 @@ import numpy as np
 from sizewise.catalog.schema import ModelSpec, RouteSpec
 from sizewise.checks import check_number
 from sizewise.core.decision import FilterReport
+from sizewise.core.text import last_user_text
 from sizewise.errors import ConfigError, DataError
 from sizewise.policy.types import RequestContext
 
@@ -346,18 +347,6 @@ def _check_calibration(
     if values.size == 0 or np.isnan(values).any():
         raise DataError("the threshold grid must hold at least one number, and no NaN")
     return matrix, items, values
-
-
-def last_user_text(messages: Sequence[dict[str, object]]) -> str:
-    """The text of the last user message (the question a domain is judged on)."""
-    for message in reversed(messages):
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, list):
-            return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-        return str(content or "")
-    return ""
 
 
 class DomainFilter:

@@ -27,9 +27,10 @@ from sizewise.backends.imagenet_groups import alternatives, classes_of
 from sizewise.backends.vision import answer_text
 from sizewise.catalog.schema import ModelSpec, OnnxSettings
 from sizewise.core.decision import Decision, RequestRejected, Step
+from sizewise.core.text import last_user_text
 from sizewise.errors import ConfigError
 from sizewise.policy.types import RequestContext
-from sizewise.serve.vision_intent import classifiable, question_text
+from sizewise.serve.vision_intent import classifiable
 
 _NOTE = "vision"
 #: Images decoded (and classified) at once, per engine.
@@ -65,7 +66,7 @@ class ImageStep:
         if "image" not in ctx.modalities:
             return None
         refs = image_refs(ctx.messages, self.limits)
-        question = question_text(ctx.messages)
+        question = last_user_text(ctx.messages)
         if named == self.spec.name:  # asked for the classifier itself: it answers whatever the question
             return await self._classify(ctx, refs, question, forced=True, why="the request names the vision model")
         ok, why = (False, f"the request names model {named!r}") if named else classifiable(question)

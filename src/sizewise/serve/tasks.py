@@ -34,6 +34,7 @@ from sizewise.catalog.catalog import ladder_key
 from sizewise.catalog.schema import ModelSpec
 from sizewise.core.chat import BackendError, ChatChunk, ChatRequest, ChatResult
 from sizewise.core.decision import Decision, RequestRejected, Step
+from sizewise.core.text import content_text
 from sizewise.policy.types import RequestContext
 from sizewise.serve.call import replay
 from sizewise.serve.task_model import Task, Verdict
@@ -63,16 +64,7 @@ def take_task(extra: dict[str, Any] | None) -> str | None:
 def task_text(messages: list[dict[str, Any]]) -> str:
     """What a student reads of a conversation: each message's text, one per line, without the role prefixes of
     ``conversation_text``, so a one-message request reads exactly like an outcome table's ``prompt``."""
-    lines = []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            content = " ".join(
-                str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
-            )
-        if content:
-            lines.append(str(content))
-    return "\n".join(lines)
+    return "\n".join(text for message in messages if (text := content_text(message.get("content"))))
 
 
 @dataclass

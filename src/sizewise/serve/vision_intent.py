@@ -11,8 +11,6 @@ questions in ``tests/data/vision_questions.json`` (``bench/modalities.py``; docs
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Any
 
 #: Questions about something other than the object's name.
 _OPEN = re.compile(
@@ -31,19 +29,6 @@ _NAME = re.compile(
     r"|which (animal|object|thing|breed|species|kind|type)|identify|classify|recogni[sz]e|label|name (this|that|the|it)"
     r"|(is|are) (this|that|it|these|those) (an?|the|some)\b|looking at|tell me what|is there an?\b)"
 )
-
-
-def question_text(messages: Sequence[dict[str, Any]]) -> str:
-    """The text parts of the last user message (the question asked about its image)."""
-    for message in reversed(messages):
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        parts = content if isinstance(content, list) else []
-        return " ".join(str(p.get("text", "")) for p in parts if isinstance(p, dict) and p.get("type") == "text")
-    return ""
 
 
 def classifiable(question: str) -> tuple[bool, str]:

@@ -126,6 +126,8 @@ def run_headlines(args: argparse.Namespace) -> dict[str, Any]:
     if news is None:
         return {}
     offline = gap(out_of_fold(news, {"features": DEFAULT}))
+    # The same at a 90% target: what the mechanism gives where the teacher's own labels are this noisy.
+    lenient = gap(out_of_fold(news, {"features": DEFAULT, "target_agreement": 0.9}))
     stream = gap(online(news, {"features": DEFAULT}))
     print("headlines", len(news.texts), _short(offline), _short(stream), flush=True)
     seconds = float(news.teacher_cost.mean())
@@ -135,6 +137,7 @@ def run_headlines(args: argparse.Namespace) -> dict[str, Any]:
             "teacher": TEACHER,
             "teacher_seconds": seconds,
             "offline": offline,
+            "offline_90": lenient,
             "online": stream,
         }
     }
@@ -173,6 +176,8 @@ def render(payload: dict[str, Any]) -> str:
     if "headlines" in payload:
         news = payload["headlines"]
         rows.append(row(f"HEADLINES offline ({news['n']} headlines)", news["offline"]))
+        if "offline_90" in news:
+            rows.append(row(f"HEADLINES offline, 90% target ({news['n']} headlines)", news["offline_90"]))
         rows.append(row(f"HEADLINES online ({news['n']} headlines)", news["online"]))
         seconds = news.get("teacher_seconds")
         pace = f" at {seconds:.0f} s an answer" if seconds else ""

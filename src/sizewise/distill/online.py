@@ -45,6 +45,9 @@ AUDIT_WINDOW = 100
 DRIFT_P = 0.01
 #: Audits needed before the drift test runs (one early disagreement is no evidence).
 MIN_AUDITS = 20
+#: Audits awaiting the teacher's answer that are kept; the oldest go first (a teacher call that failed never
+#: reports back, and the map must not grow forever).
+MAX_PENDING = 10_000
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,8 @@ class OnlineDistiller:
         with self._lock:
             if self._random.random() < self.audit_share:
                 self._pending.setdefault(text, deque()).append(found[0])
+                while len(self._pending) > MAX_PENDING:
+                    del self._pending[next(iter(self._pending))]
                 return None
         return StudentAnswer(*found)
 

@@ -38,8 +38,6 @@ def calibration_figure(curve: dict[str, Any], result: Any, title: str) -> Any:
         "threshold %{x:.4g}<br>strong calls: %{customdata[0]}<br>quality: %{customdata[1]}"
         "<br>cost per 1k requests: %{customdata[2]}<extra></extra>"
     )
-    chosen = {"share": result.share, "quality": result.quality, "cost_per_1k": result.cost_per_1k}
-    intervals = {"share": result.share_ci, "quality": result.quality_ci, "cost_per_1k": result.cost_ci}
     for row, (key, label) in enumerate(panels, start=1):
         fig.add_scatter(
             x=threshold,
@@ -52,20 +50,7 @@ def calibration_figure(curve: dict[str, Any], result: Any, title: str) -> Any:
             row=row,
             col=1,
         )
-        low, high = intervals[key] or (chosen[key], chosen[key])
-        fig.add_scatter(
-            x=[result.threshold],
-            y=[chosen[key]],
-            name=f"chosen {label}",
-            mode="markers",
-            showlegend=False,
-            marker={"size": 11, "color": "crimson"},
-            error_y={"type": "data", "array": [high - chosen[key]], "arrayminus": [chosen[key] - low]},
-            hovertemplate=f"<b>chosen threshold %{{x:.4g}}</b><br>{label}: %{{y:.4g}} (95% CI {low:.4g} – {high:.4g})"
-            "<br>measured on held-out prompts<extra></extra>",
-            row=row,
-            col=1,
-        )
+        _mark_chosen(fig, result, key, label, row)
         fig.update_yaxes(
             title_text=label,
             row=row,
@@ -74,24 +59,48 @@ def calibration_figure(curve: dict[str, Any], result: Any, title: str) -> Any:
             tickprefix="$" if key == "cost_per_1k" else None,
         )
         if key == "quality":
-            # labels on the left, where the curve is near the strong model's level, not the weak one's
-            ends = ((result.weak_quality, result.weak, "dot"), (result.strong_quality, result.strong, "dash"))
-            for value, name, dash in ends:
-                text = f"{name} alone {value:.3f}"
-                fig.add_hline(
-                    y=value,
-                    line={"dash": dash, "width": 1},
-                    annotation_text=text,
-                    annotation_position="top left",
-                    row=row,
-                    col=1,
-                )
+            _mark_each_model_alone(fig, result, row)
     fig.add_vline(x=result.threshold, line={"color": "crimson", "width": 1}, opacity=0.5)
     fig.update_xaxes(title_text=f"threshold (score ≥ threshold goes to {result.strong})", row=len(panels), col=1)
     fig.update_layout(
         title=title, height=260 * len(panels) + 120, hovermode="x unified", showlegend=False, template="plotly_white"
     )
     return fig
+
+
+def _mark_chosen(fig: Any, result: Any, key: str, label: str, row: int) -> None:
+    """The chosen threshold's held-out value of ``key`` on its panel, with its 95% interval."""
+    chosen = {"share": result.share, "quality": result.quality, "cost_per_1k": result.cost_per_1k}[key]
+    intervals = {"share": result.share_ci, "quality": result.quality_ci, "cost_per_1k": result.cost_ci}
+    low, high = intervals[key] or (chosen, chosen)
+    fig.add_scatter(
+        x=[result.threshold],
+        y=[chosen],
+        name=f"chosen {label}",
+        mode="markers",
+        showlegend=False,
+        marker={"size": 11, "color": "crimson"},
+        error_y={"type": "data", "array": [high - chosen], "arrayminus": [chosen - low]},
+        hovertemplate=f"<b>chosen threshold %{{x:.4g}}</b><br>{label}: %{{y:.4g}} (95% CI {low:.4g} – {high:.4g})"
+        "<br>measured on held-out prompts<extra></extra>",
+        row=row,
+        col=1,
+    )
+
+
+def _mark_each_model_alone(fig: Any, result: Any, row: int) -> None:
+    """The weak and the strong model's quality alone, as lines across the quality panel."""
+    # labels on the left, where the curve is near the strong model's level, not the weak one's
+    ends = ((result.weak_quality, result.weak, "dot"), (result.strong_quality, result.strong, "dash"))
+    for value, name, dash in ends:
+        fig.add_hline(
+            y=value,
+            line={"dash": dash, "width": 1},
+            annotation_text=f"{name} alone {value:.3f}",
+            annotation_position="top left",
+            row=row,
+            col=1,
+        )
 
 
 def render_calibration_html(curve: dict[str, Any], result: Any, title: str) -> str:

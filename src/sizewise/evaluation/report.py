@@ -129,6 +129,22 @@ def share_figure(result: EvalResult, picks: list[Pick], target: float) -> Any:
             customdata=_hover(item),
             hovertemplate=HOVER,
         )
+    _mark_levels(fig, result, target)
+    if picks:
+        _mark_picks(fig, picks)
+    fig.update_layout(
+        title=f"{result.dataset}: quality vs share of calls to {result.strong} ({result.mode})",
+        xaxis={"title": "share of requests sent to the strong model", "tickformat": ".0%", "range": [0, 1]},
+        yaxis={"title": "quality (mean score)"},
+        hovermode="closest",
+        height=520,
+        template="plotly_white",
+    )
+    return fig
+
+
+def _mark_levels(fig: Any, result: EvalResult, target: float) -> None:
+    """Each model alone and the quality target, as lines across the chart."""
     ends = ((result.random.q_weak, result.weak, "royalblue"), (result.random.q_strong, result.strong, "red"))
     for value, label, color in ends:
         fig.add_hline(
@@ -144,26 +160,20 @@ def share_figure(result: EvalResult, picks: list[Pick], target: float) -> Any:
         annotation_text=f"target {target:.3f}",
         annotation_position="top left",
     )
-    if picks:
-        fig.add_scatter(
-            x=[p.share for p in picks],
-            y=[p.quality for p in picks],
-            name="recommended for the target",
-            mode="markers",
-            marker={"symbol": "star", "size": 15, "color": "darkorange", "line": {"width": 1}},
-            customdata=[[p.router, "" if p.threshold is None else f"{p.threshold:.4g}"] for p in picks],
-            hovertemplate="<b>%{customdata[0]}</b> at the target<br>threshold: %{customdata[1]}"
-            "<br>strong calls: %{x:.1%}<br>quality: %{y:.4f}<extra></extra>",
-        )
-    fig.update_layout(
-        title=f"{result.dataset}: quality vs share of calls to {result.strong} ({result.mode})",
-        xaxis={"title": "share of requests sent to the strong model", "tickformat": ".0%", "range": [0, 1]},
-        yaxis={"title": "quality (mean score)"},
-        hovermode="closest",
-        height=520,
-        template="plotly_white",
+
+
+def _mark_picks(fig: Any, picks: list[Pick]) -> None:
+    """The points recommended for the target, one star a router."""
+    fig.add_scatter(
+        x=[p.share for p in picks],
+        y=[p.quality for p in picks],
+        name="recommended for the target",
+        mode="markers",
+        marker={"symbol": "star", "size": 15, "color": "darkorange", "line": {"width": 1}},
+        customdata=[[p.router, "" if p.threshold is None else f"{p.threshold:.4g}"] for p in picks],
+        hovertemplate="<b>%{customdata[0]}</b> at the target<br>threshold: %{customdata[1]}"
+        "<br>strong calls: %{x:.1%}<br>quality: %{y:.4f}<extra></extra>",
     )
-    return fig
 
 
 def cost_figure(result: EvalResult) -> Any:

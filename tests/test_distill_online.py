@@ -131,3 +131,18 @@ def test_bad_parameters_are_named(params: dict[str, object]) -> None:
     with pytest.raises((ConfigError, DataError)) as info:
         OnlineDistiller(**{"labels": ["yes", "no"], **params})  # type: ignore[arg-type]
     assert "\n" not in str(info.value)
+
+
+def test_audits_awaiting_the_teacher_are_bounded(
+    served: tuple[OnlineDistiller, tuple[int, int, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sizewise.distill import online as module
+
+    distiller = served[0]
+    monkeypatch.setattr(module, "MAX_PENDING", 3)
+    monkeypatch.setattr(distiller, "audit_share", 0.999)
+    texts, _ = synthetic_task(200, seed=19, clear_share=1.0)
+    decisions = [distiller.decide(t) for t in texts]
+    assert decisions.count(None) > 100  # nearly every confident answer became an audit...
+    assert len(distiller._pending) == 3  # ...and only the newest three wait for the teacher
+    monkeypatch.setattr(distiller, "_pending", {})

@@ -5,6 +5,7 @@ dashboard and its Basic-auth key live; a form any web page can post would make t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,11 +33,21 @@ class HostileSpeech(ThreadedServer):
             pass
         if self.endless:
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            gone = asyncio.Event()  # the gateway hung up (after a disconnect uvicorn's send no longer waits)
+
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                gone.set()
+
+            watcher = asyncio.create_task(watch())
             chunk = b"a" * (1 << 20)
-            while self.sent < 1 << 30:  # 1 GiB at most, so a gateway that reads it all still ends
+            while self.sent < 1 << 30 and not gone.is_set():  # 1 GiB at most: a gateway reading it all still ends
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 self.sent += len(chunk)
+                await asyncio.sleep(0)
             await send({"type": "http.response.body", "body": b""})
+            watcher.cancel()
             return
         headers = [(b"content-type", self.kind.encode()), (b"content-length", str(len(self.body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -101,3 +112,13 @@ def test_an_endless_remote_answer_is_cut_off(servers: tuple[GatewayServer, Hosti
     assert response.status_code == 502 and "cloud-whisper" in response.json()["error"]["message"]
     assert "larger than" in response.json()["error"]["message"]
     assert hostile.sent < 256 << 20  # the gateway hung up early (what is in flight on loopback at most)
+
+
+@pytest.mark.parametrize("body", [b'{"text": null}', b'{"text": {"a": 1}}', b"[1, 2]", b'{"words": "hi"}'])
+def test_a_json_answer_without_text_is_a_502(servers: tuple[GatewayServer, HostileSpeech], body: bytes) -> None:
+    gateway, hostile = servers
+    hostile.kind, hostile.body = "application/json", body
+    response = httpx.post(
+        gateway.url + "/audio/transcriptions", data={"model": "cloud-whisper"}, files={"file": ("a.wav", WAV)}
+    )
+    assert response.status_code == 502 and "cloud-whisper" in response.json()["error"]["message"], response.text

@@ -105,9 +105,11 @@ async def forward(
     kind = response.headers.get("content-type", "application/json")
     if "json" in kind:
         try:
-            text = str(json.loads(body).get("text", ""))
+            text = json.loads(body).get("text")
         except (ValueError, AttributeError):
             raise BackendError(f"{spec.name}: the answer is not JSON") from None
+        if not isinstance(text, str):  # {"text": null} would reach the chat model as the word "None"
+            raise BackendError(f"{spec.name}: the answer has no text (a JSON string 'text')")
     return bytes(body), kind, text
 
 

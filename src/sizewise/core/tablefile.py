@@ -213,6 +213,43 @@ def _from_long(
     complete: str,
     default_output_tokens: float,
 ) -> OutcomeTable:
+    frame = _long_texts(_checked_long(frame, label, meta), label)
+    frame, known, prompt_ids = _selected(frame, label, meta, models, complete)
+    firsts = frame.drop_duplicates("prompt_id").set_index("prompt_id").loc[prompt_ids].reset_index()
+    tag_columns = [c for c in frame.columns if c not in RESERVED]
+    prompts = firsts[["prompt_id", "text", *tag_columns]].copy()
+    if any(c is not None for c in firsts["conversation"]):
+        prompts.insert(2, "conversation", firsts["conversation"].to_list())
+    at = _cell_index(frame, prompt_ids, known)
+    quality_cells = _cells(frame, at, "quality")
+    assert quality_cells is not None  # the column was checked above
+    values = {field: _cells(frame, at, field) for field in CELL_FIELDS}
+    values["quality"] = quality_cells
+    responses = _cells(frame, at, "response", object)
+    table_meta = dict((meta or {}).get("meta") or {})
+    if meta is None:
+        values = _fill_costs(values, known, prompts, responses, prices, token_method, default_output_tokens, table_meta)
+    table_pair = pair or (tuple(meta["pair"]) if meta and meta.get("pair") else None)
+    if table_pair is not None and not all(m in known for m in table_pair):
+        missing = next(m for m in table_pair if m not in known)
+        raise UnknownModelError(f"unknown model {missing!r} in {label}; known: {', '.join(known)}")
+    return OutcomeTable(
+        name=name,
+        prompts=prompts,
+        models=known,
+        quality=quality_cells,
+        cost=values["cost"],
+        tokens_in=values["tokens_in"],
+        tokens_out=values["tokens_out"],
+        latency=values["latency"],
+        responses=responses,
+        pair=(str(table_pair[0]), str(table_pair[1])) if table_pair else None,
+        meta=table_meta,
+    )
+
+
+def _checked_long(frame: pd.DataFrame, label: str, meta: dict[str, Any] | None) -> pd.DataFrame:
+    """The long frame with its model names stripped and its numeric columns as floats, each checked."""
     for column in ("model", "quality"):
         if column not in frame.columns:
             raise DataError(f"{label}: missing column {column!r} (long format needs text, model, quality)")
@@ -245,6 +282,11 @@ def _from_long(
                     f"{label}: column {column!r} must not be negative or infinite; row {row + 1} has {numbers[row]}"
                 )
             frame[column] = numbers
+    return frame
+
+
+def _long_texts(frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    """Each row's text (given, or written from its conversation) and prompt id, one row per prompt and model."""
     conversations: list[Any] = (
         [_conversation(v, label, i) for i, v in enumerate(frame["conversation"])]
         if "conversation" in frame.columns
@@ -267,7 +309,14 @@ def _from_long(
     if duplicated.any():
         first = frame[duplicated].iloc[0]
         raise DataError(f"{label}: more than one row for prompt_id={first['prompt_id']!r}, model={first['model']!r}")
+    return frame
 
+
+def _selected(
+    frame: pd.DataFrame, label: str, meta: dict[str, Any] | None, models: Sequence[str] | None, complete: str
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """(the rows kept, the table's models in order, its prompt ids): ``models`` only, complete prompts only
+    when ``complete`` is ``drop`` (a sizewise-written table keeps its missing cells)."""
     known = list(dict.fromkeys(frame["model"]))
     if meta and isinstance(meta.get("models"), list) and set(meta["models"]) == set(known):
         known = list(meta["models"])
@@ -283,56 +332,33 @@ def _from_long(
         prompt_ids = [p for p in prompt_ids if counts[p] == len(known)]
     if not prompt_ids:
         raise DataError(f"{label}: empty table (no prompt has a row for every model: {', '.join(known)})")
-    frame = frame[frame["prompt_id"].isin(set(prompt_ids))]
+    return frame[frame["prompt_id"].isin(set(prompt_ids))], known, prompt_ids
 
+
+_CellIndex = tuple[np.ndarray, np.ndarray, tuple[int, int]]
+
+
+def _cell_index(frame: pd.DataFrame, prompt_ids: list[str], models: list[str]) -> _CellIndex:
+    """Each row's cell in the prompts x models matrix: (row numbers, column numbers, the matrix's shape)."""
     row_of = {p: i for i, p in enumerate(prompt_ids)}
-    col_of = {m: j for j, m in enumerate(known)}
-    rows = frame["prompt_id"].map(row_of).to_numpy()
-    cols = frame["model"].map(col_of).to_numpy()
-    shape = (len(prompt_ids), len(known))
+    col_of = {m: j for j, m in enumerate(models)}
+    rows, cols = frame["prompt_id"].map(row_of).to_numpy(), frame["model"].map(col_of).to_numpy()
+    return rows, cols, (len(prompt_ids), len(models))
 
-    def cells(column: str, dtype: Any = float) -> np.ndarray | None:
-        if column not in frame.columns:
-            return None
-        out = np.full(shape, np.nan) if dtype is float else np.full(shape, None, dtype=object)
-        values = frame[column].to_numpy()
-        if dtype is not float:
-            values = np.array(
-                [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values], dtype=object
-            )
-        out[rows, cols] = values
-        return out
 
-    firsts = frame.drop_duplicates("prompt_id").set_index("prompt_id").loc[prompt_ids].reset_index()
-    tag_columns = [c for c in frame.columns if c not in RESERVED]
-    prompts = firsts[["prompt_id", "text", *tag_columns]].copy()
-    if any(c is not None for c in firsts["conversation"]):
-        prompts.insert(2, "conversation", firsts["conversation"].to_list())
-    quality_cells = cells("quality")
-    assert quality_cells is not None  # the column was checked above
-    values = {field: cells(field) for field in CELL_FIELDS}
-    values["quality"] = quality_cells
-    responses = cells("response", object)
-    table_meta = dict((meta or {}).get("meta") or {})
-    if meta is None:
-        values = _fill_costs(values, known, prompts, responses, prices, token_method, default_output_tokens, table_meta)
-    table_pair = pair or (tuple(meta["pair"]) if meta and meta.get("pair") else None)
-    if table_pair is not None and not all(m in known for m in table_pair):
-        missing = next(m for m in table_pair if m not in known)
-        raise UnknownModelError(f"unknown model {missing!r} in {label}; known: {', '.join(known)}")
-    return OutcomeTable(
-        name=name,
-        prompts=prompts,
-        models=known,
-        quality=quality_cells,
-        cost=values["cost"],
-        tokens_in=values["tokens_in"],
-        tokens_out=values["tokens_out"],
-        latency=values["latency"],
-        responses=responses,
-        pair=(str(table_pair[0]), str(table_pair[1])) if table_pair else None,
-        meta=table_meta,
-    )
+def _cells(frame: pd.DataFrame, at: _CellIndex, column: str, dtype: Any = float) -> np.ndarray | None:
+    """``column`` as a prompts x models matrix (NaN, or None for text, where a cell has no row); None without it."""
+    if column not in frame.columns:
+        return None
+    rows, cols, shape = at
+    out = np.full(shape, np.nan) if dtype is float else np.full(shape, None, dtype=object)
+    values = frame[column].to_numpy()
+    if dtype is not float:
+        values = np.array(
+            [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values], dtype=object
+        )
+    out[rows, cols] = values
+    return out
 
 
 def _fill_costs(

@@ -60,6 +60,15 @@ def test_a_foreign_page_cannot_post(
     assert row["status"] == 403  # refused, and still in the request log
 
 
+def test_a_rebound_name_is_not_the_same_origin(gateway: GatewayServer, servers: tuple[GatewayServer, Any]) -> None:
+    """DNS rebinding: evil.example now resolves to 127.0.0.1, so Origin and Host name the same site."""
+    port = gateway.url.split(":")[-1].split("/")[0]
+    site = f"evil.example:{port}"
+    headers = {"content-type": "text/plain", "origin": f"http://{site}", "host": site}
+    response = httpx.post(gateway.url + "/chat/completions", content=CHAT, headers=headers)
+    assert response.status_code == 403 and servers[1].bodies == []
+
+
 @pytest.mark.parametrize("origin", [None, FRIEND, "same"])
 def test_programs_the_same_origin_and_cors_origins_still_post(
     gateway: GatewayServer, servers: tuple[GatewayServer, Any], origin: str | None

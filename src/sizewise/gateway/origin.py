@@ -6,10 +6,14 @@ of ``text/plain`` (which the gateway reads as JSON), a form, or ``multipart/form
 budget of a keyless gateway on their machine, or fill its log. Browsers say where a request comes from
 (``Origin``); programs (the openai client, curl) send no ``Origin``. So a state-changing request whose
 ``Origin`` is neither the gateway's own nor one of ``gateway.cors_origins`` gets a 403 before any work.
+"The gateway's own" means a loopback address or ``localhost``: with DNS rebinding a page's own name
+(``evil.example``) comes to resolve to 127.0.0.1, and its requests are then "same-origin" by name
+(``Origin`` and ``Host`` both ``evil.example``); the gateway serves no page that posts, so nothing else is lost.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from typing import Any
@@ -37,7 +41,7 @@ class CrossSiteGuard:
             return None
         host = headers.get(b"host", b"").decode("latin-1").strip().lower()
         try:
-            same = urlsplit(origin).netloc.lower() == host and bool(host)
+            same = urlsplit(origin).netloc.lower() == host and _loopback(host)
         except ValueError:  # not a URL at all ("null" from a sandboxed frame parses; junk may not)
             same = False
         return None if same else origin
@@ -62,3 +66,14 @@ class CrossSiteGuard:
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": 403, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _loopback(netloc: str) -> bool:
+    """Whether a ``Host`` value names this machine by a loopback address or ``localhost``."""
+    name = urlsplit("//" + netloc).hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

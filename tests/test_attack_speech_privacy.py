@@ -138,3 +138,18 @@ def test_a_chat_audio_part_with_a_phone_number_stays_local(upstreams: tuple[Gate
     )
     assert answer.model == "near-text" and len(near.bodies) == 1
     assert heard.calls == [] and chat.bodies == []
+
+
+def test_audio_of_a_chat_request_with_personal_text_stays_local(upstreams: tuple[GatewayServer, Any, Any, Any]):
+    """The request's text holds an e-mail address: nothing of it may reach a remote model, its audio included."""
+    gw, heard, chat, near = upstreams
+    audio = {"data": base64.b64encode(speak(HARMLESS)).decode(), "format": "wav"}
+    text = {"type": "text", "text": "Send this to alice.smith@example.com:"}
+    near.bodies.clear()
+    content = [text, {"type": "input_audio", "input_audio": audio}]
+    answer = _client(gw).chat.completions.create(
+        model="sizewise", messages=[{"role": "user", "content": content}], max_tokens=8
+    )
+    assert answer.model == "near-text" and len(near.bodies) == 1 and heard.calls == [] and chat.bodies == []
+    [note] = answer.model_extra["sizewise"]["transcribed"]
+    assert note["model"] == "whisper-tiny.en" and not note["escalated"]

@@ -27,7 +27,7 @@ from sizewise.core.decision import Decision, RequestRejected, Step
 from sizewise.core.text import conversation_text, modalities
 from sizewise.errors import ConfigError
 from sizewise.policy.types import RequestContext
-from sizewise.serve.speech_privacy import personal
+from sizewise.serve.speech_privacy import personal, personal_request
 
 #: ``model`` values that let the gateway decide (OpenAI's own transcription model name included).
 DECIDE = frozenset({"sizewise", "whisper-1"})
@@ -123,14 +123,16 @@ async def hear(
     prompt: str | None = None,
     temperature: float = 0.0,
     fields: dict[str, str] | None = None,
+    personal_text: str = "",
 ) -> tuple[Heard, Decision]:
-    """Transcribe ``data``: a named speech model, or the local model escalating to a remote one when unsure."""
+    """Transcribe ``data``: a named speech model, or the local model escalating to a remote one when unsure.
+    ``personal_text``: the privacy rules that fired on the rest of the request (it then stays local)."""
     local, remotes = _candidates(engine, engine.aliases.get(model_field, model_field))
     decision = Decision(policy="transcription")
     readable = [filename, *(fields or {}).values()]  # what leaves with the audio, judged (serve.speech_privacy)
     if local is None:  # a remote model named, or the only speech model there is
         check_audio(data)
-        fired = await personal(engine.settings, readable)
+        fired = personal_text or await personal(engine.settings, readable)
         if fired:
             named = model_field not in DECIDE
             message = f"this request contains personal data ({fired}) and speech model {remotes[0].name!r} is remote"
@@ -154,7 +156,7 @@ async def hear(
     heard = Heard(transcript.text, local.name, transcript)
     why = _why_escalate(backend, transcript, language, threshold)
     target = _escalation_target(local, remotes) if why else None
-    fired = await personal(engine.settings, [*readable, transcript.text]) if target is not None else ""
+    fired = (personal_text or await personal(engine.settings, [*readable, transcript.text])) if target else ""
     if fired:  # the transcript (or the form) holds personal data: the audio stays here, unsure or not
         decision.reason = step.reason = f"{why}; personal data ({fired}) keeps the audio local"
         step.accepted = True
@@ -272,11 +274,12 @@ async def transcribe_parts(engine: Any, ctx: RequestContext, decision: Decision,
     for m in {m for m, _, _ in parts}:  # copies: the client's parts are never edited in place
         messages[m]["content"] = list(messages[m]["content"])
     notes = []
+    fired = await personal_request(engine.settings, ctx.request) if remotes else ""  # judged once, before any part
     for m, p, part in parts:
         where = f"messages[{m}].content[{p}]"
         data = _part_bytes(part, where)
         try:
-            heard, said = await hear(engine, data, filename=f"audio.{_extension(part)}")
+            heard, said = await hear(engine, data, filename=f"audio.{_extension(part)}", personal_text=fired)
         except RequestRejected as error:
             raise RequestRejected(error.status, f"{where}: {error.message}", error.code, where) from None
         messages[m]["content"][p] = {"type": "text", "text": heard.text}

@@ -30,3 +30,13 @@ async def personal(settings: Any, texts: Iterable[str | None]) -> str:
         return ""
     wanted = [text for text in texts if text]
     return await asyncio.to_thread(_rules, wanted) if wanted else ""
+
+
+async def personal_request(settings: Any, request: Any) -> str:
+    """The privacy rules that fire on a chat request's readable fields (every one that would leave, as the
+    privacy filter reads them), "" when none fire or privacy is off: its audio then stays local too."""
+    if settings.privacy != "local-only":
+        return ""
+    from sizewise.policy.constraints.privacy import scan_request
+
+    return ", ".join((await asyncio.to_thread(scan_request, request)).rules)

@@ -163,6 +163,11 @@ def _report(serve_rows: list[dict[str, Any]] | None, ev: dict[str, Any] | None, 
             "`model: sizewise` (routed), distinct prompts; one run per N:",
             "",
             markdown_table(serve_rows, ["replicas", "rps", "rps_ratio", "p50_ms", "p99_ms", "errors"], 2),
+            "",
+            f"Here every replica, Serve's HTTP proxy, the load generator and the fake upstream share {cpus} CPUs, so "
+            "the ratio says what one more replica adds on this machine, not on a cluster, where each replica "
+            "brings its own cores. The proxy hop is the price of Ray Serve: compare the single-process gateway "
+            "(`bench/gateway.py`).",
         ]
     if ev:
         lines += [
@@ -179,10 +184,12 @@ def _report(serve_rows: list[dict[str, Any]] | None, ev: dict[str, Any] | None, 
             ),
             "",
             f"Per fit (task) {ev['per_task_s']:.1f} s; table to the object store {ev['put_s']:.2f} s; "
-            f"driver (folds, ranks, curves) {ev['driver_s']:.1f} s. Estimated on W workers "
+            f"driver (folds, ranks, curves) {ev['driver_s']:.1f} s; the fits of the one-process run took "
+            f"{min(ev['task_s']):.0f} to {max(ev['task_s']):.0f} s (a machine shared with other jobs), so the "
+            "ratio of the two runs carries that noise. Estimated on W workers "
             "(put + ceil(tasks/W) x task + driver): "
             + ", ".join(f"W={w}: {s:.0f} s" for w, s in ev["estimate_s_by_workers"].items())
-            + ".",
+            + f"; past W = {ev['tasks']} fits nothing is left to spread: more folds or routers make more tasks.",
         ]
     update_section("replicas", "Ray: gateway replicas and eval over Ray tasks (issue #21)", command, "\n".join(lines))
 
@@ -197,20 +204,26 @@ def main() -> None:
     parser.add_argument("--dataset", default="routellm-mmlu")
     parser.add_argument("--routers", default="tfidf-logreg")
     parser.add_argument("--cv", type=int, default=4)
+    parser.add_argument("--report-only", action="store_true", help="rewrite the section from the last JSON")
     args = parser.parse_args()
+    if args.report_only:
+        last = json.loads(JSON_PATH.read_text())
+        _report(last.get("serve"), last.get("eval"), last["cpus"], last["command"])
+        return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     ray.init(num_cpus=args.cpus, include_dashboard=False, address="local", log_to_driver=False)
     parts = set(args.parts.split(","))
-    payload: dict[str, Any] = {"cpus": args.cpus}
+    command = "python bench/replicas.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
+    payload: dict[str, Any] = {"cpus": args.cpus, "command": command.strip()}
     if "serve" in parts:
         payload["serve"] = serve_part(args.requests, args.concurrency, [1, 2, 3])
     if "eval" in parts:
         payload["eval"] = eval_part(args.dataset, args.rows, args.routers.split(","), args.cv)
         print({k: v for k, v in payload["eval"].items() if k != "task_s"}, flush=True)
     write_json(JSON_PATH, payload)
-    _report(payload.get("serve"), payload.get("eval"), args.cpus, "python bench/replicas.py " + " ".join(sys.argv[1:]))
+    _report(payload.get("serve"), payload.get("eval"), args.cpus, payload["command"])
     ray.shutdown()
 
 

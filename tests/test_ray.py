@@ -65,6 +65,64 @@ def upstream() -> Iterator[FakeUpstream]:
         yield up
 
 
+# -- collect and eval: the local run and the Ray run agree (first: no deployment holds CPUs yet) --------
+
+
+@pytest.fixture(scope="module")
+def collect_config(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import yaml
+
+    folder = tmp_path_factory.mktemp("collect")
+    models = [fake_model("small", "ok-small", 1, upstream.base_url), fake_model("big", "ok-big", 8, upstream.base_url)]
+    config = folder / "sizewise.yaml"
+    config.write_text(yaml.safe_dump({"models": models}))
+    questions = folder / "questions.jsonl"
+    lines = [
+        {"id": f"q{i}", "prompt": f"word{i} and more", "answer": f"echo: word{i} and more" if i % 3 else "no"}
+        for i in range(23)
+    ]
+    questions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return config, questions
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    timing = {"latency", "cpu_s"}  # measured anew on every run
+    return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_collect_ray_writes_the_local_runs_rows(
+    cluster: Any, run_cli: Any, collect_config: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, questions = collect_config
+    args = ["collect", "--dataset", str(questions), "--models", "small,big", "-c", str(config), "--grader", "exact"]
+    code, out, err = run_cli(*args, "--out", str(tmp_path / "local.jsonl"))
+    assert code == 0, err
+    code, out, err = run_cli(*args, "--out", str(tmp_path / "ray.jsonl"), "--ray", "--limit", "10")
+    assert code == 0 and "20 new rows (0 already there)" in out, err
+    code, out, err = run_cli(*args, "--out", str(tmp_path / "ray.jsonl"), "--ray")  # resumes: only the rest
+    assert code == 0 and "26 new rows (20 already there)" in out, err
+    local, ray = _rows(tmp_path / "local.jsonl"), _rows(tmp_path / "ray.jsonl")
+    assert len(local) == 46 and ray == local
+    assert sum(bool(r["correct"]) for r in local) == 2 * 15  # the graded answers themselves, not only their order
+
+
+@pytest.mark.slow
+def test_eval_ray_gives_the_local_runs_numbers(cluster: Any, run_cli: Any, tmp_path: Path) -> None:
+    table = str(planted_pair(300, seed=3).save(tmp_path / "outcomes.parquet"))
+    args = ["eval", "--table", table, "--router", "random", "--router", "tfidf-logreg", "--cv", "3", "--no-progress"]
+    code, local_out, err = run_cli(*args, "--json", str(tmp_path / "local.json"))
+    assert code == 0, err
+    code, ray_out, err = run_cli(*args, "--json", str(tmp_path / "ray.json"), "--ray")
+    assert code == 0, err
+    assert ray_out.replace("ray.json", "local.json") == local_out  # the same printed table
+    local, ray = json.loads((tmp_path / "local.json").read_text()), json.loads((tmp_path / "ray.json").read_text())
+    assert ray == local and {r["router"] for r in local["routers"]} == {"random", "tfidf-logreg"}
+
+
+# -- serve --ray ----------------------------------------------------------------------------------------
+
+
 @pytest.fixture(scope="module")
 def ray_gateway(cluster: Any, upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from sizewise.catalog import load_catalog
@@ -159,58 +217,16 @@ def test_serve_ray_survives_killing_a_replica_mid_load(cluster: Any, ray_gateway
         time.sleep(1)
 
 
-# -- collect and eval: the local run and the Ray run agree ----------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def collect_config(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    import yaml
-
-    folder = tmp_path_factory.mktemp("collect")
-    models = [fake_model("small", "ok-small", 1, upstream.base_url), fake_model("big", "ok-big", 8, upstream.base_url)]
-    config = folder / "sizewise.yaml"
-    config.write_text(yaml.safe_dump({"models": models}))
-    questions = folder / "questions.jsonl"
-    lines = [
-        {"id": f"q{i}", "prompt": f"word{i} and more", "answer": f"echo: word{i}" if i % 3 else "no"} for i in range(23)
-    ]
-    questions.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return config, questions
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    timing = {"latency", "cpu_s"}  # measured anew on every run
-    return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in path.read_text().splitlines()]
-
-
 @pytest.mark.slow
-def test_collect_ray_writes_the_local_runs_rows(
-    cluster: Any, run_cli: Any, collect_config: tuple[Path, Path], tmp_path: Path
-) -> None:
-    config, questions = collect_config
-    args = ["collect", "--dataset", str(questions), "--models", "small,big", "-c", str(config), "--grader", "exact"]
-    code, out, err = run_cli(*args, "--out", str(tmp_path / "local.jsonl"))
-    assert code == 0, err
-    code, out, err = run_cli(*args, "--out", str(tmp_path / "ray.jsonl"), "--ray", "--limit", "10")
-    assert code == 0 and "20 new rows (0 already there)" in out, err
-    code, out, err = run_cli(*args, "--out", str(tmp_path / "ray.jsonl"), "--ray")  # resumes: only the rest
-    assert code == 0 and "26 new rows (20 already there)" in out, err
-    local, ray = _rows(tmp_path / "local.jsonl"), _rows(tmp_path / "ray.jsonl")
-    assert len(local) == 46 and ray == local
-    assert sum(bool(r["correct"]) for r in local) == 2 * 15  # the graded answers themselves, not only their order
+def test_a_second_port_on_the_same_cluster_is_an_error_not_a_wrong_banner(ray_gateway: str) -> None:
+    from sizewise.catalog.schema import CatalogSpec
+    from sizewise.distributed.run import deploy
+    from sizewise.errors import ConfigError
 
-
-@pytest.mark.slow
-def test_eval_ray_gives_the_local_runs_numbers(cluster: Any, run_cli: Any, tmp_path: Path) -> None:
-    table = str(planted_pair(300, seed=3).save(tmp_path / "outcomes.parquet"))
-    args = ["eval", "--table", table, "--router", "random", "--router", "tfidf-logreg", "--cv", "3", "--no-progress"]
-    code, local_out, err = run_cli(*args, "--json", str(tmp_path / "local.json"))
-    assert code == 0, err
-    code, ray_out, err = run_cli(*args, "--json", str(tmp_path / "ray.json"), "--ray")
-    assert code == 0, err
-    assert ray_out.replace("ray.json", "local.json") == local_out  # the same printed table
-    local, ray = json.loads((tmp_path / "local.json").read_text()), json.loads((tmp_path / "ray.json").read_text())
-    assert ray == local and {r["router"] for r in local["routers"]} == {"random", "tfidf-logreg"}
+    spec = CatalogSpec.model_validate({"models": [fake_model("big", "ok-big", 8, "http://127.0.0.1:9")]})
+    with pytest.raises(ConfigError, match=r"Ray Serve already listens on 127\.0\.0\.1:"):
+        deploy(spec, spec.gateway, replicas=1, host="127.0.0.1", port=free_port())
+    assert httpx.get(f"{ray_gateway}/healthz", timeout=10).status_code == 200  # the running app untouched
 
 
 # -- the handle transport: Ray's errors as the engine understands them -----------------------------------
@@ -253,3 +269,50 @@ def test_the_handle_backend_keeps_the_models_error_and_makes_rays_retryable() ->
     with pytest.raises(BackendError) as caught:
         asyncio.run(RayHandleBackend("m", _Handle(ActorDiedError())).choice_logprobs(request, ["yes", "no"]))
     assert caught.value.retryable and "m: Ray deployment failed: ActorDiedError" in str(caught.value)
+
+
+# -- last: the command as a user runs it, on its own cluster -------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_serve_ray_command_answers_the_readme_request(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """``sizewise serve --ray --replicas 2`` as a user runs it: its own local cluster, the banner, an answer."""
+    import signal
+
+    import yaml
+    from openai import OpenAI
+
+    models = [fake_model("small", "ok-small", 1, upstream.base_url), fake_model("big", "ok-big", 8, upstream.base_url)]
+    config = tmp_path / "sizewise.yaml"
+    config.write_text(yaml.safe_dump({"models": models}))
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "sizewise"), "serve", "--ray", "--replicas", "2", "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, "-c", str(config), "--log-url", "none"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(server.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 180
+        while not any("sizewise gateway on Ray Serve" in line for line in lines):  # the banner: deployed
+            assert server.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.5)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60)
+        raw = client.chat.completions.with_raw_response.create(
+            model="sizewise", messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=32
+        )
+        assert raw.headers["x-sizewise-model"] in ("small", "big")
+        assert raw.parse().choices[0].message.content == "echo: What is 2+2?"
+    finally:
+        server.send_signal(signal.SIGINT)  # Ctrl-C: Serve shuts down, the driver's local cluster with it
+        try:
+            server.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        reader.join(10)
+    output = "".join(lines)
+    assert "ray: deployments gateway (2 gateway replicas)" in output, output[-3000:]
+    assert f"sizewise gateway on Ray Serve at http://127.0.0.1:{port}/v1" in output

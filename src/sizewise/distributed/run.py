@@ -25,7 +25,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            # "local": a new cluster, never one a `ray start` left running (Ray's default for no address)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"cannot join the Ray cluster at {address or 'a new local one'}: {first}") from None
@@ -53,10 +54,24 @@ def deploy(
     if replicas < 1:
         raise ConfigError(f"--replicas must be at least 1, got {replicas}")
     serve.start(http_options={"host": host, "port": port})
+    _check_listening(host, port)
     app = gateway_application(catalog, settings, replicas=replicas, router_dir=router_dir, log_url=log_url)
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     status = serve.status().applications[APP_NAME]
     return sorted(status.deployments)
+
+
+def _check_listening(host: str, port: int) -> None:
+    """Serve keeps the address it first started with on a cluster: another one is an error, not a wrong banner."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client()
+    actual = client.http_config if client is not None else None
+    if actual is not None and (actual.host, actual.port) != (host, port):
+        raise ConfigError(
+            f"Ray Serve already listens on {actual.host}:{actual.port} on this cluster; "
+            f"serve there (--host {actual.host} --port {actual.port}) or run `serve shutdown` first"
+        )
 
 
 def serve_forever(
@@ -66,10 +81,10 @@ def serve_forever(
     from ray import serve
 
     connect(address)
-    names = deploy(catalog, settings, **kw)
-    echo(f"ray: deployments {', '.join(names)} ({kw['replicas']} gateway replicas)")
-    echo(f"sizewise gateway on Ray Serve at http://{kw['host']}:{kw['port']}/v1 (model 'sizewise' routes)")
-    try:
+    try:  # Ctrl-C while deploying, too, takes the deployments down
+        names = deploy(catalog, settings, **kw)
+        echo(f"ray: deployments {', '.join(names)} ({kw['replicas']} gateway replicas)")
+        echo(f"sizewise gateway on Ray Serve at http://{kw['host']}:{kw['port']}/v1 (model 'sizewise' routes)")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

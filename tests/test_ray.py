@@ -316,3 +316,24 @@ def test_the_serve_ray_command_answers_the_readme_request(upstream: FakeUpstream
     output = "".join(lines)
     assert "ray: deployments gateway (2 gateway replicas)" in output, output[-3000:]
     assert f"sizewise gateway on Ray Serve at http://127.0.0.1:{port}/v1" in output
+
+
+def test_a_models_ray_section_sizes_its_deployment() -> None:
+    """The catalog's ``ray`` section becomes the deployment's CPUs, GPUs and autoscaling bounds (no cluster)."""
+    pytest.importorskip("ray")
+    from sizewise.catalog import load_catalog
+    from sizewise.catalog.schema import ModelSpec
+    from sizewise.distributed.deployments import model_deployment
+
+    catalog = load_catalog(None)
+    entry = catalog.get("smollm2-135m").model_dump()
+    entry["ray"] = {"num_cpus": 2, "num_gpus": 0.5, "min_replicas": 0, "max_replicas": 3, "max_ongoing_requests": 2}
+    deployment = model_deployment(ModelSpec.model_validate(entry), catalog)._bound_deployment
+    assert deployment.name == "model-smollm2-135m" and deployment.max_ongoing_requests == 2
+    assert deployment.ray_actor_options == {"num_cpus": 2, "num_gpus": 0.5}
+    bounds = deployment._deployment_config.autoscaling_config
+    assert (bounds.min_replicas, bounds.max_replicas) == (0, 3)
+    fixed = model_deployment(catalog.get("smollm2-135m"), catalog)._bound_deployment  # default: one replica
+    assert fixed.num_replicas == 1 and fixed._deployment_config.autoscaling_config is None
+    with pytest.raises(ValueError, match="max_replicas"):
+        ModelSpec.model_validate({**entry, "ray": {"max_replicas": 0}})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -262,15 +263,7 @@ def load_mtbench(
     both questions plus its own turn-1 answer.
     """
     root = source_root("routellm-mtbench", source, data_dir) / "routellm" / "mt_bench"
-    questions = _read_jsonl(root / "question.jsonl")
-    judgements = _read_jsonl(root / "judgements.jsonl")
-    for frame, path, needed in (
-        (questions, "question.jsonl", ("question_id", "category", "turns")),
-        (judgements, "judgements.jsonl", ("question_id", "model", "score", "turn", "user_prompt")),
-    ):
-        missing = [c for c in needed if c not in frame.columns]
-        if missing:
-            raise DataError(f"{root / path} has no {missing[0]!r} column")
+    questions, judgements = _read_mtbench(root)
     if history is not None and history not in MODELS:
         raise UnknownModelError(f"unknown model {history!r} for history; known: {', '.join(MODELS)}")
     dropped = 0
@@ -281,47 +274,20 @@ def load_mtbench(
     by_key = {(int(r.question_id), str(r.model), int(r.turn)): r for r in frame_rows(judgements)}
     rows, quality, responses, first_answers = [], [], [], []
     for q in frame_rows(questions):
-        qid = int(q.question_id)
-        answers = {}
-        for model in MODELS:
-            if (qid, model, 1) not in by_key or (qid, model, 2) not in by_key:
-                raise DataError(f"{root / 'judgements.jsonl'}: no score for question {qid}, model {model!r}")
-            answers[model] = _answers(by_key[(qid, model, 1)].user_prompt, 1)[0]
+        answers = _mtbench_first_answers(q, by_key, root / "judgements.jsonl")
         first_answers.append([answers[m] for m in MODELS])
+        said = None if history is None else answers[history] or ""
         for turn in (1, 2):
-            conversation = [{"role": "user", "content": q.turns[0]}]
-            if turn == 2:
-                if history is not None:
-                    conversation.append({"role": "assistant", "content": answers[history] or ""})
-                conversation.append({"role": "user", "content": q.turns[1]})
-            text = q.turns[0] if turn == 1 else conversation_text(conversation)
-            rows.append(
-                {
-                    "prompt_id": f"mtbench-{qid}-t{turn}",
-                    "text": text,
-                    "conversation": conversation,
-                    "dataset": "routellm-mtbench",
-                    "category": q.category,
-                    "question_id": qid,
-                    "turn": turn,
-                }
+            rows.append(_mtbench_row(q, turn, said))
+            quality.append(_mtbench_quality(q, turn, by_key, root / "judgements.jsonl"))
+            responses.append(
+                [_answers(by_key[(int(q.question_id), m, turn)].user_prompt, turn)[turn - 1] for m in MODELS]
             )
-            scores = [float(by_key[(qid, m, turn)].score) for m in MODELS]
-            if any(not 1 <= s <= 10 for s in scores):
-                raise DataError(f"{root / 'judgements.jsonl'}: question {qid} turn {turn} has a score outside 1-10")
-            quality.append([(s - 1) / 9 for s in scores])
-            responses.append([_answers(by_key[(qid, m, turn)].user_prompt, turn)[turn - 1] for m in MODELS])
     prompts = pd.DataFrame(
         rows, columns=["prompt_id", "text", "conversation", "dataset", "category", "question_id", "turn"]
     )
     responses_arr = np.array(responses, dtype=object).reshape(len(rows), 2)
-    tokens_out = count_tokens(list(responses_arr.ravel()), token_method).reshape(responses_arr.shape)
-    turn_tokens = count_tokens([t for q in frame_rows(questions) for t in q.turns[:2]], token_method)
-    first = count_tokens([a for pair in first_answers for a in pair], token_method).reshape(-1, 2)
-    tokens_in = np.zeros((len(rows), 2))
-    if len(rows):
-        tokens_in[0::2] = turn_tokens[0::2, None]
-        tokens_in[1::2] = turn_tokens[0::2, None] + np.nan_to_num(first) + turn_tokens[1::2, None]
+    tokens_in, tokens_out = _mtbench_tokens(questions, responses_arr, first_answers, token_method)
     return OutcomeTable(
         name="routellm-mtbench",
         prompts=prompts,
@@ -339,3 +305,69 @@ def load_mtbench(
             "quality": "(GPT-4 judge score - 1) / 9",
         },
     )
+
+
+def _read_mtbench(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """MT-Bench's questions and GPT-4 judgements, each checked for the columns the loader reads."""
+    questions = _read_jsonl(root / "question.jsonl")
+    judgements = _read_jsonl(root / "judgements.jsonl")
+    for frame, path, needed in (
+        (questions, "question.jsonl", ("question_id", "category", "turns")),
+        (judgements, "judgements.jsonl", ("question_id", "model", "score", "turn", "user_prompt")),
+    ):
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise DataError(f"{root / path} has no {missing[0]!r} column")
+    return questions, judgements
+
+
+def _mtbench_first_answers(q: Any, by_key: dict[tuple[int, str, int], Any], path: Path) -> dict[str, str | None]:
+    """Each model's turn-1 answer to question ``q`` (both of its turns must be judged)."""
+    qid = int(q.question_id)
+    answers = {}
+    for model in MODELS:
+        if (qid, model, 1) not in by_key or (qid, model, 2) not in by_key:
+            raise DataError(f"{path}: no score for question {qid}, model {model!r}")
+        answers[model] = _answers(by_key[(qid, model, 1)].user_prompt, 1)[0]
+    return answers
+
+
+def _mtbench_quality(q: Any, turn: int, by_key: dict[tuple[int, str, int], Any], path: Path) -> list[float]:
+    """Each model's quality on question ``q``'s ``turn``: (judge score - 1) / 9, the score checked to be 1-10."""
+    scores = [float(by_key[(int(q.question_id), m, turn)].score) for m in MODELS]
+    if any(not 1 <= s <= 10 for s in scores):
+        raise DataError(f"{path}: question {int(q.question_id)} turn {turn} has a score outside 1-10")
+    return [(s - 1) / 9 for s in scores]
+
+
+def _mtbench_row(q: Any, turn: int, history_answer: str | None) -> dict[str, Any]:
+    """The prompt row of question ``q``'s ``turn``; turn 2's conversation holds ``history_answer`` if given."""
+    conversation = [{"role": "user", "content": q.turns[0]}]
+    if turn == 2:
+        if history_answer is not None:
+            conversation.append({"role": "assistant", "content": history_answer})
+        conversation.append({"role": "user", "content": q.turns[1]})
+    qid = int(q.question_id)
+    return {
+        "prompt_id": f"mtbench-{qid}-t{turn}",
+        "text": q.turns[0] if turn == 1 else conversation_text(conversation),
+        "conversation": conversation,
+        "dataset": "routellm-mtbench",
+        "category": q.category,
+        "question_id": qid,
+        "turn": turn,
+    }
+
+
+def _mtbench_tokens(
+    questions: pd.DataFrame, responses: np.ndarray, first_answers: list[list[str | None]], token_method: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens_in, tokens_out): a turn-2 cell reads both questions and that model's own turn-1 answer."""
+    tokens_out = count_tokens(list(responses.ravel()), token_method).reshape(responses.shape)
+    turn_tokens = count_tokens([t for q in frame_rows(questions) for t in q.turns[:2]], token_method)
+    first = count_tokens([a for pair in first_answers for a in pair], token_method).reshape(-1, 2)
+    tokens_in = np.zeros(responses.shape)
+    if len(responses):
+        tokens_in[0::2] = turn_tokens[0::2, None]
+        tokens_in[1::2] = turn_tokens[0::2, None] + np.nan_to_num(first) + turn_tokens[1::2, None]
+    return tokens_in, tokens_out

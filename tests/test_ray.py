@@ -337,3 +337,5 @@ def test_a_models_ray_section_sizes_its_deployment() -> None:
     assert fixed.num_replicas == 1 and fixed._deployment_config.autoscaling_config is None
     with pytest.raises(ValueError, match="max_replicas"):
         ModelSpec.model_validate({**entry, "ray": {"max_replicas": 0}})
+    with pytest.raises(ValueError, match="min_replicas 3 is above max_replicas 2"):
+        ModelSpec.model_validate({**entry, "ray": {"min_replicas": 3, "max_replicas": 2}})

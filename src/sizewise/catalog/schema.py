@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Modality = Literal["text", "image", "audio", "file"]
 #: ``task``: a student distilled from a big model's answers for one narrow task (``sizewise.distill``);
@@ -50,6 +50,12 @@ class RayDeployment(_Strict):
     max_replicas: int = Field(default=1, ge=1)
     #: Requests a replica works on at once before Serve queues or adds a replica.
     max_ongoing_requests: int = Field(default=4, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> RayDeployment:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        return self
 
 
 class ModelSpec(_Strict):

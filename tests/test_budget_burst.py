@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import pytest
 
 from billing_upstream import BillingUpstream
 from fakes import GatewayServer
-from pg_helpers import postgres_url as _postgres_url
 from test_budget_trust import _burst, _model, _settled
 
 ENGLISH = ("The quick brown fox jumps over the lazy dog. " * 23)[:1000]
@@ -36,11 +34,6 @@ def english_tokens(body: dict[str, Any]) -> tuple[int, int]:
     """An English tokenizer's count: 4 characters a token; every allowed token written."""
     prompt = sum(len(str(m.get("content", ""))) // 4 for m in body.get("messages", []))
     return prompt, int(body.get("max_tokens") or 16)
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    yield from _postgres_url()
 
 
 def _gateway(upstream: BillingUpstream, url: str, limit: float, **gateway: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,8 @@ from sqlalchemy import create_engine, text
 
 from billing_upstream import BillingUpstream, byte_tokens
 from fakes import GatewayServer
-from pg_helpers import postgres_url as _postgres_url
 
 CJK = ("预算必须在每一种语言里都成立，无论提示有多长。" * 50)[:1000]  # 1,000 characters, 3,000 UTF-8 bytes
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    yield from _postgres_url()
 
 
 def _model(name: str, base_url: str, price_in: float, price_out: float) -> dict[str, Any]:

@@ -209,16 +209,6 @@ def test_without_a_log_feedback_says_why(upstream: BillingUpstream) -> None:
         assert response.status_code == 503 and "log_url" in response.json()["error"]["message"]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'log.sqlite'}"
-    else:
-        from pg_helpers import postgres_url
-
-        yield from postgres_url()
-
-
 def test_the_store_round_trips_and_refuses_bad_outcomes(db_url: str) -> None:
     """What shadow judging and retraining code against: every field back as written, hostile text kept
     (NUL, surrogates in detail), a bad field a one-line DataError before anything reaches the database."""

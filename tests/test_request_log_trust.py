@@ -13,7 +13,6 @@ import hashlib
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +22,8 @@ import pytest
 
 from billing_upstream import BillingUpstream, byte_tokens
 from fakes import GatewayServer
-from pg_helpers import postgres_url as _postgres_url
 from sizewise.gateway.log import LogEntry, RequestLog, read_rows
 from sizewise.policy.types import Decision, RoutingPolicy, register_policy
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'log.sqlite'}"
-    else:
-        yield from _postgres_url()
 
 
 def _entry(request_id: str, **kwargs: Any) -> LogEntry:

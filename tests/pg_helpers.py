@@ -1,6 +1,6 @@
 """A throwaway schema in the PostgreSQL that ``.ci/run`` starts (``SIZEWISE_TEST_POSTGRES_URL``).
 
-Tests that need it use the ``postgres_url`` fixture of their module (built by :func:`postgres_url`);
+Tests that need it use conftest.py's ``postgres_url`` fixture, or ``db_url`` for SQLite and PostgreSQL both;
 without the variable they skip and say why, so a developer machine without PostgreSQL still runs the
 rest of the suite while CI runs them.
 """

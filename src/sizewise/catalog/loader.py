@@ -47,19 +47,7 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
 
 def parse_catalog(text: str, *, source: str = "<catalog>", base_dir: Path | None = None) -> Catalog:
     """Validate catalog YAML ``text``; ``source`` names it in errors, ``base_dir`` resolves relative paths."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{source}{at}: invalid YAML: {problem}") from None
-    lines: dict[Loc, int] = {}
-    if node is not None:
-        duplicate = _index_lines(node, (), lines)
-        if duplicate is not None:  # YAML would silently keep the last value
-            raise ConfigError(f"{source} line {duplicate[1]}: key {duplicate[0]!r} appears twice in one mapping")
+    data, lines = _read_yaml(text, source)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a catalog is a mapping with a 'models' list")
 
@@ -91,7 +79,34 @@ def parse_catalog(text: str, *, source: str = "<catalog>", base_dir: Path | None
         first = error.errors()[0]
         loc = tuple(first["loc"])
         raise ConfigError(f"{where(loc)}: {entry(loc)}: {_message(first)}") from None
+    _check_models(spec, where, entry)
+    _check_aliases(spec, where, entry)
+    catalog = Catalog(spec, base_dir=base_dir)
+    _check_references(catalog, where, entry)
+    catalog.notes = notes
+    return catalog
 
+
+def _read_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
+    """(the parsed YAML, each key's line): a YAML error, or a key twice in one mapping, is one line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{source}{at}: invalid YAML: {problem}") from None
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        duplicate = _index_lines(node, (), lines)
+        if duplicate is not None:  # YAML would silently keep the last value
+            raise ConfigError(f"{source} line {duplicate[1]}: key {duplicate[0]!r} appears twice in one mapping")
+    return data, lines
+
+
+def _check_models(spec: CatalogSpec, where: Any, entry: Any) -> None:
+    """Model names are unique, and each model's settings are valid for its backend."""
     seen: dict[str, int] = {}
     for index, model in enumerate(spec.models):
         loc = ("models", index)
@@ -101,18 +116,12 @@ def parse_catalog(text: str, *, source: str = "<catalog>", base_dir: Path | None
                 f"(first defined in models[{seen[model.name]}])"
             )
         seen[model.name] = index
-        settings_type = BACKEND_SETTINGS[model.backend]
         try:
-            settings_type.model_validate(model.settings)
+            BACKEND_SETTINGS[model.backend].model_validate(model.settings)
         except ValidationError as error:
             first = error.errors()[0]
             sub = (*loc, "settings", *first["loc"])
             raise ConfigError(f"{where(sub)}: {entry(sub)}: {_message(first)} (backend {model.backend})") from None
-    _check_aliases(spec, where, entry)
-    catalog = Catalog(spec, base_dir=base_dir)
-    _check_references(catalog, where, entry)
-    catalog.notes = notes
-    return catalog
 
 
 def _extend(data: dict[str, Any], where: Any) -> None:

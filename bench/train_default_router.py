@@ -137,11 +137,7 @@ def render(report: dict[str, Any]) -> str:
         for name, s in report["outcomes"]["sources"].items()
     )
     lines = [
-        *(
-            []
-            if report["shipped"]
-            else ["**A trial, not shipped**: too few outcomes; the shipped file is still the public-data router.", ""]
-        ),
+        *([] if report["shipped"] else [_not_shipped(report), ""]),
         f"Outcomes of qwen2.5-coder-0.5b / 1.5b ({sources}); {report['n_train']} questions train, "
         f"{report['n_heldout']} are held out (calibration and the numbers below).",
         "",
@@ -169,6 +165,19 @@ def render(report: dict[str, Any]) -> str:
         render_cascade(report["cascade"]),
     ]
     return "\n".join(lines)
+
+
+def _not_shipped(report: dict[str, Any]) -> str:
+    """Why the trial was not shipped: the rule is held-out APGR >= 0.60 and above the shipped router's."""
+    trial, shipped = report["heldout_apgr"] or 0.0, report["previous_router_heldout_apgr"] or 0.0
+    why = (
+        f"held-out APGR {trial:.3f} < 0.60"
+        if trial < 0.6
+        else f"not better than the shipped router on the same held-out questions ({trial:.3f} vs {shipped:.3f})"
+        if trial <= shipped
+        else "run with --no-ship"
+    )
+    return f"**A trial, not shipped**: {why}; the shipped file is still the public-data router."
 
 
 def _fmt(value: float | None) -> str:

@@ -37,10 +37,10 @@ from sizewise.policy.types import (
 )
 
 #: ``logprob``: calibrated on the embedded ladder's own answers, cut ones escalated as below (python
-#: bench/train_default_router.py, 527 questions: the cheapest cascade keeping 95% of the 1.5B model's
+#: bench/train_default_router.py, 549 questions: the cheapest cascade keeping 95% of the 1.5B model's
 #: accuracy with 95% confidence; 0.85 was chosen before cut answers were escalated).
 #: The others are not calibrated yet (their scorers' model calls were not collected).
-DEFAULT_THRESHOLDS = {"logprob": 0.71, "consistency": 0.67, "verifier": 0.5, "answer-classifier": 0.5}
+DEFAULT_THRESHOLDS = {"logprob": 0.73, "consistency": 0.67, "verifier": 0.5, "answer-classifier": 0.5}
 #: Why a rung whose answer stopped at ``max_tokens`` is never accepted below the top: its confident start
 #: says nothing of the part that is missing ("17*23 = 3" scored 0.775 with logprob, issue #23).
 CUT = "answer cut at max_tokens (finish_reason length)"

@@ -135,16 +135,7 @@ def load_mmlu_pro(
             "question_id": np.asarray(shared),
         }
     )
-    # Token counts are taken over whole files (memoised in the cache), then the shared rows picked.
-    full = frames[chosen[0]]
-    full_texts = [_prompt_text(q, o) for q, o in zip(full["question"], full["options"], strict=True)]
-    prompt_tokens = pd.Series(count_tokens_cached(full_texts, f"mmlupro-prompts-{chosen[0]}", token_method), full.index)
-    tokens_in = np.repeat(prompt_tokens.loc[shared].to_numpy()[:, None], len(chosen), axis=1)
-    tokens_out = np.zeros((len(shared), len(chosen)))
-    for j, model in enumerate(chosen):
-        frame = frames[model]
-        counts = count_tokens_cached(frame["response"].tolist(), f"mmlupro-{model}", token_method)
-        tokens_out[:, j] = pd.Series(counts, frame.index).loc[shared].to_numpy()
+    tokens_in, tokens_out = _tokens(frames, chosen, shared, token_method)
     resolved_pair = None if pair is None else (resolve_models([pair[0]])[0], resolve_models([pair[1]])[0])
     return OutcomeTable(
         name="mmlu-pro",
@@ -162,3 +153,20 @@ def load_mmlu_pro(
             "questions_per_model": {m: len(f) for m, f in frames.items()},
         },
     )
+
+
+def _tokens(
+    frames: dict[str, pd.DataFrame], chosen: list[str], shared: pd.Index, token_method: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens_in, tokens_out) of the ``shared`` questions, one column per model."""
+    # Token counts are taken over whole files (memoised in the cache), then the shared rows picked.
+    full = frames[chosen[0]]
+    full_texts = [_prompt_text(q, o) for q, o in zip(full["question"], full["options"], strict=True)]
+    prompt_tokens = pd.Series(count_tokens_cached(full_texts, f"mmlupro-prompts-{chosen[0]}", token_method), full.index)
+    tokens_in = np.repeat(prompt_tokens.loc[shared].to_numpy()[:, None], len(chosen), axis=1)
+    tokens_out = np.zeros((len(shared), len(chosen)))
+    for j, model in enumerate(chosen):
+        frame = frames[model]
+        counts = count_tokens_cached(frame["response"].tolist(), f"mmlupro-{model}", token_method)
+        tokens_out[:, j] = pd.Series(counts, frame.index).loc[shared].to_numpy()
+    return tokens_in, tokens_out

@@ -137,7 +137,12 @@ def ray_gateway(cluster: Any, upstream: FakeUpstream, tmp_path_factory: pytest.T
     port = free_port()
     names = deploy(spec, spec.gateway, replicas=2, host="127.0.0.1", port=port)
     assert names == ["gateway", "model-smollm2-135m"]
+    DEPLOYED["spec"], DEPLOYED["port"] = spec, port
     yield f"http://127.0.0.1:{port}"
+
+
+#: The catalog and port of the module's deployment, for the test that redeploys it.
+DEPLOYED: dict[str, Any] = {}
 
 
 @pytest.mark.slow
@@ -215,6 +220,40 @@ def test_serve_ray_survives_killing_a_replica_mid_load(cluster: Any, ray_gateway
     while len(_gateway_replicas(cluster)) < 2 or replicas[0] in _gateway_replicas(cluster):
         assert time.monotonic() < deadline, "Serve did not replace the killed replica"
         time.sleep(1)
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_scaling_down_mid_load_drains_the_replica_and_loses_nothing(cluster: Any, ray_gateway: str) -> None:
+    """A graceful stop, unlike ray.kill: redeploying with 1 replica while 8 requests at a time run."""
+    from sizewise.distributed.run import deploy
+
+    spec, port = DEPLOYED["spec"], DEPLOYED["port"]
+    lock, done, scaler, answered_by_then = threading.Lock(), [0], [], []
+
+    def scale_down() -> None:
+        deploy(spec, spec.gateway, replicas=1, host="127.0.0.1", port=port)
+        answered_by_then.append(done[0])
+
+    def one(i: int) -> int:
+        try:
+            with httpx.Client(timeout=30) as http:
+                body = {"model": "big", "messages": [{"role": "user", "content": f"question {i}"}]}
+                status = http.post(f"{ray_gateway}/v1/chat/completions", json=body).status_code
+        except httpx.HTTPError:
+            status = -1
+        with lock:
+            done[0] += 1
+            if done[0] == 30:
+                scaler.append(threading.Thread(target=scale_down))
+                scaler[0].start()
+        return status
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(one, range(300)))
+    scaler[0].join(120)
+    assert len(_gateway_replicas(cluster)) == 1 and answered_by_then[0] < 300  # it happened under load
+    assert statuses.count(200) == 300, f"lost while scaling down: {[s for s in statuses if s != 200]}"
 
 
 @pytest.mark.slow

@@ -21,8 +21,9 @@ def conversation_text(messages: Sequence[dict[str, object]]) -> str:
     """
     lines = []
     for message in messages:
-        if content := content_text(message.get("content")):
-            lines.append(f"{message.get('role', 'user')}: {content}")
+        content = message.get("content")
+        if content and (text := content_text(content)):
+            lines.append(f"{message.get('role', 'user')}: {text}")
     return "\n".join(lines)
 
 

@@ -64,7 +64,7 @@ def take_task(extra: dict[str, Any] | None) -> str | None:
 def task_text(messages: list[dict[str, Any]]) -> str:
     """What a student reads of a conversation: each message's text, one per line, without the role prefixes of
     ``conversation_text``, so a one-message request reads exactly like an outcome table's ``prompt``."""
-    return "\n".join(text for message in messages if (text := content_text(message.get("content"))))
+    return "\n".join(text for m in messages if m.get("content") and (text := content_text(m.get("content"))))
 
 
 @dataclass

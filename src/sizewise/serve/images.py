@@ -11,7 +11,9 @@ Both yes: the classifier answers ("This looks like an espresso (0.95).") with th
 object's ``vision`` field, and no chat model is called. Otherwise the request goes on to the filters, where
 the modality filter keeps only chat models that read images (or answers 400 when the catalog has none),
 and ``vision`` says why the classifier did not answer. A request naming the vision model is always
-classified. ``http(s)`` image URLs are fetched only when the model's ``fetch_urls`` allows it.
+classified. ``http(s)`` image URLs are fetched only when the model's ``fetch_urls`` allows it, and never under
+``gateway.privacy: local-only``: a URL (its query string above all) may carry personal data, and fetching it
+sends that to its host before the privacy filter has run; a scan of the URL would miss ids it has no rule for.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from sizewise.backends.base import Backend, ChatResult
 from sizewise.backends.image_input import ImageLimits, ImageRef, decode_rgb, image_refs
 from sizewise.backends.imagenet_groups import alternatives, classes_of
 from sizewise.backends.vision import answer_text
-from sizewise.catalog.schema import ModelSpec, OnnxSettings
+from sizewise.catalog.schema import GatewaySettings, ModelSpec, OnnxSettings
 from sizewise.core.decision import Decision, RequestRejected, Step
 from sizewise.core.text import last_user_text
 from sizewise.errors import ConfigError
@@ -40,9 +42,18 @@ DECODERS = 2
 class ImageStep:
     """The local classifier in front of the chat models; one per engine, built when the catalog has one."""
 
-    def __init__(self, spec: ModelSpec, backend_of: Callable[[ModelSpec], Backend], settings: OnnxSettings) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        backend_of: Callable[[ModelSpec], Backend],
+        settings: OnnxSettings,
+        *,
+        local_only: bool = False,
+    ) -> None:
         self.spec = spec
         self.settings = settings
+        #: ``gateway.privacy: local-only``: no image URL is fetched, whatever ``fetch_urls`` says.
+        self.local_only = local_only
         self.limits = ImageLimits(settings.max_images, settings.max_image_bytes, settings.max_pixels)
         self._backend_of = backend_of  # the engine's: the classifier is created (not loaded) on first use
         # Decoded pixels are the memory an image costs (3 bytes each): at most DECODERS images at once, so a
@@ -50,14 +61,20 @@ class ImageStep:
         self._decoders = asyncio.Semaphore(DECODERS)
 
     @classmethod
-    def build(cls, models: list[ModelSpec], backend_of: Callable[[ModelSpec], Backend]) -> ImageStep | None:
+    def build(
+        cls,
+        models: list[ModelSpec],
+        backend_of: Callable[[ModelSpec], Backend],
+        gateway: GatewaySettings | None = None,
+    ) -> ImageStep | None:
         """The step for the catalog's first ``kind: vision`` model on ``backend: onnx``; None without one."""
+        local_only = gateway is not None and gateway.privacy == "local-only"
         wrong = [spec.name for spec in models if spec.backend == "onnx" and spec.kind != "vision"]
         if wrong:  # an onnx model only classifies images: as a chat model it would "answer" every prompt
             raise ConfigError(f"model {wrong[0]!r}: backend 'onnx' is an image classifier; give it kind: vision")
         for spec in models:
             if spec.kind == "vision" and spec.backend == "onnx":
-                return cls(spec, backend_of, OnnxSettings.model_validate(spec.settings))
+                return cls(spec, backend_of, OnnxSettings.model_validate(spec.settings), local_only=local_only)
         return None
 
     async def answer(self, ctx: RequestContext, named: str | None) -> tuple[ChatResult, Decision] | None:
@@ -76,6 +93,8 @@ class ImageStep:
             ok, why = False, f"{len(refs)} images (the classifier names one)"
         if ok and refs[0].data is None and not self.settings.fetch_urls:
             ok, why = False, "an image URL, and fetch_urls is off"
+        if ok and refs[0].data is None and self.local_only:  # checked again in _classify: named requests too
+            ok, why = False, "an image URL, and privacy 'local-only' fetches none"
         if not ok:
             await self._check(refs)
             ctx.extras[_NOTE] = {"answered": False, "reason": why}
@@ -99,6 +118,9 @@ class ImageStep:
         self, ctx: RequestContext, refs: list[ImageRef], question: str, *, forced: bool, why: str
     ) -> tuple[ChatResult, Decision] | None:
         start = time.perf_counter()
+        if refs[0].data is None and self.local_only:
+            message = f"image {refs[0].index}: privacy 'local-only' fetches no image URL; send the image as a data URL"
+            raise RequestRejected(400, message, "privacy_image_url", param="messages")
         data = refs[0].data if refs[0].data is not None else await self._fetch(refs[0])
         classifier = self._backend_of(self.spec).classifier  # type: ignore[attr-defined]
         async with self._decoders:

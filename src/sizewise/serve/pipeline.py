@@ -108,7 +108,7 @@ class Engine:
         #: Follows the router promoted in the replicas' shared database (None: no state_url or router_dir).
         self.router_watch = watch_router(settings, router_dir, self.refresh_policies)
         #: The local image classifier in front of the chat models (None: the catalog has no vision model).
-        self.images = ImageStep.build(self.models, self.backend)
+        self.images = ImageStep.build(self.models, self.backend, settings)
 
     # -- set-up ----------------------------------------------------------------
     def backend(self, spec: ModelSpec) -> Backend:

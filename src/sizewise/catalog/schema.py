@@ -68,6 +68,8 @@ class ModelSpec(_Strict):
     params_b: float | None = Field(default=None, gt=0, description="size in billions of parameters")
     price_in: float = Field(default=0.0, ge=0, description="USD per 1M input tokens")
     price_out: float = Field(default=0.0, ge=0, description="USD per 1M output tokens")
+    #: A speech model's price: what a remote transcription reserves and settles in the budget ledger.
+    price_per_minute: float = Field(default=0.0, ge=0, description="USD per minute of audio")
     location: Literal["local", "remote"] = "local"
     backend: BackendName
     #: Backend settings: llamacpp {embedded: tiny|small|big} or {path: file.gguf};

@@ -60,6 +60,8 @@ async def transcriptions(request: Request) -> Response:
             prompt=fields.get("prompt") or None,
             temperature=_temperature(fields.get("temperature")),
             fields={**fields, "response_format": response_format},
+            api_key=api_key,
+            request_id=request_id,
         )
     except Exception as error:  # one JSON line to the client, never a traceback; the log keeps the row
         failure, headers = state.refuse(error, None, decision, started, request_id=request_id, api_key=api_key)

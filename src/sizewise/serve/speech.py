@@ -6,11 +6,15 @@ before the text decision, so routers, filters and text models see words, never a
 mean token log-probability is the confidence: below the local model's ``escalate_below`` (a catalog setting,
 calibrated in ``bench/modalities.py``), the audio goes to the catalog's remote speech model
 (``backend: openai``, ``kind: speech``) through its ``/audio/transcriptions``; if that fails, the local
-transcript stands, and the decision says so.
+transcript stands, and the decision says so. A remote transcription is paid for: its cost (minutes x the
+model's ``price_per_minute``) is reserved in the budget ledger before the call and settled after it
+(:mod:`sizewise.serve.speech_budget`); when the budget cannot pay, an unsure local transcript answers (the
+decision says why), and a request only a remote model can hear gets ``429 budget_exceeded``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -21,12 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sizewise.backends.base import BackendError
-from sizewise.backends.speech import AudioError, SpeechBackend, Transcript, sniff_format
+from sizewise.backends.speech import SAMPLE_RATE, AudioError, SpeechBackend, Transcript, decode, sniff_format
 from sizewise.catalog.schema import ModelSpec, OpenAISettings
 from sizewise.core.decision import Decision, RequestRejected, Step
 from sizewise.core.text import conversation_text, modalities
 from sizewise.errors import ConfigError
 from sizewise.policy.types import RequestContext
+from sizewise.serve.speech_budget import SpeechHold, reserve
 from sizewise.serve.speech_privacy import personal, personal_request
 
 #: ``model`` values that let the gateway decide (OpenAI's own transcription model name included).
@@ -124,9 +129,12 @@ async def hear(
     temperature: float = 0.0,
     fields: dict[str, str] | None = None,
     personal_text: str = "",
+    api_key: str | None = None,
+    request_id: str = "",
 ) -> tuple[Heard, Decision]:
     """Transcribe ``data``: a named speech model, or the local model escalating to a remote one when unsure.
-    ``personal_text``: the privacy rules that fired on the rest of the request (it then stays local)."""
+    ``personal_text``: the privacy rules that fired on the rest of the request (it then stays local);
+    ``api_key``, ``request_id``: whose budget a remote transcription is reserved in."""
     local, remotes = _candidates(engine, engine.aliases.get(model_field, model_field))
     decision = Decision(policy="transcription")
     readable = [filename, *(fields or {}).values()]  # what leaves with the audio, judged (serve.speech_privacy)
@@ -139,7 +147,9 @@ async def hear(
             code = "privacy_remote_model" if named else "privacy_no_local_model"
             raise RequestRejected(400, f"{message}; privacy 'local-only' allows only local models", code, "model")
         decision.model = remotes[0].name
-        return await _remote(engine, remotes[0], data, filename, fields or {}, decision, None), decision
+        seconds = await _seconds(data) if remotes[0].price_per_minute else 0.0
+        hold = await reserve(engine, remotes[0], seconds, api_key, request_id)  # 429: nothing else can hear it
+        return await _remote(engine, remotes[0], data, filename, fields or {}, decision, None, hold), decision
     backend = engine.backend(local)
     assert isinstance(backend, SpeechBackend)
     started = time.perf_counter()
@@ -166,9 +176,16 @@ async def hear(
     if target is None:
         decision.reason = f"{why}; no remote speech model to escalate to" if why else "local transcript"
         return heard, decision
+    try:
+        hold = await reserve(engine, target, transcript.duration, api_key, request_id)
+    except RequestRejected as refused:  # the budget cannot pay the remote model: the local transcript answers
+        decision.reason = step.reason = f"{why}; escalation to {target.name!r} skipped: {refused.message}"
+        step.accepted = True
+        decision.notes["budget"] = {"escalation_skipped": target.name, "reason": refused.message}
+        return heard, decision
     decision.escalated, decision.reason = True, why
     try:
-        return await _remote(engine, target, data, filename, fields or {}, decision, transcript), decision
+        return await _remote(engine, target, data, filename, fields or {}, decision, transcript, hold), decision
     except BackendError as error:  # the remote model failed: the local transcript is still an answer
         decision.errors.append(str(error))
         decision.model, decision.fallback_from, step.accepted = local.name, target.name, True
@@ -193,6 +210,15 @@ def _candidates(engine: Any, name: str) -> tuple[ModelSpec | None, list[ModelSpe
     if local is None and not remotes:
         raise RequestRejected(400, "no speech model in the catalog: add one of kind 'speech'", "no_model_available")
     return local, remotes
+
+
+async def _seconds(data: bytes) -> float:
+    """The clip's duration, for its price when no local model heard it (decoded in a thread)."""
+    try:
+        samples = await asyncio.to_thread(decode, data, max_bytes=len(data), max_seconds=24 * 3600.0)
+    except AudioError as error:
+        raise audio_error(error, "file") from None
+    return float(samples.size) / SAMPLE_RATE
 
 
 def check_audio(data: bytes) -> None:
@@ -221,17 +247,21 @@ async def _remote(
     fields: dict[str, str],
     decision: Decision,
     local: Transcript | None,
+    hold: SpeechHold,
 ) -> Heard:
     started = time.perf_counter()
     try:
         body, kind, text = await forward(engine, spec, data, filename, fields)
     except BackendError as error:
+        await hold.settle(0.0)  # a failed call costs nothing (a cancelled one's hold goes stale in the ledger)
         decision.steps.append(Step(spec.name, latency_s=time.perf_counter() - started, error=str(error)))
         if local is None:  # nothing else heard it
             raise RequestRejected(502, f"the speech model failed: {error}", "upstream_error") from None
         raise
-    decision.steps.append(Step(spec.name, accepted=True, reason="remote", latency_s=time.perf_counter() - started))
-    decision.model = spec.name
+    await hold.settle(hold.cost)
+    latency = time.perf_counter() - started
+    decision.steps.append(Step(spec.name, accepted=True, reason="remote", cost=hold.cost, latency_s=latency))
+    decision.model, decision.cost = spec.name, decision.cost + hold.cost
     return Heard(text, spec.name, local, body, kind)
 
 
@@ -279,7 +309,14 @@ async def transcribe_parts(engine: Any, ctx: RequestContext, decision: Decision,
         where = f"messages[{m}].content[{p}]"
         data = _part_bytes(part, where)
         try:
-            heard, said = await hear(engine, data, filename=f"audio.{_extension(part)}", personal_text=fired)
+            heard, said = await hear(
+                engine,
+                data,
+                filename=f"audio.{_extension(part)}",
+                personal_text=fired,
+                api_key=ctx.api_key,
+                request_id=ctx.request_id,
+            )
         except RequestRejected as error:
             raise RequestRejected(error.status, f"{where}: {error.message}", error.code, where) from None
         messages[m]["content"][p] = {"type": "text", "text": heard.text}
@@ -292,6 +329,8 @@ async def transcribe_parts(engine: Any, ctx: RequestContext, decision: Decision,
                 "threshold": said.threshold,
                 "duration_s": heard.local.duration if heard.local else None,
                 "chars": len(heard.text),
+                "cost": said.cost,
+                **({"budget": said.notes["budget"]} if "budget" in said.notes else {}),
             }
         )
     ctx.messages[:] = messages  # the request's own list: the model call sends the transcripts

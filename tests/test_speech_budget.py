@@ -1,0 +1,134 @@
+"""Remote transcriptions are paid from the client's budget, in the chat path's ledger: espeak-ng speech,
+the embedded Whisper tiny.en (always unsure here, so every clip escalates) and a recording remote speech
+model priced per minute, through the live gateway with the openai client. Each test spends under its own
+API key, whose daily limit holds a whole number of clips."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from fakes import GatewayServer
+from recording_upstream import RecordingUpstream
+from speech_helpers import TranscriptionUpstream, needs_espeak, speak
+
+pytestmark = [needs_espeak, pytest.mark.slow]
+
+PRICE = 0.6  # USD per minute of audio
+#: Each test's key and how many clips its daily limit holds (with half a clip to spare).
+KEYS = {"seq": 3, "named": 0, "parallel": 3, "chat": 1}
+
+
+@pytest.fixture(scope="module")
+def speech() -> bytes:
+    return speak("Please send the quarterly report to the finance team by Friday.")
+
+
+@pytest.fixture(scope="module")
+def clip_cost(speech: bytes) -> float:
+    from sizewise.backends.speech import SAMPLE_RATE, decode
+
+    return PRICE * decode(speech, max_bytes=10**7, max_seconds=60).size / SAMPLE_RATE / 60
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory, clip_cost: float) -> Iterator[tuple[GatewayServer, Any, Any]]:
+    keys = [
+        {"name": name, "sha256": hashlib.sha256(name.encode()).hexdigest(), "daily_budget_usd": (n + 0.5) * clip_cost}
+        for name, n in KEYS.items()
+    ]
+    with TranscriptionUpstream() as heard, RecordingUpstream() as chat:
+        whisper = {"embedded": "whisper", "max_seconds": 30, "escalate_below": -0.0001}  # always unsure
+        remote = {"base_url": heard.base_url, "model": "whisper-large", "timeout_s": 10}
+        catalog = {
+            "models": [
+                {"name": "whisper-tiny.en", "kind": "speech", "modalities": ["audio"], "context_window": 448}
+                | {"backend": "whisper", "settings": whisper},
+                {"name": "cloud-whisper", "kind": "speech", "modalities": ["audio"], "context_window": 448}
+                | {"location": "remote", "backend": "openai", "settings": remote, "price_per_minute": PRICE},
+                {"name": "cloud-text", "context_window": 8192, "params_b": 70, "location": "remote"}
+                | {"backend": "openai", "settings": {"base_url": chat.base_url, "model": "text-70b", "timeout_s": 10}},
+            ],
+            "gateway": {"log_url": f"sqlite:///{tmp_path_factory.mktemp('log')}/log.sqlite", "api_keys": keys},
+        }
+        with GatewayServer(catalog) as gateway:
+            yield gateway, heard, chat
+
+
+def _client(gw: GatewayServer, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url, api_key=key, max_retries=0)
+
+
+def _spent(gw: GatewayServer, key: str) -> float:
+    """The key's settled spend today, read from the budget ledger itself."""
+    budget = next(f for f in gw.app.state.gateway.engine.filters if f.name == "budget")
+    [limit] = budget.limits_for(key)
+    return float(budget.ledger.usage(limit))
+
+
+def test_a_budget_for_n_clips_lets_n_escalations_through(servers, speech: bytes, clip_cost: float) -> None:
+    gw, heard, _ = servers
+    heard.calls.clear()
+    client = _client(gw, "seq")
+    models = []
+    for _ in range(KEYS["seq"] + 1):
+        raw = client.audio.transcriptions.with_raw_response.create(model="whisper-1", file=("a.wav", speech))
+        models.append(raw.headers["x-sizewise-model"])
+    assert models == ["cloud-whisper"] * KEYS["seq"] + ["whisper-tiny.en"]
+    assert len(heard.calls) == KEYS["seq"]
+    last = raw.parse()
+    assert "report" in last.text.lower()  # the local transcript answers the one the budget cannot pay for
+    decision = last.model_extra["sizewise"]
+    assert not decision["escalated"] and "skipped" in decision["reason"] and "spend limit" in decision["reason"]
+    rows = [row for row in gw.rows() if row["api_key"] == "seq"]
+    assert [round(row["cost"], 9) for row in rows] == [round(clip_cost, 9)] * KEYS["seq"] + [0.0]
+    assert _spent(gw, "seq") == pytest.approx(KEYS["seq"] * clip_cost)
+
+
+def test_a_named_remote_model_over_budget_is_a_429(servers, speech: bytes) -> None:
+    gw, heard, _ = servers
+    heard.calls.clear()
+    with pytest.raises(openai.RateLimitError) as caught:
+        _client(gw, "named").audio.transcriptions.create(model="cloud-whisper", file=("a.wav", speech))
+    assert caught.value.status_code == 429 and caught.value.body["code"] == "budget_exceeded"
+    assert heard.calls == [] and _spent(gw, "named") == 0.0
+
+
+def test_parallel_escalations_never_overspend(servers, speech: bytes, clip_cost: float) -> None:
+    gw, heard, _ = servers
+    heard.calls.clear()
+
+    async def burst() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=gw.url, api_key="parallel", max_retries=0, timeout=120)
+        raws = await asyncio.gather(
+            *(
+                client.audio.transcriptions.with_raw_response.create(model="whisper-1", file=("a.wav", speech))
+                for _ in range(10)
+            )
+        )
+        return [raw.headers["x-sizewise-model"] for raw in raws]
+
+    models = asyncio.run(burst())
+    assert models.count("cloud-whisper") == KEYS["parallel"] and len(heard.calls) == KEYS["parallel"]
+    assert models.count("whisper-tiny.en") == 10 - KEYS["parallel"]
+    assert _spent(gw, "parallel") == pytest.approx(KEYS["parallel"] * clip_cost)
+
+
+def test_a_chat_audio_part_escalation_is_paid_and_noted(servers, speech: bytes, clip_cost: float) -> None:
+    gw, heard, _ = servers
+    heard.calls.clear()
+    audio = {"data": base64.b64encode(speech).decode(), "format": "wav"}
+    content = [{"type": "text", "text": "Do what it asks."}, {"type": "input_audio", "input_audio": audio}]
+    messages = [{"role": "user", "content": content}]
+    notes = []
+    for _ in range(2):
+        answer = _client(gw, "chat").chat.completions.create(model="sizewise", messages=messages, max_tokens=4)
+        notes += answer.model_extra["sizewise"]["transcribed"]
+    assert [n["model"] for n in notes] == ["cloud-whisper", "whisper-tiny.en"] and len(heard.calls) == 1
+    assert notes[0]["cost"] == pytest.approx(clip_cost) and "spend limit" in notes[1]["budget"]["reason"]

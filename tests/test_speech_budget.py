@@ -22,7 +22,7 @@ pytestmark = [needs_espeak, pytest.mark.slow]
 
 PRICE = 0.6  # USD per minute of audio
 #: Each test's key and how many clips its daily limit holds (with half a clip to spare).
-KEYS = {"seq": 3, "named": 0, "parallel": 3, "chat": 1}
+KEYS = {"seq": 3, "named": 0, "parallel": 3, "chat": 1, "free": 0}
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +132,32 @@ def test_a_chat_audio_part_escalation_is_paid_and_noted(servers, speech: bytes, 
         notes += answer.model_extra["sizewise"]["transcribed"]
     assert [n["model"] for n in notes] == ["cloud-whisper", "whisper-tiny.en"] and len(heard.calls) == 1
     assert notes[0]["cost"] == pytest.approx(clip_cost) and "spend limit" in notes[1]["budget"]["reason"]
+
+
+def test_a_free_remote_model_is_never_refused(servers, speech: bytes) -> None:
+    """price_per_minute 0 (the default): nothing is reserved, so even a spent budget lets it hear."""
+    gw, heard, _ = servers
+    heard.calls.clear()
+    spec = gw.app.state.gateway.engine.by_name["cloud-whisper"]
+    spec.price_per_minute = 0.0
+    try:
+        raw = _client(gw, "free").audio.transcriptions.with_raw_response.create(
+            model="whisper-1", file=("a.wav", speech)
+        )
+        named = _client(gw, "free").audio.transcriptions.create(model="cloud-whisper", file=("a.wav", speech))
+    finally:
+        spec.price_per_minute = PRICE
+    assert raw.headers["x-sizewise-model"] == "cloud-whisper" and named.text == "words from the remote model"
+    assert len(heard.calls) == 2 and _spent(gw, "free") == 0.0
+    assert _rows_in_ledger(gw, "free") == 0  # no reservation written at all
+
+
+def _rows_in_ledger(gw: GatewayServer, key: str) -> int:
+    from sqlalchemy import func, select
+
+    from sizewise.policy.constraints.budget_ledger import ledger_table
+
+    budget = next(f for f in gw.app.state.gateway.engine.filters if f.name == "budget")
+    with budget.ledger.engine.connect() as connection:
+        query = select(func.count()).select_from(ledger_table).where(ledger_table.c.api_key == key)
+        return int(connection.execute(query).scalar_one())

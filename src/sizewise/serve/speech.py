@@ -252,8 +252,11 @@ async def _remote(
     started = time.perf_counter()
     try:
         body, kind, text = await forward(engine, spec, data, filename, fields)
+    except asyncio.CancelledError:  # the client left: the upstream may still bill the clip, so count it
+        hold.settle_later(hold.cost)
+        raise
     except BackendError as error:
-        await hold.settle(0.0)  # a failed call costs nothing (a cancelled one's hold goes stale in the ledger)
+        await hold.settle(0.0)  # a failed call costs nothing
         decision.steps.append(Step(spec.name, latency_s=time.perf_counter() - started, error=str(error)))
         if local is None:  # nothing else heard it
             raise RequestRejected(502, f"the speech model failed: {error}", "upstream_error") from None

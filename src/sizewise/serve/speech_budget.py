@@ -34,6 +34,11 @@ class SpeechHold:
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.settle, self.reservation, spent)
 
+    def settle_later(self, spent: float) -> None:
+        """Settle from a task being cancelled (the client left mid-call): the write runs in a thread, not awaited."""
+        if self.ledger is not None:
+            asyncio.get_running_loop().run_in_executor(None, self.ledger.settle, self.reservation, spent)
+
 
 def transcription_cost(spec: ModelSpec, seconds: float) -> float:
     """USD for ``seconds`` of audio on ``spec``."""
@@ -49,7 +54,7 @@ async def reserve(engine: Any, spec: ModelSpec, seconds: float, api_key: str | N
     cost = transcription_cost(spec, seconds)
     budget = _budget(engine)
     limits = budget.limits_for(api_key) if budget is not None else []
-    if budget is None or not limits:
+    if budget is None or not limits or cost == 0:  # a free model is never refused, like a local chat model
         return SpeechHold(cost)
 
     def decide(usages: list[Usage]) -> float | None:

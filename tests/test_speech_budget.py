@@ -22,7 +22,7 @@ pytestmark = [needs_espeak, pytest.mark.slow]
 
 PRICE = 0.6  # USD per minute of audio
 #: Each test's key and how many clips its daily limit holds (with half a clip to spare).
-KEYS = {"seq": 3, "named": 0, "parallel": 3, "chat": 1, "free": 0}
+KEYS = {"seq": 3, "named": 1, "parallel": 3, "chat": 1, "free": 0}
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +91,19 @@ def test_a_budget_for_n_clips_lets_n_escalations_through(servers, speech: bytes,
     assert _spent(gw, "seq") == pytest.approx(KEYS["seq"] * clip_cost)
 
 
-def test_a_named_remote_model_over_budget_is_a_429(servers, speech: bytes) -> None:
+def test_a_named_remote_model_over_budget_is_a_429(servers, speech: bytes, clip_cost: float) -> None:
     gw, heard, _ = servers
+    """No local transcript to fall back on: the clip is decoded for its price, and over budget it is refused."""
     heard.calls.clear()
+    client = _client(gw, "named")
+    assert client.audio.transcriptions.create(model="cloud-whisper", file=("a.wav", speech)).text
     with pytest.raises(openai.RateLimitError) as caught:
-        _client(gw, "named").audio.transcriptions.create(model="cloud-whisper", file=("a.wav", speech))
+        client.audio.transcriptions.create(model="cloud-whisper", file=("a.wav", speech))
     assert caught.value.status_code == 429 and caught.value.body["code"] == "budget_exceeded"
-    assert heard.calls == [] and _spent(gw, "named") == 0.0
+    # Counted at the file's own rate here (22.05 kHz), at 16 kHz after the local decode: the same to 1e-4.
+    assert len(heard.calls) == 1 and _spent(gw, "named") == pytest.approx(clip_cost, rel=1e-4)
+    costs = [row["cost"] for row in gw.rows() if row["api_key"] == "named"]
+    assert costs == [pytest.approx(clip_cost, rel=1e-4), 0.0]
 
 
 def test_parallel_escalations_never_overspend(servers, speech: bytes, clip_cost: float) -> None:
@@ -161,3 +167,12 @@ def _rows_in_ledger(gw: GatewayServer, key: str) -> int:
     with budget.ledger.engine.connect() as connection:
         query = select(func.count()).select_from(ledger_table).where(ledger_table.c.api_key == key)
         return int(connection.execute(query).scalar_one())
+
+
+def test_corrupt_audio_priced_for_a_remote_model_is_a_400(servers) -> None:
+    """The clip is decoded for its price before anything leaves: corrupt audio is the client's error."""
+    gw, heard, _ = servers
+    heard.calls.clear()
+    with pytest.raises(openai.BadRequestError) as caught:
+        _client(gw, "named").audio.transcriptions.create(model="cloud-whisper", file=("a.wav", b"RIFF" + b"\0" * 200))
+    assert caught.value.body["code"] in ("invalid_audio", "empty_audio") and heard.calls == []

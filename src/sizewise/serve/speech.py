@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sizewise.backends.base import BackendError
-from sizewise.backends.speech import SAMPLE_RATE, AudioError, SpeechBackend, Transcript, decode, sniff_format
+from sizewise.backends.speech import AudioError, SpeechBackend, Transcript, sniff_format
 from sizewise.catalog.schema import ModelSpec, OpenAISettings
 from sizewise.core.decision import Decision, RequestRejected, Step
 from sizewise.core.text import conversation_text, modalities
 from sizewise.errors import ConfigError
 from sizewise.policy.types import RequestContext
-from sizewise.serve.speech_budget import SpeechHold, reserve
+from sizewise.serve.speech_budget import SpeechHold, clip_seconds, reserve
 from sizewise.serve.speech_privacy import personal, personal_request
 
 #: ``model`` values that let the gateway decide (OpenAI's own transcription model name included).
@@ -215,10 +215,9 @@ def _candidates(engine: Any, name: str) -> tuple[ModelSpec | None, list[ModelSpe
 async def _seconds(data: bytes) -> float:
     """The clip's duration, for its price when no local model heard it (decoded in a thread)."""
     try:
-        samples = await asyncio.to_thread(decode, data, max_bytes=len(data), max_seconds=24 * 3600.0)
+        return await asyncio.to_thread(clip_seconds, data)
     except AudioError as error:
         raise audio_error(error, "file") from None
-    return float(samples.size) / SAMPLE_RATE
 
 
 def check_audio(data: bytes) -> None:

@@ -12,9 +12,11 @@ the local transcript when there is one and says why.
 from __future__ import annotations
 
 import asyncio
+import io
 from dataclasses import dataclass
 from typing import Any
 
+from sizewise.backends.speech import AudioError, sniff_format
 from sizewise.catalog.schema import ModelSpec
 from sizewise.core.decision import RequestRejected
 from sizewise.policy.constraints.budget import BudgetFilter
@@ -43,6 +45,31 @@ class SpeechHold:
 def transcription_cost(spec: ModelSpec, seconds: float) -> float:
     """USD for ``seconds`` of audio on ``spec``."""
     return spec.price_per_minute * max(seconds, 0.0) / 60.0
+
+
+#: The demuxer of each container :func:`sniff_format` names.
+_DEMUXERS = {"wav": "wav", "flac": "flac", "ogg": "ogg", "mp3": "mp3", "mp4": "mp4", "webm": "matroska"}
+
+
+def clip_seconds(data: bytes) -> float:
+    """The clip's duration, for the price of audio no local model heard: decoded frame by frame and counted,
+    nothing kept (a long clip costs no memory). AudioError for what is not audio."""
+    import av
+
+    name = sniff_format(data)
+    try:
+        with av.open(io.BytesIO(data), mode="r", format=_DEMUXERS[name], metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioError(f"the {name} file holds no audio stream", "invalid_audio")
+            seconds = sum(frame.samples / frame.sample_rate for frame in container.decode(audio=0))
+    except AudioError:
+        raise
+    except (av.FFmpegError, ValueError, IndexError, EOFError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise AudioError(f"cannot decode the {name} audio: {reason}", "invalid_audio") from None
+    if seconds <= 0:
+        raise AudioError(f"the {name} file holds no audio samples", "empty_audio")
+    return float(seconds)
 
 
 def _budget(engine: Any) -> BudgetFilter | None:

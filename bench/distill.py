@@ -187,8 +187,9 @@ def render(payload: dict[str, Any]) -> str:
             "headlines of a seeded shuffle, all its cache held by then; accuracy against gold; cost share in the "
             "teacher's seconds."
             + (
-                " No threshold shows 98% agreement with this teacher's labels out of fold (they are noisy: 60% "
-                "match gold), so the offline student never answers; at a 90% target it does (next row)."
+                " No threshold shows 98% agreement with this teacher's labels out of fold (they are noisy: "
+                f"{news['offline']['teacher_accuracy']:.0%} match gold), so the offline student never answers; "
+                "at a 90% target it does (next row)."
                 if news["offline"]["coverage"] == 0
                 else ""
             ),

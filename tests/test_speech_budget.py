@@ -22,7 +22,7 @@ pytestmark = [needs_espeak, pytest.mark.slow]
 
 PRICE = 0.6  # USD per minute of audio
 #: Each test's key and how many clips its daily limit holds (with half a clip to spare).
-KEYS = {"seq": 3, "named": 1, "parallel": 3, "chat": 1, "free": 0}
+KEYS = {"seq": 3, "named": 1, "parallel": 3, "chat": 1, "free": 0, "fail": 1}
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +176,18 @@ def test_corrupt_audio_priced_for_a_remote_model_is_a_400(servers) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         _client(gw, "named").audio.transcriptions.create(model="cloud-whisper", file=("a.wav", b"RIFF" + b"\0" * 200))
     assert caught.value.body["code"] in ("invalid_audio", "empty_audio") and heard.calls == []
+
+
+def test_a_failed_remote_call_costs_nothing_and_frees_its_reservation(servers, speech: bytes) -> None:
+    gw, heard, _ = servers
+    heard.calls.clear()
+    client = _client(gw, "fail")
+    heard.fail = True
+    try:
+        first = client.audio.transcriptions.with_raw_response.create(model="whisper-1", file=("a.wav", speech))
+    finally:
+        heard.fail = False
+    assert first.headers["x-sizewise-model"] == "whisper-tiny.en" and _spent(gw, "fail") == 0.0
+    # Room for one clip: held by the failed call, this one would not fit.
+    second = client.audio.transcriptions.with_raw_response.create(model="whisper-1", file=("a.wav", speech))
+    assert second.headers["x-sizewise-model"] == "cloud-whisper" and len(heard.calls) == 2

@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Self
 
 import uvicorn
@@ -35,6 +36,28 @@ async def read_body(receive: Any) -> bytes:
         body += message.get("body", b"")
         if not message.get("more_body"):
             return body
+
+
+async def send_until_gone(receive: Any, send: Any, limit: int, count: Callable[[int], None]) -> None:
+    """Send 1 MiB chunks (after the caller's response start) until the client hangs up or ``limit`` bytes are
+    out, then end the body, calling ``count`` with each chunk's size as it goes. An endless upstream for
+    size-cap tests: after a disconnect uvicorn's ``send`` no longer waits, so ``receive`` is watched for it."""
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    watcher = asyncio.create_task(watch())
+    chunk, sent = b"a" * (1 << 20), 0
+    while sent < limit and not gone.is_set():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        sent += len(chunk)
+        count(len(chunk))
+        await asyncio.sleep(0)
+    await send({"type": "http.response.body", "body": b""})
+    watcher.cancel()
 
 
 def free_port() -> int:

@@ -8,11 +8,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from fake_upstream import FakeUpstream, ThreadedServer, free_port, read_body, send_answer
+from fake_upstream import FakeUpstream, ThreadedServer, free_port, read_body, send_answer, send_until_gone
 from sizewise.catalog.schema import CatalogSpec
 from sizewise.gateway.app import create_app
 
-__all__ = ["FakeUpstream", "GatewayServer", "ThreadedServer", "fake_model", "free_port", "read_body", "send_answer"]
+__all__ = [
+    "FakeUpstream",
+    "GatewayServer",
+    "ThreadedServer",
+    "fake_model",
+    "free_port",
+    "read_body",
+    "send_answer",
+    "send_until_gone",
+]
 
 
 def fake_model(name: str, upstream_model: str, params_b: float, base_url: str, **extra: Any) -> dict[str, Any]:

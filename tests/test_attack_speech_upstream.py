@@ -5,14 +5,13 @@ dashboard and its Basic-auth key live; a form any web page can post would make t
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from fakes import GatewayServer, ThreadedServer
+from fakes import GatewayServer, ThreadedServer, send_until_gone
 
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt "  # sniffed as WAV: a named remote model gets it unheard
 SCRIPT = b"<html><script>fetch('/dashboard/data').then(r => r.text()).then(alert)</script></html>"
@@ -33,25 +32,14 @@ class HostileSpeech(ThreadedServer):
             pass
         if self.endless:
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-            gone = asyncio.Event()  # the gateway hung up (after a disconnect uvicorn's send no longer waits)
-
-            async def watch() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                gone.set()
-
-            watcher = asyncio.create_task(watch())
-            chunk = b"a" * (1 << 20)
-            while self.sent < 1 << 30 and not gone.is_set():  # 1 GiB at most: a gateway reading it all still ends
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                self.sent += len(chunk)
-                await asyncio.sleep(0)
-            await send({"type": "http.response.body", "body": b""})
-            watcher.cancel()
+            await send_until_gone(receive, send, 1 << 30, self._count)  # 1 GiB at most: a reader of it all ends
             return
         headers = [(b"content-type", self.kind.encode()), (b"content-length", str(len(self.body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
+
+    def _count(self, size: int) -> None:
+        self.sent += size
 
 
 @pytest.fixture(scope="module")

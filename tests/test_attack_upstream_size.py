@@ -5,14 +5,13 @@ A real gateway on 127.0.0.1 and an upstream that sends 1 MiB pieces until the ga
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
-from fakes import GatewayServer, ThreadedServer
+from fakes import GatewayServer, ThreadedServer, send_until_gone
 
 LIMIT = 1 << 30
 
@@ -36,21 +35,10 @@ class Endless(ThreadedServer):
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", kind)]})
         head = b'data: {"choices": [{"delta": {"content": "' if self.mode == "line" else b'{"choices": [{"message": "'
         await send({"type": "http.response.body", "body": head, "more_body": True})
-        gone = asyncio.Event()  # the gateway hung up (after a disconnect uvicorn's send no longer waits)
+        await send_until_gone(receive, send, LIMIT, self._count)
 
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone.set()
-
-        watcher = asyncio.create_task(watch())
-        chunk = b"a" * (1 << 20)
-        while self.sent < LIMIT and not gone.is_set():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            self.sent += len(chunk)
-            await asyncio.sleep(0)
-        await send({"type": "http.response.body", "body": b""})
-        watcher.cancel()
+    def _count(self, size: int) -> None:
+        self.sent += size
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,10 @@
 """How far the shipped default router's scores sit from its threshold on prompts a user types first (#23).
 
 Usage: ``python bench/default_router_spread.py [PROMPT ...]``. Prints each prompt's score, the side of the
-threshold it falls on, and the spread. Scores that bunch around the threshold mean the threshold, not the
-prompt, picks the model (docs/gateway.md, "Where the shipped default router knows nothing").
+threshold it falls on, and the spread. Each prompt is scored as the gateway scores a one-message request (its
+role-prefixed ``conversation_text``), so the numbers match the ``x-sizewise-score`` header. Scores that bunch
+around the threshold mean the threshold, not the prompt, picks the model (docs/gateway.md, "Where the shipped
+default router knows nothing").
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from importlib.resources import files
 
 import numpy as np
 
+from sizewise.core.text import conversation_text
 from sizewise.routers.base import load_router
 
 #: Short first prompts of the kind a newcomer types, easy and hard mixed; not tuned to any result.
@@ -35,7 +38,8 @@ def main(prompts: list[str]) -> None:
     """Score ``prompts`` with the packaged ``default.zip`` and print them against its threshold."""
     router = load_router(str(files("sizewise.routers.pretrained") / "default.zip"))
     threshold = float(getattr(router, "threshold_", float("nan")))
-    scores = np.asarray(router.score(prompts), dtype=float)
+    texts = [conversation_text([{"role": "user", "content": prompt}]) for prompt in prompts]
+    scores = np.asarray(router.score(texts), dtype=float)
     for prompt, score in sorted(zip(prompts, scores, strict=True), key=lambda pair: pair[1]):
         side = "big  " if score >= threshold else "small"
         print(f"{score:.3f}  {side}  {prompt}")

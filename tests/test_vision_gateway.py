@@ -210,6 +210,7 @@ class PhotoServer(ThreadedServer):
 
     def __init__(self) -> None:
         self.coffee = photo("coffee")
+        self.paths: list[str] = []
         super().__init__(self.app)
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -218,6 +219,7 @@ class PhotoServer(ThreadedServer):
         if scope["type"] != "http":
             return
         path = scope["path"]
+        self.paths.append(path)
         status, body = (200, self.coffee) if path in ("/coffee.jpg", "/slow.jpg") else (404, b"no")
         headers = [(b"content-type", b"image/jpeg")]
         if path == "/big.jpg":
@@ -243,6 +245,15 @@ def test_an_image_url_is_left_to_the_model_that_sees_unless_fetching_is_on(clien
     answer = client.chat.completions.create(model="sizewise", messages=image_message("What is this?", url))
     assert _sizewise(answer)["model"] == "sees" and "fetch_urls" in _sizewise(answer)["vision"]["reason"]
     assert upstream.bodies[0]["messages"][0]["content"][1]["image_url"]["url"] == url  # passed on as sent
+
+
+def test_a_request_naming_the_classifier_fetches_no_url_when_fetching_is_off(client, photos) -> None:
+    url = f"http://127.0.0.1:{photos.port}/coffee.jpg?asked-for=the-classifier"
+    asked = len(photos.paths)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="efficientnet-lite0", messages=image_message("What is this?", url))
+    assert "fetch_urls is off" in str(refused.value)
+    assert len(photos.paths) == asked  # the gateway never asked the image's host
 
 
 def test_a_fetched_image_url_is_classified_within_limits(upstream, photos) -> None:

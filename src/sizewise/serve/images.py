@@ -93,7 +93,7 @@ class ImageStep:
             ok, why = False, f"{len(refs)} images (the classifier names one)"
         if ok and refs[0].data is None and not self.settings.fetch_urls:
             ok, why = False, "an image URL, and fetch_urls is off"
-        if ok and refs[0].data is None and self.local_only:  # checked again in _classify: named requests too
+        if ok and refs[0].data is None and self.local_only:  # _fetch refuses it too: named requests
             ok, why = False, "an image URL, and privacy 'local-only' fetches none"
         if not ok:
             await self._check(refs)
@@ -118,9 +118,6 @@ class ImageStep:
         self, ctx: RequestContext, refs: list[ImageRef], question: str, *, forced: bool, why: str
     ) -> tuple[ChatResult, Decision] | None:
         start = time.perf_counter()
-        if refs[0].data is None and self.local_only:
-            message = f"image {refs[0].index}: privacy 'local-only' fetches no image URL; send the image as a data URL"
-            raise RequestRejected(400, message, "privacy_image_url", param="messages")
         data = refs[0].data if refs[0].data is not None else await self._fetch(refs[0])
         classifier = self._backend_of(self.spec).classifier  # type: ignore[attr-defined]
         async with self._decoders:
@@ -154,13 +151,22 @@ class ImageStep:
         ctx.extras[_NOTE] = {"answered": False, "reason": reason, **note}
 
     async def _fetch(self, ref: ImageRef) -> bytes:
-        """The bytes at an image URL: ``fetch_timeout_s`` for the whole transfer, at most ``max_image_bytes``."""
+        """The bytes at an image URL: ``fetch_timeout_s`` for the whole transfer, at most ``max_image_bytes``.
+        The one place that fetches, so every path (a request naming the classifier too) obeys ``fetch_urls`` and
+        ``local-only``."""
         import httpx
 
         url, cap = str(ref.url), self.limits.max_bytes
 
         def refuse(message: str, status: int = 400, code: str = "invalid_image") -> RequestRejected:
             return RequestRejected(status, f"image {ref.index}: {message}", code, param="messages")
+
+        if self.local_only:
+            raise refuse(
+                "privacy 'local-only' fetches no image URL; send the image as a data URL", 400, "privacy_image_url"
+            )
+        if not self.settings.fetch_urls:
+            raise refuse("this gateway fetches no image URL (fetch_urls is off); send the image as a data URL")
 
         async def allowed(request: httpx.Request) -> None:  # every hop, so a redirect cannot leave the list
             if not host_allowed(request.url.host, self.settings.fetch_hosts):

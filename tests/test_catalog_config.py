@@ -54,6 +54,15 @@ def test_a_remote_model_without_prices_is_a_one_line_error(missing: str) -> None
     assert message.startswith("c.yaml line 2: models[0] ('cloud')") and f"must state {missing}" in message
 
 
+def test_a_remote_speech_model_must_state_its_price_per_minute() -> None:
+    # Priced per token only, an unpriced cloud transcriber looked free to budgets (its cost is minutes x price).
+    speech = "    kind: speech\n    modalities: [audio]\n    price_in: 1\n    price_out: 1\n"
+    with pytest.raises(ConfigError, match=r"must state price_per_minute \(USD per minute of audio"):
+        parse_catalog(remote(extra=speech), source="c.yaml")
+    catalog = parse_catalog(remote(extra=speech + "    price_per_minute: 0.006\n"), source="c.yaml")
+    assert catalog.get("cloud").price_per_minute == 0.006
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/v1", "http://localhost:11434/v1", "http://[::1]:8000/v1"])
 def test_loopback_upstreams_stay_local_and_may_omit_prices(url: str) -> None:
     catalog = parse_catalog(remote(url, extra=""))

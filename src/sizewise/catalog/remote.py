@@ -2,8 +2,8 @@
 
 A model with an ``openai`` backend whose ``base_url`` is not this machine (127.0.0.0/8, ``::1``,
 ``localhost``; 0.0.0.0 and ``::`` reach it too) is another machine's: without ``location`` it is
-``remote`` (said by a warning line), and it must state ``price_in`` and ``price_out`` (a budget or a
-"cost vs always-big" report would otherwise count it as free).
+``remote`` (said by a warning line), and it must state ``price_in`` and ``price_out`` (a speech model:
+``price_per_minute``), or a budget and a "cost vs always-big" report would count it as free.
 """
 
 from __future__ import annotations
@@ -51,11 +51,13 @@ def apply_remote_rules(
         if not isinstance(url, str) or not url.startswith(("http://", "https://")) or is_loopback(url):
             continue  # a malformed URL is the schema's to report
         loc: Loc = ("models", index)
-        missing = [key for key in ("price_in", "price_out") if key not in item]
+        speech = item.get("kind") == "speech"  # billed by the minute of audio, not by the token
+        missing = [key for key in (("price_per_minute",) if speech else ("price_in", "price_out")) if key not in item]
         if missing:
+            unit = "USD per minute of audio" if speech else "USD per 1M tokens"
             raise ConfigError(
                 f"{where(loc)}: {entry(loc)}: a remote model ({url}) must state {' and '.join(missing)} "
-                "(USD per 1M tokens; 0 if it really is free)"
+                f"({unit}; 0 if it really is free)"
             )
         if "location" not in item:
             item["location"] = "remote"

@@ -70,6 +70,45 @@ def test_the_database_counts_as_python_would_on_sqlite_and_postgresql(db_url: st
     assert got["filters"] == dict(fired) and fired["context"] > 0 and fired["latency"] > 0
 
 
+def test_a_client_counts_only_its_own_rows_on_sqlite_and_postgresql(db_url: str) -> None:
+    """``summarize(..., client)`` and the savings inputs count the rows logged under that key name only."""
+    from sizewise.learn.outcomes import Outcome, OutcomeStore
+
+    now = time.time()
+    context = [FilterReport("context", {"small": "too long"})]
+    plan = {  # key name -> (model, status, latency_s, filters) per row; None: a row from before keys were on
+        "alice": [("small", 200, 0.1 * i, context) for i in range(1, 4)] + [("big", 200, 0.7, []), (None, 502, 1, [])],
+        "bob": [("big", 200, 2.0 + i, []) for i in range(5)] + [("mid", 200, 9.0, [])] * 2,
+        None: [("small", 200, 5.0, context)],
+    }
+    log = RequestLog(db_url)
+    for key, rows in plan.items():
+        for i, (model, status, latency, fired) in enumerate(rows):
+            decision = Decision(policy="sizewise", model=model, filters=fired, cost=1e-4)
+            log.write(LogEntry(f"{key}-{i}", "hi", status, latency, decision, api_key=key, big_cost=1e-3, time=now - 5))
+    assert log.flush(30)
+    window = parse_window("10m", "60", now=now)
+    store = OutcomeStore(db_url)
+    try:
+        alice, everyone, nobody = (summarize(log.engine, window, client) for client in ("alice", None, "carol"))
+        store.add(Outcome("bob-0", "big", 1.0, "llm-judge"))
+        judged = {client: store.judged_requests(window.start, client) for client in ("alice", "bob", None)}
+        served = {row["model"]: row["requests"] for row in store.served_totals(window.start, "alice")}
+    finally:
+        store.close()
+        log.close()
+    assert {m: v["requests"] for m, v in alice["models"].items()} == {"small": 3, "big": 1}
+    assert alice["totals"]["errors"] == 1 and alice["filters"] == {"context": 3}
+    assert alice["models"]["small"]["p50_ms"] == pytest.approx(200.0)  # alice's 100, 200, 300 ms; not 5 s
+    assert alice["totals"]["cost"] == pytest.approx(4e-4)
+    assert {m: v["requests"] for m, v in everyone["models"].items()} == {"small": 4, "big": 6, "mid": 2}
+    assert everyone["filters"] == {"context": 4} and everyone["totals"]["errors"] == 1
+    assert nobody["totals"]["answered"] == 0 and not nobody["models"] and not nobody["filters"]
+    assert served == {"small": 3, "big": 1}
+    assert [r["request_id"] for r in judged["bob"]] == ["bob-0"] and judged["alice"] == []
+    assert [r["request_id"] for r in judged[None]] == ["bob-0"]
+
+
 def test_windows_are_aligned_and_bounded() -> None:
     window = parse_window("1h", "60", now=1_800_000_030.0)
     assert window.start == 1_799_996_400.0 and window.buckets == 61

@@ -117,6 +117,9 @@ class ApiKey(_Strict):
     daily_budget_usd: float | None = Field(default=None, ge=0)
     monthly_budget_usd: float | None = Field(default=None, ge=0)
     max_latency_ms: float | None = Field(default=None, gt=0)
+    #: What ``GET /dashboard`` shows this key: ``own`` the requests made with it (rows logged under its name),
+    #: ``all`` every client's (an operator's key), ``none`` nothing (403).
+    dashboard: Literal["own", "all", "none"] = "own"
 
 
 class ShadowSettings(_Strict):

@@ -83,18 +83,22 @@ def find_request(engine: SAEngine, request_id: str) -> dict[str, Any] | None:
     return dict(row._mapping) if row is not None else None
 
 
-def judged_requests(engine: SAEngine, since: float | None = None) -> list[dict[str, Any]]:
-    """The request log's rows of every request that has at least one outcome, oldest first."""
+def judged_requests(engine: SAEngine, since: float | None = None, api_key: str | None = None) -> list[dict[str, Any]]:
+    """The request log's rows of every request that has at least one outcome, oldest first (only those made
+    with key name ``api_key`` when given; None: every client's)."""
     judged = select(outcomes_table.c.request_id).distinct()
     query = select(requests_table).where(requests_table.c.request_id.in_(judged)).order_by(requests_table.c.id)
     if since is not None:
         query = query.where(requests_table.c.time >= since)
+    if api_key is not None:
+        query = query.where(requests_table.c.api_key == api_key)
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
 
 
-def served_totals(engine: SAEngine, since: float | None = None) -> list[dict[str, Any]]:
-    """Answered requests per serving model: ``model, requests, cost, big_cost`` (SQL sums, no row scan here)."""
+def served_totals(engine: SAEngine, since: float | None = None, api_key: str | None = None) -> list[dict[str, Any]]:
+    """Answered requests per serving model: ``model, requests, cost, big_cost`` (SQL sums, no row scan here);
+    only those made with key name ``api_key`` when given (None: every client's)."""
     t = requests_table.c
     query = (
         select(
@@ -105,6 +109,8 @@ def served_totals(engine: SAEngine, since: float | None = None) -> list[dict[str
     )
     if since is not None:
         query = query.where(t.time >= since)
+    if api_key is not None:
+        query = query.where(t.api_key == api_key)
     with engine.connect() as connection:
         return [
             {"model": m, "requests": int(n), "cost": float(c or 0.0), "big_cost": float(b or 0.0)}

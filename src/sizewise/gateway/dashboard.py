@@ -7,6 +7,10 @@ With API keys on, every dashboard route is behind a key like the API; a browser 
 header on a page it navigates to, so the key is also taken as the password of HTTP Basic auth (any user
 name), and every 401 of the dashboard asks the browser for it (``WWW-Authenticate: Basic``): a browser
 sends Basic credentials to a page's scripts and ``fetch`` calls only when challenged.
+
+What a key sees is its ``api_keys[].dashboard``: ``own`` (the default) the numbers of the requests made with
+it only, ``all`` every client's (an operator), ``none`` a 403 on every dashboard route. Keys off: everything.
+Answers are cached per client as well as per query, so one client's answer is never served to another.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sizewise.catalog.schema import ApiKey
 from sizewise.gateway.dashboard_data import QueryError, SavingsCache, dashboard_data, parse_window
 from sizewise.gateway.errors import GatewayError, error_response
 
@@ -56,14 +61,36 @@ def _basic_as_bearer(headers: Any) -> dict[str, str]:
     return {"authorization": f"Bearer {password}"} if password else {}
 
 
+def _caller(request: Request) -> ApiKey | None:
+    """The caller's key (None when keys are off): a 401 :class:`GatewayError` without a valid key, bearer or
+    Basic, and a 403 for a key whose ``dashboard`` is ``none``."""
+    record = request.app.state.gateway.keys.check(_basic_as_bearer(request.headers))
+    if record is not None and record.dashboard == "none":
+        raise GatewayError(
+            403, "this API key may not see the dashboard (its api_keys[].dashboard is 'none')", "dashboard_forbidden"
+        )
+    return record
+
+
+def client_of(record: ApiKey | None) -> str | None:
+    """Whose requests the dashboard counts for a caller: its key name for an ``own`` key, None (every
+    client's) for an ``all`` key or with keys off."""
+    return record.name if record is not None and record.dashboard == "own" else None
+
+
+def _refusal(error: GatewayError) -> Response:
+    """The error as OpenAI-style JSON; a 401 asks a browser for the key (Basic), a 403 does not (another
+    try with the same key would be refused again)."""
+    headers = {"www-authenticate": 'Basic realm="sizewise dashboard", charset="UTF-8"'} if error.status == 401 else None
+    return error_response(error.status, error.message, error.code, headers=headers)
+
+
 def _denied(request: Request) -> Response | None:
-    """A 401 (OpenAI-style JSON) when keys are on and the request has no valid key, bearer or Basic."""
-    keys = request.app.state.gateway.keys
+    """A 401 or 403 (OpenAI-style JSON) when the caller may not see the dashboard (see :func:`_caller`)."""
     try:
-        keys.check(_basic_as_bearer(request.headers))
+        _caller(request)
     except GatewayError as error:
-        headers = {"www-authenticate": 'Basic realm="sizewise dashboard", charset="UTF-8"'}
-        return error_response(error.status, error.message, error.code, headers=headers)
+        return _refusal(error)
     return None
 
 
@@ -115,20 +142,20 @@ class _Cache:
     from the requests the gateway serves (a large log makes refreshes rarer, never the gateway slower)."""
 
     def __init__(self) -> None:
-        self.answers: dict[tuple[str | None, str | None], tuple[float, bytes]] = {}
+        self.answers: dict[tuple[str | None, ...], tuple[float, bytes]] = {}
         self.lock = asyncio.Lock()
         self.next_start = 0.0
 
-    def get(self, key: tuple[str | None, str | None]) -> bytes | None:
+    def get(self, key: tuple[str | None, ...]) -> bytes | None:
         hit = self.answers.get(key)
         return hit[1] if hit is not None and time.monotonic() - hit[0] < CACHE_S else None
 
-    def put(self, key: tuple[str | None, str | None], body: bytes) -> None:
+    def put(self, key: tuple[str | None, ...], body: bytes) -> None:
         now = time.monotonic()
         self.answers = {k: v for k, v in self.answers.items() if now - v[0] < CACHE_S}
         self.answers[key] = (now, body)
 
-    async def answer(self, key: tuple[str | None, str | None], compute: Callable[[], bytes]) -> bytes:
+    async def answer(self, key: tuple[str | None, ...], compute: Callable[[], bytes]) -> bytes:
         """The cached answer for ``key``, else ``compute()`` in a thread, in turn and within the duty cycle."""
         async with self.lock:
             body = self.get(key)  # another request may have computed it while this one waited
@@ -146,13 +173,16 @@ class _Cache:
 
 
 async def data(request: Request) -> Response:
-    """``GET /dashboard/data?since=1h&bucket=60``: the charts' numbers as JSON (400 for a bad parameter)."""
-    denied = _denied(request)
-    if denied is not None:
-        return denied
-    key = (request.query_params.get("since"), request.query_params.get("bucket"))
+    """``GET /dashboard/data?since=1h&bucket=60``: the charts' numbers as JSON, of the caller's own requests
+    unless its key sees all (400 for a bad parameter)."""
     try:
-        parse_window(*key)  # a bad parameter is answered at once, never queued behind a computation
+        client = client_of(_caller(request))
+    except GatewayError as error:
+        return _refusal(error)
+    since, bucket = request.query_params.get("since"), request.query_params.get("bucket")
+    key = (client, since, bucket)  # the client first: an answer for one client is never another's cache hit
+    try:
+        parse_window(since, bucket)  # a bad parameter is answered at once, never queued behind a computation
     except QueryError as error:
         param = "since" if error.args[0].startswith("since") else "bucket"
         return error_response(400, str(error), "invalid_value", param)
@@ -162,7 +192,8 @@ async def data(request: Request) -> Response:
     if body is None:
         try:
             body = await cache_.answer(
-                key, lambda: json.dumps(dashboard_data(state, *key, savings), default=str).encode()
+                key,
+                lambda: json.dumps(dashboard_data(state, since, bucket, savings, client=client), default=str).encode(),
             )
         except SQLAlchemyError as error:  # the page keeps its last charts and shows this line
             logger.error("dashboard: cannot read the request log: %s", error)

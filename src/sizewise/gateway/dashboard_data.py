@@ -4,7 +4,8 @@ Everything is computed from the request log's rows in a time window (the ``reque
 PostgreSQL; the database counts and sorts, so a refresh reads a few small results), the savings estimate of
 the learning loop (:func:`sizewise.learn.savings.savings_of` over the same window) and the router directory's
 versions (:class:`sizewise.learn.versions.RouterVersions`). The functions here are synchronous and read the
-database: the HTTP handler runs them off the event loop.
+database: the HTTP handler runs them off the event loop. A ``client`` (a key name) limits every number,
+the savings estimate's included, to the rows logged under that name; None counts every client's rows.
 
 Counting rules (the dashboard test checks them against traffic it sent): a row is *answered* when its
 status is below 400 and it names a model; *requests per model* and *share* count answered rows by the
@@ -89,8 +90,11 @@ def parse_window(since: str | None, bucket: str | None, now: float | None = None
     return Window(start=start, end=now, bucket=step)
 
 
-def _in_window(window: Window) -> Any:
-    return requests_table.c.time >= window.start
+def _rows(window: Window, client: str | None) -> Any:
+    """The rows an answer counts: those in the window, and of key name ``client`` unless it is None (every
+    client's). A client's dashboard counts its own rows only, whatever it asks (docs/gateway.md#dashboard)."""
+    inside = requests_table.c.time >= window.start
+    return inside if client is None else and_(inside, requests_table.c.api_key == client)
 
 
 def _answered() -> Any:
@@ -106,7 +110,7 @@ def _bucket(engine: SAEngine, window: Window) -> Any:
     return cast(offset, Integer) if engine.dialect.name == "sqlite" else func.floor(offset)
 
 
-def _groups(connection: Any, engine: SAEngine, window: Window) -> list[Any]:
+def _groups(connection: Any, engine: SAEngine, window: Window, client: str | None) -> list[Any]:
     """Per (bucket, model, answered): rows, escalations, fallbacks, cost, always-big cost, latencies known."""
     t = requests_table.c
     bucket, answered = _bucket(engine, window).label("bucket"), _answered().label("answered")
@@ -122,13 +126,15 @@ def _groups(connection: Any, engine: SAEngine, window: Window) -> list[Any]:
             func.sum(t.big_cost),
             func.count(t.latency_ms),
         )
-        .where(_in_window(window))
+        .where(_rows(window, client))
         .group_by(bucket, t.model, answered)
     )
     return list(connection.execute(query))
 
 
-def _percentiles(connection: Any, window: Window, counts: dict[str, int]) -> dict[str, dict[str, float | None]]:
+def _percentiles(
+    connection: Any, window: Window, counts: dict[str, int], client: str | None
+) -> dict[str, dict[str, float | None]]:
     """p50 and p95 (numpy's default, linear) of each model's answered latencies; ``counts`` are how many each
     model has. One query: the database ranks the rows (a window function) and returns the few ranks needed."""
     ranks = {m: {q: (n - 1) * q / 100 for q in (50, 95)} for m, n in counts.items() if n}
@@ -139,7 +145,7 @@ def _percentiles(connection: Any, window: Window, counts: dict[str, int]) -> dic
     order = func.row_number().over(partition_by=t.model, order_by=t.latency_ms) - 1
     ranked = (
         select(t.model, t.latency_ms, order.label("rank"))
-        .where(_in_window(window), _answered() == 1, t.latency_ms.is_not(None), t.model.in_(list(ranks)))
+        .where(_rows(window, client), _answered() == 1, t.latency_ms.is_not(None), t.model.in_(list(ranks)))
         .subquery()
     )
     wanted = [
@@ -158,10 +164,10 @@ def _percentiles(connection: Any, window: Window, counts: dict[str, int]) -> dic
     return out
 
 
-def _fired(connection: Any, window: Window) -> dict[str, int]:
+def _fired(connection: Any, window: Window, client: str | None) -> dict[str, int]:
     """Requests per filter that fired (the ``filters`` column: JSON object of filter -> removed models or note)."""
     t = requests_table.c
-    query = select(t.filters, func.count()).where(_in_window(window), t.filters.is_not(None)).group_by(t.filters)
+    query = select(t.filters, func.count()).where(_rows(window, client), t.filters.is_not(None)).group_by(t.filters)
     counts: dict[str, int] = {}
     for text, n in connection.execute(query):
         try:
@@ -173,9 +179,10 @@ def _fired(connection: Any, window: Window) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
-def summarize(engine: SAEngine, window: Window) -> dict[str, Any]:
-    """Totals, per-bucket series, per-model latency and filter counts of the window (see the module doc);
-    the database does the counting and sorting, so a refresh costs a few small reads, not a row scan here."""
+def summarize(engine: SAEngine, window: Window, client: str | None = None) -> dict[str, Any]:
+    """Totals, per-bucket series, per-model latency and filter counts of the window (see the module doc), of
+    key name ``client``'s rows only unless it is None; the database does the counting and sorting, so a
+    refresh costs a few small reads, not a row scan here."""
     n = window.buckets
     series = {name: [0] * n for name in ("escalations", "fallbacks", "errors")}
     per_model: dict[str, list[int]] = {}
@@ -183,7 +190,7 @@ def summarize(engine: SAEngine, window: Window) -> dict[str, Any]:
     timed: dict[str, int] = {}
     with engine.connect() as connection:
         for bucket, model, answered, rows, escalated, fallbacks, spent, big, latencies in _groups(
-            connection, engine, window
+            connection, engine, window, client
         ):
             i = min(n - 1, max(0, int(bucket)))  # a row stamped after "now" (clock skew) joins the last bucket
             series["fallbacks"][i] += int(fallbacks)
@@ -196,8 +203,8 @@ def summarize(engine: SAEngine, window: Window) -> dict[str, Any]:
             big_cost[i] += float(big or 0.0)
             timed[str(model)] = timed.get(str(model), 0) + int(latencies)
         models = sorted(per_model)
-        latency = _percentiles(connection, window, {m: timed[m] for m in models})
-        filters = _fired(connection, window)
+        latency = _percentiles(connection, window, {m: timed[m] for m in models}, client)
+        filters = _fired(connection, window, client)
     per_model = {m: per_model[m] for m in models}
     totals = [sum(per_model[m][i] for m in models) for i in range(n)]
     share = {m: [c / t if t else None for c, t in zip(per_model[m], totals, strict=True)] for m in models}
@@ -219,34 +226,36 @@ def summarize(engine: SAEngine, window: Window) -> dict[str, Any]:
     }
 
 
-def savings_in(outcomes: Any, since: float) -> dict[str, Any] | None:
-    """The learning loop's estimate over the window: cost vs always-big and quality retained with its 95%
-    interval (None without an outcome store, i.e. with the request log off)."""
+def savings_in(outcomes: Any, since: float, client: str | None = None) -> dict[str, Any] | None:
+    """The learning loop's estimate over the window (of key name ``client``'s requests only unless it is
+    None): cost vs always-big and quality retained with its 95% interval (None without an outcome store,
+    i.e. with the request log off)."""
     if outcomes is None:
         return None
     from sizewise.learn.savings import savings_of  # numpy and the estimator: only when the page asks
 
-    savings = savings_of(outcomes.store, big=outcomes.big, since=since)
+    savings = savings_of(outcomes.store, big=outcomes.big, since=since, api_key=client)
     compact = savings.compact()
     return {**compact, "big": savings.big, "requests": savings.requests, "line": savings.line(), "as_of": time.time()}
 
 
 class SavingsCache:
-    """The last savings estimate per window (``since`` as the client wrote it), each reused for
+    """The last savings estimate per client and window (``since`` as the client wrote it), each reused for
     :data:`SAVINGS_S` seconds: its bootstrap is the costliest part of a refresh, and it moves slowly."""
 
     def __init__(self) -> None:
-        self.kept: dict[str | None, tuple[float, dict[str, Any] | None]] = {}
+        self.kept: dict[tuple[str | None, str | None], tuple[float, dict[str, Any] | None]] = {}
 
-    def get(self, outcomes: Any, since: str | None, start: float) -> dict[str, Any] | None:
-        """The estimate over ``[start, now)`` for the window named ``since``, computed at most every ``SAVINGS_S``."""
+    def get(self, outcomes: Any, since: str | None, start: float, client: str | None = None) -> dict[str, Any] | None:
+        """The estimate over ``[start, now)`` for the window named ``since`` and key name ``client`` (None:
+        every client), computed at most every ``SAVINGS_S``."""
         now = time.monotonic()
-        hit = self.kept.get(since)
+        hit = self.kept.get((client, since))
         if hit is not None and now - hit[0] < SAVINGS_S:
             return hit[1]
-        value = savings_in(outcomes, start)
+        value = savings_in(outcomes, start, client)
         self.kept = {key: kept for key, kept in self.kept.items() if now - kept[0] < SAVINGS_S}
-        self.kept[since] = (now, value)
+        self.kept[(client, since)] = (now, value)
         return value
 
 
@@ -270,10 +279,11 @@ def router_info(router_dir: Any, policy: str, router: str | None) -> dict[str, A
 
 
 def dashboard_data(
-    state: Any, since: str | None, bucket: str | None, savings: SavingsCache | None = None
+    state: Any, since: str | None, bucket: str | None, savings: SavingsCache | None = None, *, client: str | None
 ) -> dict[str, Any]:
-    """The whole answer of ``GET /dashboard/data`` for a gateway ``state`` (reads the database); ``savings``
-    reuses recent estimates (none: computed now)."""
+    """The whole answer of ``GET /dashboard/data`` for a gateway ``state`` (reads the database): the rows of
+    key name ``client`` only, or every client's when it is None (keys off, or an operator's key; no default,
+    so a caller must say which); ``savings`` reuses recent estimates (none: computed now)."""
     started = time.perf_counter()
     window = parse_window(since, bucket)
     settings = state.settings
@@ -283,13 +293,14 @@ def dashboard_data(
         "until": window.end,
         "bucket_s": window.bucket,
         "log": state.log is not None,
+        "client": client,  # whose requests are counted (None: every client's)
         "router": router_info(env.router_dir, settings.default_policy, settings.router),
     }
     if state.log is None:  # nothing to chart but the router: say why
         out["error"] = "the request log is off (gateway.log_url is 'none'): nothing to chart"
         return out
-    out.update(summarize(state.log.engine, window))
+    out.update(summarize(state.log.engine, window, client))
     cache = savings if savings is not None else SavingsCache()
-    out["savings"] = cache.get(state.outcomes, since, window.start)
+    out["savings"] = cache.get(state.outcomes, since, window.start, client)
     out["took_ms"] = (time.perf_counter() - started) * 1000  # what this answer cost (the duty cycle spaces them)
     return out

@@ -142,13 +142,13 @@ class OutcomeStore:
         found = outcomelog.select_features(self.engine, request_ids)
         return {rid: (emb, unpack_vector(raw)) for rid, (emb, raw) in found.items()}
 
-    def judged_requests(self, since: float | None = None) -> list[dict[str, Any]]:
-        """The request log's rows of the requests that have an outcome."""
-        return outcomelog.judged_requests(self.engine, since)
+    def judged_requests(self, since: float | None = None, api_key: str | None = None) -> list[dict[str, Any]]:
+        """The request log's rows of the requests that have an outcome (of key name ``api_key`` when given)."""
+        return outcomelog.judged_requests(self.engine, since, api_key)
 
-    def served_totals(self, since: float | None = None) -> list[dict[str, Any]]:
-        """Answered requests, cost and always-big cost per serving model."""
-        return outcomelog.served_totals(self.engine, since)
+    def served_totals(self, since: float | None = None, api_key: str | None = None) -> list[dict[str, Any]]:
+        """Answered requests, cost and always-big cost per serving model (of key name ``api_key`` when given)."""
+        return outcomelog.served_totals(self.engine, since, api_key)
 
     def close(self) -> None:
         """Release the database."""

@@ -208,10 +208,13 @@ def _stratum_sums(
     return np.stack(a_rows), np.stack(b_rows)
 
 
-def savings_of(store: Any, *, big: str | None = None, since: float | None = None, seed: int = 0) -> Savings:
-    """The savings estimate over an :class:`~sizewise.learn.outcomes.OutcomeStore`'s log (from ``since`` on)."""
-    totals = store.served_totals(since)
+def savings_of(
+    store: Any, *, big: str | None = None, since: float | None = None, seed: int = 0, api_key: str | None = None
+) -> Savings:
+    """The savings estimate over an :class:`~sizewise.learn.outcomes.OutcomeStore`'s log (from ``since`` on;
+    only the requests made with key name ``api_key`` when given, e.g. for that client's dashboard)."""
+    totals = store.served_totals(since, api_key)
     outcomes = store.outcomes()
     big = big or infer_big(totals, outcomes)
-    pairs = judged_pairs(store.judged_requests(since), outcomes, big) if big else {}
+    pairs = judged_pairs(store.judged_requests(since, api_key), outcomes, big) if big else {}
     return estimate(totals, pairs, big, seed=seed)

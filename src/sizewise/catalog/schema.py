@@ -202,6 +202,9 @@ class GatewaySettings(_Strict):
     budget_wait_s: float = Field(default=5.0, ge=0)
     #: Largest request body read (bytes); a larger one gets 413 before any of it is parsed.
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    #: Seconds a request body may take to arrive after its headers; a slower one (a trickling upload) gets 408
+    #: and its connection is closed (``sizewise.gateway.body_deadline``).
+    body_timeout_s: float = Field(default=30.0, gt=0)
     #: Most messages in one chat request; more get 400.
     max_messages: int = Field(default=2048, ge=1)
     #: Browser origins allowed to call the gateway (CORS), e.g. ``["http://localhost:3000"]``; ``["*"]`` any;

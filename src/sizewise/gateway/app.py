@@ -36,6 +36,7 @@ from sizewise.backends.base import Backend, ChatChunk
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
 from sizewise.gateway.access_log import AccessLog
 from sizewise.gateway.audio import transcriptions
+from sizewise.gateway.body_deadline import BodyDeadline
 from sizewise.gateway.dashboard import install_dashboard
 from sizewise.gateway.embeddings import embeddings
 from sizewise.gateway.endpoints import model_by_id, route
@@ -220,6 +221,7 @@ def create_app(
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(CrossSiteGuard, allowed=state.settings.cors_origins)  # cross-site POSTs: 403 (gateway/origin.py)
+    app.add_middleware(BodyDeadline, timeout_s=state.settings.body_timeout_s)  # a trickling body: 408 (slowloris)
     if state.settings.access_log:  # one line per request on the sizewise.access logger (uvicorn's stays off)
         app.add_middleware(AccessLog)
     if state.settings.cors_origins:  # browser pages on these origins may call the gateway and read its headers

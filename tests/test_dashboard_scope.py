@@ -5,6 +5,7 @@ each, an operator key that sees all, a key that sees nothing, bearer and Basic a
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -187,3 +188,32 @@ def test_a_bad_dashboard_setting_is_a_config_error() -> None:
     with pytest.raises(ValidationError, match="dashboard"):
         ApiKey(name="x", sha256="0" * 64, dashboard="everything")  # type: ignore[arg-type]
     assert ApiKey(name="x", sha256="0" * 64).dashboard == "own"  # a client key sees its own traffic by default
+
+
+# Requests per model as the page's "requests" chart draws them (the sum of each trace).
+COUNTS = """
+return Object.fromEntries(
+  document.getElementById('requests').data.map((t) => [t.name, t.y.reduce((a, b) => a + b, 0)])
+);
+"""
+
+
+@pytest.mark.slow
+def test_the_page_in_a_real_browser_charts_only_the_callers_traffic(
+    gateway: GatewayServer, traffic: dict[str, Any]
+) -> None:
+    import _chromium  # bench/, which fakes puts on sys.path
+
+    if reason := _chromium.missing():
+        pytest.skip(reason)
+    port = gateway.url.split(":")[-1].removesuffix("/v1")
+    with _chromium.browser(1200, 1400) as driver:
+        driver.get(f"http://viewer:{KEYS['alice']}@127.0.0.1:{port}/dashboard{QUERY}")  # the key as Basic password
+        deadline = time.monotonic() + 60
+        while not (state := driver.execute_script("return window.sizewiseDashboard || null")) or not state["renders"]:
+            assert time.monotonic() < deadline and not (state and state["error"]), state
+            time.sleep(0.2)
+        counts = driver.execute_script(COUNTS)
+        summary = driver.execute_script("return document.getElementById('summary').innerText")
+    assert counts == dict(traffic["alice"]["models"])  # none of bob's "mid", nor his counts
+    assert summary.startswith(f"key alice: {sum(traffic['alice']['models'].values())} answered")

@@ -101,9 +101,10 @@ function drawRouter(router) {
 
 function render(data) {
   const t = data.totals || {};
+  const whose = data.client ? `key ${data.client}: ` : "";  // a client's key sees its own requests only
   document.getElementById("summary").textContent = data.error
     ? data.error
-    : `${t.answered} answered, ${t.escalations} escalated, ${t.fallbacks} fallbacks, ${t.errors} errors`
+    : whose + `${t.answered} answered, ${t.escalations} escalated, ${t.fallbacks} fallbacks, ${t.errors} errors`
       + (data.savings && data.savings.line ? ` · ${data.savings.line}` : "");
   if (!data.error) {
     const x = times(data);

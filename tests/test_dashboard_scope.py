@@ -188,6 +188,10 @@ def test_a_bad_dashboard_setting_is_a_config_error() -> None:
     with pytest.raises(ValidationError, match="dashboard"):
         ApiKey(name="x", sha256="0" * 64, dashboard="everything")  # type: ignore[arg-type]
     assert ApiKey(name="x", sha256="0" * 64).dashboard == "own"  # a client key sees its own traffic by default
+    # The log keeps 200 characters of a name: two longer names alike in those would count each other's rows.
+    with pytest.raises(ValidationError, match="200 characters"):
+        ApiKey(name="team-" + "x" * 196, sha256="0" * 64)
+    assert ApiKey(name="x" * 200, sha256="0" * 64).name == "x" * 200
 
 
 # Requests per model as the page's "requests" chart draws them (the sum of each trace).

@@ -112,7 +112,9 @@ class RouteSpec(_Strict):
 class ApiKey(_Strict):
     """A client key, stored as its sha256 hex digest, with optional spend limits."""
 
-    name: str
+    #: Logged with each request; what a key's budgets and its dashboard count by. At most the 200 characters
+    #: the request log and the budget ledger keep: a longer name would be cut there and could match another's.
+    name: str = Field(max_length=200)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     daily_budget_usd: float | None = Field(default=None, ge=0)
     monthly_budget_usd: float | None = Field(default=None, ge=0)

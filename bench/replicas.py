@@ -54,7 +54,8 @@ def _catalog(base_url: str) -> Any:
 
 
 def serve_part(requests: int, concurrency: int, counts: list[int]) -> list[dict[str, Any]]:
-    """requests/s and latency with each replica count, one run each, after a short warm-up."""
+    """requests/s and latency of the single-process gateway, then on Ray with each replica count, then with 2
+    replicas of which one is killed mid-run; one run each, after a short warm-up."""
     from ray import serve
 
     from sizewise.distributed.run import deploy
@@ -62,27 +63,74 @@ def serve_part(requests: int, concurrency: int, counts: list[int]) -> list[dict[
     rows = []
     with FakeUpstream() as upstream:
         spec, port = _catalog(upstream.base_url), free_port()
+        rows.append({"run": "one process (sizewise serve)", **_single_process(spec, requests, concurrency)})
+        print(rows[-1], flush=True)
         for count in counts:
             started = time.perf_counter()
             deploy(spec, spec.gateway, replicas=count, host="127.0.0.1", port=port)
             ready_s = time.perf_counter() - started
             asyncio.run(load(port, "/v1/chat/completions", "sizewise", 100, concurrency))  # warm every replica
             result = asyncio.run(load(port, "/v1/chat/completions", "sizewise", requests, concurrency, distinct=True))
-            rows.append(
-                {
-                    "replicas": count,
-                    "rps": result["rps"],
-                    "p50_ms": result["p50_ms"],
-                    "p99_ms": result["p99_ms"],
-                    "errors": result.get("errors", 0),
-                    "deploy_s": ready_s,
-                }
-            )
+            rows.append({"run": f"Ray, {count} replica{'s' * (count > 1)}", **result, "deploy_s": ready_s})
             print(rows[-1], flush=True)
+        deploy(spec, spec.gateway, replicas=2, host="127.0.0.1", port=port)
+        asyncio.run(load(port, "/v1/chat/completions", "sizewise", 100, concurrency))
+        rows.append({"run": "Ray, 2 replicas, one killed mid-run", **asyncio.run(_killed(port, requests, concurrency))})
+        print(rows[-1], flush=True)
         serve.delete("sizewise")
     for row in rows:
         row["rps_ratio"] = row["rps"] / rows[0]["rps"]
     return rows
+
+
+def _single_process(spec: Any, requests: int, concurrency: int) -> dict[str, Any]:
+    """The same catalog and load on ``sizewise serve`` (one process, no Ray): the baseline of the ratios."""
+    import subprocess
+    import tempfile
+
+    import httpx
+    import yaml
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "sizewise.yaml"
+        config.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True)))
+        command = [str(Path(sys.executable).parent / "sizewise"), "serve", "-c", str(config), "--port", str(port)]
+        server = subprocess.Popen([*command, "--log-url", "none"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("sizewise serve did not start")
+                time.sleep(0.3)
+            asyncio.run(load(port, "/v1/chat/completions", "sizewise", 100, concurrency))
+            return asyncio.run(load(port, "/v1/chat/completions", "sizewise", requests, concurrency, distinct=True))
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+async def _killed(port: int, requests: int, concurrency: int) -> dict[str, Any]:
+    """The load, with one of the gateway replicas killed (``ray.kill``) a third of the way through."""
+    import ray
+    from ray.util import list_named_actors
+
+    replicas = sorted(
+        a["name"]
+        for a in list_named_actors(all_namespaces=True)
+        if a["name"].startswith("SERVE_REPLICA::sizewise#gateway#")
+    )
+    run = asyncio.create_task(load(port, "/v1/chat/completions", "sizewise", requests, concurrency, distinct=True))
+    await asyncio.sleep(requests / 100 / 3)  # about a third of the run at ~100 requests/s
+    victim = ray.get_actor(replicas[0], namespace="serve")
+    await asyncio.to_thread(ray.kill, victim, no_restart=True)
+    result = await run
+    return {**result, "killed_after_s": round(requests / 100 / 3, 1)}
 
 
 def _resampled(name: str, rows: int, seed: int) -> Any:
@@ -159,15 +207,17 @@ def _report(serve_rows: list[dict[str, Any]] | None, ev: dict[str, Any] | None, 
     if serve_rows:
         lines += [
             "",
-            "Gateway on Ray Serve, N replicas (0.5 CPU each), one fast fake upstream, "
-            "`model: sizewise` (routed), distinct prompts; one run per N:",
+            "The same catalog, load and fast fake upstream on `sizewise serve` (one process) and on Ray Serve "
+            "with N gateway replicas (0.5 CPU each, and a front each), `model: sizewise` (routed), distinct "
+            "prompts; one run each. `errors`: requests not answered 200 (a lost request counts here):",
             "",
-            markdown_table(serve_rows, ["replicas", "rps", "rps_ratio", "p50_ms", "p99_ms", "errors"], 2),
+            markdown_table(serve_rows, ["run", "rps", "rps_ratio", "p50_ms", "p99_ms", "errors"], 2),
             "",
-            f"Here every replica, Serve's HTTP proxy, the load generator and the fake upstream share {cpus} CPUs, so "
-            "the ratio says what one more replica adds on this machine, not on a cluster, where each replica "
-            "brings its own cores. The proxy hop is the price of Ray Serve: compare the single-process gateway "
-            "(`bench/gateway.py`).",
+            f"Here every replica, Serve's HTTP proxy, the fronts, the load generator and the fake upstream share "
+            f"{cpus} CPUs, so the ratio says what one more replica adds on this machine, not on a cluster, where "
+            "each replica brings its own cores. On Ray a request takes three hops (Serve's proxy, a front, a "
+            "gateway replica): that is the price of Ray Serve and of resending a request whose replica died "
+            "(docs/scaling.md).",
         ]
     if ev:
         lines += [

@@ -66,7 +66,7 @@ def serve(
     flags = {key: value for key, value in (("router", router), ("threshold", threshold)) if value is not None}
     settings = settings.model_copy(update=flags)
     if ray or replicas is not None or address is not None:
-        return _serve_on_ray(catalog, settings, ray, replicas, address, host, port, router_dir, log_url)
+        return _serve_on_ray(catalog, settings, ray, replicas, address, warm, host, port, router_dir, log_url)
     _access_log_to_stderr()
     app = create_app(catalog, settings=settings, router_dir=router_dir, log_url=log_url)
     state = app.state.gateway
@@ -84,7 +84,7 @@ def serve(
 
 
 def _serve_on_ray(
-    catalog: Any, settings: Any, ray: bool, replicas: int | None, address: str | None, *where: Any
+    catalog: Any, settings: Any, ray: bool, replicas: int | None, address: str | None, warm: bool, *where: Any
 ) -> None:
     """``--ray``: the gateway and the local models as Ray Serve deployments (docs/scaling.md)."""
     if not ray:
@@ -99,7 +99,7 @@ def _serve_on_ray(
     _bind(host, port).close()  # a taken port is one line here, before Ray starts
     serve_forever(
         catalog, settings, address=address, echo=typer.echo, replicas=replicas or 1, host=host, port=port,
-        router_dir=router_dir, log_url=log_url,
+        router_dir=router_dir, log_url=log_url, warm=warm,
     )  # fmt: skip
 
 

@@ -1,6 +1,7 @@
-"""The gateway on Ray Serve: one ingress deployment (the FastAPI app of
-:func:`sizewise.gateway.app.create_app`, N replicas) and one ``ModelServer`` deployment per local GGUF model,
-each with its catalog entry's ``ray`` resources and autoscaling bounds.
+"""The gateway on Ray Serve: N fronts (the HTTP entry, :mod:`sizewise.distributed.forward`), N gateway
+replicas (the FastAPI app of :func:`sizewise.gateway.app.create_app`, handed whole requests by the fronts,
+which resend a request whose replica died) and one ``ModelServer`` deployment per local GGUF model, each
+with its catalog entry's ``ray`` resources and autoscaling bounds.
 
 Imports Ray at the top: only the ``--ray`` paths import this module. The replicas of the gateway share
 nothing in memory; what must be one across them (sessions, budgets, the log) lives in the database
@@ -9,7 +10,10 @@ nothing in memory; what must be one across them (sessions, budgets, the log) liv
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +21,30 @@ from ray import serve
 
 from sizewise.backends.base import Backend, ChatChunk, ChatRequest, ChatResult
 from sizewise.catalog.schema import GatewaySettings, ModelSpec
+from sizewise.distributed.forward import Forwarded, Front, Message, run_asgi
+
+logger = logging.getLogger(__name__)
 
 #: The Serve application's name, and the prefix of its deployments' names.
 APP_NAME = "sizewise"
 #: Backends deployed as their own Ray deployments; the rest (remote upstreams, replay, in-process task
 #: students, the image and speech models with their own endpoints) stay inside each gateway replica.
 DEPLOYED_BACKENDS = frozenset({"llamacpp"})
+#: A front only relays bytes: a tenth of a CPU in Ray's accounting, so it never crowds out a model.
+FRONT_CPUS = 0.1
 
 
 class ModelServer:
     """One local model behind a Ray Serve deployment: the catalog's backend, called through a handle."""
 
-    def __init__(self, spec: ModelSpec, catalog: Any) -> None:
+    async def __init__(self, spec: ModelSpec, catalog: Any, warm: bool = False) -> None:  # type: ignore[misc]
         from sizewise.backends.factory import make_backend
 
         self.backend: Backend = make_backend(spec, catalog)
+        load = getattr(self.backend, "load", None)
+        if warm and load is not None:  # Serve counts the replica as running only after this: ready means loaded
+            await asyncio.to_thread(load)
+            await self.backend.complete(ChatRequest([{"role": "user", "content": "Hello"}], max_tokens=1))
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         """A whole answer."""
@@ -46,45 +59,70 @@ class ModelServer:
         """Next-token log-probabilities of ``choices``."""
         return await self.backend.choice_logprobs(request, choices)
 
+    def worker_state(self) -> dict[str, Any] | None:
+        """The model's worker process (pid, starts, crashes), as ``/healthz`` shows it in one process."""
+        state = getattr(self.backend, "state", None)
+        return state() if state is not None else None
+
     async def __del__(self) -> None:  # Serve awaits it when a replica stops: llama.cpp's worker ends with it
         await self.backend.aclose()
 
 
-@serve.ingress()
-class GatewayIngress:
-    """A gateway replica: :func:`create_app` with local models reached through their deployments' handles."""
+class GatewayReplica:
+    """A gateway replica: :func:`create_app` with local models reached through their deployments' handles,
+    answering whole HTTP requests handed over by the :class:`Front` (:meth:`handle`)."""
 
-    def __init__(
+    async def __init__(  # type: ignore[misc]
         self,
         catalog: Any,
         settings: GatewaySettings,
         router_dir: str | None,
         log_url: str | None,
         handles: dict[str, Any],
+        warm: bool = False,
     ) -> None:
-        self.catalog, self.settings, self.router_dir, self.log_url = catalog, settings, router_dir, log_url
-        self.handles = handles
-
-    def __serve_build_asgi_app__(self) -> Any:
         from sizewise.backends.factory import make_backend
         from sizewise.distributed.handle_backend import RayHandleBackend
         from sizewise.gateway.app import create_app
 
         def backend(spec: ModelSpec) -> Backend:
-            if spec.name in self.handles:
-                return RayHandleBackend(spec.name, self.handles[spec.name])
-            return make_backend(spec, self.catalog)
+            if spec.name in handles:
+                return RayHandleBackend(spec.name, handles[spec.name])
+            return make_backend(spec, catalog)
 
-        return create_app(
-            self.catalog,
-            settings=self.settings,
-            router_dir=self.router_dir,
-            backend_factory=backend,
-            log_url=self.log_url,
+        self.app = create_app(
+            catalog, settings=settings, router_dir=router_dir, backend_factory=backend, log_url=log_url
         )
+        self._lifespan = AsyncExitStack()
+        await self._lifespan.enter_async_context(self.app.router.lifespan_context(self.app))
+        if warm:  # the router's embedding model and the models that run in this replica (not deployed)
+            from sizewise.gateway.readiness import warm_up
+
+            engine = self.app.state.gateway.engine
+            await asyncio.to_thread(warm_up, engine, logger.info, set(handles))
+
+    async def handle(self, request: Forwarded) -> AsyncIterator[Message]:
+        """The gateway's ASGI messages for ``request`` (a streaming method: a streamed answer stays one)."""
+        async for message in run_asgi(self.app, request):
+            yield message
+
+    async def __del__(self) -> None:  # Serve awaits it when a replica stops: close the log, the backends
+        await self._lifespan.aclose()
 
 
-def model_deployment(spec: ModelSpec, catalog: Any) -> Any:
+@serve.ingress()
+class FrontIngress:
+    """The HTTP entry (behind Serve's proxy): a :class:`Front` that hands each request to a gateway replica."""
+
+    def __init__(self, gateway: Any, body_limit: int) -> None:
+        self.gateway = gateway.options(stream=True)
+        self.body_limit = body_limit
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return Front(lambda request: self.gateway.handle.remote(request), self.body_limit)
+
+
+def model_deployment(spec: ModelSpec, catalog: Any, warm: bool = False) -> Any:
     """``spec``'s bound ``ModelServer`` deployment: its own CPUs/GPUs, fixed replicas or autoscaling bounds."""
     ray = spec.ray
     options: dict[str, Any] = {
@@ -96,7 +134,7 @@ def model_deployment(spec: ModelSpec, catalog: Any) -> Any:
         options["num_replicas"] = ray.max_replicas
     else:
         options["autoscaling_config"] = {"min_replicas": ray.min_replicas, "max_replicas": ray.max_replicas}
-    return serve.deployment(**options)(ModelServer).bind(spec, catalog)
+    return serve.deployment(**options)(ModelServer).bind(spec, catalog, warm)
 
 
 def gateway_application(
@@ -106,19 +144,21 @@ def gateway_application(
     replicas: int,
     router_dir: str | Path | None = None,
     log_url: str | None = None,
+    warm: bool = False,
     num_cpus: float = 0.5,
     max_ongoing_requests: int = 64,
 ) -> Any:
-    """The bound Serve application: the gateway ingress with ``replicas`` replicas over the model deployments.
+    """The bound Serve application: ``replicas`` fronts and gateway replicas over the model deployments.
 
-    A gateway replica is asynchronous (it waits on models, it does not compute them): it takes up to
-    ``max_ongoing_requests`` at once, where Serve's default of 5 would queue a busy client's requests.
+    The gateway and its front are asynchronous (they wait on models, they do not compute them): each
+    takes up to ``max_ongoing_requests`` at once, where Serve's default of 5 would queue a busy client.
     """
+    from sizewise.gateway.audio import largest_upload
     from sizewise.gateway.state import unpack_catalog
 
     models, _ = unpack_catalog(catalog)
     handles = {
-        spec.name: model_deployment(spec, catalog)
+        spec.name: model_deployment(spec, catalog, warm)
         for spec in models
         if spec.location == "local" and spec.backend in DEPLOYED_BACKENDS
     }
@@ -127,6 +167,13 @@ def gateway_application(
         num_replicas=replicas,
         ray_actor_options={"num_cpus": num_cpus},
         max_ongoing_requests=max_ongoing_requests,
-    )(GatewayIngress)
+    )(GatewayReplica)
     directory = None if router_dir is None else str(router_dir)
-    return gateway.bind(catalog, settings, directory, log_url, handles)
+    front = serve.deployment(
+        name="front",
+        num_replicas=replicas,
+        ray_actor_options={"num_cpus": FRONT_CPUS},
+        max_ongoing_requests=max_ongoing_requests,
+    )(FrontIngress)
+    body_limit = max(settings.max_body_bytes, largest_upload(models))
+    return front.bind(gateway.bind(catalog, settings, directory, log_url, handles, warm), body_limit)

@@ -41,11 +41,13 @@ def deploy(
     port: int,
     router_dir: str | Path | None = None,
     log_url: str | None = None,
+    warm: bool = False,
 ) -> list[str]:
     """Deploy the gateway (``replicas`` replicas) and its model deployments; the deployments' names.
 
-    Serve's HTTP proxy listens on ``host:port`` (set when Serve first starts on the cluster) and routes
-    each request to a live gateway replica.
+    Serve's HTTP proxy listens on ``host:port`` (set when Serve first starts on the cluster) and hands
+    each request to a front, which hands it to a live gateway replica. With ``warm`` the models load (and
+    answer one token) before the deployments count as running, so this returns when they are ready.
     """
     from ray import serve
 
@@ -55,7 +57,7 @@ def deploy(
         raise ConfigError(f"--replicas must be at least 1, got {replicas}")
     serve.start(http_options={"host": host, "port": port})
     _check_listening(host, port)
-    app = gateway_application(catalog, settings, replicas=replicas, router_dir=router_dir, log_url=log_url)
+    app = gateway_application(catalog, settings, replicas=replicas, router_dir=router_dir, log_url=log_url, warm=warm)
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     status = serve.status().applications[APP_NAME]
     return sorted(status.deployments)

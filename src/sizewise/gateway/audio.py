@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sizewise.catalog.schema import ModelSpec
 from sizewise.core.decision import Decision
 from sizewise.gateway.errors import GatewayError, error_response
 from sizewise.gateway.responses import JSON, decision_headers
@@ -29,6 +30,12 @@ FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 #: Room for the multipart envelope and the other fields around the file.
 _ENVELOPE = 1 << 20
 _DEFAULT_MAX_BYTES = 25 * 1024 * 1024
+
+
+def largest_upload(models: list[ModelSpec]) -> int:
+    """The largest body the transcription route reads for these models (a proxy in front buffers this much)."""
+    caps = [int(m.settings.get("max_bytes", _DEFAULT_MAX_BYTES)) for m in models if m.kind == "speech"]
+    return max(caps, default=_DEFAULT_MAX_BYTES) + _ENVELOPE
 
 
 async def transcriptions(request: Request) -> Response:

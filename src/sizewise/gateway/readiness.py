@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -33,15 +33,16 @@ async def readyz(request: Request) -> Response:
     return Response(json.dumps(body).encode(), status_code=200 if state.ready else 503, media_type=JSON)
 
 
-def warm_up(engine: Engine, say: Callable[[str], None] = logger.info) -> None:
+def warm_up(engine: Engine, say: Callable[[str], None] = logger.info, skip: Collection[str] = ()) -> None:
     """Load every local model (those with a blocking ``load``; each answers one token) and the default
     policy's router, so the first request does not wait for them; ``say`` gets one line per step.
-    Raises what a load raises."""
+    ``skip`` names models loaded elsewhere (their own Ray deployments). Raises what a load raises."""
     import time
 
     from sizewise.progress import Progress
 
-    backends = [(spec, engine.backend(spec)) for spec in engine.models if spec.location == "local"]
+    local_specs = [spec for spec in engine.models if spec.location == "local" and spec.name not in skip]
+    backends = [(spec, engine.backend(spec)) for spec in local_specs]
     local = [(spec, backend, load) for spec, backend in backends if (load := getattr(backend, "load", None))]
     with Progress(len(local), "warming", "models") as bar:
         for spec, backend, load in local:

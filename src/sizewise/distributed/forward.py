@@ -1,0 +1,219 @@
+"""HTTP through a Ray handle, so that a request whose gateway replica dies is answered by another one.
+
+Serve's HTTP proxy does not replay a request a replica had accepted when that replica dies: the client
+gets a 500. So under ``serve --ray`` the proxy talks to a thin :class:`Front` (an ASGI app that only
+reads the body and relays bytes) and the front calls a gateway replica through a deployment handle with
+the whole request (:class:`Forwarded`). When the replica dies before the first byte of its answer
+reached the front, the front sends the same request to another replica; Serve's router has by then
+taken the dead one out of rotation. Once bytes went out (a stream under way) nothing can be replayed:
+the stream is cut, as a dead server's would be.
+
+On the replica side :func:`run_asgi` runs the gateway's own ASGI app on the forwarded request and yields
+its ASGI messages as they come (a streamed answer stays streamed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from sizewise.gateway.errors import error_response
+
+logger = logging.getLogger(__name__)
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+#: Tries per request: the first replica and up to two others (each death takes one out of rotation).
+ATTEMPTS = 3
+#: The header that says which try this is (1 = first), set by the front for the gateway's access log.
+ATTEMPT_HEADER = b"x-sizewise-attempt"
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """One HTTP request, whole: what a gateway replica needs to answer it (picklable for Ray)."""
+
+    method: str
+    path: str
+    query_string: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    client: tuple[str, int] | None
+    scheme: str = "http"
+    http_version: str = "1.1"
+
+    def scope(self) -> dict[str, Any]:
+        """The ASGI HTTP scope of the request."""
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": self.http_version,
+            "method": self.method,
+            "scheme": self.scheme,
+            "path": self.path,
+            "raw_path": self.path.encode(),
+            "root_path": "",
+            "query_string": self.query_string,
+            "headers": self.headers,
+            "client": self.client,
+            "server": None,
+        }
+
+
+async def run_asgi(app: ASGIApp, request: Forwarded) -> AsyncIterator[Message]:
+    """``app``'s ASGI messages for ``request`` as it sends them; cancelling the iteration disconnects it."""
+    messages: asyncio.Queue[Message | None] = asyncio.Queue()
+    gone = asyncio.Event()
+    body_given = False
+
+    async def receive() -> Message:
+        nonlocal body_given
+        if not body_given:
+            body_given = True
+            return {"type": "http.request", "body": request.body, "more_body": False}
+        await gone.wait()  # after the body, the next event is the client going away
+        return {"type": "http.disconnect"}
+
+    async def run() -> None:
+        try:
+            await app(request.scope(), receive, messages.put)
+        finally:
+            await messages.put(None)
+
+    task = asyncio.create_task(run())
+    try:
+        while (message := await messages.get()) is not None:
+            yield message
+        await task  # the app's own exception, if it raised one
+    finally:
+        gone.set()
+        if not task.done():
+            task.cancel()
+
+
+def replica_died(error: BaseException) -> bool:
+    """True when ``error`` says the replica (not the request) failed: the request may go to another one."""
+    from ray.exceptions import RayActorError, RayTaskError
+    from ray.serve.exceptions import ReplicaUnavailableError
+
+    if isinstance(error, RayTaskError):
+        error = getattr(error, "cause", None) or error
+    return isinstance(error, (RayActorError, ReplicaUnavailableError))
+
+
+async def read_whole_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None past ``limit`` bytes (the front holds each body to be able to resend it)."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionResetError("the client closed the connection before its body was sent")
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return None
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+class Front:
+    """The ASGI app in front of the gateway replicas: read the body, call a replica, relay, retry on death.
+
+    ``call(request)`` returns the async iterator of a replica's ASGI messages (a streaming handle call).
+    """
+
+    def __init__(self, call: Callable[[Forwarded], AsyncIterator[Message]], body_limit: int) -> None:
+        self.call = call
+        self.body_limit = body_limit
+        #: Requests answered by another replica after theirs died (for /metrics-free checks and the bench).
+        self.replayed = 0
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return  # websockets: the gateway has none
+        try:
+            body = await read_whole_body(receive, self.body_limit)
+        except ConnectionResetError:
+            return  # nobody to answer
+        if body is None:
+            message = f"request body larger than {self.body_limit} bytes"
+            await error_response(413, message, "body_too_large")(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != ATTEMPT_HEADER]
+        for attempt in range(1, ATTEMPTS + 1):
+            request = Forwarded(
+                method=scope["method"],
+                path=scope["path"],
+                query_string=scope.get("query_string", b""),
+                headers=[*headers, (ATTEMPT_HEADER, str(attempt).encode())],
+                body=body,
+                client=tuple(scope["client"]) if scope.get("client") else None,  # type: ignore[arg-type]
+                scheme=scope.get("scheme", "http"),
+                http_version=scope.get("http_version", "1.1"),
+            )
+            if await self._relay(request, send, attempt):
+                return
+            self.replayed += 1
+            logger.warning(
+                "gateway replica died before answering %s %s: try %d", request.method, request.path, attempt + 1
+            )
+            await asyncio.sleep(0.05 * attempt)  # the router hears of the death from the controller meanwhile
+
+    async def _relay(self, request: Forwarded, send: Send, attempt: int) -> bool:
+        """Relay one replica's answer; False when it died before anything was sent (try another).
+
+        A resent request's answer says so (``x-sizewise-attempt: 2``): its first replica may have called
+        a model already, so it may have been paid for twice."""
+        sent = finished = False
+        last = attempt == ATTEMPTS
+        messages = self.call(request)
+        try:
+            async for message in messages:
+                if attempt > 1 and message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", []), (ATTEMPT_HEADER, str(attempt).encode())]
+                await send(message)
+                sent = True
+            finished = True
+        except Exception as error:
+            if sent or last or not replica_died(error):
+                if not sent:
+                    await _error(send, error)
+                else:  # mid-answer: cut, as a dead server would (the client sees a truncated body)
+                    logger.error("gateway replica died mid-answer: %s", type(error).__name__)
+                return True
+            return False
+        finally:  # the client gone (cancelled here) or the replica dead: stop the call where it runs
+            cancel = getattr(messages, "cancel", None)
+            if cancel is not None and not finished:
+                cancel()
+        return True
+
+
+async def _error(send: Send, error: BaseException) -> None:
+    """A 503 naming the failure, OpenAI-style, when no replica could answer."""
+    message = f"no gateway replica could answer: {type(error).__name__}"
+    response = error_response(503, message, "replica_unavailable", headers={"retry-after": "1"})
+
+    async def nothing() -> Message:
+        return {"type": "http.disconnect"}
+
+    await response({"type": "http"}, nothing, send)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """The front holds nothing to start or stop."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,167 @@
+"""The front and the replica side of ``serve --ray`` without a cluster (sizewise.distributed.forward).
+
+The front is driven through a real uvicorn server on 127.0.0.1; the "replicas" are async generators that
+run a small Starlette app through :func:`run_asgi`, or die the way a Ray replica does (``ActorDiedError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from fakes import ThreadedServer
+
+pytest.importorskip("ray")
+
+from ray.exceptions import ActorDiedError, RayTaskError
+
+from sizewise.distributed.forward import Forwarded, Front, Message, replica_died, run_asgi
+
+
+async def _echo(request: Request) -> JSONResponse:
+    body = await request.body()
+    client = list(request.client) if request.client else None
+    seen = {"method": request.method, "path": request.url.path, "query": request.url.query, "client": client}
+    headers = {"x-attempt": request.headers.get("x-sizewise-attempt", "")}
+    return JSONResponse({**seen, "body": body.decode(), **headers})
+
+
+async def _stream(request: Request) -> StreamingResponse:
+    async def parts() -> AsyncIterator[bytes]:
+        for i in range(3):
+            yield f"part{i}\n".encode()
+            await asyncio.sleep(0.05)
+
+    return StreamingResponse(parts(), media_type="text/plain")
+
+
+APP = Starlette(
+    routes=[Route("/echo", _echo, methods=["GET", "POST"]), Route("/stream", _stream, methods=["GET", "POST"])]
+)
+
+
+def _request(path: str = "/echo", body: bytes = b"") -> Forwarded:
+    return Forwarded("POST", path, b"a=1", [(b"content-type", b"text/plain")], body, ("10.0.0.7", 5555))
+
+
+def test_run_asgi_answers_the_forwarded_request_as_the_app_would() -> None:
+    async def collect() -> list[Message]:
+        return [m async for m in run_asgi(APP, _request(body=b"hello"))]
+
+    messages = asyncio.run(collect())
+    assert messages[0]["type"] == "http.response.start" and messages[0]["status"] == 200
+    body = json.loads(b"".join(m.get("body", b"") for m in messages[1:]))
+    assert body == {"method": "POST", "path": "/echo", "query": "a=1", "client": ["10.0.0.7", 5555], "body": "hello",
+                    "x-attempt": ""}  # fmt: skip
+
+
+def test_run_asgi_streams_and_stops_the_app_when_the_caller_goes() -> None:
+    """Each part arrives as the app sends it; closing the iteration early cancels the app."""
+
+    async def first_part() -> tuple[list[Message], float]:
+        loop = asyncio.get_running_loop()
+        started, got = loop.time(), []
+        messages = run_asgi(APP, _request("/stream"))
+        async for message in messages:
+            got.append(message)
+            if message.get("body"):
+                break
+        await messages.aclose()
+        return got, loop.time() - started
+
+    got, elapsed = asyncio.run(first_part())
+    assert got[-1]["body"] == b"part0\n" and elapsed < 0.1  # before the app's two sleeps: streamed, not buffered
+
+
+class _Replicas:
+    """``call`` for a Front: the first ``deaths`` calls die as a killed Ray replica does, the rest answer."""
+
+    def __init__(self, deaths: int, error: BaseException | None = None, after: int = 0) -> None:
+        self.deaths, self.error, self.after, self.calls = deaths, error or ActorDiedError(), after, 0
+
+    async def __call__(self, request: Forwarded) -> AsyncIterator[Message]:
+        self.calls += 1
+        if self.calls <= self.deaths:
+            async for message in run_asgi(APP, request):
+                if self.after == 0:
+                    break
+                yield message
+                self.after -= 1
+            raise self.error
+        async for message in run_asgi(APP, request):
+            yield message
+
+
+def _front(replicas: _Replicas, limit: int = 1 << 20) -> ThreadedServer:
+    return ThreadedServer(Front(replicas, limit), lifespan="on")
+
+
+def test_a_request_whose_replica_dies_is_answered_by_another_with_its_body() -> None:
+    replicas = _Replicas(deaths=2)
+    with _front(replicas) as server:
+        reply = httpx.post(f"http://127.0.0.1:{server.port}/echo?a=1", content=b"the body", timeout=10)
+    assert reply.status_code == 200 and replicas.calls == 3
+    assert reply.json()["body"] == "the body" and reply.json()["x-attempt"] == "3"  # the replica knows the try
+    assert reply.headers["x-sizewise-attempt"] == "3"  # and the client that it was resent
+
+
+def test_a_client_cannot_pass_itself_off_as_a_resend() -> None:
+    with _front(_Replicas(deaths=0)) as server:
+        url, forged = f"http://127.0.0.1:{server.port}/echo", {"x-sizewise-attempt": "9"}
+        reply = httpx.post(url, content=b"x", headers=forged, timeout=10)
+    assert reply.json()["x-attempt"] == "1" and "x-sizewise-attempt" not in reply.headers
+
+
+def test_three_deaths_in_a_row_are_a_503_not_a_hang() -> None:
+    replicas = _Replicas(deaths=5)
+    with _front(replicas) as server:
+        reply = httpx.post(f"http://127.0.0.1:{server.port}/echo", content=b"x", timeout=10)
+    assert reply.status_code == 503 and replicas.calls == 3
+    assert reply.json()["error"]["code"] == "replica_unavailable" and reply.headers["retry-after"] == "1"
+
+
+def test_a_failure_that_is_not_a_death_is_not_resent() -> None:
+    """The request itself failed (a RayTaskError from the app): another replica would fail it again."""
+    replicas = _Replicas(deaths=1, error=RayTaskError("handle", "traceback", ValueError("bad")))
+    with _front(replicas) as server:
+        reply = httpx.post(f"http://127.0.0.1:{server.port}/echo", content=b"x", timeout=10)
+    assert reply.status_code == 503 and replicas.calls == 1
+
+
+def test_a_stream_cut_after_its_first_bytes_is_not_resent() -> None:
+    """Bytes already went to the client: a resend would repeat them, so the answer is cut instead."""
+    replicas = _Replicas(deaths=1, after=2)  # the start and one part, then the replica dies
+    with _front(replicas) as server, httpx.Client(timeout=10) as http:
+        reply = http.send(http.build_request("GET", f"http://127.0.0.1:{server.port}/stream"), stream=True)
+        assert reply.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            reply.read()
+    assert replicas.calls == 1
+
+
+def test_a_body_over_the_limit_is_a_413_before_any_replica_is_called() -> None:
+    replicas = _Replicas(deaths=0)
+    with _front(replicas, limit=1000) as server:
+        reply = httpx.post(f"http://127.0.0.1:{server.port}/echo", content=b"x" * 1001, timeout=10)
+        fits = httpx.post(f"http://127.0.0.1:{server.port}/echo", content=b"x" * 1000, timeout=10)
+    assert reply.status_code == 413 and reply.json()["error"]["code"] == "body_too_large"
+    assert fits.status_code == 200 and replicas.calls == 1
+
+
+def test_what_counts_as_a_dead_replica() -> None:
+    from ray.exceptions import ActorUnavailableError
+    from ray.serve.exceptions import ReplicaUnavailableError
+
+    assert replica_died(ActorDiedError()) and replica_died(ReplicaUnavailableError("r1"))
+    assert replica_died(ActorUnavailableError("gone", None))
+    assert replica_died(RayTaskError("f", "tb", ActorDiedError()).as_instanceof_cause())
+    assert not replica_died(RayTaskError("f", "tb", ValueError("bad")).as_instanceof_cause())
+    assert not replica_died(ValueError("bad"))

@@ -221,3 +221,31 @@ def test_the_page_in_a_real_browser_charts_only_the_callers_traffic(
         summary = driver.execute_script("return document.getElementById('summary').innerText")
     assert counts == dict(traffic["alice"]["models"])  # none of bob's "mid", nor his counts
     assert summary.startswith(f"key alice: {sum(traffic['alice']['models'].values())} answered")
+
+
+def test_streamed_and_anthropic_requests_count_for_their_key(tmp_path: Any) -> None:
+    """Every API a client can use logs its key name, so its own dashboard misses none of its requests."""
+    import anthropic
+
+    keys = {"carol": "carol-key-5", "dave": "dave-key-6"}
+    with FakeUpstream() as up:
+        models = [fake_model("small", "ok-small", 1.0, up.base_url), fake_model("big", "ok-big", 8.0, up.base_url)]
+        key_specs = [{"name": name, "sha256": hash_key(key)} for name, key in keys.items()]
+        settings = {"log_url": f"sqlite:///{tmp_path / 'log.db'}", "api_keys": key_specs}
+        with GatewayServer({"models": models, "gateway": settings}) as gw:
+            chat = openai.OpenAI(base_url=gw.url, api_key=keys["carol"], max_retries=0, timeout=30)
+            stream = chat.chat.completions.create(
+                model="small", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+            )
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            claude = anthropic.Anthropic(base_url=_root(gw), api_key=keys["carol"], max_retries=0)
+            claude.messages.create(model="big", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+            dave = openai.OpenAI(base_url=gw.url, api_key=keys["dave"], max_retries=0, timeout=30)
+            dave.chat.completions.create(model="big", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+            assert gw.app.state.gateway.log.flush(10)
+            seen = {
+                name: httpx.get(f"{_root(gw)}/dashboard/data", headers={"authorization": f"Bearer {key}"}).json()
+                for name, key in keys.items()
+            }
+    assert {m: v["requests"] for m, v in seen["carol"]["models"].items()} == {"small": 1, "big": 1}
+    assert {m: v["requests"] for m, v in seen["dave"]["models"].items()} == {"big": 1}

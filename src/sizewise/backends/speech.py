@@ -27,7 +27,7 @@ from sizewise.catalog.schema import ModelSpec, WhisperSettings
 from sizewise.errors import SizewiseError
 
 SAMPLE_RATE = 16_000
-#: Transcripts kept for audio heard again (a few KB each).
+#: Transcripts kept per client for audio it sends again (a few KB each).
 RECENT = 256
 #: Leading bytes -> FFmpeg demuxer, for the containers OpenAI's transcription API accepts.
 _MAGIC: list[tuple[int, bytes, str, str]] = [
@@ -125,9 +125,13 @@ class SpeechBackend(Backend):
         self._model: Any = None
         self._lock = threading.Lock()
         self.loads = 0
-        #: Recent transcripts by the audio's sha256 and the options: a conversation re-sends its earlier audio
-        #: parts every turn, and they are heard once.
-        self._recent: OrderedDict[tuple[str, str | None, str | None, float], Transcript] = OrderedDict()
+        #: Recent transcripts per client (its API key's name; None: keys off, one client), each by the audio's
+        #: sha256 and the options: a conversation re-sends its earlier audio parts every turn, and they are heard
+        #: once. Per client, because a hit answers at once: shared, another client's fast answer (or a count of
+        #: hits) would tell it that someone sent the same clip recently; and one client's clips never evict
+        #: another's. Clients are the configured keys, so the caches are bounded.
+        self._recent: dict[str | None, OrderedDict[tuple[str, str | None, str | None, float], Transcript]] = {}
+        #: Transcripts served from the caches (for tests; never on an open endpoint).
         self.cached = 0
 
     def _load(self) -> Any:
@@ -146,6 +150,10 @@ class SpeechBackend(Backend):
                 )
                 self.loads += 1
         return self._model
+
+    def load(self) -> None:
+        """Load the model now (blocking), for ``serve --warm``."""
+        self._load()
 
     @property
     def english_only(self) -> bool:
@@ -191,19 +199,26 @@ class SpeechBackend(Backend):
         return Transcript(text, avg, float(info.duration), info.language, self.model, parts)
 
     async def transcribe(
-        self, data: bytes, language: str | None = None, prompt: str | None = None, temperature: float = 0.0
+        self,
+        data: bytes,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        *,
+        client: str | None = None,
     ) -> Transcript:
-        """:meth:`transcribe_sync` in a worker thread (decoding included: it is CPU work too), or a recent
-        transcript of the same audio with the same options."""
+        """:meth:`transcribe_sync` in a worker thread (decoding included: it is CPU work too), or a transcript of
+        the same audio with the same options that the same ``client`` (an API key's name) had recently."""
         key = (hashlib.sha256(data).hexdigest(), language, prompt, temperature)
-        if (recent := self._recent.get(key)) is not None:
-            self._recent.move_to_end(key)
+        recent = self._recent.setdefault(client, OrderedDict())
+        if (hit := recent.get(key)) is not None:
+            recent.move_to_end(key)
             self.cached += 1
-            return recent
+            return hit
         transcript = await asyncio.to_thread(self.transcribe_sync, data, language, prompt, temperature)
-        self._recent[key] = transcript
-        if len(self._recent) > RECENT:
-            self._recent.popitem(last=False)
+        recent[key] = transcript
+        if len(recent) > RECENT:
+            recent.popitem(last=False)
         return transcript
 
     async def complete(self, request: ChatRequest) -> ChatResult:
@@ -214,8 +229,9 @@ class SpeechBackend(Backend):
         yield  # pragma: no cover - makes this an async generator
 
     def state(self) -> dict[str, Any]:
-        """For ``/healthz``: whether the model is loaded, and how many transcripts came from the recent ones."""
-        return {"kind": "speech", "loaded": self._model is not None, "loads": self.loads, "cached": self.cached}
+        """For ``/healthz`` (open to anyone): whether the model is loaded. No cache count: a caller watching it
+        while sending a clip would learn whether someone else had sent that clip."""
+        return {"kind": "speech", "loaded": self._model is not None, "loads": self.loads}
 
 
 def speech_backend(spec: ModelSpec, settings: Any, resolve: Any) -> SpeechBackend:

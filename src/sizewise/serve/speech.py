@@ -134,7 +134,8 @@ async def hear(
 ) -> tuple[Heard, Decision]:
     """Transcribe ``data``: a named speech model, or the local model escalating to a remote one when unsure.
     ``personal_text``: the privacy rules that fired on the rest of the request (it then stays local);
-    ``api_key``, ``request_id``: whose budget a remote transcription is reserved in."""
+    ``api_key``, ``request_id``: whose budget a remote transcription is reserved in (and whose recent
+    transcripts the local model may reuse)."""
     local, remotes = _candidates(engine, engine.aliases.get(model_field, model_field))
     decision = Decision(policy="transcription")
     readable = [filename, *(fields or {}).values()]  # what leaves with the audio, judged (serve.speech_privacy)
@@ -154,7 +155,7 @@ async def hear(
     assert isinstance(backend, SpeechBackend)
     started = time.perf_counter()
     try:
-        transcript = await backend.transcribe(data, language, prompt, temperature)
+        transcript = await backend.transcribe(data, language, prompt, temperature, client=api_key)
     except AudioError as error:
         raise audio_error(error, "file") from None
     except ConfigError as error:  # the model's package is missing or its file corrupt: not the client's fault

@@ -74,8 +74,9 @@ def _caller(request: Request) -> ApiKey | None:
 
 def client_of(record: ApiKey | None) -> str | None:
     """Whose requests the dashboard counts for a caller: its key name for an ``own`` key, None (every
-    client's) for an ``all`` key or with keys off."""
-    return record.name if record is not None and record.dashboard == "own" else None
+    client's) for an ``all`` key or with keys off. Only ``all`` widens the view: any other value counts the
+    key's own requests (fails closed)."""
+    return None if record is None or record.dashboard == "all" else record.name
 
 
 def _refusal(error: GatewayError) -> Response:

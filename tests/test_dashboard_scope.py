@@ -249,3 +249,17 @@ def test_streamed_and_anthropic_requests_count_for_their_key(tmp_path: Any) -> N
             }
     assert {m: v["requests"] for m, v in seen["carol"]["models"].items()} == {"small": 1, "big": 1}
     assert {m: v["requests"] for m, v in seen["dave"]["models"].items()} == {"big": 1}
+
+
+def test_with_keys_off_the_dashboard_counts_every_request(tmp_path: Any) -> None:
+    with FakeUpstream() as up:
+        models = [fake_model("small", "ok-small", 1.0, up.base_url), fake_model("big", "ok-big", 8.0, up.base_url)]
+        with GatewayServer({"models": models, "gateway": {"log_url": f"sqlite:///{tmp_path / 'log.db'}"}}) as gw:
+            for model, user in (("small", "u1"), ("big", "u2"), ("big", "u3")):
+                chat = openai.OpenAI(base_url=gw.url, api_key=f"anything-{user}", max_retries=0, timeout=30)
+                chat.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=4, user=user
+                )
+            assert gw.app.state.gateway.log.flush(10)
+            data = httpx.get(f"{_root(gw)}/dashboard/data").json()
+    assert {m: v["requests"] for m, v in data["models"].items()} == {"small": 1, "big": 2} and data["client"] is None

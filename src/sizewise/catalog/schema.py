@@ -207,6 +207,9 @@ class GatewaySettings(_Strict):
     #: Seconds a request body may take to arrive after its headers; a slower one (a trickling upload) gets 408
     #: and its connection is closed (``sizewise.gateway.body_deadline``).
     body_timeout_s: float = Field(default=30.0, gt=0)
+    #: Seconds a connection may take to send a request's headers (from opening, or from the request's first
+    #: byte); slower: 408 and closed (``sizewise serve``'s protocol, ``sizewise.gateway.header_deadline``).
+    header_timeout_s: float = Field(default=10.0, gt=0)
     #: Most messages in one chat request; more get 400.
     max_messages: int = Field(default=2048, ge=1)
     #: Browser origins allowed to call the gateway (CORS), e.g. ``["http://localhost:3000"]``; ``["*"]`` any;

@@ -195,7 +195,11 @@ class _Server:
                 if not self.should_exit:
                     await outer._ready(self)
 
-        config = uvicorn.Config(app, access_log=False, log_level="warning")
+        from sizewise.gateway.header_deadline import header_deadline_protocol
+
+        # uvicorn bounds no request's headers: a connection trickling them (slowloris) would be held for ever.
+        protocol = header_deadline_protocol(state.settings.header_timeout_s)
+        config = uvicorn.Config(app, access_log=False, log_level="warning", http=protocol)
         self.server = Server(config)
         self.state, self.banner, self.warm = state, banner, warm
 

@@ -208,7 +208,9 @@ class Engine:
         if isinstance(policy, BypassPolicy) or not self.session_sources:  # a named model: no substitute
             return plan
         if ctx.session is None:
-            found = session_of(ctx.request, self.session_sources, header=ctx.session_id, user=ctx.user)
+            found = session_of(
+                ctx.request, self.session_sources, header=ctx.session_id, user=ctx.user, client=ctx.api_key
+            )
             ctx.session, ctx.session_lookup = found if found else (None, False)
         if ctx.session is None:
             return plan

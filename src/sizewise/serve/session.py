@@ -113,9 +113,18 @@ def opening(messages: Sequence[dict[str, Any]]) -> tuple[list[Any], bool]:
 
 
 def session_of(
-    request: ChatRequest, sources: Sequence[str], *, header: str | None = None, user: str | None = None
+    request: ChatRequest,
+    sources: Sequence[str],
+    *,
+    header: str | None = None,
+    user: str | None = None,
+    client: str | None = None,
 ) -> tuple[str, bool] | None:
-    """(session key, whether to look it up) from the first of ``sources`` the request has, or None."""
+    """(session key, whether to look it up) from the first of ``sources`` the request has, or None.
+
+    ``client`` (the API key's name; None: keys off, one client) is part of the key: another client's session
+    with the same id or opening is another session, or its status (``same``, ``kept``) would tell a client
+    that someone else had opened a conversation the same way."""
     metadata = request.extra.get("metadata")
     explicit = {
         "header": header,
@@ -126,10 +135,11 @@ def session_of(
         if source == "prefix":
             head, goes_on = opening(request.messages)
             if head:
-                return f"prefix:{_digest(head)}", goes_on
+                return f"prefix:{_digest(head if client is None else [client, head])}", goes_on
             continue
         value = explicit.get(source)
         if isinstance(value, str) and value:
+            value = value if client is None else _digest([client, value])
             value = value if len(value) <= MAX_ID_CHARS else _digest(value)
             return f"{source}:{value}", True
     return None

@@ -18,6 +18,7 @@ endpoint (:mod:`sizewise.gateway.openapi`).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -157,9 +158,14 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    """``GET /metrics``: Prometheus text."""
+    """``GET /metrics``: Prometheus text; with shared state every replica's, labelled ``replica`` (metrics_shared)."""
     state = _state(request)
-    return _denied(state, request) or Response(state.metrics.render(), media_type=state.metrics.content_type)
+    denied = _denied(state, request)
+    if denied is not None:
+        return denied
+    shared = state.shared_metrics
+    body = await shared.render() if shared is not None else state.metrics.render()
+    return Response(body, media_type=state.metrics.content_type)
 
 
 async def _http_error(_: Request, error: Exception) -> Response:
@@ -237,8 +243,12 @@ def create_app(
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    yield
     state: GatewayState = app.state.gateway
+    if state.shared_metrics is not None:  # a served app publishes its /metrics for the other replicas
+        await asyncio.to_thread(state.shared_metrics.start)
+    yield
+    if state.shared_metrics is not None:
+        await asyncio.to_thread(state.shared_metrics.stop)
     if state.shadow is not None:  # before the backends close: running shadow jobs use them
         await state.shadow.aclose()
     await state.engine.aclose()

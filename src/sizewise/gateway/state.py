@@ -25,6 +25,7 @@ from sizewise.gateway.errors import GatewayError
 from sizewise.gateway.feedback import GatewayOutcomes
 from sizewise.gateway.log import LogEntry, RequestLog
 from sizewise.gateway.metrics import Metrics
+from sizewise.gateway.metrics_shared import SharedMetrics, share_metrics
 from sizewise.gateway.responses import decision_headers, error_status, model_list
 from sizewise.gateway.shadowing import ShadowHook, build_shadow
 from sizewise.policy.types import Decision, RequestContext, RequestRejected
@@ -54,6 +55,8 @@ class GatewayState:
     shadow: ShadowHook | None = None
     #: ``GET /readyz``'s answer: False while ``sizewise serve --warm`` loads the models.
     ready: bool = True
+    #: Every replica's ``/metrics`` in the shared database (``gateway.state_url``); None: this process's only.
+    shared_metrics: SharedMetrics | None = None
 
     def next_id(self) -> str:
         """A new request id."""
@@ -149,6 +152,7 @@ def build_state(
     names = advertised_names(engine)  # real names a picker can offer; the patterns are in docs/gateway.md
     state = GatewayState(engine, settings, metrics, request_log, KeyChecker(settings.api_keys), model_list(names))
     state.shadow = build_shadow(engine, settings, url, metrics.registry)
+    state.shared_metrics = share_metrics(settings, metrics)  # the app's lifespan starts and stops it
     return state
 
 

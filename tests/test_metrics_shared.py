@@ -1,0 +1,172 @@
+"""``GET /metrics`` on any replica shows every replica's series when they share state (#21).
+
+Two real gateways (uvicorn on 127.0.0.1) share a state database (a SQLite file, and PostgreSQL when
+``SIZEWISE_TEST_POSTGRES_URL`` is set); the requests go through the official ``openai`` client; the
+scrapes are parsed with prometheus_client's own parser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, insert
+
+from fakes import FakeUpstream, GatewayServer, fake_model
+from sizewise.gateway.metrics_shared import STALE_POLLS, SharedMetrics, snapshots_table
+
+POLL_S = 0.2
+KEY = "sk-metrics-test"
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as server:
+        yield server
+
+
+def _spec(upstream: FakeUpstream, state_url: str | None, **gateway: Any) -> dict[str, Any]:
+    models = [fake_model("small", "ok-s", 1, upstream.base_url), fake_model("big", "ok-b", 70, upstream.base_url)]
+    state = {"state_url": state_url, "state_poll_s": POLL_S} if state_url else {}
+    return {"models": models, "gateway": {"log_url": "none", "router": "heuristic", **state, **gateway}}
+
+
+def _ask(gateway: GatewayServer, count: int) -> None:
+    client = openai.OpenAI(base_url=gateway.url, api_key=KEY, max_retries=0)
+    for _ in range(count):
+        client.chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+
+
+def _scrape(gateway: GatewayServer) -> dict[tuple[str, str], float]:
+    """(replica, status) -> ``sizewise_requests_total`` for model ``small``, from one scrape."""
+    response = httpx.get(
+        f"{gateway.url.removesuffix('/v1')}/metrics", headers={"authorization": f"Bearer {KEY}"}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    counts: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == "sizewise_requests_total" and sample.labels["model"] == "small":
+                key = (sample.labels.get("replica", "-"), sample.labels["status"])
+                counts[key] = counts.get(key, 0) + sample.value
+    return counts
+
+
+def _replica(gateway: GatewayServer) -> str:
+    """The gateway's ``replica`` label value (``"none"`` for a gateway that does not share its metrics)."""
+    shared: SharedMetrics | None = gateway.app.state.gateway.shared_metrics
+    return shared.replica if shared is not None else "none"
+
+
+def _until(gateway: GatewayServer, expected: dict[tuple[str, str], float], wait_s: float = 10) -> dict[Any, float]:
+    """The first scrape equal to ``expected`` (the other replica publishes every POLL_S), else the last."""
+    deadline = time.monotonic() + wait_s
+    while (counts := _scrape(gateway)) != expected and time.monotonic() < deadline:
+        time.sleep(POLL_S / 4)
+    return counts
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.sqlite'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def test_metrics_on_either_replica_count_both(upstream: FakeUpstream, state_url: str) -> None:
+    with ExitStack() as stack:
+        a, b = (stack.enter_context(GatewayServer(_spec(upstream, state_url))) for _ in range(2))
+        _ask(a, 3)
+        _ask(b, 5)
+        expected = {(_replica(a), "200"): 3.0, (_replica(b), "200"): 5.0}
+        counts = _until(a, expected)
+        assert sum(counts.values()) == 8  # both replicas' requests, whichever answers the scrape
+        assert counts == expected
+        assert _until(b, expected) == expected  # the same union whichever replica a scrape lands on
+
+
+def test_without_state_url_metrics_stay_per_process(upstream: FakeUpstream) -> None:
+    # The control: apart, each gateway counts only what it answered, with no replica label.
+    with GatewayServer(_spec(upstream, None)) as a, GatewayServer(_spec(upstream, None)) as b:
+        assert a.app.state.gateway.shared_metrics is None
+        _ask(a, 3)
+        _ask(b, 5)
+        assert _scrape(a) == {("-", "200"): 3.0}
+
+
+def test_a_replica_that_stops_publishing_leaves_after_the_window(upstream: FakeUpstream, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    with GatewayServer(_spec(upstream, url)) as a, GatewayServer(_spec(upstream, url)) as b:
+        _ask(b, 2)
+        expected = {(_replica(b), "200"): 2.0}
+        assert _until(a, expected) == expected
+        shared: SharedMetrics = b.app.state.gateway.shared_metrics
+        shared._stop.set()  # b's publisher dies (b itself serves on): its row ages
+        assert shared._thread is not None
+        shared._thread.join(5)
+        stopped = time.monotonic()
+        assert _until(a, {}) == {}
+        assert time.monotonic() - stopped >= (STALE_POLLS - 1) * POLL_S  # kept for the window, not dropped at once
+    # a and b are stopped; a replica that stops cleanly deletes its row at once.
+    with create_engine(url).connect() as connection:
+        assert connection.execute(snapshots_table.select()).all() == []
+
+
+def test_a_clean_stop_leaves_at_once(upstream: FakeUpstream, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    with GatewayServer(_spec(upstream, url, state_poll_s=60)) as a:
+        with GatewayServer(_spec(upstream, url, state_poll_s=60)) as b:
+            _ask(b, 1)
+            _scrape(b)  # b republishes on its own scrape; its next poll is a minute away
+            assert _scrape(a) == {(_replica(b), "200"): 1.0}
+        assert _scrape(a) == {}  # 60 s polls: only the delete at b's shutdown explains this
+
+
+def test_counters_never_step_back_whichever_replica_answers(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """A request on b, then a scrape of b and at once one of a: b's counter as each scrape shows it never goes
+    down (a decrease is a counter reset to Prometheus, and rate() would count a phantom burst). Polls are a
+    minute apart, so only the answering replica's republishing keeps the two scrapes in step."""
+    url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    spec = _spec(upstream, url, state_poll_s=60)
+    with GatewayServer(spec) as a, GatewayServer(spec) as b:
+        seen = []
+        for _ in range(5):
+            _ask(b, 1)
+            seen += [_scrape(gateway).get((_replica(b), "200"), 0.0) for gateway in (b, a)]
+        assert seen == [1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 5.0, 5.0]
+
+
+def test_a_corrupt_or_foreign_row_is_left_out_not_a_500(upstream: FakeUpstream, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    with GatewayServer(_spec(upstream, url)) as a:
+        _ask(a, 1)
+        rows = [
+            {"replica": "broken", "published": time.time() + 60, "text": "sizewise_requests_total{model=\n"},
+            # A replica of another version with the same name as another type: that family is left out.
+            {
+                "replica": "other",
+                "published": time.time() + 60,
+                "text": '# TYPE sizewise_requests_total gauge\nsizewise_requests_total{model="small",status="200"} 9\n',
+            },
+        ]
+        with create_engine(url).begin() as connection:
+            connection.execute(insert(snapshots_table), rows)
+        assert _scrape(a) == {(_replica(a), "200"): 1.0}
+
+
+def test_metrics_still_need_a_key_when_shared(upstream: FakeUpstream, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    spec = _spec(upstream, url, api_keys=[{"name": "ops", "sha256": hashlib.sha256(KEY.encode()).hexdigest()}])
+    with GatewayServer(spec) as a:
+        response = httpx.get(f"{a.url.removesuffix('/v1')}/metrics", timeout=10)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"]
+        assert _scrape(a) == {}

@@ -45,11 +45,14 @@ def _ask(gateway: GatewayServer, count: int) -> None:
         client.chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
 
 
-def _scrape(gateway: GatewayServer) -> dict[tuple[str, str], float]:
+def _root(gateway: GatewayServer) -> str:
+    return gateway.url.removesuffix("/v1")
+
+
+def _scrape(gateway: GatewayServer, scope: str | None = None) -> dict[tuple[str, str], float]:
     """(replica, status) -> ``sizewise_requests_total`` for model ``small``, from one scrape."""
-    response = httpx.get(
-        f"{gateway.url.removesuffix('/v1')}/metrics", headers={"authorization": f"Bearer {KEY}"}, timeout=10
-    )
+    query = f"?scope={scope}" if scope else ""
+    response = httpx.get(f"{_root(gateway)}/metrics{query}", headers={"authorization": f"Bearer {KEY}"}, timeout=10)
     assert response.status_code == 200, response.text
     counts: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(response.text):
@@ -166,7 +169,23 @@ def test_metrics_still_need_a_key_when_shared(upstream: FakeUpstream, tmp_path: 
     url = f"sqlite:///{tmp_path / 'state.sqlite'}"
     spec = _spec(upstream, url, api_keys=[{"name": "ops", "sha256": hashlib.sha256(KEY.encode()).hexdigest()}])
     with GatewayServer(spec) as a:
-        response = httpx.get(f"{a.url.removesuffix('/v1')}/metrics", timeout=10)
+        response = httpx.get(f"{_root(a)}/metrics", timeout=10)
         assert response.status_code == 401
         assert response.json()["error"]["code"]
         assert _scrape(a) == {}
+
+
+def test_scope_local_is_this_process_alone_and_a_bad_scope_is_a_400(upstream: FakeUpstream, tmp_path: Path) -> None:
+    # For a Prometheus that scrapes every replica itself: the union on each target would count each N times.
+    url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    with GatewayServer(_spec(upstream, url)) as a, GatewayServer(_spec(upstream, url)) as b:
+        _ask(a, 2)
+        _ask(b, 1)
+        both = {(_replica(a), "200"): 2.0, (_replica(b), "200"): 1.0}
+        assert _until(a, both) == both
+        assert _scrape(a, "local") == {("-", "200"): 2.0}
+        assert _scrape(a, "all") == both
+        response = httpx.get(_root(a) + "/metrics?scope=everything", headers={"authorization": f"Bearer {KEY}"})
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "invalid_scope"
+        assert response.json()["error"]["message"] == "scope must be one of all, local, not 'everything'"

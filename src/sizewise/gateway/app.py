@@ -44,6 +44,7 @@ from sizewise.gateway.endpoints import model_by_id, route
 from sizewise.gateway.errors import GatewayError, error_response
 from sizewise.gateway.feedback import PendingNotes, post_feedback, start_outcomes, take_inline
 from sizewise.gateway.messages import count_tokens, messages
+from sizewise.gateway.metrics_shared import exposition
 from sizewise.gateway.openapi import install_schema
 from sizewise.gateway.origin import CrossSiteGuard
 from sizewise.gateway.readiness import readyz
@@ -163,8 +164,10 @@ async def metrics_endpoint(request: Request) -> Response:
     denied = _denied(state, request)
     if denied is not None:
         return denied
-    shared = state.shared_metrics
-    body = await shared.render() if shared is not None else state.metrics.render()
+    try:  # ?scope=local: this process's alone (a Prometheus that scrapes every replica itself)
+        body = await exposition(state.metrics, state.shared_metrics, request.query_params.get("scope"))
+    except GatewayError as error:
+        return error_response(error.status, error.message, error.code, error.param)
     return Response(body, media_type=state.metrics.content_type)
 
 

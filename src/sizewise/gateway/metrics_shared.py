@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sizewise.catalog.schema import GatewaySettings
 from sizewise.errors import ConfigError
+from sizewise.gateway.errors import GatewayError
 from sizewise.gateway.metrics import Metrics
 from sizewise.serve.session_sql import state_url
 from sizewise.storage import create_tables, make_engine
@@ -214,6 +215,22 @@ class SharedMetrics:
         except SQLAlchemyError as error:  # it goes stale instead
             logger.warning("shared metrics: could not delete this replica's row (%s)", type(error).__name__)
         self.engine.dispose()
+
+
+#: ``GET /metrics?scope=``: ``all`` (the default) every replica's series; ``local`` this process's alone, with
+#: no ``replica`` label, for a Prometheus that scrapes each replica itself (else it would count each N times).
+SCOPES = ("all", "local")
+
+
+async def exposition(metrics: Metrics, shared: SharedMetrics | None, scope: str | None) -> bytes:
+    """``/metrics``' body for ``scope`` (a bad one is a 400 :class:`GatewayError`)."""
+    if scope is not None and scope not in SCOPES:
+        raise GatewayError(
+            400, f"scope must be one of {', '.join(SCOPES)}, not {scope[:40]!r}", "invalid_scope", "scope"
+        )
+    if shared is None or scope == "local":
+        return metrics.render()
+    return await shared.render()
 
 
 def share_metrics(settings: GatewaySettings, metrics: Metrics) -> SharedMetrics | None:

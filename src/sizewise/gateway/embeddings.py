@@ -94,7 +94,10 @@ def _encode(texts: list[str]) -> tuple[Any, int]:
     from sizewise.embedding import embed
     from sizewise.embedding.model import get_model
 
-    vectors = embed(texts, progress=False)  # a request's texts: no progress line on the server's console
+    # A request's texts: no progress line on the server's console, and neither cache. The caches are shared by
+    # every client and the disk one outlives the process, so a text answered from them (twice as fast) would tell
+    # any client that someone had embedded it, ever; and each new text would grow the file for good.
+    vectors = embed(texts, cache=False, progress=False)
     tokens = sum(len(ids) for ids in get_model().token_ids(texts))
     return vectors, tokens
 

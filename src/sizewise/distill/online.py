@@ -14,6 +14,10 @@ the answers older than the first disagreeing audit are forgotten (the teacher ch
 answers would teach the old task), and serving resumes only when a refit passes again. Drift is caught by paying for a
 few teacher calls, never by trusting the student.
 
+Every answer and audit is its client's (``client``: the API key's name, None for anonymous traffic): the
+largest client's answers count no more than all the others' together, and a drift stop must not rest on one
+client's audits; a client whose own audits disagree is sent to the teacher (:mod:`sizewise.distill.quota`).
+
 Thread-safe: one lock guards the state; with ``background=True`` refits run in a daemon thread and the old
 student keeps serving meanwhile.
 """
@@ -34,17 +38,15 @@ from typing import Any
 import numpy as np
 
 from sizewise.distill.normalise import AnswerNormaliser
+from sizewise.distill.quota import AUDIT_WINDOW, DRIFT_P, MIN_AUDITS, AuditLedger, Client, within_quota
 from sizewise.distill.student import TaskStudent
 from sizewise.errors import ConfigError, RouterFileError
 
 FORMAT = "sizewise-distiller"
-#: Audits kept for the drift test; older ones describe an older student.
-AUDIT_WINDOW = 100
-#: The drift test's significance: stop when this many disagreements would be this unlikely at the target
-#: (strict, as the test is repeated after every audit).
-DRIFT_P = 0.01
-#: Audits needed before the drift test runs (one early disagreement is no evidence).
-MIN_AUDITS = 20
+# The drift test (sizewise.distill.quota): each client's last AUDIT_WINDOW audits (older ones describe an older
+# student), MIN_AUDITS at least (one early disagreement is no evidence), significance DRIFT_P (strict, as the
+# test is repeated after every audit).
+__all__ = ["AUDIT_WINDOW", "DRIFT_P", "MIN_AUDITS", "DistillerState", "OnlineDistiller", "StudentAnswer"]
 #: Audits awaiting the teacher's answer that are kept; the oldest go first (a teacher call that failed never
 #: reports back, and the map must not grow forever).
 MAX_PENDING = 10_000
@@ -72,6 +74,10 @@ class DistillerState:
     audits: int
     audit_agreement: float | None
     stopped_for_drift: int
+    #: Clients that taught the examples kept, and clients the student no longer answers (their own audits
+    #: disagreed) until the next student.
+    clients: int = 0
+    clients_stopped: int = 0
 
 
 class OnlineDistiller:
@@ -110,8 +116,11 @@ class OnlineDistiller:
         self._labels: list[str] = []
         self._held: list[bool] = []
         self._weights: list[float] = []  # 1 / P(this request reached the teacher): audits stand for many
-        self._pending: dict[str, deque[str]] = {}  # audited text -> the student's label(s) awaiting the teacher's
-        self._audits: deque[tuple[bool, int]] = deque(maxlen=AUDIT_WINDOW)  # (agreed, examples held then)
+        self._clients: list[Client] = []  # whose request each answer was (the quota counts them)
+        # audited text -> (the student's label, the client) awaiting the teacher's answer
+        self._pending: dict[str, deque[tuple[str, Client]]] = {}
+        self._audits = AuditLedger(AUDIT_WINDOW, MIN_AUDITS, DRIFT_P)  # positions: examples held then
+        self._stopped: set[Client] = set()  # clients whose own audits disagreed with the serving student
         self._student: TaskStudent | None = None
         self._serving = False
         self._since_fit = 0
@@ -122,11 +131,16 @@ class OnlineDistiller:
         self._generation = 0  # bumped when drift drops old examples: a refit begun before then is stale
 
     # -- the request path ------------------------------------------------------------
-    def decide(self, text: str) -> StudentAnswer | None:
-        """The student's answer when it serves and is confident; None: the teacher answers (and for a
-        random ``audit_share`` of confident answers, recorded as audits)."""
+    def serves(self, client: Client = None) -> bool:
+        """Whether a student answers ``client``'s requests now (serving, and its audits did not stop it)."""
         with self._lock:
-            student = self._student if self._serving else None
+            return self._serving and client not in self._stopped
+
+    def decide(self, text: str, client: Client = None) -> StudentAnswer | None:
+        """The student's answer for ``client`` when it serves and is confident; None: the teacher answers (and
+        for a random ``audit_share`` of confident answers, recorded as audits)."""
+        with self._lock:
+            student = self._student if self._serving and client not in self._stopped else None
         if student is None:
             return None
         found = student.answer(text)
@@ -134,22 +148,23 @@ class OnlineDistiller:
             return None
         with self._lock:
             if self._random.random() < self.audit_share:
-                self._pending.setdefault(text, deque()).append(found[0])
+                self._pending.setdefault(text, deque()).append((found[0], client))
                 while len(self._pending) > MAX_PENDING:
                     del self._pending[next(iter(self._pending))]
                 return None
         return StudentAnswer(*found)
 
-    def observe(self, text: str, teacher_answer_text: str) -> None:
-        """Record the teacher's answer to ``text``; refit when due (in a thread with ``background``)."""
+    def observe(self, text: str, teacher_answer_text: str, client: Client = None) -> None:
+        """Record the teacher's answer to ``client``'s ``text``; refit when due (in a thread with ``background``)."""
         label = self.normaliser.label_of(teacher_answer_text)
         with self._lock:
             if label is None:
                 self._unparseable += 1
                 self._pending.pop(text, None)
                 return
-            audited = self._check_audit(text, label)
+            audited = self._check_audit(text, label, client)
             self._texts.append(text)
+            self._clients.append(client)
             self._labels.append(label)
             self._held.append(self._random.random() < self.holdout_share)
             self._weights.append(1.0 / self.audit_share if audited else 1.0)
@@ -168,64 +183,70 @@ class OnlineDistiller:
             else:
                 self._refit()
 
-    def _check_audit(self, text: str, label: str) -> bool:
-        """Score an audit of ``text`` (if it was one) and stop serving on drift; True if it was an audit."""
+    def _check_audit(self, text: str, label: str, client: Client) -> bool:
+        """Score an audit of ``client``'s ``text`` (if it was one) and stop serving on drift (everyone's when it
+        does not rest on one client, else this client's); True if it was an audit."""
         waiting = self._pending.get(text)
         if not waiting:
             return False
-        said = waiting.popleft()
+        # The same text may await audits of several clients: take this client's, else the oldest.
+        entry = next((entry for entry in waiting if entry[1] == client), waiting[0])
+        waiting.remove(entry)
+        said = entry[0]
         if not waiting:
             del self._pending[text]
-        self._audits.append((said == label, len(self._texts)))
+        self._audits.add(client, said == label, len(self._texts))
         self._audit_total += 1
-        if self._serving and self._drifted():
+        if not self._serving:
+            return True
+        if self._audits.drifted(self.target_agreement):
             self._serving = False
             self._stops += 1
             self._generation += 1
-            # Forget what the teacher said before the first audit that disagreed: it taught the old task.
-            cut = next(position for agreed, position in self._audits if not agreed)
+            # Forget what the teacher said before the disagreement began: it taught the old task.
+            cut = self._audits.cut() or 0
             self._texts, self._labels = self._texts[cut:], self._labels[cut:]
-            self._held, self._weights = self._held[cut:], self._weights[cut:]
+            self._held, self._weights, self._clients = self._held[cut:], self._weights[cut:], self._clients[cut:]
             self._audits.clear()
+            self._stopped.clear()
             self._since_fit = 0
+        elif self._audits.client_drifted(client, self.target_agreement):
+            self._stopped.add(client)
         return True
-
-    def _drifted(self) -> bool:
-        """One-sided binomial test: would this many disagreements be unlikely (< DRIFT_P) at the target?"""
-        from scipy.stats import binom
-
-        n, errors = len(self._audits), sum(not agreed for agreed, _ in self._audits)
-        return n >= MIN_AUDITS and errors > 0 and float(binom.sf(errors - 1, n, 1.0 - self.target_agreement)) < DRIFT_P
 
     # -- learning --------------------------------------------------------------------
     def _refit(self) -> None:
         try:
             with self._lock:
                 texts, labels, held = list(self._texts), list(self._labels), np.array(self._held)
-                weights, generation = np.array(self._weights), self._generation
-            result = self._fit_and_check(texts, labels, held, weights)
+                weights, generation, clients = np.array(self._weights), self._generation, list(self._clients)
+            counted = _quota_mask(clients, held, weights)
+            result = self._fit_and_check(texts, labels, held, weights, counted)
             with self._lock:
                 self._refits += 1
                 if result is not None and generation == self._generation:
                     student, agreement, coverage = result
                     self._measured = (agreement, coverage)
                     if agreement >= self.target_agreement and coverage > 0:
-                        self._student, self._audits, self._serving = student, deque(maxlen=AUDIT_WINDOW), True
+                        self._student, self._serving = student, True
+                        self._audits.clear()  # a new student: the audits and stops were the old one's
+                        self._stopped.clear()
                     # A student that fails keeps nothing; the one serving (if any) stays, watched by the audits.
         finally:
             with self._lock:
                 self._refitting = False
 
     def _fit_and_check(
-        self, texts: list[str], labels: list[str], held: np.ndarray, weights: np.ndarray
+        self, texts: list[str], labels: list[str], held: np.ndarray, weights: np.ndarray, counted: np.ndarray
     ) -> tuple[TaskStudent, float, float] | None:
         """A student fitted on the training part, with its held-out (agreement, coverage); None if it cannot.
 
         While a student serves, the teacher sees its unsure requests and only an audit share of its sure ones,
         so the held-out answers over-represent hard requests; each counts with weight 1 / P(the teacher saw
-        it) (inverse propensity), which makes the measured agreement and coverage those of all traffic."""
-        train = np.flatnonzero(~held)
-        test = np.flatnonzero(held)
+        it) (inverse propensity), which makes the measured agreement and coverage those of all traffic. Only
+        the ``counted`` answers take part (the clients' quota)."""
+        train = np.flatnonzero(~held & counted)
+        test = np.flatnonzero(held & counted)
         if len({labels[i] for i in train}) < 2 or len(test) == 0:
             return None
         student = TaskStudent(
@@ -265,7 +286,6 @@ class OnlineDistiller:
         with self._lock:
             agreement, coverage = self._measured if self._measured else (None, None)
             threshold = self._student.threshold_ if self._student is not None else None
-            audits = len(self._audits)
             return DistillerState(
                 examples=len(self._texts),
                 unparseable=self._unparseable,
@@ -275,8 +295,10 @@ class OnlineDistiller:
                 coverage=coverage,
                 refits=self._refits,
                 audits=self._audit_total,
-                audit_agreement=(sum(agreed for agreed, _ in self._audits) / audits) if audits else None,
+                audit_agreement=self._audits.agreement,
                 stopped_for_drift=self._stops,
+                clients=len(set(self._clients)),
+                clients_stopped=len(self._stopped),
             )
 
     @property
@@ -296,6 +318,7 @@ class OnlineDistiller:
                 "labels": self._labels,
                 "held": self._held,
                 "weights": self._weights,
+                "clients": self._clients,
                 "serving": self._serving,
                 "state": asdict(self.state),
             }
@@ -327,14 +350,17 @@ class OnlineDistiller:
             distiller = cls(**header["params"], background=background)
             texts, labels, held, weights = header["texts"], header["labels"], header["held"], header.get("weights")
             weights = [1.0] * len(held) if weights is None else weights  # files from before the weights
-            if not (len(texts) == len(labels) == len(held) == len(weights)) or not all(
+            clients = header.get("clients") or [None] * len(held)  # files from before the quota: anonymous
+            if not (len(texts) == len(labels) == len(held) == len(weights) == len(clients)) or not all(
                 isinstance(t, str) for t in texts
             ):
                 raise ValueError("its examples are malformed")
+            if not all(c is None or isinstance(c, str) for c in clients):
+                raise ValueError("its clients are malformed")
         except (OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError, ConfigError) as error:
             raise RouterFileError(f"{path}: not a valid distiller file ({error})") from None
         distiller._texts, distiller._labels, distiller._held = list(texts), list(labels), [bool(h) for h in held]
-        distiller._weights = [float(w) for w in weights]
+        distiller._weights, distiller._clients = [float(w) for w in weights], list(clients)
         if student_bytes is not None:
             with tempfile.TemporaryDirectory() as folder:
                 student_path = Path(folder) / "student.zip"
@@ -345,3 +371,13 @@ class OnlineDistiller:
                     raise RouterFileError(f"{path}: its student is not valid ({error})") from None
             distiller._serving = bool(header.get("serving"))
         return distiller
+
+
+def _quota_mask(clients: list[Client], held: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Which answers count (sizewise.distill.quota): in the training part the largest client's count is bounded
+    by the others' together; in the held-out part its weight (an audit stands for 1 / audit_share requests)."""
+    counted = np.zeros(len(clients), dtype=bool)
+    for part, by_weight in ((~held, False), (held, True)):
+        index = np.flatnonzero(part)
+        counted[index] = within_quota([clients[i] for i in index], weights[index] if by_weight else None)
+    return counted

@@ -18,7 +18,7 @@ import logging
 import random
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ PENDING_AUDITS = 1024
 AUDIT_WINDOW = 100
 MIN_AUDITS = 20
 DRIFT_P = 0.01
+#: Why a student leaves a client's request when that client's own audits disagreed with it.
+STOPPED_FOR_CLIENT = "student stopped for this client: its audits disagreed with the teacher"
 #: Least time between two saves of the online student while it learns (it is saved at shutdown too).
 SAVE_EVERY_S = 10.0
 
@@ -56,33 +58,36 @@ class Verdict:
 
 
 class AuditWatch:
-    """A saved student's audited answers against the teacher's, over the last ``window``: it stops the student
-    for good when their disagreements would be unlikely at the target (one-sided binomial test at ``p``, after
-    at least ``least`` audits), the test the online student is held to (:mod:`sizewise.distill.online`)."""
+    """A saved student's audited answers against the teacher's, each client's last ``window``: it stops the
+    student for good when their disagreements would be unlikely at the target (one-sided binomial test at
+    ``p``, after at least ``least`` audits) even with any one client's audits left out, and for one client
+    when its own audits do: the test the online student is held to (:mod:`sizewise.distill.quota`)."""
 
     def __init__(self, target: float, window: int = AUDIT_WINDOW, least: int = MIN_AUDITS, p: float = DRIFT_P) -> None:
+        from sizewise.distill.quota import AuditLedger
+
         self.target = target
-        self.least = least
-        self.p = p
-        self.recent: deque[bool] = deque(maxlen=window)
+        self.ledger = AuditLedger(window, least, p)
         self.total = 0
         #: Set once the audits contradicted the target; a saved student cannot relearn, so it stays stopped.
         self.drifted = False
+        #: Clients whose own audits contradicted the target: the student no longer answers them.
+        self.stopped: set[str | None] = set()
 
-    def add(self, agree: bool) -> None:
-        """One audit's outcome (the learner thread); tests for drift."""
-        self.recent.append(agree)
+    def add(self, agree: bool, client: str | None = None) -> None:
+        """One audit's outcome for ``client``'s request (the learner thread); tests for drift."""
+        self.ledger.add(client, agree)
         self.total += 1
-        n, errors = len(self.recent), self.recent.count(False)
-        if n >= self.least and errors > 0 and not self.drifted:
-            from scipy.stats import binom
-
-            self.drifted = float(binom.sf(errors - 1, n, 1.0 - self.target)) < self.p
+        if self.drifted:
+            return
+        self.drifted = self.ledger.drifted(self.target)
+        if not self.drifted and self.ledger.client_drifted(client, self.target):
+            self.stopped.add(client)
 
     @property
     def agreement(self) -> float | None:
         """The recent audits' agreement (None before any)."""
-        return sum(self.recent) / len(self.recent) if self.recent else None
+        return self.ledger.agreement
 
 
 class Task:
@@ -108,7 +113,8 @@ class Task:
         self.state_path = state_path
         self.normaliser = AnswerNormaliser(settings.labels, settings.aliases or None)
         self.watch = AuditWatch(settings.target_agreement)
-        self._pending: OrderedDict[str, str] = OrderedDict()  # audited prompt -> the offline student's label
+        # audited prompt -> (the offline student's label, the client asking)
+        self._pending: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._saved_at = time.monotonic()
@@ -140,20 +146,25 @@ class Task:
         return cls(spec, settings, student=student, online=online, state_path=state_path)
 
     # -- answering -------------------------------------------------------------------
-    def verdict(self, text: str) -> Verdict:
-        """The student's answer to ``text`` when it is sure, or why it leaves the request."""
+    def verdict(self, text: str, client: str | None = None) -> Verdict:
+        """The student's answer to ``client``'s ``text`` (``client``: the API key's name, None when keys are
+        off) when it is sure, or why it leaves the request."""
         started = time.perf_counter()
-        if self._online_serving():
-            verdict = self._online_verdict(text)
+        if self._online_serving() and not self.online.serves(client):
+            verdict = Verdict(None, student="online", why=STOPPED_FOR_CLIENT)
+        elif self._online_serving():
+            verdict = self._online_verdict(text, client)
+        elif self.student is not None and client in self.watch.stopped and not self.watch.drifted:
+            verdict = Verdict(None, student="offline", why=STOPPED_FOR_CLIENT)
         elif self.student is not None and not self.watch.drifted:
-            verdict = self._offline_verdict(text)
+            verdict = self._offline_verdict(text, client)
         else:
             verdict = Verdict(None, why=self._not_serving())
         verdict.latency_s = time.perf_counter() - started
         return verdict
 
-    def _online_verdict(self, text: str) -> Verdict:
-        answer = self.online.decide(text)
+    def _online_verdict(self, text: str, client: str | None) -> Verdict:
+        answer = self.online.decide(text, client)
         student = self.online.student
         threshold = _number(getattr(student, "threshold_", None))
         if answer is not None:
@@ -167,7 +178,7 @@ class Task:
             return Verdict(None, confidence, threshold, audit=True, student="online", why="audit")
         return Verdict(None, confidence, threshold, student="online", why="online student unsure")
 
-    def _offline_verdict(self, text: str) -> Verdict:
+    def _offline_verdict(self, text: str, client: str | None) -> Verdict:
         threshold = float(self.student.threshold_)
         labels, confidences = self.student.predict_with_confidence([text])
         label, confidence = str(labels[0]), float(confidences[0])
@@ -175,7 +186,7 @@ class Task:
             return Verdict(None, confidence, threshold, student="offline", why="offline student unsure")
         if self.settings.audit_share > 0 and self._rng.random() < self.settings.audit_share:
             with self._lock:
-                self._pending[text] = label
+                self._pending[text] = (label, client)
                 while len(self._pending) > PENDING_AUDITS:
                     self._pending.popitem(last=False)
             return Verdict(None, confidence, threshold, audit=True, student="offline", why="audit")
@@ -194,17 +205,18 @@ class Task:
         return self.online is not None and bool(getattr(self.online.state, "serving", False))
 
     # -- learning (the desk's learner thread) -------------------------------------------
-    def observe(self, text: str, answer: str) -> None:
-        """The teacher answered ``text`` with ``answer``: check a pending audit, teach the online student."""
+    def observe(self, text: str, answer: str, client: str | None = None) -> None:
+        """The teacher answered ``client``'s ``text`` with ``answer``: check a pending audit, teach the online
+        student."""
         with self._lock:
             audited = self._pending.pop(text, None)
         if audited is not None:
             label = self.normaliser.label_of(answer)
             if label is not None:
-                self.watch.add(label == audited)
+                self.watch.add(label == audited[0], audited[1])
         if self.online is None:
             return
-        self.online.observe(text, answer)
+        self.online.observe(text, answer, client)
         serving = self._online_serving()
         if serving != self._was_serving or time.monotonic() - self._saved_at >= SAVE_EVERY_S:
             logger.info("task %s: online student %s", self.name, "serving" if serving else "not serving")

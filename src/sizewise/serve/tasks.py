@@ -77,15 +77,17 @@ class TaskTurn:
     answer: ChatResult | None = None
     #: The teacher was put first: call it as a routed model even under a cascade policy.
     teacher_first: bool = False
-    #: Where the teacher's answer goes (None: nothing to learn).
-    learner: Callable[[str, str], None] | None = None
+    #: Where the teacher's answer goes (None: nothing to learn): (text, answer, client).
+    learner: Callable[[str, str, str | None], None] | None = None
     teacher: str | None = None
     text: str = ""
+    #: Whose request it is (the API key's name; None when keys are off): the task's quotas count clients.
+    client: str | None = None
 
     def learn(self, model: str | None, answer: str) -> None:
         """``model`` answered this request with ``answer``: the task learns it when ``model`` is its teacher."""
         if self.learner is not None and model == self.teacher and answer:
-            self.learner(self.text, answer)
+            self.learner(self.text, answer, self.client)
 
     def tap(self, chunks: AsyncIterator[ChatChunk], decision: Decision) -> AsyncIterator[ChatChunk]:
         """``chunks`` as they come; when the teacher streams, its complete answer is learned at the end."""
@@ -198,7 +200,9 @@ class TaskDesk:
         if task is None:
             return TaskTurn(order)
         text = task_text(ctx.messages)
-        turn = TaskTurn(order, learner=self._learn_for(task), teacher=task.settings.teacher, text=text)
+        turn = TaskTurn(
+            order, learner=self._learn_for(task), teacher=task.settings.teacher, text=text, client=ctx.api_key
+        )
         if ctx.model_field in self.model_names:  # a named model answers; the teacher's answer still teaches
             decision.task = {"task": task.name, "answered_by": "named model"}
             return turn
@@ -206,7 +210,7 @@ class TaskDesk:
         if shape is not None:  # a label is no answer to it: the policy decides, as for any request
             decision.task = {"task": task.name, "answered_by": "policy", "note": f"the request asks for {shape}"}
             return turn
-        verdict = await asyncio.to_thread(task.verdict, text)
+        verdict = await asyncio.to_thread(task.verdict, text, ctx.api_key)
         decision.task = _report(task, verdict)
         if verdict.label is not None:
             turn.answer = _answer(task, verdict, ctx, decision)
@@ -224,12 +228,12 @@ class TaskDesk:
                 decision.task["note"] = "the teacher did not pass the filters"
         return turn
 
-    def _learn_for(self, task: Task) -> Callable[[str, str], None] | None:
+    def _learn_for(self, task: Task) -> Callable[[str, str, str | None], None] | None:
         if task.online is None and task.student is None:
             return None
 
-        def learn(text: str, answer: str) -> None:
-            self._learner.submit(_observe, task, text, answer)
+        def learn(text: str, answer: str, client: str | None) -> None:
+            self._learner.submit(_observe, task, text, answer, client)
 
         return learn
 
@@ -272,9 +276,9 @@ def _asks_for_more(ctx: RequestContext) -> str | None:
     return None
 
 
-def _observe(task: Task, text: str, answer: str) -> None:
+def _observe(task: Task, text: str, answer: str, client: str | None) -> None:
     try:
-        task.observe(text, answer)
+        task.observe(text, answer, client)
     except Exception:  # a teacher answer that cannot be learned costs that answer, never the thread
         logger.exception("task %s: a teacher answer could not be learned", task.name)
 

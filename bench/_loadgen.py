@@ -16,7 +16,8 @@ MASTER_KEY = "sk-sizewise-bench-0123456789abcdef"
 
 
 async def _connection(port: int, path: str, bodies: Iterator[bytes], latencies: list[float], errors: list[int]) -> None:
-    """One keep-alive connection sending bodies (shared with the other connections) until none is left."""
+    """One keep-alive connection sending bodies (shared with the other connections) until none is left; a
+    connection the server cuts counts as an error (-1) and is opened again."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for body in bodies:
@@ -25,24 +26,36 @@ async def _connection(port: int, path: str, bodies: Iterator[bytes], latencies: 
                 f"Authorization: Bearer {MASTER_KEY}\r\nContent-Length: {len(body)}\r\n\r\n"
             ).encode() + body
             started = time.perf_counter()
-            writer.write(request)
-            header = await reader.readuntil(b"\r\n\r\n")
-            status = int(header[9:12])
-            lower = header.lower()
-            if b"content-length:" in lower:
-                length = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
-            else:  # chunked
-                while True:
-                    size = int((await reader.readline()).strip(), 16)
-                    await reader.readexactly(size + 2)
-                    if size == 0:
-                        break
+            try:
+                status = await _exchange(reader, writer, request)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                errors.append(-1)
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                continue
             latencies.append(time.perf_counter() - started)
             if status != 200:
                 errors.append(status)
     finally:
         writer.close()
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """Send one request and read its whole answer; the status."""
+    writer.write(request)
+    header = await reader.readuntil(b"\r\n\r\n")
+    status = int(header[9:12])
+    lower = header.lower()
+    if b"content-length:" in lower:
+        length = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+    else:  # chunked
+        while True:
+            size = int((await reader.readline()).strip(), 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    return status
 
 
 async def load(

@@ -202,7 +202,13 @@ def eval_part(dataset: str, rows: int, routers: list[str], cv: int) -> dict[str,
     }
 
 
-def _report(serve_rows: list[dict[str, Any]] | None, ev: dict[str, Any] | None, cpus: int, command: str) -> None:
+def _report(
+    serve_rows: list[dict[str, Any]] | None,
+    ev: dict[str, Any] | None,
+    cpus: int,
+    command: str,
+    ev_command: str | None = None,
+) -> None:
     lines = [f"A local Ray cluster of {cpus} CPUs on this machine (Ray {__import__('ray').__version__})."]
     if serve_rows:
         lines += [
@@ -222,6 +228,7 @@ def _report(serve_rows: list[dict[str, Any]] | None, ev: dict[str, Any] | None, 
     if ev:
         lines += [
             "",
+            *([f"Command: `{ev_command}`", ""] if ev_command and ev_command != command else []),
             f"`eval` of {', '.join(ev['routers'])} ({ev['cv']}-fold) on {ev['rows']:,} rows resampled from "
             f"{ev['dataset']}: {ev['tasks']} fits; same numbers both ways: {ev['same_numbers']}.",
             "",
@@ -258,7 +265,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.report_only:
         last = json.loads(JSON_PATH.read_text())
-        _report(last.get("serve"), last.get("eval"), last["cpus"], last["command"])
+        commands = last.get("commands", {})
+        _report(last.get("serve"), last.get("eval"), last["cpus"], last["command"], commands.get("eval"))
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
@@ -267,13 +275,19 @@ def main() -> None:
     parts = set(args.parts.split(","))
     command = "python bench/replicas.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
     payload: dict[str, Any] = {"cpus": args.cpus, "command": command.strip()}
+    if JSON_PATH.exists():  # a part not run keeps its last numbers (and the section says which command)
+        last = json.loads(JSON_PATH.read_text())
+        payload.update({part: last[part] for part in ("serve", "eval") if part in last and part not in parts})
+        kept = {part: last.get("commands", {}).get(part, last["command"]) for part in ("serve", "eval")}
+        payload["commands"] = {part: command.strip() if part in parts else kept[part] for part in kept}
     if "serve" in parts:
         payload["serve"] = serve_part(args.requests, args.concurrency, [1, 2, 3])
     if "eval" in parts:
         payload["eval"] = eval_part(args.dataset, args.rows, args.routers.split(","), args.cv)
         print({k: v for k, v in payload["eval"].items() if k != "task_s"}, flush=True)
     write_json(JSON_PATH, payload)
-    _report(payload.get("serve"), payload.get("eval"), args.cpus, payload["command"])
+    ev_command = payload.get("commands", {}).get("eval")
+    _report(payload.get("serve"), payload.get("eval"), args.cpus, payload["command"], ev_command)
     ray.shutdown()
 
 

@@ -23,7 +23,7 @@ pytest.importorskip("ray")
 
 from ray.exceptions import ActorDiedError, RayTaskError
 
-from sizewise.distributed.forward import Forwarded, Front, Message, replica_died, run_asgi
+from sizewise.distributed.forward import Forwarded, Front, Message, batched, replica_died, run_asgi
 
 
 async def _echo(request: Request) -> JSONResponse:
@@ -82,22 +82,26 @@ def test_run_asgi_streams_and_stops_the_app_when_the_caller_goes() -> None:
 
 
 class _Replicas:
-    """``call`` for a Front: the first ``deaths`` calls die as a killed Ray replica does, the rest answer."""
+    """``call`` for a Front: the first ``deaths`` calls die as a killed Ray replica does after ``after`` of
+    the app's messages, the rest answer. Each message travels alone (the front must not count on
+    :func:`batched`, which only saves Ray round trips)."""
 
     def __init__(self, deaths: int, error: BaseException | None = None, after: int = 0) -> None:
         self.deaths, self.error, self.after, self.calls = deaths, error or ActorDiedError(), after, 0
 
-    async def __call__(self, request: Forwarded) -> AsyncIterator[Message]:
+    async def __call__(self, request: Forwarded) -> AsyncIterator[list[Message]]:
         self.calls += 1
-        if self.calls <= self.deaths:
-            async for message in run_asgi(APP, request):
-                if self.after == 0:
-                    break
-                yield message
-                self.after -= 1
-            raise self.error
+        dies = self.calls <= self.deaths
+        async for message in self._messages(request, dies):
+            yield [message]
+
+    async def _messages(self, request: Forwarded, dies: bool) -> AsyncIterator[Message]:
+        count = 0
         async for message in run_asgi(APP, request):
+            if dies and count == self.after:
+                raise self.error
             yield message
+            count += 1
 
 
 def _front(replicas: _Replicas, limit: int = 1 << 20) -> ThreadedServer:
@@ -136,6 +140,22 @@ def test_a_failure_that_is_not_a_death_is_not_resent() -> None:
     assert reply.status_code == 503 and replicas.calls == 1
 
 
+def test_a_death_between_the_head_and_the_body_is_resent() -> None:
+    """The head travels with the first body part, so a replica dying between them sent the client nothing."""
+    replicas = _Replicas(deaths=1, after=1)  # the app sent its start, then the replica died
+    with _front(replicas) as server:
+        reply = httpx.post(f"http://127.0.0.1:{server.port}/echo", content=b"x", timeout=10)
+    assert reply.status_code == 200 and replicas.calls == 2 and reply.json()["body"] == "x"
+
+
+def test_batched_holds_the_head_for_the_first_body_part() -> None:
+    async def batches() -> list[list[Message]]:
+        return [b async for b in batched(run_asgi(APP, _request("/stream")))]
+
+    sizes = [[m["type"] for m in batch] for batch in asyncio.run(batches())]
+    assert sizes[0] == ["http.response.start", "http.response.body"] and all(len(b) == 1 for b in sizes[1:])
+
+
 def test_a_stream_cut_after_its_first_bytes_is_not_resent() -> None:
     """Bytes already went to the client: a resend would repeat them, so the answer is cut instead."""
     replicas = _Replicas(deaths=1, after=2)  # the start and one part, then the replica dies
@@ -165,3 +185,21 @@ def test_what_counts_as_a_dead_replica() -> None:
     assert replica_died(RayTaskError("f", "tb", ActorDiedError()).as_instanceof_cause())
     assert not replica_died(RayTaskError("f", "tb", ValueError("bad")).as_instanceof_cause())
     assert not replica_died(ValueError("bad"))
+
+
+def test_the_errors_a_deployment_raises_cross_ray_whole() -> None:
+    """Ray pickles a deployment's exception for the caller: each keeps the fields its 4xx or retry is made of."""
+    import pickle
+
+    from sizewise.backends.speech import AudioError
+    from sizewise.core.chat import BackendError
+    from sizewise.core.decision import RequestRejected
+
+    rejected = pickle.loads(pickle.dumps(RequestRejected(400, "not an image", "invalid_image", "messages")))
+    assert (rejected.status, rejected.message, rejected.code, rejected.param) == (
+        400, "not an image", "invalid_image", "messages"
+    )  # fmt: skip
+    audio = pickle.loads(pickle.dumps(AudioError("corrupt clip", "invalid_audio", 415)))
+    assert (str(audio), audio.code, audio.status, audio.param) == ("corrupt clip", "invalid_audio", 415, "file")
+    failed = pickle.loads(pickle.dumps(BackendError("context too long", retryable=False, status=400)))
+    assert (str(failed), failed.retryable, failed.status) == ("context too long", False, 400)

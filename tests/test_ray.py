@@ -138,15 +138,18 @@ def ray_gateway(
     from sizewise.catalog.schema import CatalogSpec
     from sizewise.distributed.run import deploy
 
-    tiny = load_catalog(None).get("smollm2-135m").model_dump()
+    default = load_catalog(None)
+    tiny = default.get("smollm2-135m").model_dump()
     tiny["ray"] = {"num_cpus": 0.5}  # the tiny model's own deployment; the gateway replicas take 0.5 CPU each
+    image, speech = (default.get(name).model_dump() for name in ("efficientnet-lite0", "whisper-tiny.en"))
+    image["ray"] = speech["ray"] = {"num_cpus": 0.1}  # their own deployments too
     slow = fake_model("slow", "timeout-slow", 4, slow_upstream.base_url, timeout_s=10)
     log = tmp_path_factory.mktemp("ray-log") / "requests.sqlite"  # one file, written by every replica
-    models = [tiny, fake_model("big", "ok-big", 8, upstream.base_url), slow]
+    models = [tiny, fake_model("big", "ok-big", 8, upstream.base_url), slow, image, speech]
     spec = CatalogSpec.model_validate({"models": models, "gateway": {"log_url": f"sqlite:///{log}"}})
     port = free_port()
     names = deploy(spec, spec.gateway, replicas=2, host="127.0.0.1", port=port, warm=True)
-    assert names == ["front", "gateway", "model-smollm2-135m"]
+    assert names == ["front", "gateway", "model-efficientnet-lite0", "model-smollm2-135m", "model-whisper-tiny.en"]
     DEPLOYED["spec"], DEPLOYED["port"], DEPLOYED["log"] = spec, port, spec.gateway.log_url
     yield f"http://127.0.0.1:{port}"
 
@@ -187,6 +190,39 @@ def test_serve_ray_answers_the_readme_request_through_the_model_deployment(ray_g
         model="smollm2-135m", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, stream=True
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_the_image_and_speech_models_answer_from_their_own_deployments(ray_gateway: str) -> None:
+    """The classifier and Whisper run in their deployments; the gateway's answers and errors are unchanged."""
+    from openai import BadRequestError, OpenAI
+
+    from speech_helpers import ESPEAK, speak
+    from vision_photos import data_url, image_message, photo
+
+    client = OpenAI(base_url=f"{ray_gateway}/v1", api_key="unused", max_retries=0, timeout=120)
+    raw = client.chat.completions.with_raw_response.create(
+        model="sizewise", messages=image_message("What is in this picture?", data_url(photo("coffee")))
+    )
+    assert raw.headers["x-sizewise-model"] == "efficientnet-lite0"
+    assert "espresso" in (raw.parse().choices[0].message.content or "")
+    with pytest.raises(BadRequestError) as refused:  # decoded in the deployment: its 4xx comes back as itself
+        client.chat.completions.create(
+            model="efficientnet-lite0", messages=image_message("What is it?", data_url(b"not an image at all"))
+        )
+    assert "image" in refused.value.message
+    if ESPEAK is None:
+        pytest.skip("espeak-ng is not installed: the image half ran, the speech half needs a clip")
+    heard = client.audio.transcriptions.create(
+        model="whisper-tiny.en",
+        file=("clip.wav", speak("Please send the quarterly report to the finance team by Friday.")),
+    )
+    assert all(word in heard.text.lower() for word in ("report", "finance", "friday")), heard.text
+    # The replica that transcribed holds a proxy, not the model (each /healthz lands on either replica).
+    seen = [httpx.get(f"{ray_gateway}/healthz", timeout=10).json()["workers"] for _ in range(20)]
+    speech = [workers["whisper-tiny.en"] for workers in seen if "whisper-tiny.en" in workers]
+    assert speech and all(state == {"kind": "speech", "deployment": "model-whisper-tiny.en"} for state in speech)
 
 
 def _gateway_replicas(ray: Any) -> list[str]:

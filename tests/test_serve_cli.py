@@ -166,6 +166,26 @@ def test_warm_loads_the_local_models_before_the_banner(tmp_path: Path) -> None:
     assert " POST /v1/chat/completions 200 model=tiny-b policy=tiny-b " in logged
 
 
+@pytest.mark.model
+def test_warm_loads_the_image_and_speech_models_too(tmp_path: Path) -> None:
+    """They have no chat to answer one token with: loading them is the warm-up (Whisper used to wait for a clip)."""
+    import yaml
+
+    from sizewise.catalog import load_catalog
+
+    default = load_catalog(None)
+    models = [default.get(name).model_dump(mode="json") for name in ("whisper-tiny.en", "efficientnet-lite0")]
+    models += yaml.safe_load(TINY_PAIR)["models"]  # routing needs two chat models
+    catalog = tmp_path / "modal.yaml"
+    catalog.write_text(yaml.safe_dump({"models": models, "gateway": {"log_url": "none"}}))
+    with _serve(tmp_path, "-c", str(catalog), "--warm", wait_s=120) as (url, _out, err):
+        assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+        workers = httpx.get(f"{url}/healthz").json()["workers"]
+    assert workers["whisper-tiny.en"] == {"kind": "speech", "loaded": True, "loads": 1}  # before any clip
+    logged = err.read_text()
+    assert "warming: whisper-tiny.en loaded" in logged and "warming: efficientnet-lite0 loaded" in logged
+
+
 def test_a_model_that_cannot_load_stops_warm_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "bad.gguf").write_text("not a gguf")
     catalog = _catalog(

@@ -49,6 +49,9 @@ class AudioError(SizewiseError):
         self.status = status
         self.param = param
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled whole: Ray hands a deployment's error to the gateway
+        return type(self), (str(self), self.code, self.status, self.param)
+
 
 @dataclass(frozen=True)
 class Transcript:

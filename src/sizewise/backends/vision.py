@@ -178,6 +178,10 @@ class VisionBackend(Backend):
         self.classifier = classifier
         self.threshold = threshold
 
+    def load(self) -> None:
+        """Load the model now (blocking), for ``serve --warm``."""
+        self.classifier._load()
+
     async def complete(self, request: ChatRequest) -> ChatResult:
         import asyncio
         import time

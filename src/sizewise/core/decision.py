@@ -27,6 +27,9 @@ class RequestRejected(Exception):
         self.code = code
         self.param = param
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled whole: Ray hands a deployment's rejection to the gateway
+        return type(self), (self.status, self.message, self.code, self.param)
+
 
 @dataclass
 class FilterReport:

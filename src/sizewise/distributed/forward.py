@@ -97,6 +97,21 @@ async def run_asgi(app: ASGIApp, request: Forwarded) -> AsyncIterator[Message]:
             task.cancel()
 
 
+async def batched(messages: AsyncIterator[Message]) -> AsyncIterator[list[Message]]:
+    """``messages`` in batches, the response's start held back to travel with its first body part.
+
+    So a replica that dies between the two has sent the front nothing it must pass on, and the front can
+    resend the request; and a whole (not streamed) answer is one item over Ray, not two."""
+    held: list[Message] = []
+    async for message in messages:
+        held.append(message)
+        if message["type"] != "http.response.start":
+            yield held
+            held = []
+    if held:
+        yield held
+
+
 def replica_died(error: BaseException) -> bool:
     """True when ``error`` says the replica (not the request) failed: the request may go to another one."""
     from ray.exceptions import RayActorError, RayTaskError
@@ -124,10 +139,11 @@ async def read_whole_body(receive: Receive, limit: int) -> bytes | None:
 class Front:
     """The ASGI app in front of the gateway replicas: read the body, call a replica, relay, retry on death.
 
-    ``call(request)`` returns the async iterator of a replica's ASGI messages (a streaming handle call).
+    ``call(request)`` returns the async iterator of a replica's ASGI messages in batches (a streaming handle
+    call of :meth:`GatewayReplica.handle`, which yields :func:`batched` messages).
     """
 
-    def __init__(self, call: Callable[[Forwarded], AsyncIterator[Message]], body_limit: int) -> None:
+    def __init__(self, call: Callable[[Forwarded], AsyncIterator[list[Message]]], body_limit: int) -> None:
         self.call = call
         self.body_limit = body_limit
         #: Requests answered by another replica after theirs died (for /metrics-free checks and the bench).
@@ -175,12 +191,23 @@ class Front:
         sent = finished = False
         last = attempt == ATTEMPTS
         messages = self.call(request)
+        head: Message | None = None
         try:
-            async for message in messages:
-                if attempt > 1 and message["type"] == "http.response.start":
-                    message["headers"] = [*message.get("headers", []), (ATTEMPT_HEADER, str(attempt).encode())]
-                await send(message)
-                sent = True
+            async for batch in messages:
+                for message in batch:
+                    if message["type"] == "http.response.start":  # held until a body part: see batched()
+                        head = message
+                        if attempt > 1:
+                            message["headers"] = [*message.get("headers", []), (ATTEMPT_HEADER, str(attempt).encode())]
+                        continue
+                    if head is not None:
+                        await send(head)
+                        head = None
+                    await send(message)
+                    sent = True
+            if head is not None:  # an app that sent no body: answer with an empty one
+                await send(head)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
             finished = True
         except Exception as error:
             if sent or last or not replica_died(error):

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,6 +20,7 @@ from sizewise.core.chat import ChatRequest
 from sizewise.gateway.responses import JSON
 
 if TYPE_CHECKING:
+    from sizewise.catalog.schema import ModelSpec
     from sizewise.gateway.state import GatewayState
     from sizewise.serve.pipeline import Engine
 
@@ -33,6 +34,14 @@ async def readyz(request: Request) -> Response:
     return Response(json.dumps(body).encode(), status_code=200 if state.ready else 503, media_type=JSON)
 
 
+def load_model(spec: ModelSpec, backend: Any) -> None:
+    """Load one local model now (blocking). A chat model answers one token too: the first answer pages the
+    weights in and sets up the context (seconds on a slow disk). Image and speech models have no chat."""
+    backend.load()
+    if spec.kind not in ("vision", "speech"):
+        asyncio.run(backend.complete(ChatRequest([{"role": "user", "content": "Hello"}], max_tokens=1)))
+
+
 def warm_up(engine: Engine, say: Callable[[str], None] = logger.info, skip: Collection[str] = ()) -> None:
     """Load every local model (those with a blocking ``load``; each answers one token) and the default
     policy's router, so the first request does not wait for them; ``say`` gets one line per step.
@@ -43,15 +52,13 @@ def warm_up(engine: Engine, say: Callable[[str], None] = logger.info, skip: Coll
 
     local_specs = [spec for spec in engine.models if spec.location == "local" and spec.name not in skip]
     backends = [(spec, engine.backend(spec)) for spec in local_specs]
-    local = [(spec, backend, load) for spec, backend in backends if (load := getattr(backend, "load", None))]
+    local = [(spec, backend) for spec, backend in backends if getattr(backend, "load", None)]
     with Progress(len(local), "warming", "models") as bar:
-        for spec, backend, load in local:
+        for spec, backend in local:
             started = time.perf_counter()
             say(f"warming: loading {spec.name} ...")
             bar.note(spec.name)
-            load()
-            # One token too: the first answer pages the weights in and sets up the context (seconds on a slow disk).
-            asyncio.run(backend.complete(ChatRequest([{"role": "user", "content": "Hello"}], max_tokens=1)))
+            load_model(spec, backend)
             say(f"warming: {spec.name} loaded in {time.perf_counter() - started:.1f} s")
             bar.update(1)
     scorer = getattr(engine.policy("sizewise"), "scorer", None)

@@ -118,3 +118,29 @@ def test_clients_are_answered_while_many_connections_trickle(server: int) -> Non
     finally:
         for sock in socks:
             sock.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "length", "status"),
+    [("/v1/nope", 100_000, 404), ("/v1/chat/completions", 10**12, 413)],
+    ids=["unknown-route", "declared-too-large"],
+)
+def test_a_body_answered_before_it_arrived_cannot_trickle_for_ever(
+    server: int, path: str, length: int, status: int
+) -> None:
+    """The gateway answers some requests without reading their bodies; uvicorn then reads on, untimed."""
+    head = b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server), timeout=GIVE_UP_S) as sock:
+        sock.sendall(head % (path.encode(), length))
+        assert _status(sock) == status  # answered at once; then the body trickles on
+        held, received = _held_for(sock, b"{" * 1000)
+    assert received == b"<closed>" and TIMEOUT_S * 0.9 <= held <= TIMEOUT_S + 1.5, (held, received)
+
+
+def test_a_connection_that_sends_its_whole_body_after_an_early_answer_is_kept(server: int) -> None:
+    with socket.create_connection(("127.0.0.1", server), timeout=GIVE_UP_S) as sock:
+        sock.sendall(b"POST /v1/nope HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+        assert _status(sock) == 404
+        time.sleep(TIMEOUT_S * 1.2)  # longer than any deadline: an idle kept-alive connection is uvicorn's to time
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert _status(sock) == 200

@@ -5,7 +5,9 @@ headers come a byte at a time: each such connection (slowloris) holds a socket f
 ever sees a request, so no ASGI middleware can bound it (:mod:`sizewise.gateway.body_deadline` bounds the
 body). This protocol, uvicorn's own (httptools, which ``uvicorn[standard]`` installs) plus one timer, is
 what ``sizewise serve`` runs: the timer starts when the connection opens and when a request's first byte
-arrives, stops when its headers are complete, and on expiry answers 408 ``header_timeout`` and closes.
+arrives, stops when its headers are complete, and on expiry answers 408 ``header_timeout`` and closes. It also
+runs while uvicorn drains a body the app answered without reading (a 401, 404 or 413 before the body is in):
+uvicorn would keep reading that body for as long as it trickles; on expiry the connection is closed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def header_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:
         """HttpToolsProtocol whose requests must finish their headers within the deadline."""
 
         _header_timer: asyncio.TimerHandle | None = None
+        #: The timer runs for the rest of a body answered early, not for headers.
+        _draining = False
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -39,11 +43,23 @@ def header_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._draining = False
             self._arm()  # the next request on a kept-alive connection: its own deadline
 
         def on_headers_complete(self) -> None:
             self._disarm()
             super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._draining = False
+            self._disarm()  # a body answered early is drained: the connection may serve the next request
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.cycle.response_complete and self.cycle.more_body and not self.transport.is_closing():
+                self._draining = True
+                self._arm()  # answered before its body was in: the rest of it must come in time too
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -62,7 +78,8 @@ def header_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:
             self._header_timer = None
             if self.transport.is_closing():
                 return
-            if self.cycle is None or self.cycle.response_complete:  # never in the middle of another answer
+            # A 408 only where a request's headers were awaited: never inside another answer, nor after one.
+            if not self._draining and (self.cycle is None or self.cycle.response_complete):
                 self.transport.write(answer)
             self.transport.close()
 

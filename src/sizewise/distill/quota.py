@@ -6,11 +6,13 @@ clients' own requests, and its audits judge it on them. A client that writes ins
 the student wrong answers for everyone, or fake the audits' evidence of drift and stop it. Two rules bound
 each client's say by the others', the same for learning and for judging:
 
-* :func:`within_quota` -- **the largest client counts no more than all the others together.** Its most recent
-  examples are kept up to the others' total (by count for the fit, by weight for the held-out check); the
-  rest of its examples are stored but do not count. So one client can at most tie the others, never outvote
-  them. A client alone (or the anonymous traffic of a gateway without keys) is not bounded: there is no
-  one else to protect.
+* :func:`within_quota` -- **no client counts more than the next largest one.** The largest client's most
+  recent examples are kept up to the runner-up's total (by count for the fit, by weight for the held-out
+  check); the rest are stored but do not count. Against k others teaching alike one client then holds at
+  most 1/(k+1) of what the student learns from (1/2 against a single other), whatever it sends: it cannot
+  outvote the others where they taught, and an instruction it repeats stays its own (the student learns the
+  shared part of prompts, so a prompt part in most examples would be dropped as shared). A client alone (or
+  the anonymous traffic of a gateway without keys) is not bounded: there is no one else to protect.
 * :class:`AuditLedger` -- **drift must not rest on one client.** Each client's last ``window`` audits are
   kept apart (one client's flood cannot push the others' audits out), capped as above, and the binomial
   drift test must still reject with any one client's audits left out. A lone auditing client is judged
@@ -39,7 +41,7 @@ Client = str | None
 
 def within_quota(clients: Sequence[Client], weights: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
     """A keep-mask over examples (oldest first) of ``clients``: the largest client's most recent examples
-    up to the others' total (``weights``, default 1 each); every other client's examples are all kept."""
+    up to the runner-up's total (``weights``, default 1 each); every other client's examples are all kept."""
     keep = np.ones(len(clients), dtype=bool)
     w = np.ones(len(clients)) if weights is None else np.asarray(weights, dtype=float)
     totals: dict[Client, float] = {}
@@ -90,7 +92,7 @@ class AuditLedger:
         return sum(agreed for audits in self._by_client.values() for agreed, _ in audits) / n if n else None
 
     def _counted(self) -> dict[Client, list[tuple[bool, int]]]:
-        """Each client's audits that count: the largest client's most recent ones up to the others' total."""
+        """Each client's audits that count: the largest client's most recent ones up to the runner-up's."""
         clients = [c for c, audits in self._by_client.items() for _ in audits]
         flat = [a for audits in self._by_client.values() for a in audits]
         keep = within_quota(clients, None)

@@ -8,6 +8,10 @@ scrapes are parsed with prometheus_client's own parser.
 from __future__ import annotations
 
 import hashlib
+import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -20,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, insert
 
-from fakes import FakeUpstream, GatewayServer, fake_model
+from fakes import FakeUpstream, GatewayServer, fake_model, free_port
 from sizewise.gateway.metrics_shared import STALE_POLLS, SharedMetrics, snapshots_table
 
 POLL_S = 0.2
@@ -189,3 +193,78 @@ def test_scope_local_is_this_process_alone_and_a_bad_scope_is_a_400(upstream: Fa
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid_scope"
         assert response.json()["error"]["message"] == "scope must be one of all, local, not 'everything'"
+
+
+# -- two `sizewise serve` processes, one killed -------------------------------------------------------------
+def _serve(catalog: Path, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    command = [sys.executable, "-m", "sizewise.cli.main", "serve", "-c", str(catalog), "--port", str(port)]
+    with (folder / f"err-{port}.txt").open("w") as err:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=folder)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _ready(process: subprocess.Popen[bytes], url: str, folder: Path, wait_s: float = 60) -> None:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            errors = [path.read_text()[-1000:] for path in folder.glob("err-*.txt")]
+            raise AssertionError(f"gateway exited {process.returncode}: {errors}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"gateway {url} not ready after {wait_s} s")
+
+
+def _per_replica(url: str) -> list[float]:
+    """``sizewise_requests_total`` per replica (model ``small``), sorted, from one scrape of ``url``."""
+    text = httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {KEY}"}, timeout=10).text
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "sizewise_requests_total" and sample.labels["model"] == "small":
+                counts[sample.labels["replica"]] = counts.get(sample.labels["replica"], 0) + sample.value
+    return sorted(counts.values())
+
+
+def _poll(url: str, expected: list[float], wait_s: float = 20) -> list[float]:
+    deadline = time.monotonic() + wait_s
+    while (seen := _per_replica(url)) != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return seen
+
+
+@pytest.mark.slow  # two gateway processes start (a few seconds on 2 cores)
+def test_a_killed_gateway_process_leaves_the_others_metrics(upstream: FakeUpstream, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    spec = _spec(upstream, url, state_poll_s=0.5, access_log=False)
+    catalog = tmp_path / "sizewise.yaml"
+    catalog.write_text(json.dumps(spec))  # JSON is YAML
+    a, b = _serve(catalog, tmp_path), _serve(catalog, tmp_path)
+    try:
+        for process, base in (a, b):
+            _ready(process, base, tmp_path)
+        for (_, base), count in ((a, 3), (b, 4)):
+            client = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0)
+            for _ in range(count):
+                client.chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}])
+        assert _poll(a[1], [3.0, 4.0]) == [3.0, 4.0]
+        b[0].send_signal(signal.SIGKILL)  # no shutdown: its row stays until it is 3 polls old
+        b[0].wait(10)
+        killed = time.monotonic()
+        assert _per_replica(a[1]) == [3.0, 4.0]  # the dead replica's last counts, within the window
+        assert _poll(a[1], [3.0]) == [3.0]
+        assert 1.0 <= time.monotonic() - killed <= 5.0  # 3 polls of 0.5 s, less the row's age when killed
+        a[0].terminate()  # a clean stop (SIGTERM: uvicorn runs the lifespan's shutdown) deletes its row
+        a[0].wait(20)  # uvicorn re-raises SIGTERM once shut down: the exit status is -15 either way
+        with create_engine(url).connect() as connection:
+            left = [row.replica.split(":")[1] for row in connection.execute(snapshots_table.select())]
+        assert str(a[0].pid) not in left  # b's stale row may stay until a live replica's next poll deletes it
+    finally:
+        for process, _ in (a, b):
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)

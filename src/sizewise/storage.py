@@ -3,15 +3,18 @@ any SQLAlchemy URL (PostgreSQL) when configured."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import MetaData, create_engine, event, func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql.elements import TextClause
 
 from sizewise.errors import ConfigError
 
+#: Tries of a SQLite CREATE TABLE that lost a race with another process creating the same tables.
+_SQLITE_TRIES = 5
 #: The PostgreSQL advisory lock that serialises sizewise's CREATE TABLEs (any constant; "sizewise" in ASCII).
 _SCHEMA_LOCK = 0x73697A6577697365
 
@@ -55,10 +58,19 @@ def create_tables(metadata: MetaData, engine: Engine, *statements: TextClause) -
     """``metadata.create_all(engine)``, then ``statements`` (``CREATE INDEX IF NOT EXISTS ...``), safe when
     several gateway replicas start at once on one PostgreSQL: there two racing CREATEs both find nothing
     and the second fails on the system catalog's unique index, so they take turns under a
-    transaction-scoped advisory lock. SQLite's write lock already serialises them."""
-    with engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
-        metadata.create_all(connection)
-        for statement in statements:
-            connection.execute(statement)
+    transaction-scoped advisory lock. On SQLite the existence check is a read outside the write lock, so
+    the loser of the race fails (``table ... already exists``, or a stale snapshot); it tries again, and
+    then finds the winner's tables."""
+    for attempt in range(_SQLITE_TRIES):
+        try:
+            with engine.begin() as connection:
+                if engine.dialect.name == "postgresql":
+                    connection.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+                metadata.create_all(connection)
+                for statement in statements:
+                    connection.execute(statement)
+            return
+        except OperationalError:
+            if engine.dialect.name != "sqlite" or attempt == _SQLITE_TRIES - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))

@@ -31,13 +31,13 @@ def secret(name: str) -> str:
     return f"sk-test-{name}"
 
 
-def catalog(teacher: Teacher, state: Path) -> dict[str, Any]:
+def catalog(teacher: Teacher, **settings: Any) -> dict[str, Any]:
     keys = [{"name": name, "sha256": hash_key(secret(name))} for name in [*HONEST, "mallory"]]
     return {
         "models": [
             teacher_entry("small", teacher.base_url, 1),
             teacher_entry("big", teacher.base_url, 100),
-            task_entry(state=str(state), **ONLINE),
+            task_entry(**settings),
         ],
         "gateway": {"router": "heuristic", "threshold": 0.99, "log_url": "none", "api_keys": keys},
     }
@@ -73,7 +73,7 @@ def teacher() -> Iterator[Teacher]:
 def test_an_attacking_key_cannot_stop_or_unteach_the_student_for_the_others(teacher: Teacher, tmp_path: Path) -> None:
     """Fails without the quota: about 20 of the attacker's audits disagreed and stopped the student for every
     key (all of them then paid the teacher), and it forgot the honest keys' answers."""
-    with GatewayServer(catalog(teacher, tmp_path / "state.zip")) as gateway:
+    with GatewayServer(catalog(teacher, state=str(tmp_path / "state.zip"), **ONLINE)) as gateway:
         for start in range(0, 160, 20):  # the honest keys teach it
             for i, text in enumerate(prompts(160, seed=21)[start : start + 20]):
                 ask(gateway, HONEST[i % 4], text)
@@ -97,3 +97,24 @@ def test_an_attacking_key_cannot_stop_or_unteach_the_student_for_the_others(teac
     answered = [r for r in others if r["answered_by"] == "task_model"]
     assert all(r["answer"] == ("yes" if truthful(r["text"]) else "no") for r in answered)
     print(f"attack: {sum(r['audit'] for r in mallory)} audits of the attacker; student sure of {sum(sure)}/40")
+
+
+def test_an_attacking_key_stops_a_saved_student_for_itself_only(teacher: Teacher, tmp_path: Path) -> None:
+    """Fails without the quota: the attacker's disagreeing audits stopped the saved student for good, for every
+    key. Now they stop it for the attacker, whose requests then go to the teacher; the others keep it."""
+    from sizewise.distill.student import TaskStudent
+
+    texts = prompts(300, seed=1)
+    student = TaskStudent(seed=0).fit(texts, ["yes" if truthful(t) else "no" for t in texts])
+    path = student.save(tmp_path / "overruling.zip")
+    attack = [p + ATTACK for p in prompts(200, seed=24) if truthful(p)][:60]
+    with GatewayServer(catalog(teacher, student=str(path), online=False, audit_share=0.5)) as gateway:
+        for i, text in enumerate(attack):
+            ask(gateway, "mallory", text)
+            ask(gateway, HONEST[i % 4], prompts(60, seed=25)[i])
+            settle(gateway)
+        watch = gateway.app.state.gateway.engine.tasks.tasks["overruling"].watch
+        assert not watch.drifted and watch.stopped == {"mallory"}
+        after = [ask(gateway, "mallory", attack[0]), *(ask(gateway, key, attack[1]) for key in HONEST)]
+    assert after[0]["answered_by"] == "teacher" and "stopped for this client" in after[0]["reason"]
+    assert all(r["answered_by"] == "task_model" or r["audit"] for r in after[1:]), after

@@ -142,3 +142,33 @@ def test_concurrent_on_task_requests_are_each_answered_and_learned_once(teacher:
     taught = sum(r["answered_by"] == "teacher" for r in records)
     assert len(records) == 200 and state.stopped_for_drift == 0  # no drift cut examples: all are still there
     assert state.examples + state.unparseable == taught
+
+
+def test_two_replicas_keeping_one_state_file_never_break_it(tmp_path: Path) -> None:
+    """Replicas on one machine share the task's state file: each save is written aside under its own name and
+    renamed, so saves racing from two processes (threads here) never collide or leave half a file."""
+    import threading
+
+    from sizewise.catalog.schema import ModelSpec
+    from sizewise.distill.online import OnlineDistiller
+    from sizewise.serve.task_model import Task
+
+    state = tmp_path / "task.zip"
+    spec = ModelSpec.model_validate(task_entry(state=str(state), **ONLINE))
+    replicas = [Task.from_spec(spec, Path, None) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def keep(task: Task) -> None:
+        for _ in range(40):
+            try:
+                task.save()
+            except Exception as error:  # the old shared ".partial" name: FileNotFoundError on rename
+                errors.append(error)
+
+    threads = [threading.Thread(target=keep, args=(task,)) for task in replicas for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
+    assert OnlineDistiller.load(state) is not None and not list(tmp_path.glob("*.partial*"))

@@ -15,7 +15,9 @@ path calls :meth:`Task.verdict` in a worker thread and :meth:`Task.observe` in t
 from __future__ import annotations
 
 import logging
+import os
 import random
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -228,13 +230,19 @@ class Task:
         return self.online is None or bool(self.online.wait_for_refit(timeout_s))
 
     def save(self) -> None:
-        """Keep the online student in its file (written aside and renamed: never half a file)."""
+        """Keep the online student in its file (written aside and renamed: never half a file). The aside file
+        has its own name, as replicas on one machine may share the state file: the last save wins whole."""
         if self.online is None or self.state_path is None:
             return
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.state_path.with_name(self.state_path.name + ".partial")
-        self.online.save(partial)
-        partial.replace(self.state_path)
+        handle, name = tempfile.mkstemp(dir=self.state_path.parent, prefix=self.state_path.name, suffix=".partial")
+        os.close(handle)
+        partial = Path(name)
+        try:
+            self.online.save(partial)
+            partial.replace(self.state_path)
+        finally:
+            partial.unlink(missing_ok=True)
         self._saved_at = time.monotonic()
 
     def report(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import random
 import tempfile
 import threading
 import zipfile
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -117,6 +117,7 @@ class OnlineDistiller:
         self._held: list[bool] = []
         self._weights: list[float] = []  # 1 / P(this request reached the teacher): audits stand for many
         self._clients: list[Client] = []  # whose request each answer was (the quota counts them)
+        self._taught: Counter[Client] = Counter()  # answers per client, kept in step with _clients (state is hot)
         # audited text -> (the student's label, the client) awaiting the teacher's answer
         self._pending: dict[str, deque[tuple[str, Client]]] = {}
         self._audits = AuditLedger(AUDIT_WINDOW, MIN_AUDITS, DRIFT_P)  # positions: examples held then
@@ -165,6 +166,7 @@ class OnlineDistiller:
             audited = self._check_audit(text, label, client)
             self._texts.append(text)
             self._clients.append(client)
+            self._taught[client] += 1
             self._labels.append(label)
             self._held.append(self._random.random() < self.holdout_share)
             self._weights.append(1.0 / self.audit_share if audited else 1.0)
@@ -207,6 +209,7 @@ class OnlineDistiller:
             cut = self._audits.cut() or 0
             self._texts, self._labels = self._texts[cut:], self._labels[cut:]
             self._held, self._weights, self._clients = self._held[cut:], self._weights[cut:], self._clients[cut:]
+            self._taught = Counter(self._clients)
             self._audits.clear()
             self._stopped.clear()
             self._since_fit = 0
@@ -297,7 +300,7 @@ class OnlineDistiller:
                 audits=self._audit_total,
                 audit_agreement=self._audits.agreement,
                 stopped_for_drift=self._stops,
-                clients=len(set(self._clients)),
+                clients=len(self._taught),
                 clients_stopped=len(self._stopped),
             )
 
@@ -361,6 +364,7 @@ class OnlineDistiller:
             raise RouterFileError(f"{path}: not a valid distiller file ({error})") from None
         distiller._texts, distiller._labels, distiller._held = list(texts), list(labels), [bool(h) for h in held]
         distiller._weights, distiller._clients = [float(w) for w in weights], list(clients)
+        distiller._taught = Counter(distiller._clients)
         if student_bytes is not None:
             with tempfile.TemporaryDirectory() as folder:
                 student_path = Path(folder) / "student.zip"

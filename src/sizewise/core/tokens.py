@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
+import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -113,7 +114,7 @@ def count_tokens_cached(texts: Sequence[str | None], key: str, method: str = "au
             pass  # a corrupt cache entry is recomputed below
     counts = count_tokens(texts, resolved)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # per process: Ray tasks may count the same texts
     np.save(tmp, counts)
     tmp.replace(path)
     return counts

@@ -142,6 +142,18 @@ def test_the_ledger_needs_evidence_beyond_any_one_client() -> None:
     assert alone.drifted(0.98) and alone.cut() == 0  # a lone client is judged alone, as before
 
 
+def test_a_flood_of_agreeing_audits_cannot_hide_drift_the_others_see() -> None:
+    """Each client's audits are kept apart and capped: one client's 1,000 agreeing audits neither push the
+    others' disagreements out of the window nor drown them (one window of the last 100 would hold only its)."""
+    ledger = AuditLedger()
+    for i in range(30):
+        for client in HONEST:
+            ledger.add(client, i % 5 != 0)  # the teacher changed its mind on a fifth of the requests
+    for _ in range(1000):
+        ledger.add("mallory", True)
+    assert ledger.drifted(0.98)
+
+
 def test_the_saved_students_watch_stops_for_one_client_not_for_all() -> None:
     watch = AuditWatch(0.98)
     for _ in range(100):

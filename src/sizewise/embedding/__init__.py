@@ -3,7 +3,7 @@
 ``embed(texts)`` is all most callers need. The model loads on first use; vectors are kept in
 an on-disk SQLite cache keyed by the text's sha256 and in a small in-process memo, so a
 14,000-prompt table is embedded once and a repeated prompt costs microseconds.
-No network, no API key, no torch.
+No network, no API key, no torch. A client's texts skip both caches (:data:`CLIENT_TEXTS`).
 
 ``embed_static(texts)`` (:mod:`sizewise.embedding.static`) is the fast alternative: a token table
 distilled from the same model, a prompt is the mean of its tokens' rows (256-d, ~0.3 ms per prompt).
@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,11 @@ _MEMO: OrderedDict[bytes, np.ndarray] = OrderedDict()
 _MEMO_SIZE = 50_000
 _CACHE: EmbeddingCache | None = None
 _WRITE_EVERY = 512  # texts encoded between cache writes, so an interrupted job keeps its progress
+#: True while the gateway handles a request (:mod:`sizewise.gateway.client_texts`): the texts are a client's, and
+#: the caches are shared by every client (the disk one by every process, for good). A cached text answers about
+#: twice as fast, so a hit would tell one client that someone else had sent that text; and each new text would
+#: grow the disk cache for good. Set per request, so it follows the request into its threads and nothing else.
+CLIENT_TEXTS: ContextVar[bool] = ContextVar("sizewise_client_texts", default=False)
 
 
 def embed_id(name: object) -> str:
@@ -69,10 +75,11 @@ def embed(
     """Unit-length all-MiniLM-L6-v2 embeddings, shape ``(len(texts), 384)``, float32.
 
     Texts longer than 256 tokens are truncated (as sentence-transformers does). ``cache=False``
-    skips both caches. ``progress=False`` hides the progress of encoding new texts (:mod:`sizewise.progress`:
-    a bar on a terminal once it takes 2 s, else one final line).
+    skips both caches, as does :data:`CLIENT_TEXTS`. ``progress=False`` hides the progress of encoding new
+    texts (:mod:`sizewise.progress`: a bar on a terminal once it takes 2 s, else one final line).
     """
     texts = [str(t) for t in texts]
+    cache = cache and not CLIENT_TEXTS.get()
     out = np.zeros((len(texts), DIM), dtype=np.float32)
     if not texts:
         return out

@@ -38,6 +38,7 @@ from sizewise.catalog.schema import GatewaySettings, ModelSpec
 from sizewise.gateway.access_log import AccessLog
 from sizewise.gateway.audio import transcriptions
 from sizewise.gateway.body_deadline import BodyDeadline
+from sizewise.gateway.client_texts import ClientTexts
 from sizewise.gateway.dashboard import install_dashboard
 from sizewise.gateway.embeddings import embeddings
 from sizewise.gateway.endpoints import model_by_id, route
@@ -231,6 +232,7 @@ def create_app(
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(CrossSiteGuard, allowed=state.settings.cors_origins)  # cross-site POSTs: 403 (gateway/origin.py)
     app.add_middleware(BodyDeadline, timeout_s=state.settings.body_timeout_s)  # a trickling body: 408 (slowloris)
+    app.add_middleware(ClientTexts)  # a request's texts stay out of the shared embedding caches (timing)
     if state.settings.access_log:  # one line per request on the sizewise.access logger (uvicorn's stays off)
         app.add_middleware(AccessLog)
     if state.settings.cors_origins:  # browser pages on these origins may call the gateway and read its headers

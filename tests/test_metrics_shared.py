@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, insert, text
 
 from fakes import FakeUpstream, GatewayServer, fake_model, free_port
+from sizewise.gateway.metrics import Metrics
 from sizewise.gateway.metrics_shared import STALE_POLLS, SharedMetrics, snapshots_table
 
 POLL_S = 0.2
@@ -281,3 +282,16 @@ def test_a_killed_gateway_process_leaves_the_others_metrics(upstream: FakeUpstre
             if process.poll() is None:
                 process.kill()
                 process.wait(10)
+
+
+def test_a_scrape_after_the_stop_does_not_bring_the_row_back(tmp_path: Path) -> None:
+    # A scrape still in flight while the gateway shuts down: the deleted row stays deleted.
+    url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    metrics = Metrics(["small"])
+    shared = SharedMetrics(url, metrics, POLL_S)
+    shared.start()
+    shared.stop()
+    metrics.requests.labels("small", "small", "200").inc()
+    assert b'replica="' in shared.render_blocking()  # it still answers, from its live registry
+    with create_engine(url).connect() as connection:
+        assert connection.execute(snapshots_table.select()).all() == []

@@ -153,6 +153,8 @@ class SharedMetrics:
         t = snapshots_table.c
         with self._lock:
             now, text = self.clock(), self.metrics.render().decode()
+            if self._stop.is_set():  # stopped: its row is deleted, a late scrape must not bring it back
+                return
             if changed_only and text == self._text and now - self._published < self.poll_s:
                 return
             statement = self._insert(snapshots_table).values(replica=self.replica, published=now, text=text)
@@ -171,6 +173,8 @@ class SharedMetrics:
         with self.engine.connect() as connection:
             query = select(t.replica, t.text).where(t.published >= self.clock() - self.stale_s).order_by(t.replica)
             rows = [(row.replica, row.text) for row in connection.execute(query)]
+        if all(replica != self.replica for replica, _ in rows):  # stopped (row deleted): its live registry,
+            rows.append((self.replica, self.metrics.render().decode()))  # at or above all it ever published
         # Its own first: where replicas of two versions disagree on a family's type, this one's wins.
         return sorted(rows, key=lambda row: row[0] != self.replica)
 

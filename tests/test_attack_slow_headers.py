@@ -106,6 +106,15 @@ def test_the_next_request_on_a_kept_alive_connection_has_its_own_deadline(server
     assert received.startswith(b"HTTP/1.1 408") and held <= LATE_S, (held, received)
 
 
+def test_blank_lines_between_requests_do_not_hold_a_connection(server: int) -> None:
+    """Blank lines start no request, but each one stopped uvicorn's keep-alive timer."""
+    with socket.create_connection(("127.0.0.1", server), timeout=GIVE_UP_S) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert _status(sock) == 200
+        held, received = _held_for(sock, b"\r\n" * 1000)
+    assert received.startswith(b"HTTP/1.1 408") and held <= LATE_S, (held, received)
+
+
 def test_clients_are_answered_while_many_connections_trickle(server: int) -> None:
     socks = [socket.create_connection(("127.0.0.1", server), timeout=GIVE_UP_S) for _ in range(50)]
     try:

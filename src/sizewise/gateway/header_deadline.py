@@ -41,6 +41,11 @@ def header_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:
             super().connection_made(transport)
             self._arm()  # a connection that sends nothing at all is cut too
 
+        def data_received(self, data: bytes) -> None:
+            if self.cycle is None or self.cycle.response_complete:  # between requests: the next one's bytes
+                self._arm()  # (blank lines too, which start no message yet stop uvicorn's keep-alive timer)
+            super().data_received(data)
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._draining = False

@@ -4,10 +4,11 @@ uvicorn times out an idle keep-alive connection, but not one that was just opene
 headers come a byte at a time: each such connection (slowloris) holds a socket for ever, before the app
 ever sees a request, so no ASGI middleware can bound it (:mod:`sizewise.gateway.body_deadline` bounds the
 body). This protocol, uvicorn's own (httptools, which ``uvicorn[standard]`` installs) plus one timer, is
-what ``sizewise serve`` runs: the timer starts when the connection opens and when a request's first byte
-arrives, stops when its headers are complete, and on expiry answers 408 ``header_timeout`` and closes. It also
-runs while uvicorn drains a body the app answered without reading (a 401, 404 or 413 before the body is in):
-uvicorn would keep reading that body for as long as it trickles; on expiry the connection is closed.
+what ``sizewise serve`` runs: the timer starts when the connection opens and when bytes arrive between
+requests (blank lines too), stops when a request's headers are complete, and on expiry answers 408
+``header_timeout`` and closes. It also runs while uvicorn drains a body the app answered without reading (a
+401, 404 or 413 before the body is in): uvicorn would keep reading that body for as long as it trickles; on
+expiry the connection is closed.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -239,7 +240,8 @@ def _per_replica(url: str) -> list[float]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "sizewise_requests_total" and sample.labels["model"] == "small":
-                counts[sample.labels["replica"]] = counts.get(sample.labels["replica"], 0) + sample.value
+                replica = sample.labels.get("replica", "-")
+                counts[replica] = counts.get(replica, 0) + sample.value
     return sorted(counts.values())
 
 
@@ -295,3 +297,38 @@ def test_a_scrape_after_the_stop_does_not_bring_the_row_back(tmp_path: Path) -> 
     assert b'replica="' in shared.render_blocking()  # it still answers, from its live registry
     with create_engine(url).connect() as connection:
         assert connection.execute(snapshots_table.select()).all() == []
+
+
+# -- sizewise serve --ray: a scrape through Serve's proxy lands on any replica ----------------------------------
+@pytest.mark.slow  # a local Ray cluster and 2 gateway replicas (~15 s on 2 cores)
+def test_serve_ray_metrics_through_the_proxy_count_both_replicas(upstream: FakeUpstream, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    spec = _spec(upstream, f"sqlite:///{tmp_path / 'state.sqlite'}", state_poll_s=1)
+    (tmp_path / "sizewise.yaml").write_text(json.dumps(spec))
+    port = free_port()
+    command = [sys.executable, "-m", "sizewise.cli.main", "serve", "--ray", "--replicas", "2", "--port", str(port)]
+    with (tmp_path / "out.txt").open("w") as out:
+        server = subprocess.Popen(
+            [*command, "-c", str(tmp_path / "sizewise.yaml")],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while "sizewise gateway on Ray Serve" not in (tmp_path / "out.txt").read_text():  # the banner: deployed
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "out.txt").read_text()[-3000:]
+            time.sleep(0.5)
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0, timeout=60)
+        for _ in range(30):
+            client.chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        time.sleep(2.5)  # every replica has published since (polls of 1 s)
+        scrapes = [_per_replica(base) for _ in range(6)]  # each lands on either replica
+        # Both replicas, 30 in all, on every scrape (without state_url each showed one replica's ~15).
+        assert all(len(seen) == 2 and sum(seen) == 30 for seen in scrapes), scrapes
+    finally:
+        server.send_signal(signal.SIGINT)  # Ctrl-C: Serve shuts down, the driver's local cluster with it
+        try:
+            server.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

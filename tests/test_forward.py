@@ -203,3 +203,23 @@ def test_the_errors_a_deployment_raises_cross_ray_whole() -> None:
     assert (str(audio), audio.code, audio.status, audio.param) == ("corrupt clip", "invalid_audio", 415, "file")
     failed = pickle.loads(pickle.dumps(BackendError("context too long", retryable=False, status=400)))
     assert (str(failed), failed.retryable, failed.status) == ("context too long", False, 400)
+
+
+def test_a_trickled_body_gets_a_408_from_the_front_and_reaches_no_replica() -> None:
+    """Under Ray the front reads the body, so the body deadline (gateway.body_timeout_s) is kept there."""
+    import socket
+    import time
+
+    from sizewise.gateway.body_deadline import BodyDeadline
+
+    replicas = _Replicas(deaths=0)
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n"
+    server = ThreadedServer(BodyDeadline(Front(replicas, 1 << 20), 0.5), lifespan="on")
+    with server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.sendall(head + b"only a part")
+        started, answer = time.monotonic(), b""
+        while b"body_timeout" not in answer and (chunk := raw.recv(4096)):
+            answer += chunk
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408") and b"body_timeout" in answer and 0.4 < waited < 5
+    assert replicas.calls == 0

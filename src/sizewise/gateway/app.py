@@ -178,9 +178,11 @@ async def _http_error(_: Request, error: Exception) -> Response:
     return error_response(status, str(getattr(error, "detail", error)), code)
 
 
-async def _unexpected(_: Request, error: Exception) -> Response:
-    # One line, no traceback: the server log has the details.
-    return error_response(500, f"internal error: {type(error).__name__}: {error}", "internal_error")
+async def _unexpected(request: Request, error: Exception) -> Response:
+    # One line, no traceback and not the error's text (a database error carries its SQL and parameters,
+    # which may hold other clients' rows): the server log has the details.
+    logger.error("%s %s: unexpected error", request.method, request.url.path, exc_info=error)
+    return error_response(500, f"internal error ({type(error).__name__}); the gateway's log has it", "internal_error")
 
 
 HANDLERS: dict[str, tuple[Callable[[Request], Awaitable[Response]], str]] = {

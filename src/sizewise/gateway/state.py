@@ -79,7 +79,9 @@ class GatewayState:
             decision = error.decision if isinstance(error, AllModelsFailed) else decision
         else:
             logger.exception("request %s: unexpected error", request_id)
-            failure = GatewayError(500, f"internal error: {type(error).__name__}: {error}", "internal_error")
+            # Never the error's text: a database error carries its SQL and parameters (other clients' rows).
+            message = f"internal error ({type(error).__name__}); the gateway's log has it under request {request_id}"
+            failure = GatewayError(500, message, "internal_error")
         self.finish(ctx, decision, failure.status, started, request_id=request_id, api_key=api_key)
         return failure, decision_headers(decision, request_id) if decision else {"x-request-id": request_id}
 

@@ -27,6 +27,8 @@ from sizewise.gateway.dashboard import _Cache
 from sizewise.learn.outcomes import Outcome
 
 KEY = "dash-key-123"
+#: An operator's key (``dashboard: all``): what Prometheus scrapes /metrics with when keys are on.
+OPS_KEY = "ops-key-456"
 LONG = "please summarise " + "word " * 120  # over the small model's 64-token window: the context filter fires
 HISTORY = [
     {"time": "2026-12-01T10:00:00Z", "event": "add", "version": "v0001", "note": "incumbent"},
@@ -53,7 +55,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]
             "log_url": f"sqlite:///{folder / 'log.db'}",
             "router_dir": str(routers),
             "ladder": ["small", "broken", "big"],  # a cascade escalates past small, and falls back past broken
-            "api_keys": [{"name": "team", "sha256": hash_key(KEY)}],
+            "api_keys": [
+                {"name": "team", "sha256": hash_key(KEY)},
+                {"name": "ops", "sha256": hash_key(OPS_KEY), "dashboard": "all"},
+            ],
         }
         with GatewayServer({"models": models, "gateway": gateway_settings}) as gw:
             yield gw
@@ -178,12 +183,22 @@ def _exposed(gateway: GatewayServer) -> dict[str, list[dict[str, str]]]:
     from prometheus_client.parser import text_string_to_metric_families
 
     gateway.app.state.gateway.outcomes.refresh()  # the savings gauges (the refresher thread runs every 30 s)
-    text = httpx.get(f"{_root(gateway)}/metrics", headers={"authorization": f"Bearer {KEY}"}).text
+    text = httpx.get(f"{_root(gateway)}/metrics", headers={"authorization": f"Bearer {OPS_KEY}"}).text
     samples: dict[str, list[dict[str, str]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples.setdefault(sample.name, []).append(dict(sample.labels))
     return samples
+
+
+def test_metrics_count_every_client_so_only_an_operator_key_reads_them(gateway: GatewayServer) -> None:
+    url = f"{_root(gateway)}/metrics"
+    assert httpx.get(url).status_code == 401
+    client = httpx.get(url, headers={"authorization": f"Bearer {KEY}"})
+    assert client.status_code == 403 and client.json()["error"]["code"] == "metrics_forbidden"
+    assert "sizewise_requests" not in client.text
+    operator = httpx.get(url, headers={"authorization": f"Bearer {OPS_KEY}"})
+    assert operator.status_code == 200 and "sizewise_requests_total" in operator.text
 
 
 def test_every_series_the_grafana_dashboard_queries_is_in_metrics(

@@ -228,7 +228,11 @@ def test_a_cascade_scorer_name_is_not_a_path(gateway: GatewayServer, dirs: tuple
 
 @pytest.fixture(scope="module")
 def keyed(upstream: FakeUpstream) -> Iterator[GatewayServer]:
-    settings = {"log_url": "none", "api_keys": [{"name": "team-a", "sha256": hash_key("s3cret")}]}
+    keys = [
+        {"name": "team-a", "sha256": hash_key("s3cret")},
+        {"name": "ops", "sha256": hash_key("0ps"), "dashboard": "all"},
+    ]
+    settings = {"log_url": "none", "api_keys": keys}
     with GatewayServer({"models": _models(upstream), "gateway": settings}) as gw:
         yield gw
 
@@ -246,7 +250,8 @@ def test_metrics_need_the_key_when_keys_are_on(keyed: GatewayServer) -> None:
     url = keyed.url.removesuffix("/v1") + "/metrics"
     assert httpx.get(url, timeout=10).status_code == 401
     assert httpx.get(url, headers={"authorization": "Bearer nope"}, timeout=10).status_code == 401
-    answer = httpx.get(url, headers={"authorization": "Bearer s3cret"}, timeout=10)
+    assert httpx.get(url, headers={"authorization": "Bearer s3cret"}, timeout=10).status_code == 403  # a client's key
+    answer = httpx.get(url, headers={"authorization": "Bearer 0ps"}, timeout=10)  # an operator's key
     assert answer.status_code == 200 and "sizewise_requests" in answer.text
 
 

@@ -185,7 +185,11 @@ def test_a_failing_database_leaves_this_replicas_own_series(
 
 def test_metrics_still_need_a_key_when_shared(upstream: FakeUpstream, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'state.sqlite'}"
-    spec = _spec(upstream, url, api_keys=[{"name": "ops", "sha256": hashlib.sha256(KEY.encode()).hexdigest()}])
+    spec = _spec(
+        upstream,
+        url,
+        api_keys=[{"name": "ops", "sha256": hashlib.sha256(KEY.encode()).hexdigest(), "dashboard": "all"}],
+    )
     with GatewayServer(spec) as a:
         response = httpx.get(f"{_root(a)}/metrics", timeout=10)
         assert response.status_code == 401

@@ -152,7 +152,7 @@ def test_unexpected_500s_and_disconnects_are_logged_and_401s_only_counted(tmp_pa
     logged as 200, and every unauthenticated request wrote a row."""
     url = f"sqlite:///{tmp_path / 'log.sqlite'}"
     key = "sk-trust-test"
-    keys = [{"name": "team", "sha256": hashlib.sha256(key.encode()).hexdigest()}]
+    keys = [{"name": "team", "sha256": hashlib.sha256(key.encode()).hexdigest(), "dashboard": "all"}]  # reads /metrics
     upstream = BillingUpstream(byte_tokens, delay_s=0.6)
     with upstream, GatewayServer(_spec(upstream.base_url, url, api_keys=keys)) as gw:
         auth = {"authorization": f"Bearer {key}"}

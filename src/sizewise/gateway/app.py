@@ -146,6 +146,15 @@ def _denied(state: GatewayState, request: Request) -> Response | None:
     return None
 
 
+def _not_operator(state: GatewayState, request: Request) -> Response | None:
+    """A 403 for a key that may see only its own traffic: /metrics counts every client's requests and cost."""
+    record = state.keys.check(request.headers)
+    if record is None or record.dashboard == "all":
+        return None
+    message = "/metrics counts every client's traffic: it needs an operator key (api_keys[].dashboard: all)"
+    return error_response(403, message, "metrics_forbidden")
+
+
 async def list_models(request: Request) -> Response:
     """``GET /v1/models``: the names the ``model`` field accepts (``endpoints.advertised_names``)."""
     state = _state(request)
@@ -162,7 +171,7 @@ async def healthz(request: Request) -> Response:
 async def metrics_endpoint(request: Request) -> Response:
     """``GET /metrics``: Prometheus text; with shared state every replica's, labelled ``replica`` (metrics_shared)."""
     state = _state(request)
-    denied = _denied(state, request)
+    denied = _denied(state, request) or _not_operator(state, request)
     if denied is not None:
         return denied
     try:  # ?scope=local: this process's alone (a Prometheus that scrapes every replica itself)

@@ -165,7 +165,7 @@ ROUTE_DOCS: dict[str, dict[str, Any]] = {
         "response_model": None,
         "responses": {
             200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
-            **_errors(400, 401),
+            **_errors(400, 401, 403),
         },
         # With gateway.state_url every replica's series (label replica); local: this process's alone.
         "openapi_extra": {

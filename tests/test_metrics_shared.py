@@ -118,9 +118,7 @@ def test_a_replica_that_stops_publishing_leaves_after_the_window(upstream: FakeU
         expected = {(_replica(b), "200"): 2.0}
         assert _until(a, expected) == expected
         shared: SharedMetrics = b.app.state.gateway.shared_metrics
-        shared._stop.set()  # b's publisher dies (b itself serves on): its row ages
-        assert shared._thread is not None
-        shared._thread.join(5)
+        shared._poller.stop()  # b's publisher dies (b itself serves on): its row ages
         stopped = time.monotonic()
         assert _until(a, {}) == {}
         assert time.monotonic() - stopped >= (STALE_POLLS - 1) * POLL_S  # kept for the window, not dropped at once

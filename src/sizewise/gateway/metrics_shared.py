@@ -36,6 +36,7 @@ from sizewise.catalog.schema import GatewaySettings
 from sizewise.errors import ConfigError
 from sizewise.gateway.errors import GatewayError
 from sizewise.gateway.metrics import Metrics
+from sizewise.serve.poller import Poller
 from sizewise.serve.session_sql import state_url
 from sizewise.storage import create_tables, make_engine
 
@@ -144,8 +145,7 @@ class SharedMetrics:
         self._lock = threading.Lock()
         self._published = -float("inf")
         self._text = ""  # what this replica published last
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller("sizewise-metrics-publish", self._poll_once, poll_s)
 
     def publish(self, *, changed_only: bool = False) -> None:
         """Upsert this replica's row and delete stale rows. ``changed_only`` (a scrape): skip the write
@@ -153,7 +153,7 @@ class SharedMetrics:
         t = snapshots_table.c
         with self._lock:
             now, text = self.clock(), self.metrics.render().decode()
-            if self._stop.is_set():  # stopped: its row is deleted, a late scrape must not bring it back
+            if self._poller.stopping:  # stopped: its row is deleted, a late scrape must not bring it back
                 return
             if changed_only and text == self._text and now - self._published < self.poll_s:
                 return
@@ -195,8 +195,7 @@ class SharedMetrics:
     def start(self) -> None:
         """Publish now, then every ``poll_s`` in a daemon thread."""
         self._poll_once()
-        self._thread = threading.Thread(target=self._run, name="sizewise-metrics-publish", daemon=True)
-        self._thread.start()
+        self._poller.start()
 
     def _poll_once(self) -> None:
         try:
@@ -204,15 +203,9 @@ class SharedMetrics:
         except SQLAlchemyError as error:  # the next poll tries again; the row goes stale meanwhile
             logger.warning("shared metrics: publish failed (%s)", type(error).__name__)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            self._poll_once()
-
     def stop(self) -> None:
         """End the thread, delete this replica's row (it has stopped counting), release the database."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.poll_s + 5)
+        self._poller.stop()
         try:
             with self._lock, self.engine.begin() as connection:
                 connection.execute(delete(snapshots_table).where(snapshots_table.c.replica == self.replica))

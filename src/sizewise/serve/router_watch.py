@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sizewise.catalog.schema import GatewaySettings
 from sizewise.errors import SizewiseError
 from sizewise.learn.shared_router import SharedRouter, digest
+from sizewise.serve.poller import Poller
 from sizewise.serve.session_sql import state_url
 
 logger = logging.getLogger(__name__)
@@ -41,8 +41,7 @@ class RouterWatch:
         self.loaded: str | None = digest(path.read_bytes()) if path.is_file() else None
         #: The version loaded last from the database (None until one is).
         self.version: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller("sizewise-router-watch", self._poll_once, poll_s)
 
     def sync(self, *, rebuild: bool = True) -> bool:
         """Adopt the database's promoted router if it differs from the loaded one; True when it did."""
@@ -65,8 +64,7 @@ class RouterWatch:
     def start(self) -> None:
         """Catch up once now (before the first request), then poll in a daemon thread."""
         self._poll_once(rebuild=False)
-        self._thread = threading.Thread(target=self._run, name="sizewise-router-watch", daemon=True)
-        self._thread.start()
+        self._poller.start()
 
     def _poll_once(self, *, rebuild: bool = True) -> None:
         try:
@@ -75,15 +73,9 @@ class RouterWatch:
             # The old router keeps serving; the next poll tries again.
             logger.warning("router watch: %s: %s", type(error).__name__, str(error)[:200])
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            self._poll_once()
-
     def stop(self) -> None:
         """End the thread and release the database."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.poll_s + 5)
+        self._poller.stop()
         self.shared.close()
 
 

@@ -118,9 +118,11 @@ def test_honest_clients_teach_as_one_anonymous_stream_does() -> None:
     assert results[0] == results[1] and sum(a is not None for a in results[0][0]) > 150
 
 
-def test_the_quota_keeps_the_largest_clients_newest_up_to_the_runner_up() -> None:
-    clients = ["m", "a", "m", "m", "b", "m", "a", "m"]
-    assert within_quota(clients).tolist() == [False, True, False, False, True, True, True, True]
+def test_the_quota_keeps_the_largest_clients_newest_up_to_the_others_and_twice_the_runner_up() -> None:
+    clients = ["m", "a", "m", "m", "b", "m", "a", "m"]  # m: 5, the others together 3
+    assert within_quota(clients).tolist() == [False, True, False, True, True, True, True, True]
+    assert within_quota(["m"] * 9 + ["a"] * 2 + ["b"] * 2 + ["c"] * 2).sum() == 4 + 6  # twice the runner-up
+    assert within_quota(["a", "b", "c", "a", "d", "b", "c", "d", "a"]).all()  # clients sending alike: unbounded
     assert within_quota(["m"] * 5).all() and within_quota([None, None]).all() and within_quota([]).size == 0
     weighted = within_quota(["m", "m", "a"], np.array([20.0, 1.0, 20.0]))  # by weight: audits stand for many
     assert weighted.tolist() == [False, True, True]

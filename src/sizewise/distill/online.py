@@ -15,8 +15,9 @@ answers would teach the old task), and serving resumes only when a refit passes 
 few teacher calls, never by trusting the student.
 
 Every answer and audit is its client's (``client``: the API key's name, None for anonymous traffic): the
-largest client's answers count no more than the runner-up's, and a drift stop must not rest on one
-client's audits; a client whose own audits disagree is sent to the teacher (:mod:`sizewise.distill.quota`).
+largest client's answers count no more than the others' together nor twice the runner-up's, a drift stop
+must not rest on one client's audits, and a client whose own audits disagree is sent to the teacher
+(:mod:`sizewise.distill.quota`).
 
 Thread-safe: one lock guards the state; with ``background=True`` refits run in a daemon thread and the old
 student keeps serving meanwhile.
@@ -378,8 +379,8 @@ class OnlineDistiller:
 
 
 def _quota_mask(clients: list[Client], held: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Which answers count (sizewise.distill.quota): in the training part the largest client's count is bounded
-    by the runner-up's; in the held-out part its weight (an audit stands for 1 / audit_share requests)."""
+    """Which answers count (:func:`~sizewise.distill.quota.within_quota`): in the training part by count, in
+    the held-out part by weight (an audit stands for 1 / audit_share requests)."""
     counted = np.zeros(len(clients), dtype=bool)
     for part, by_weight in ((~held, False), (held, True)):
         index = np.flatnonzero(part)

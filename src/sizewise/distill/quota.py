@@ -6,13 +6,14 @@ clients' own requests, and its audits judge it on them. A client that writes ins
 the student wrong answers for everyone, or fake the audits' evidence of drift and stop it. Two rules bound
 each client's say by the others', the same for learning and for judging:
 
-* :func:`within_quota` -- **no client counts more than the next largest one.** The largest client's most
-  recent examples are kept up to the runner-up's total (by count for the fit, by weight for the held-out
-  check); the rest are stored but do not count. Against k others teaching alike one client then holds at
-  most 1/(k+1) of what the student learns from (1/2 against a single other), whatever it sends: it cannot
-  outvote the others where they taught, and an instruction it repeats stays its own (the student learns the
-  shared part of prompts, so a prompt part in most examples would be dropped as shared). A client alone (or
-  the anonymous traffic of a gateway without keys) is not bounded: there is no one else to protect.
+* :func:`within_quota` -- **no client outvotes the others.** The busiest client's most recent examples count
+  up to all the others' total and up to twice the runner-up's (by count for the fit, by weight for the
+  held-out check); the rest are stored but do not count. Against a single other client it can tie, never
+  win; against k others sending alike it holds at most 2/(k+2) of what the student learns from, whatever it
+  sends, so it cannot outvote them where they taught, and an instruction it repeats stays its own (the student
+  learns the shared part of prompts, so a prompt part in most examples would be dropped as shared). Clients
+  sending alike are never bounded; a client alone (or the anonymous traffic of a gateway without keys) is
+  not either: there is no one else to protect.
 * :class:`AuditLedger` -- **drift must not rest on one client.** Each client's last ``window`` audits are
   kept apart (one client's flood cannot push the others' audits out), capped as above, and the binomial
   drift test must still reject with any one client's audits left out. A lone auditing client is judged
@@ -37,11 +38,15 @@ MIN_AUDITS = 20
 DRIFT_P = 0.01
 
 Client = str | None
+#: The largest client counts at most this many times the next largest (and never more than all the others): a
+#: factor of 2 never binds on clients that send alike (their counts differ by chance, not by half), and bounds
+#: one client among k alike at 2/(k+2) of what a student learns from.
+RUNNER_UP_FACTOR = 2.0
 
 
 def within_quota(clients: Sequence[Client], weights: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
-    """A keep-mask over examples (oldest first) of ``clients``: the largest client's most recent examples
-    up to the runner-up's total (``weights``, default 1 each); every other client's examples are all kept."""
+    """A keep-mask over examples (oldest first) of ``clients``: the largest client's most recent examples up
+    to the others' total and to twice the runner-up's (``weights``, default 1 each); all others' are kept."""
     keep = np.ones(len(clients), dtype=bool)
     w = np.ones(len(clients)) if weights is None else np.asarray(weights, dtype=float)
     totals: dict[Client, float] = {}
@@ -50,7 +55,8 @@ def within_quota(clients: Sequence[Client], weights: Sequence[float] | np.ndarra
     if len(totals) < 2:
         return keep
     largest, runner_up = sorted(totals, key=lambda c: totals[c], reverse=True)[:2]
-    cap = totals[runner_up]  # only the largest can exceed the runner-up, so nobody else needs a cap
+    # Only the largest can exceed either bound (the others' total, twice the runner-up): nobody else needs a cap.
+    cap = min(sum(totals.values()) - totals[largest], RUNNER_UP_FACTOR * totals[runner_up])
     kept = 0.0
     for i in range(len(clients) - 1, -1, -1):  # newest first: after drift the recent answers teach the task
         if clients[i] == largest:
@@ -92,7 +98,7 @@ class AuditLedger:
         return sum(agreed for audits in self._by_client.values() for agreed, _ in audits) / n if n else None
 
     def _counted(self) -> dict[Client, list[tuple[bool, int]]]:
-        """Each client's audits that count: the largest client's most recent ones up to the runner-up's."""
+        """Each client's audits that count (:func:`within_quota`)."""
         clients = [c for c, audits in self._by_client.items() for _ in audits]
         flat = [a for audits in self._by_client.values() for a in audits]
         keep = within_quota(clients, None)

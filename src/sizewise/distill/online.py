@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from sizewise.distill.normalise import AnswerNormaliser
-from sizewise.distill.quota import AUDIT_WINDOW, DRIFT_P, MIN_AUDITS, AuditLedger, Client, within_quota
+from sizewise.distill.quota import AUDIT_WINDOW, DRIFT_P, MIN_AUDITS, AuditLedger, Client, counted_mask, dissenter
 from sizewise.distill.student import TaskStudent
 from sizewise.errors import ConfigError, RouterFileError
 
@@ -224,8 +224,7 @@ class OnlineDistiller:
             with self._lock:
                 texts, labels, held = list(self._texts), list(self._labels), np.array(self._held)
                 weights, generation, clients = np.array(self._weights), self._generation, list(self._clients)
-            counted = _quota_mask(clients, held, weights)
-            result = self._fit_and_check(texts, labels, held, weights, counted)
+            result = self._fit_and_check(texts, labels, held, weights, counted_mask(clients, held, weights), clients)
             with self._lock:
                 self._refits += 1
                 if result is not None and generation == self._generation:
@@ -241,14 +240,22 @@ class OnlineDistiller:
                 self._refitting = False
 
     def _fit_and_check(
-        self, texts: list[str], labels: list[str], held: np.ndarray, weights: np.ndarray, counted: np.ndarray
+        self,
+        texts: list[str],
+        labels: list[str],
+        held: np.ndarray,
+        weights: np.ndarray,
+        counted: np.ndarray,
+        clients: list[Client],
+        judge: bool = True,
     ) -> tuple[TaskStudent, float, float] | None:
         """A student fitted on the training part, with its held-out (agreement, coverage); None if it cannot.
 
         While a student serves, the teacher sees its unsure requests and only an audit share of its sure ones,
         so the held-out answers over-represent hard requests; each counts with weight 1 / P(the teacher saw
         it) (inverse propensity), which makes the measured agreement and coverage those of all traffic. Only
-        the ``counted`` answers take part (the clients' quota)."""
+        the ``counted`` answers take part (the clients' quota); when one client's held-out answers contradict
+        the student far more than the others' do (:func:`dissenter`), it is refitted without that client."""
         train = np.flatnonzero(~held & counted)
         test = np.flatnonzero(held & counted)
         if len({labels[i] for i in train}) < 2 or len(test) == 0:
@@ -258,12 +265,16 @@ class OnlineDistiller:
         )
         student.fit([texts[i] for i in train], [labels[i] for i in train])
         predicted, confidence = student.predict_with_confidence([texts[i] for i in test])
+        agree = np.array([predicted[j] == labels[i] for j, i in enumerate(test)])
+        outlier = dissenter([clients[i] for i in test], agree, self.target_agreement) if judge else None
+        if outlier is not None:
+            without = counted & np.array([client != outlier for client in clients])
+            return self._fit_and_check(texts, labels, held, weights, without, clients, judge=False)
         answered = confidence >= student.threshold_
         w = weights[test]
         coverage = float(w[answered].sum() / w.sum())
         if answered.sum() < self.min_answered:
             return student, 0.0, coverage
-        agree = np.array([predicted[j] == labels[i] for j, i in enumerate(test)])
         return student, float((w * agree)[answered].sum() / w[answered].sum()), coverage
 
     def wait_for_refit(self, timeout: float | None = None) -> bool:
@@ -376,13 +387,3 @@ class OnlineDistiller:
                     raise RouterFileError(f"{path}: its student is not valid ({error})") from None
             distiller._serving = bool(header.get("serving"))
         return distiller
-
-
-def _quota_mask(clients: list[Client], held: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Which answers count (:func:`~sizewise.distill.quota.within_quota`): in the training part by count, in
-    the held-out part by weight (an audit stands for 1 / audit_share requests)."""
-    counted = np.zeros(len(clients), dtype=bool)
-    for part, by_weight in ((~held, False), (held, True)):
-        index = np.flatnonzero(part)
-        counted[index] = within_quota([clients[i] for i in index], weights[index] if by_weight else None)
-    return counted

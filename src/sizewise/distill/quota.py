@@ -14,6 +14,10 @@ each client's say by the others', the same for learning and for judging:
   learns the shared part of prompts, so a prompt part in most examples would be dropped as shared). Clients
   sending alike are never bounded; a client alone (or the anonymous traffic of a gateway without keys) is
   not either: there is no one else to protect.
+* :func:`dissenter` -- **a client the others contradict is left out.** At each refit, when one client's
+  held-out answers disagree with the student far more often than the others' do (three clients at least),
+  the student is refitted without that client's answers: flipping its copies of everyone's queries would
+  otherwise keep every student below the target, for all clients.
 * :class:`AuditLedger` -- **drift must not rest on one client.** Each client's last ``window`` audits are
   kept apart (one client's flood cannot push the others' audits out), capped as above, and the binomial
   drift test must still reject with any one client's audits left out. A lone auditing client is judged
@@ -63,6 +67,35 @@ def within_quota(clients: Sequence[Client], weights: Sequence[float] | np.ndarra
             keep[i] = kept + w[i] <= cap
             kept += w[i] if keep[i] else 0.0
     return keep
+
+
+def counted_mask(clients: Sequence[Client], held: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Which of a distiller's answers count: :func:`within_quota` in the training part by count, in the
+    held-out part (``held``) by weight (an audit stands for 1 / audit_share requests)."""
+    counted = np.zeros(len(clients), dtype=bool)
+    for part, by_weight in ((~held, False), (held, True)):
+        index = np.flatnonzero(part)
+        counted[index] = within_quota([clients[int(i)] for i in index], weights[index] if by_weight else None)
+    return counted
+
+
+def dissenter(
+    clients: Sequence[Client], agreed: Sequence[bool] | np.ndarray, target: float, p: float = DRIFT_P
+) -> Client | None:
+    """The one client whose held-out answers a student contradicts far more often than the others' (one-sided
+    binomial test at ``p`` against the others' pooled rate, at least ``1 - target``), or None. Needs three
+    clients: with two, neither can be told from the other by majority."""
+    tally: dict[Client, tuple[int, int]] = {}
+    for client, agree in zip(clients, agreed, strict=True):
+        n, errors = tally.get(client, (0, 0))
+        tally[client] = (n + 1, errors + (not agree))
+    if len(tally) < 3:
+        return None
+    worst = max(tally, key=lambda c: tally[c][1] / tally[c][0])
+    n, errors = tally[worst]
+    rest_n, rest_errors = len(clients) - n, sum(e for _, e in tally.values()) - errors
+    rate = max(rest_errors / rest_n, 1.0 - target)
+    return worst if drift_rejects(n, errors, 1.0 - rate, 1, p) else None
 
 
 def drift_rejects(n: int, errors: int, target: float, least: int = MIN_AUDITS, p: float = DRIFT_P) -> bool:

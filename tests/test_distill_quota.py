@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sizewise.distill.online import OnlineDistiller
-from sizewise.distill.quota import AuditLedger, within_quota
+from sizewise.distill.quota import AuditLedger, dissenter, within_quota
 from sizewise.serve.task_model import AuditWatch
 from task_helpers import prompts, sentence, truthful
 
@@ -143,6 +143,14 @@ def test_the_quota_keeps_the_largest_clients_newest_up_to_the_others_and_twice_t
     assert within_quota(["m"] * 5).all() and within_quota([None, None]).all() and within_quota([]).size == 0
     weighted = within_quota(["m", "m", "a"], np.array([20.0, 1.0, 20.0]))  # by weight: audits stand for many
     assert weighted.tolist() == [False, True, True]
+
+
+def test_the_dissenter_is_the_one_client_contradicted_far_more_than_the_others() -> None:
+    clients = ["a"] * 50 + ["b"] * 50 + ["m"] * 30
+    agreed = [i % 10 != 0 for i in range(100)] + [i % 3 == 0 for i in range(30)]  # a, b 90%; m 33%
+    assert dissenter(clients, agreed, 0.98) == "m"
+    assert dissenter(clients, [i % 10 != 0 for i in range(130)], 0.98) is None  # all alike
+    assert dissenter(clients[50:], agreed[50:], 0.98) is None  # two clients: no majority to side with
 
 
 def test_the_ledger_needs_evidence_beyond_any_one_client() -> None:

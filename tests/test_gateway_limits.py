@@ -255,6 +255,16 @@ def test_metrics_need_the_key_when_keys_are_on(keyed: GatewayServer) -> None:
     assert answer.status_code == 200 and "sizewise_requests" in answer.text
 
 
+def test_healthz_stays_open_but_names_its_workers_to_an_operator_only(keyed: GatewayServer) -> None:
+    """Which local models ran and when their workers restarted is usage: not for anyone who can reach the port."""
+    url = keyed.url.removesuffix("/v1") + "/healthz"
+    for headers in ({}, {"authorization": "Bearer nope"}, {"authorization": "Bearer s3cret"}):
+        answer = httpx.get(url, headers=headers, timeout=10)
+        assert answer.status_code == 200 and answer.json()["status"] == "ok" and "workers" not in answer.json()
+    operator = httpx.get(url, headers={"authorization": "Bearer 0ps"}, timeout=10).json()
+    assert operator["status"] == "ok" and "workers" in operator
+
+
 def test_metrics_and_models_stay_open_without_keys(gateway: GatewayServer) -> None:
     assert httpx.get(gateway.url + "/models", timeout=10).status_code == 200
     assert httpx.get(gateway.url.removesuffix("/v1") + "/metrics", timeout=10).status_code == 200

@@ -29,7 +29,8 @@ from sizewise.distributed.forward import Forwarded, Front, Message, batched, rep
 async def _echo(request: Request) -> JSONResponse:
     body = await request.body()
     client = list(request.client) if request.client else None
-    seen = {"method": request.method, "path": request.url.path, "query": request.url.query, "client": client}
+    path = request.scope["raw_path"].decode()  # as the client wrote it
+    seen = {"method": request.method, "path": path, "query": request.url.query, "client": client}
     headers = {"x-attempt": request.headers.get("x-sizewise-attempt", "")}
     return JSONResponse({**seen, "body": body.decode(), **headers})
 
@@ -44,7 +45,11 @@ async def _stream(request: Request) -> StreamingResponse:
 
 
 APP = Starlette(
-    routes=[Route("/echo", _echo, methods=["GET", "POST"]), Route("/stream", _stream, methods=["GET", "POST"])]
+    routes=[
+        Route("/echo", _echo, methods=["GET", "POST"]),
+        Route("/echo/{name:path}", _echo, methods=["POST"]),
+        Route("/stream", _stream, methods=["GET", "POST"]),
+    ]
 )
 
 
@@ -114,7 +119,14 @@ def test_a_request_whose_replica_dies_is_answered_by_another_with_its_body() -> 
         reply = httpx.post(f"http://127.0.0.1:{server.port}/echo?a=1", content=b"the body", timeout=10)
     assert reply.status_code == 200 and replicas.calls == 3
     assert reply.json()["body"] == "the body" and reply.json()["x-attempt"] == "3"  # the replica knows the try
+    assert reply.json()["path"] == "/echo" and reply.json()["query"] == "a=1"
     assert reply.headers["x-sizewise-attempt"] == "3"  # and the client that it was resent
+
+
+def test_the_path_reaches_the_replica_as_the_client_wrote_it() -> None:
+    with _front(_Replicas(deaths=0)) as server:
+        reply = httpx.post(f"http://127.0.0.1:{server.port}/echo/a%2Fb%20c", content=b"x", timeout=10)
+    assert reply.status_code == 200 and reply.json()["path"] == "/echo/a%2Fb%20c"
 
 
 def test_a_client_cannot_pass_itself_off_as_a_resend() -> None:

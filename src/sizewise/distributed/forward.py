@@ -47,6 +47,8 @@ class Forwarded:
     client: tuple[str, int] | None
     scheme: str = "http"
     http_version: str = "1.1"
+    #: The path as the client sent it (percent-escapes kept); None: ``path`` encoded.
+    raw_path: bytes | None = None
 
     def scope(self) -> dict[str, Any]:
         """The ASGI HTTP scope of the request."""
@@ -57,7 +59,7 @@ class Forwarded:
             "method": self.method,
             "scheme": self.scheme,
             "path": self.path,
-            "raw_path": self.path.encode(),
+            "raw_path": self.raw_path if self.raw_path is not None else self.path.encode(),
             "root_path": "",
             "query_string": self.query_string,
             "headers": self.headers,
@@ -174,6 +176,7 @@ class Front:
                 client=tuple(scope["client"]) if scope.get("client") else None,  # type: ignore[arg-type]
                 scheme=scope.get("scheme", "http"),
                 http_version=scope.get("http_version", "1.1"),
+                raw_path=scope.get("raw_path"),
             )
             if await self._relay(request, send, attempt):
                 return

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -68,8 +69,31 @@ def test_run_asgi_answers_the_forwarded_request_as_the_app_would() -> None:
                     "x-attempt": ""}  # fmt: skip
 
 
+def test_run_asgi_tells_the_app_its_caller_went_away_and_lets_it_finish() -> None:
+    """As under uvicorn: the handler is not cancelled, it hears http.disconnect and ends (and logs) itself."""
+    heard: list[str] = []
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # the body
+        heard.append((await receive())["type"])  # waits for the caller to go
+        await asyncio.sleep(0.05)  # still running: writing its log row, say
+        heard.append("finished")
+
+    async def leave_early() -> None:
+        messages = run_asgi(slow, _request())
+        waiting = asyncio.ensure_future(messages.__anext__())
+        await asyncio.sleep(0.05)
+        waiting.cancel()  # the caller is gone before any answer
+        await asyncio.gather(waiting, return_exceptions=True)
+        await messages.aclose()
+        await asyncio.sleep(0.2)
+
+    asyncio.run(leave_early())
+    assert heard == ["http.disconnect", "finished"]
+
+
 def test_run_asgi_streams_and_stops_the_app_when_the_caller_goes() -> None:
-    """Each part arrives as the app sends it; closing the iteration early cancels the app."""
+    """Each part arrives as the app sends it; closing the iteration early disconnects the app."""
 
     async def first_part() -> tuple[list[Message], float]:
         loop = asyncio.get_running_loop()

@@ -293,6 +293,24 @@ def test_serve_ray_survives_killing_a_replica_mid_load(cluster: Any, ray_gateway
 
 @pytest.mark.slow
 @pytest.mark.model
+def test_a_client_that_leaves_early_is_logged_as_a_disconnect(ray_gateway: str) -> None:
+    """Serve cancels the front's call; the replica's app hears http.disconnect and logs 499, as ``sizewise serve``
+    does (cancelled, it used to leave no row)."""
+    from sizewise.gateway.log import read_rows
+
+    started = time.time()
+    body = {"model": "slow", "messages": [{"role": "user", "content": "leaving before the answer"}]}
+    with pytest.raises(httpx.ReadTimeout):  # the upstream takes 0.25 s
+        httpx.post(f"{ray_gateway}/v1/chat/completions", json=body, timeout=0.1)
+    deadline, statuses = time.monotonic() + 30, []
+    while 499 not in statuses and time.monotonic() < deadline:
+        time.sleep(0.5)
+        statuses = [r["status"] for r in read_rows(DEPLOYED["log"], started) if r.get("model") == "slow"]
+    assert statuses == [499], statuses
+
+
+@pytest.mark.slow
+@pytest.mark.model
 def test_scaling_down_mid_load_drains_the_replica_and_loses_nothing(cluster: Any, ray_gateway: str) -> None:
     """A graceful stop, unlike ray.kill: redeploying with 1 replica while 8 requests at a time run."""
     from sizewise.distributed.run import deploy

@@ -69,7 +69,8 @@ class Forwarded:
 
 
 async def run_asgi(app: ASGIApp, request: Forwarded) -> AsyncIterator[Message]:
-    """``app``'s ASGI messages for ``request`` as it sends them; cancelling the iteration disconnects it."""
+    """``app``'s ASGI messages for ``request`` as it sends them. Closing or cancelling the iteration
+    disconnects the request: the app is told (``http.disconnect``), not cancelled."""
     messages: asyncio.Queue[Message | None] = asyncio.Queue()
     gone = asyncio.Event()
     body_given = False
@@ -95,8 +96,13 @@ async def run_asgi(app: ASGIApp, request: Forwarded) -> AsyncIterator[Message]:
         await task  # the app's own exception, if it raised one
     finally:
         gone.set()
-        if not task.done():
-            task.cancel()
+        if not task.done():  # the caller went away: the app hears http.disconnect and ends as under uvicorn,
+            _finishing.add(task)  # its log row saying 499, where cancelling it here would leave no row at all
+            task.add_done_callback(_finishing.discard)
+
+
+#: Apps still finishing a request whose caller went away (held so the event loop does not drop them).
+_finishing: set[asyncio.Task[None]] = set()
 
 
 async def batched(messages: AsyncIterator[Message]) -> AsyncIterator[list[Message]]:

@@ -33,6 +33,10 @@ ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 ATTEMPTS = 3
 #: The header that says which try this is (1 = first), set by the front for the gateway's access log.
 ATTEMPT_HEADER = b"x-sizewise-attempt"
+#: Request headers the front sets itself: the replica gets the body whole, so not how it was framed.
+FRONT_HEADERS = frozenset({ATTEMPT_HEADER, b"content-length", b"transfer-encoding", b"expect"})
+#: Messages an app may send ahead of its caller (:func:`run_asgi`): a streamed answer's parts are small.
+BACKLOG = 64
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,24 @@ class Forwarded:
 
 async def run_asgi(app: ASGIApp, request: Forwarded) -> AsyncIterator[Message]:
     """``app``'s ASGI messages for ``request`` as it sends them. Closing or cancelling the iteration
-    disconnects the request: the app is told (``http.disconnect``), not cancelled."""
-    messages: asyncio.Queue[Message | None] = asyncio.Queue()
+    disconnects the request: the app is told (``http.disconnect``), not cancelled.
+
+    At most :data:`BACKLOG` messages wait for the caller: an app that streams faster than its caller
+    reads is paused in ``send``, as uvicorn pauses it for a slow socket, rather than buffered whole."""
+    messages: asyncio.Queue[Message | None] = asyncio.Queue(BACKLOG)
     gone = asyncio.Event()
     body_given = False
+
+    async def send(message: Message | None) -> None:
+        if messages.full() and not gone.is_set():  # wait for room, or for the caller to leave
+            room, leaving = asyncio.ensure_future(messages.put(message)), asyncio.ensure_future(gone.wait())
+            await asyncio.wait({room, leaving}, return_when=asyncio.FIRST_COMPLETED)
+            if room.done():
+                leaving.cancel()
+                return
+            room.cancel()
+        if not gone.is_set():
+            messages.put_nowait(message)  # room: nothing awaited since full() said so
 
     async def receive() -> Message:
         nonlocal body_given
@@ -85,9 +103,9 @@ async def run_asgi(app: ASGIApp, request: Forwarded) -> AsyncIterator[Message]:
 
     async def run() -> None:
         try:
-            await app(request.scope(), receive, messages.put)
+            await app(request.scope(), receive, send)
         finally:
-            await messages.put(None)
+            await send(None)
 
     task = asyncio.create_task(run())
     try:
@@ -163,15 +181,43 @@ class Front:
             return
         if scope["type"] != "http":
             return  # websockets: the gateway has none
-        try:
-            body = await read_whole_body(receive, self.body_limit)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        try:  # a declared length past the limit: refused before a 100-continue asks the client for it
+            body = (
+                None
+                if declared.isdigit() and int(declared) > self.body_limit
+                else await read_whole_body(receive, self.body_limit)
+            )
         except ConnectionResetError:
             return  # nobody to answer
         if body is None:
             message = f"request body larger than {self.body_limit} bytes"
             await error_response(413, message, "body_too_large")(scope, receive, send)
             return
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() != ATTEMPT_HEADER]
+        answered = False
+
+        async def sending(message: Message) -> None:
+            nonlocal answered
+            await send(message)
+            answered = message["type"] == "http.response.body" and not message.get("more_body", False)
+
+        answer = asyncio.ensure_future(self._answer(scope, body, sending))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:  # a client that leaves stops its replica's answer, which the server would otherwise drop unseen
+            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not answer.done() and not answered:  # (the server says "disconnect" once the answer is whole)
+                answer.cancel()
+            await asyncio.wait({answer})
+        finally:
+            gone.cancel()
+            answer.cancel()  # when this call itself is cancelled (Serve's proxy lost the client)
+        if not answer.cancelled():
+            answer.result()  # its own exception, if any
+
+    async def _answer(self, scope: MutableMapping[str, Any], body: bytes, send: Send) -> None:
+        """Hand the request to a replica, and to another while one dies before answering."""
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in FRONT_HEADERS]
+        headers.append((b"content-length", str(len(body)).encode()))
         for attempt in range(1, ATTEMPTS + 1):
             request = Forwarded(
                 method=scope["method"],
@@ -202,18 +248,17 @@ class Front:
         messages = self.call(request)
         head: Message | None = None
         try:
-            async for batch in messages:
-                for message in batch:
-                    if message["type"] == "http.response.start":  # held until a body part: see batched()
-                        head = message
-                        if attempt > 1:
-                            message["headers"] = [*message.get("headers", []), (ATTEMPT_HEADER, str(attempt).encode())]
-                        continue
-                    if head is not None:
-                        await send(head)
-                        head = None
-                    await send(message)
-                    sent = True
+            async for message in _whole_answer(messages):
+                if message["type"] == "http.response.start":  # held until a body part: see batched()
+                    head = message
+                    if attempt > 1:
+                        message["headers"] = [*message.get("headers", []), (ATTEMPT_HEADER, str(attempt).encode())]
+                    continue
+                if head is not None:
+                    await send(head)
+                    head = None
+                await send(message)
+                sent = True
             if head is not None:  # an app that sent no body: answer with an empty one
                 await send(head)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -227,10 +272,33 @@ class Front:
                 return True
             return False
         finally:  # the client gone (cancelled here) or the replica dead: stop the call where it runs
-            cancel = getattr(messages, "cancel", None)
+            cancel = getattr(messages, "cancel", None)  # a Ray handle's stream
             if cancel is not None and not finished:
                 cancel()
+            close = getattr(messages, "aclose", None)  # an async generator (one process, the tests)
+            if close is not None and not finished:
+                await close()
         return True
+
+
+async def _whole_answer(batches: AsyncIterator[list[Message]]) -> AsyncIterator[Message]:
+    """The response's start and body messages in ``batches``, up to its last body part. A replica's
+    trailers (HTTP/1.1 here has none) and whatever it sends after its answer is whole are dropped:
+    the server would refuse them, and nothing after the answer is the client's."""
+    async for batch in batches:
+        for message in batch:
+            if message["type"] == "http.response.start":
+                yield {**message, "trailers": False}
+            elif message["type"] == "http.response.body":
+                yield message
+                if not message.get("more_body", False):
+                    return
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (its body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _error(send: Send, error: BaseException) -> None:

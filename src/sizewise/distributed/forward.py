@@ -37,9 +37,6 @@ ATTEMPT_HEADER = b"x-sizewise-attempt"
 FRONT_HEADERS = frozenset({ATTEMPT_HEADER, b"content-length", b"transfer-encoding", b"expect"})
 #: Messages an app may send ahead of its caller (:func:`run_asgi`): a streamed answer's parts are small.
 BACKLOG = 64
-#: Bytes of a streamed answer the front holds for a client that does not read them; one further behind is
-#: cut. A chat stream's client is a few KB behind at most; one answer sent whole is never cut.
-BEHIND_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -172,15 +169,9 @@ class Front:
     call of :meth:`GatewayReplica.handle`, which yields :func:`batched` messages).
     """
 
-    def __init__(
-        self,
-        call: Callable[[Forwarded], AsyncIterator[list[Message]]],
-        body_limit: int,
-        behind_bytes: int = BEHIND_BYTES,
-    ) -> None:
+    def __init__(self, call: Callable[[Forwarded], AsyncIterator[list[Message]]], body_limit: int) -> None:
         self.call = call
         self.body_limit = body_limit
-        self.behind_bytes = behind_bytes
         #: Requests answered by another replica after theirs died (for /metrics-free checks and the bench).
         self.replayed = 0
 
@@ -255,10 +246,9 @@ class Front:
         sent = finished = False
         last = attempt == ATTEMPTS
         messages = self.call(request)
-        ahead = _ReadAhead(messages, self.behind_bytes)
         head: Message | None = None
         try:
-            async for message in _whole_answer(ahead):
+            async for message in _whole_answer(messages):
                 if message["type"] == "http.response.start":  # held until a body part: see batched()
                     head = message
                     if attempt > 1:
@@ -281,10 +271,7 @@ class Front:
                     logger.error("gateway replica died mid-answer: %s", type(error).__name__)
                 return True
             return False
-        finally:  # the client gone or too slow (cancelled here) or the replica dead: stop the call where it runs
-            await ahead.aclose()
-            if ahead.too_slow:
-                logger.warning("client more than %d bytes behind on %s: cut", self.behind_bytes, request.path)
+        finally:  # the client gone (cancelled here) or the replica dead: stop the call where it runs
             cancel = getattr(messages, "cancel", None)  # a Ray handle's stream
             if cancel is not None and not finished:
                 cancel()
@@ -292,57 +279,6 @@ class Front:
             if close is not None and not finished:
                 await close()
         return True
-
-
-class _ReadAhead:
-    """A replica's batches pulled as they arrive, handed on at the client's pace.
-
-    Ray streams a replica's answer with no backpressure: what the client has not read piles up in the
-    front whether the front pulls it or not. Pulled here, it is counted, and a client more than ``limit``
-    bytes behind is cut (the task reading this is cancelled: its finally stops the replica's stream)."""
-
-    def __init__(self, batches: AsyncIterator[list[Message]], limit: int) -> None:
-        self.queue: asyncio.Queue[list[Message] | Exception | None] = asyncio.Queue()
-        self.queued = self.parts = 0  # body bytes and batches with a body, pulled but not sent
-        self.too_slow = False
-        self.task = asyncio.ensure_future(self._pull(batches, limit, asyncio.current_task()))
-
-    async def _pull(self, batches: AsyncIterator[list[Message]], limit: int, reader: Any) -> None:
-        try:
-            async for batch in batches:
-                self.queued += _body_bytes(batch)
-                self.parts += any(message.get("body") for message in batch)
-                self.queue.put_nowait(batch)
-                if self.queued > limit and self.parts > 1:  # one answer sent whole is never cut
-                    self.too_slow = True
-                    reader.cancel()
-                    return
-        except Exception as error:  # handed on after the batches before it, as the stream had them
-            self.queue.put_nowait(error)
-            return
-        self.queue.put_nowait(None)
-
-    def __aiter__(self) -> _ReadAhead:
-        return self
-
-    async def __anext__(self) -> list[Message]:
-        item = await self.queue.get()
-        if item is None:
-            raise StopAsyncIteration
-        if isinstance(item, Exception):
-            raise item
-        self.queued -= _body_bytes(item)
-        self.parts -= any(message.get("body") for message in item)
-        return item
-
-    async def aclose(self) -> None:
-        """Stop pulling (before the stream itself is closed or cancelled)."""
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-
-
-def _body_bytes(batch: list[Message]) -> int:
-    return sum(len(message.get("body", b"")) for message in batch)
 
 
 async def _whole_answer(batches: AsyncIterator[list[Message]]) -> AsyncIterator[Message]:

@@ -80,6 +80,17 @@ def test_the_replica_sees_the_headers_method_and_query_as_the_client_sent_them()
         assert [v for k, v in request.headers if k == b"x-sizewise-attempt"] == [b"1"]
 
 
+def test_dot_segments_and_escaped_nuls_reach_the_replica_unresolved() -> None:
+    """The front resolves nothing: the gateway routes the path exactly as under ``sizewise serve``."""
+    replica = _Replica(_ok)
+    with _serve(replica) as server:
+        answer = _raw(server.port, b"GET /v1/../admin%00x?a=%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200")
+    (request,) = replica.requests
+    assert request.raw_path == b"/v1/../admin%00x" and request.path == "/v1/../admin\x00x"
+    assert request.query_string == b"a=%00"
+
+
 def test_a_chunked_body_reaches_the_replica_with_its_length_not_its_chunking() -> None:
     """The replica gets the whole body at once: it must not be told to expect chunks, and it is told how
     long the body is (what the gateway checks before it reads)."""

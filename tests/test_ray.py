@@ -253,17 +253,44 @@ def test_serve_ray_survives_killing_a_replica_mid_load(cluster: Any, ray_gateway
     """200 requests, 8 at a time, each 0.25 s upstream; one of the 2 replicas is killed (``ray.kill``) after 50.
 
     The dead replica held requests in flight; its front sends each of them to the other replica, so every
-    request is answered (200), and the answers say which were resent (``x-sizewise-attempt``).
+    request is answered (200), and the answers say which were resent (``x-sizewise-attempt``). Serve's router
+    may have had nothing on the killed replica at that instant (it happened once in about ten runs): then
+    nothing tested the resend, and the round is run again (on the replacement Serve starts), at most 3 times.
     """
-    replicas = _gateway_replicas(cluster)
-    assert len(replicas) == 2
+    resent, killed = 0, set[str]()
+    for _ in range(3):
+        replicas = _until_two_replicas(cluster, killed)
+        killed.add(replicas[0])
+        lost, resent, logged = _kill_one_under_load(cluster, ray_gateway, replicas[0])
+        print(f"\nkilled 1 of 2 replicas after 50 answers: {lost} of 200 lost, {resent} resent, {logged} rows logged")
+        assert not lost, f"{lost} of 200 requests lost"
+        # Every answer has its row, but for rows the dead replica had queued (batched 0.1 s) and not yet
+        # written, and a resent request whose first replica logged it before it died has two.
+        assert 200 - 8 <= logged <= 200 + resent
+        if resent:
+            break
+    assert resent >= 1, "in 3 rounds no request was in flight in the killed replica: the resend went untested"
+    _until_two_replicas(cluster, killed)
+
+
+def _until_two_replicas(cluster: Any, killed: set[str]) -> list[str]:
+    """The gateway's 2 replicas, once Serve has replaced the ``killed`` ones."""
+    deadline = time.monotonic() + 60
+    while len(replicas := _gateway_replicas(cluster)) < 2 or killed & set(replicas):
+        assert time.monotonic() < deadline, "Serve did not replace the killed replica"
+        time.sleep(1)
+    return replicas
+
+
+def _kill_one_under_load(cluster: Any, gateway: str, victim: str) -> tuple[int, int, int]:
+    """Lost answers, resent ones and log rows of 200 requests, ``victim`` killed after 50 answers."""
     lock, done, started = threading.Lock(), [0], time.time()
 
     def one(i: int) -> tuple[int, int]:
         try:
             with httpx.Client(timeout=60) as http:
                 reply = http.post(
-                    f"{ray_gateway}/v1/chat/completions",
+                    f"{gateway}/v1/chat/completions",
                     json={"model": "slow", "messages": [{"role": "user", "content": f"question {i}"}]},
                 )
             status, attempt = reply.status_code, int(reply.headers.get("x-sizewise-attempt", "1"))
@@ -272,23 +299,14 @@ def test_serve_ray_survives_killing_a_replica_mid_load(cluster: Any, ray_gateway
         with lock:
             done[0] += 1
             if done[0] == 50:
-                cluster.kill(cluster.get_actor(replicas[0], namespace="serve"), no_restart=True)
+                cluster.kill(cluster.get_actor(victim, namespace="serve"), no_restart=True)
         return status, attempt
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(one, range(200)))
-    lost = [status for status, _ in results if status != 200]
+    lost = sum(status != 200 for status, _ in results)
     resent = sum(attempt > 1 for _, attempt in results)
-    logged = _logged_since(DEPLOYED["log"], started, "slow")
-    print(f"\nkilled 1 of 2 replicas after 50 answers: {len(lost)} of 200 lost, {resent} resent, {logged} rows logged")
-    assert not lost, f"{len(lost)} of 200 requests lost: {lost}"
-    assert resent >= 1, "no request was in flight in the killed replica: the test did not test the resend"
-    # Every answer has its row, but for rows the dead replica had queued (batched 0.1 s) and not yet written.
-    assert 200 - 8 <= logged <= 200 + resent
-    deadline = time.monotonic() + 60
-    while len(_gateway_replicas(cluster)) < 2 or replicas[0] in _gateway_replicas(cluster):
-        assert time.monotonic() < deadline, "Serve did not replace the killed replica"
-        time.sleep(1)
+    return lost, resent, _logged_since(DEPLOYED["log"], started, "slow")
 
 
 @pytest.mark.slow

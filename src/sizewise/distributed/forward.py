@@ -31,7 +31,7 @@ ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 
 #: Tries per request: the first replica and up to two others (each death takes one out of rotation).
 ATTEMPTS = 3
-#: The header that says which try this is (1 = first), set by the front for the gateway's access log.
+#: The header that says which try this is (1 = first): on the request a replica gets, and on a resent answer.
 ATTEMPT_HEADER = b"x-sizewise-attempt"
 #: Request headers the front sets itself: the replica gets the body whole, so not how it was framed.
 FRONT_HEADERS = frozenset({ATTEMPT_HEADER, b"content-length", b"transfer-encoding", b"expect"})

@@ -172,8 +172,6 @@ class Front:
     def __init__(self, call: Callable[[Forwarded], AsyncIterator[list[Message]]], body_limit: int) -> None:
         self.call = call
         self.body_limit = body_limit
-        #: Requests answered by another replica after theirs died (for /metrics-free checks and the bench).
-        self.replayed = 0
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -232,7 +230,6 @@ class Front:
             )
             if await self._relay(request, send, attempt):
                 return
-            self.replayed += 1
             logger.warning(
                 "gateway replica died before answering %s %s: try %d", request.method, request.path, attempt + 1
             )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -305,21 +304,14 @@ def test_a_scrape_after_the_stop_does_not_bring_the_row_back(tmp_path: Path) -> 
 @pytest.mark.slow  # a local Ray cluster and 2 gateway replicas (~15 s on 2 cores)
 def test_serve_ray_metrics_through_the_proxy_count_both_replicas(upstream: FakeUpstream, tmp_path: Path) -> None:
     pytest.importorskip("ray")
+    from ray_helpers import serving_on_ray
+
     spec = _spec(upstream, f"sqlite:///{tmp_path / 'state.sqlite'}", state_poll_s=1)
     (tmp_path / "sizewise.yaml").write_text(json.dumps(spec))
     port = free_port()
-    command = [sys.executable, "-m", "sizewise.cli.main", "serve", "--ray", "--replicas", "2", "--port", str(port)]
-    with (tmp_path / "out.txt").open("w") as out:
-        server = subprocess.Popen(
-            [*command, "-c", str(tmp_path / "sizewise.yaml")],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
-        )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while "sizewise gateway on Ray Serve" not in (tmp_path / "out.txt").read_text():  # the banner: deployed
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "out.txt").read_text()[-3000:]
-            time.sleep(0.5)
+    args = ["--replicas", "2", "-c", str(tmp_path / "sizewise.yaml")]
+    with serving_on_ray(port, args, tmp_path / "out.txt"):
         client = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0, timeout=60)
         for _ in range(30):
             client.chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
@@ -327,10 +319,3 @@ def test_serve_ray_metrics_through_the_proxy_count_both_replicas(upstream: FakeU
         scrapes = [_per_replica(base) for _ in range(6)]  # each lands on either replica
         # Both replicas, 30 in all, on every scrape (without state_url each showed one replica's ~15).
         assert all(len(seen) == 2 and sum(seen) == 30 for seen in scrapes), scrapes
-    finally:
-        server.send_signal(signal.SIGINT)  # Ctrl-C: Serve shuts down, the driver's local cluster with it
-        try:
-            server.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()

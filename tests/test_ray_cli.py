@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,42 +49,22 @@ def test_ray_options_without_ray_are_one_line_errors(run_cli: Any) -> None:
 @pytest.mark.slow
 def test_the_serve_ray_command_answers_the_readme_request(upstream: FakeUpstream, tmp_path: Path) -> None:
     """``sizewise serve --ray --replicas 2`` as a user runs it: its own local cluster, the banner, an answer."""
-    import signal
-
     import yaml
     from openai import OpenAI
+
+    from ray_helpers import serving_on_ray
 
     models = [fake_model("small", "ok-small", 1, upstream.base_url), fake_model("big", "ok-big", 8, upstream.base_url)]
     config = tmp_path / "sizewise.yaml"
     config.write_text(yaml.safe_dump({"models": models}))
-    port = free_port()
-    command = [str(Path(sys.executable).parent / "sizewise"), "serve", "--ray", "--replicas", "2", "--port", str(port)]
-    server = subprocess.Popen(
-        [*command, "-c", str(config), "--log-url", "none"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
-    )  # fmt: skip
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(server.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    try:
-        deadline = time.monotonic() + 180
-        while not any("sizewise gateway on Ray Serve" in line for line in lines):  # the banner: deployed
-            assert server.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
-            time.sleep(0.5)
+    port, out = free_port(), tmp_path / "out.txt"
+    with serving_on_ray(port, ["--replicas", "2", "-c", str(config), "--log-url", "none"], out):
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60)
         raw = client.chat.completions.with_raw_response.create(
             model="sizewise", messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=32
         )
         assert raw.headers["x-sizewise-model"] in ("small", "big")
         assert raw.parse().choices[0].message.content == "echo: What is 2+2?"
-    finally:
-        server.send_signal(signal.SIGINT)  # Ctrl-C: Serve shuts down, the driver's local cluster with it
-        try:
-            server.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        reader.join(10)
-    output = "".join(lines)
+    output = out.read_text()
     assert "ray: deployments front, gateway (2 gateway replicas)" in output, output[-3000:]
     assert f"sizewise gateway on Ray Serve at http://127.0.0.1:{port}/v1" in output
